@@ -1,0 +1,1 @@
+"""facetrail's command line. Each subcommand lives in its own module."""

@@ -1,0 +1,75 @@
+"""Pieces every subcommand shares: engine options, one-line errors, output consoles."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from rich.console import Console
+
+from facetrail.vision.engine import EngineConfig, FaceEngine, ImageFaces
+from facetrail.vision.errors import ImageError
+from facetrail.vision.image import load_image
+
+out = Console(highlight=False, soft_wrap=True)
+err = Console(stderr=True, highlight=False, soft_wrap=True)
+
+
+class CommandError(Exception):
+    """A user-facing failure: printed as one line, exit status 1."""
+
+
+def add_engine_options(parser: argparse.ArgumentParser) -> None:
+    """Options that choose and tune the face engine."""
+    group = parser.add_argument_group("engine")
+    group.add_argument("--recogniser", choices=["arcface", "dlib"], default="arcface",
+                       help="arcface: w600k_mbf, 512-d, non-commercial weights (default); "
+                            "dlib: ResNet 128-d, permissive (needs facetrail[dlib])")
+    group.add_argument("--det-size", type=int, default=640, metavar="PX",
+                       help="detector input: the image is letterboxed into PX x PX "
+                            "(larger finds smaller faces, costs more; default 640)")
+    group.add_argument("--no-rotations", action="store_true",
+                       help="do not look for faces turned by 90/180/270 degrees when none is upright")
+    group.add_argument("--no-low-light", action="store_true",
+                       help="never enhance dark images before detection")
+    group.add_argument("--providers", default="auto",
+                       help="onnxruntime providers, comma separated (default: auto = GPU if present)")
+
+
+def engine_from_args(args: argparse.Namespace) -> FaceEngine:
+    """Build the engine the options ask for."""
+    from facetrail.vision.lowlight import LowLightConfig
+
+    providers: tuple[str, ...] | str = (
+        "auto" if args.providers == "auto" else tuple(args.providers.split(",")))
+    return FaceEngine(EngineConfig(
+        recogniser=args.recogniser,
+        detector_input=(args.det_size, args.det_size),
+        try_rotations=not args.no_rotations,
+        low_light=LowLightConfig(enabled=not args.no_low_light),
+        providers=providers,
+    ))
+
+
+def analyze_file(engine: FaceEngine, path: Path) -> ImageFaces:
+    """Faces of one image file; ImageError when it cannot be read."""
+    return engine.analyze(load_image(path))
+
+
+def report_image_error(error: ImageError) -> None:
+    """Print an image problem as one line on stderr."""
+    err.print(f"error: {error}", markup=False)
+
+
+def require_face(path: Path, faces: ImageFaces) -> int:
+    """Index of the image's main face, or an ImageError when it has none."""
+    index = faces.primary()
+    if index is None:
+        raise ImageError(str(path), "no face found (try a larger, sharper, frontal photo)")
+    return index
+
+
+def stdout_is_tty() -> bool:
+    """True when a person is probably reading the output."""
+    return sys.stdout.isatty()

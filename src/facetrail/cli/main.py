@@ -1,0 +1,48 @@
+"""Entry point of the `facetrail` command."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Sequence
+
+from facetrail import __version__
+from facetrail.cli import compare, demo, faces
+from facetrail.cli.common import CommandError, err
+from facetrail.vision.errors import VisionError
+
+SUBCOMMANDS = (demo, faces, compare)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser with every subcommand."""
+    parser = argparse.ArgumentParser(
+        prog="facetrail", description="Self-hosted face recognition, accountable by design.")
+    parser.add_argument("--version", action="version", version=f"facetrail {__version__}")
+    parser.add_argument("-v", "--verbose", action="count", default=0, help="more log output")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for module in SUBCOMMANDS:
+        module.register(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run one command; bad input is a one-line error and a non-zero exit, never a traceback."""
+    args = build_parser().parse_args(argv)
+    level = logging.WARNING - 10 * min(args.verbose, 2)
+    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        return int(args.run(args))
+    except (VisionError, CommandError) as error:
+        err.print(f"error: {error}", markup=False)
+        return 1
+    except KeyboardInterrupt:
+        err.print("interrupted")
+        return 130
+    except BrokenPipeError:
+        return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,202 @@
+"""The face engine: detect, enhance when dark, align, embed and assess faces.
+
+``FaceEngine.analyze_many`` is the batched entry point later layers use:
+detection runs per canvas size in one batch, and every face of every image
+is embedded in one call.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Literal
+
+import numpy as np
+
+from facetrail.vision.align import AlignedFaces, align_faces, roll_degrees
+from facetrail.vision.detector import ScrfdDetector
+from facetrail.vision.embedder import ArcFaceEmbedder, Embedder
+from facetrail.vision.image import BGRImage, rotate
+from facetrail.vision.lowlight import LowLightConfig, enhance, is_dark
+from facetrail.vision.quality import MAX_RESIDUAL_PX, assess
+from facetrail.vision.registry import RECOGNISERS, ModelSpec
+from facetrail.vision.types import FaceDetections, FaceEmbeddings, FaceQuality, FloatArray
+
+log = logging.getLogger(__name__)
+
+Recogniser = Literal["arcface", "dlib"]
+UPRIGHT_ROLL_LIMIT = 45.0  # degrees of roll beyond which SCRFD's landmarks are re-checked
+
+
+@dataclass(frozen=True)
+class EngineConfig:
+    """Settings of the face engine.
+
+    ``try_rotations``: when an image has no upright face, look again with the
+    image turned by 90, 180 and 270 degrees (costs up to three more detector
+    runs on faceless images; meant for still photos, off for video).
+    ``max_alignment_residual``: faces whose landmarks fit the face template
+    worse than this (crop pixels) are dropped rather than embedded misaligned.
+    """
+
+    recogniser: Recogniser = "arcface"
+    detector_input: tuple[int, int] | int = (640, 640)
+    score_threshold: float = 0.5
+    low_light: LowLightConfig = field(default_factory=LowLightConfig)
+    try_rotations: bool = False
+    max_alignment_residual: float = MAX_RESIDUAL_PX
+    providers: tuple[str, ...] | str = "auto"
+    threads: int = 0
+
+
+@dataclass(frozen=True, eq=False)
+class ImageFaces:
+    """Everything the engine found in one image, row i of each field is face i."""
+
+    detections: FaceDetections
+    embeddings: FaceEmbeddings
+    qualities: list[FaceQuality]
+    enhanced: bool = False
+    dropped_misaligned: int = 0
+
+    def __len__(self) -> int:
+        return len(self.detections)
+
+    def primary(self) -> int | None:
+        """Index of the main face: the largest, favouring faces near the centre.
+
+        None when there is no face.
+        """
+        if len(self) == 0:
+            return None
+        return int(np.argmax(self.detections.areas))
+
+
+class FaceEngine:
+    """Detector plus recogniser, built once and reused. Thread-safe for the ArcFace backend."""
+
+    def __init__(self, config: EngineConfig = EngineConfig()) -> None:
+        self.config = config
+        self.detector = ScrfdDetector(input_size=config.detector_input,
+                                      score_threshold=config.score_threshold,
+                                      providers=config.providers, threads=config.threads)
+        self.embedder: Embedder = _make_embedder(config)
+
+    @property
+    def recogniser(self) -> ModelSpec:
+        """Manifest entry of the recogniser in use."""
+        return self.embedder.spec
+
+    @property
+    def threshold(self) -> float:
+        """Calibrated same-person cosine threshold of the recogniser."""
+        calibration = self.recogniser.calibration
+        if calibration is None:
+            raise RuntimeError(f"{self.recogniser.name} has no calibrated threshold")
+        return calibration.threshold
+
+    def analyze(self, image: BGRImage) -> ImageFaces:
+        """Faces, embeddings and qualities of one BGR image."""
+        return self.analyze_many([image])[0]
+
+    def analyze_many(self, images: Sequence[BGRImage]) -> list[ImageFaces]:
+        """Faces of several images, detected per canvas batch and embedded in one call."""
+        work = [self._maybe_enhance(img) for img in images]
+        found = self.detector.detect_many([w for w, _ in work])
+        if self.config.try_rotations:
+            found = [d if len(d) else self._detect_rotated(w) for d, (w, _) in zip(found, work,
+                                                                                   strict=True)]
+        found = [self._verify_upright(w, d) for d, (w, _) in zip(found, work, strict=True)]
+        aligned: list[AlignedFaces] = []
+        dropped: list[int] = []
+        for i, ((image, _), faces) in enumerate(zip(work, found, strict=True)):
+            crops = align_faces(image, faces.landmarks)
+            good = crops.residuals <= self.config.max_alignment_residual
+            dropped.append(faces.dropped + int((~good).sum()))
+            if not good.all():
+                log.debug("image %d: dropped %d face(s) whose landmarks do not fit a face",
+                          i, int((~good).sum()))
+                faces = faces.select(good)
+                crops = AlignedFaces(crops.crops[good], crops.matrices[good], crops.residuals[good])
+            found[i] = faces
+            aligned.append(crops)
+        items = [(image, faces) for (image, _), faces in zip(work, found, strict=True)]
+        embeddings = self.embedder.embed_many(items, aligned)
+        return [ImageFaces(faces, emb, assess(faces, crops), enhanced, drop)
+                for faces, emb, crops, (_, enhanced), drop
+                in zip(found, embeddings, aligned, work, dropped, strict=True)]
+
+    def _maybe_enhance(self, image: BGRImage) -> tuple[BGRImage, bool]:
+        if is_dark(image, self.config.low_light):
+            return enhance(image, self.config.low_light), True
+        return image, False
+
+    def _verify_upright(self, image: BGRImage, faces: FaceDetections) -> FaceDetections:
+        """Re-detect every strongly rolled face on an upright copy of its region.
+
+        SCRFD is trained on roughly upright faces: on a face turned by about 90
+        or 180 degrees its box is right but its landmarks can be swapped or
+        misplaced, which would align and embed the face wrongly without any
+        error. Such faces are looked at again turned upright; those not found
+        again are dropped (counted in ``dropped_misaligned``).
+        """
+        rolls = roll_degrees(faces.landmarks)
+        suspect = np.flatnonzero(np.abs(rolls) > UPRIGHT_ROLL_LIMIT)
+        if suspect.size == 0:
+            return faces
+        keep = np.ones(len(faces), bool)
+        landmarks = faces.landmarks.copy()
+        height, width = image.shape[:2]
+        for i in suspect:
+            turn = round(-float(rolls[i]) / 90.0) * 90 % 360
+            x1, y1, x2, y2 = faces.xyxy[i]
+            margin = 0.5 * max(x2 - x1, y2 - y1)
+            left, top = int(max(0, x1 - margin)), int(max(0, y1 - margin))
+            right, bottom = int(min(width, x2 + margin)), int(min(height, y2 + margin))
+            region: BGRImage = image[top:bottom, left:right]
+            again = self.detector.detect(rotate(region, turn) if turn else region)
+            upright = np.abs(roll_degrees(again.landmarks)) <= UPRIGHT_ROLL_LIMIT
+            if not upright.any():
+                keep[i] = False
+                continue
+            best = int(np.argmax(np.where(upright, again.scores, -1.0)))
+            points = again.landmarks[best]
+            if turn:
+                points = _unrotate(points, turn, right - left, bottom - top)
+            landmarks[i] = points + np.array([left, top], np.float32)
+        checked = FaceDetections(faces.xyxy.copy(), faces.scores.copy(), landmarks, faces.rotation,
+                                 dropped=faces.dropped + int((~keep).sum()))
+        return checked if keep.all() else checked.select(keep)
+
+    def _detect_rotated(self, image: BGRImage) -> FaceDetections:
+        height, width = image.shape[:2]
+        for degrees in (90, 180, 270):
+            faces = self.detector.detect(rotate(image, degrees))
+            if len(faces):
+                boxes = _unrotate(faces.xyxy.reshape(-1, 2, 2), degrees, width, height)
+                xyxy = np.concatenate([boxes.min(axis=1), boxes.max(axis=1)], axis=1)
+                points = _unrotate(faces.landmarks, degrees, width, height)
+                return FaceDetections(xyxy.astype(np.float32), faces.scores.copy(),
+                                      points.astype(np.float32), rotation=degrees)
+        return FaceDetections.empty()
+
+
+def _unrotate(points: FloatArray, degrees: int, width: int, height: int) -> FloatArray:
+    """Map (..., 2) points found in an image turned clockwise by ``degrees`` back to the original."""
+    x, y = points[..., 0], points[..., 1]
+    if degrees == 90:
+        return np.stack([y, height - 1 - x], axis=-1)
+    if degrees == 180:
+        return np.stack([width - 1 - x, height - 1 - y], axis=-1)
+    return np.stack([width - 1 - y, x], axis=-1)
+
+
+def _make_embedder(config: EngineConfig) -> Embedder:
+    if config.recogniser == "dlib":
+        from facetrail.vision.dlib_backend import DlibEmbedder
+
+        return DlibEmbedder()
+    if config.recogniser not in RECOGNISERS:
+        raise ValueError(f"unknown recogniser {config.recogniser!r}; choose from {list(RECOGNISERS)}")
+    return ArcFaceEmbedder(providers=config.providers, threads=config.threads)

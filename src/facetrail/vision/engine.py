@@ -14,7 +14,7 @@ from typing import Literal
 
 import numpy as np
 
-from facetrail.vision.align import AlignedFaces, align_faces, roll_degrees
+from facetrail.vision.align import AlignedFaces, align_faces
 from facetrail.vision.detector import ScrfdDetector
 from facetrail.vision.embedder import ArcFaceEmbedder, Embedder
 from facetrail.vision.image import BGRImage, rotate
@@ -22,11 +22,11 @@ from facetrail.vision.lowlight import LowLightConfig, enhance, is_dark
 from facetrail.vision.quality import MAX_RESIDUAL_PX, assess
 from facetrail.vision.registry import RECOGNISERS, ModelSpec
 from facetrail.vision.types import FaceDetections, FaceEmbeddings, FaceQuality, FloatArray
+from facetrail.vision.upright import verify_upright
 
 log = logging.getLogger(__name__)
 
 Recogniser = Literal["arcface", "dlib"]
-UPRIGHT_ROLL_LIMIT = 45.0  # degrees of roll beyond which SCRFD's landmarks are re-checked
 
 
 @dataclass(frozen=True)
@@ -107,7 +107,7 @@ class FaceEngine:
         if self.config.try_rotations:
             found = [d if len(d) else self._detect_rotated(w) for d, (w, _) in zip(found, work,
                                                                                    strict=True)]
-        found = [self._verify_upright(w, d) for d, (w, _) in zip(found, work, strict=True)]
+        found = [verify_upright(self.detector, w, d) for d, (w, _) in zip(found, work, strict=True)]
         aligned: list[AlignedFaces] = []
         dropped: list[int] = []
         for i, ((image, _), faces) in enumerate(zip(work, found, strict=True)):
@@ -131,43 +131,6 @@ class FaceEngine:
         if is_dark(image, self.config.low_light):
             return enhance(image, self.config.low_light), True
         return image, False
-
-    def _verify_upright(self, image: BGRImage, faces: FaceDetections) -> FaceDetections:
-        """Re-detect every strongly rolled face on an upright copy of its region.
-
-        SCRFD is trained on roughly upright faces: on a face turned by about 90
-        or 180 degrees its box is right but its landmarks can be swapped or
-        misplaced, which would align and embed the face wrongly without any
-        error. Such faces are looked at again turned upright; those not found
-        again are dropped (counted in ``dropped_misaligned``).
-        """
-        rolls = roll_degrees(faces.landmarks)
-        suspect = np.flatnonzero(np.abs(rolls) > UPRIGHT_ROLL_LIMIT)
-        if suspect.size == 0:
-            return faces
-        keep = np.ones(len(faces), bool)
-        landmarks = faces.landmarks.copy()
-        height, width = image.shape[:2]
-        for i in suspect:
-            turn = round(-float(rolls[i]) / 90.0) * 90 % 360
-            x1, y1, x2, y2 = faces.xyxy[i]
-            margin = 0.5 * max(x2 - x1, y2 - y1)
-            left, top = int(max(0, x1 - margin)), int(max(0, y1 - margin))
-            right, bottom = int(min(width, x2 + margin)), int(min(height, y2 + margin))
-            region: BGRImage = image[top:bottom, left:right]
-            again = self.detector.detect(rotate(region, turn) if turn else region)
-            upright = np.abs(roll_degrees(again.landmarks)) <= UPRIGHT_ROLL_LIMIT
-            if not upright.any():
-                keep[i] = False
-                continue
-            best = int(np.argmax(np.where(upright, again.scores, -1.0)))
-            points = again.landmarks[best]
-            if turn:
-                points = _unrotate(points, turn, right - left, bottom - top)
-            landmarks[i] = points + np.array([left, top], np.float32)
-        checked = FaceDetections(faces.xyxy.copy(), faces.scores.copy(), landmarks, faces.rotation,
-                                 dropped=faces.dropped + int((~keep).sum()))
-        return checked if keep.all() else checked.select(keep)
 
     def _detect_rotated(self, image: BGRImage) -> FaceDetections:
         height, width = image.shape[:2]

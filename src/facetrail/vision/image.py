@@ -47,7 +47,7 @@ def load_image(source: str | Path | bytes, *, name: str | None = None,
     except ImageError:
         raise
     except (Image.DecompressionBombError, Image.DecompressionBombWarning):
-        raise ImageError(label, f"image is larger than {max_pixels:,} pixels; not decoding it") from None
+        raise ImageError(label, f"image is over the limit of {max_pixels:,} pixels; resize it") from None
     except UnidentifiedImageError:
         raise ImageError(label, "not an image (unknown or unsupported format)") from None
     except (OSError, SyntaxError, ValueError) as exc:

@@ -1,0 +1,51 @@
+"""Shared fixtures: the real data folder, the sample photos and one engine per session."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from facetrail.vision.engine import EngineConfig, FaceEngine
+from facetrail.vision.image import BGRImage, load_image
+from facetrail.vision.lowlight import LowLightConfig
+from facetrail.vision.samples import sample_image
+
+
+def shared_data_dir() -> Path:
+    """../shared/data beside the checkout, or FACETRAIL_SHARED_DATA."""
+    override = os.environ.get("FACETRAIL_SHARED_DATA")
+    if override:
+        return Path(override)
+    return Path(__file__).resolve().parents[2] / "shared" / "data"
+
+
+@pytest.fixture(scope="session")
+def data_dir() -> Path:
+    path = shared_data_dir()
+    if not path.is_dir():
+        pytest.skip(f"real face data not found at {path} (set FACETRAIL_SHARED_DATA)")
+    return path
+
+
+@pytest.fixture(scope="session")
+def players() -> BGRImage:
+    return load_image(sample_image("players.jpg"))
+
+
+@pytest.fixture(scope="session")
+def yaoming() -> BGRImage:
+    return load_image(sample_image("yaoming.jpg"))
+
+
+@pytest.fixture(scope="session")
+def engine() -> FaceEngine:
+    """The default engine, as `facetrail faces` builds it (rotations on)."""
+    return FaceEngine(EngineConfig(try_rotations=True))
+
+
+@pytest.fixture(scope="session")
+def plain_engine() -> FaceEngine:
+    """No enhancement and no rotation search: exactly what InsightFace sees."""
+    return FaceEngine(EngineConfig(low_light=LowLightConfig(enabled=False)))

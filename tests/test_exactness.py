@@ -1,0 +1,69 @@
+"""facetrail's embeddings equal InsightFace's own pipeline on the same faces and weights.
+
+This is what lets facetrail claim the models' published accuracy: no detail of
+decoding, alignment or normalisation may cost anything. (Faces rolled past
+``upright.ROLL_LIMIT`` are re-detected upright on purpose; the photos here are
+within it, and ``test_vision_models`` shows the re-detection is the better one.)
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from facetrail.vision.engine import FaceEngine
+from facetrail.vision.image import BGRImage, load_image
+from facetrail.vision.registry import SCRFD_500M, W600K_MBF
+
+pytestmark = pytest.mark.models
+
+
+@pytest.fixture(scope="module")
+def insightface_app(tmp_path_factory: pytest.TempPathFactory) -> Iterator[object]:
+    analysis = pytest.importorskip("insightface.app", reason="insightface is in the dev extra")
+    folder = tmp_path_factory.mktemp("insightface-models")
+    for spec in (SCRFD_500M, W600K_MBF):
+        os.symlink(spec.path(), folder / spec.path().name)
+    app = analysis.FaceAnalysis(name=str(folder), providers=["CPUExecutionProvider"])
+    app.prepare(ctx_id=-1, det_size=(640, 640))
+    yield app
+
+
+def _iou(a: np.ndarray, b: np.ndarray) -> float:
+    ix = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
+    iy = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
+    inter = ix * iy
+    return inter / ((a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter)
+
+
+def _compare(app: object, engine: FaceEngine, image: BGRImage) -> list[float]:
+    reference = app.get(image)  # type: ignore[attr-defined]
+    ours = engine.analyze(image)
+    assert len(ours) == len(reference)
+    cosines = []
+    for face in reference:
+        ious = [_iou(face.bbox, box) for box in ours.detections.xyxy]
+        match = int(np.argmax(ious))
+        assert ious[match] > 0.9
+        assert np.allclose(ours.detections.landmarks[match], face.kps, atol=0.05)
+        cosines.append(float(ours.embeddings.vectors[match] @ face.normed_embedding))
+    return cosines
+
+
+def test_embeddings_match_insightface_on_the_team(insightface_app: object, plain_engine: FaceEngine,
+                                                  players: BGRImage) -> None:
+    cosines = _compare(insightface_app, plain_engine, players)
+    assert len(cosines) >= 20
+    assert min(cosines) >= 0.999
+
+
+@pytest.mark.parametrize("relative", ["scenes/multiface.jpg", "scenes/obama_and_biden.jpg",
+                                      "faces/biden/biden.jpg", "conditions/pose/right_wryneck.png"])
+def test_embeddings_match_insightface_on_shared_photos(insightface_app: object, plain_engine: FaceEngine,
+                                                       data_dir: Path, relative: str) -> None:
+    cosines = _compare(insightface_app, plain_engine, load_image(data_dir / relative))
+    assert cosines and min(cosines) >= 0.999

@@ -41,18 +41,29 @@ def mean_luminance(image: BGRImage) -> float:
     return float(grey.mean())
 
 
+def is_grey(image: BGRImage) -> bool:
+    """True for a grey (for example infrared) frame stored as three equal channels."""
+    sample = image[::4, ::4]
+    return bool(np.array_equal(sample[:, :, 0], sample[:, :, 1])
+                and np.array_equal(sample[:, :, 1], sample[:, :, 2]))
+
+
 def is_dark(image: BGRImage, config: LowLightConfig = LowLightConfig()) -> bool:
     """True when enhancement is on and the image is darker than ``dark_below``."""
     return config.enabled and mean_luminance(image) < config.dark_below
 
 
 def enhance(image: BGRImage, config: LowLightConfig = LowLightConfig()) -> BGRImage:
-    """A brighter, higher-contrast copy of a dark BGR image."""
-    lab = cv2.cvtColor(image, cv2.COLOR_BGR2LAB)
+    """A brighter, higher-contrast copy of a dark BGR image (grey images stay exactly grey)."""
     clahe = cv2.createCLAHE(clipLimit=config.clip_limit,
                             tileGridSize=(config.tile_grid, config.tile_grid))
-    lab[:, :, 0] = clahe.apply(lab[:, :, 0])
-    equalised = cast(BGRImage, cv2.cvtColor(lab, cv2.COLOR_LAB2BGR))
+    if is_grey(image):
+        grey = clahe.apply(np.ascontiguousarray(image[:, :, 0]))
+        equalised = cast(BGRImage, cv2.cvtColor(grey, cv2.COLOR_GRAY2BGR))
+    else:
+        lab = cv2.cvtColor(image, cv2.COLOR_BGR2LAB)
+        lab[:, :, 0] = clahe.apply(lab[:, :, 0])
+        equalised = cast(BGRImage, cv2.cvtColor(lab, cv2.COLOR_LAB2BGR))
     current = max(mean_luminance(equalised), 1.0)
     if current < config.target_mean:
         gamma = np.log(config.target_mean / 255.0) / np.log(current / 255.0)

@@ -38,3 +38,15 @@ def test_unavailable_provider_falls_back_to_cpu_with_a_warning(caplog: pytest.Lo
 
 def test_auto_always_ends_with_the_cpu() -> None:
     assert resolve_providers("auto")[-1] == "CPUExecutionProvider"
+
+
+@pytest.mark.gpu
+def test_engine_runs_on_cuda_when_present() -> None:
+    import onnxruntime as ort
+
+    from facetrail.vision.engine import FaceEngine
+
+    if "CUDAExecutionProvider" not in ort.get_available_providers():
+        pytest.skip("no CUDA provider in this onnxruntime build (install facetrail[gpu] on a GPU machine)")
+    engine = FaceEngine()
+    assert engine.detector.providers[0] == "CUDAExecutionProvider"

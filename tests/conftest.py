@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -49,3 +50,18 @@ def engine() -> FaceEngine:
 def plain_engine() -> FaceEngine:
     """No enhancement and no rotation search: exactly what InsightFace sees."""
     return FaceEngine(EngineConfig(low_light=LowLightConfig(enabled=False)))
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """A real, empty database: a SQLite file, then a throwaway PostgreSQL database."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'facetrail.db'}"
+        return
+    from dbs import postgres_problem, throwaway_postgres
+
+    problem = postgres_problem()
+    if problem:
+        pytest.skip(problem)
+    with throwaway_postgres() as url:
+        yield url

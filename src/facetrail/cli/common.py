@@ -5,12 +5,16 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from rich.console import Console
 
 from facetrail.vision.engine import EngineConfig, FaceEngine, ImageFaces
 from facetrail.vision.errors import ImageError
 from facetrail.vision.image import load_image
+
+if TYPE_CHECKING:
+    from facetrail.gallery.gallery import Gallery
 
 out = Console(highlight=False, soft_wrap=True)
 err = Console(stderr=True, highlight=False, soft_wrap=True)
@@ -73,3 +77,33 @@ def require_face(path: Path, faces: ImageFaces) -> int:
 def stdout_is_tty() -> bool:
     """True when a person is probably reading the output."""
     return sys.stdout.isatty()
+
+
+def add_gallery_options(parser: argparse.ArgumentParser) -> None:
+    """Options that say where the gallery lives and who is acting."""
+    import os
+
+    group = parser.add_argument_group("gallery")
+    group.add_argument("--data", type=Path, default=Path(os.environ.get("FACETRAIL_DATA", "facetrail-data")),
+                       help="data folder: SQLite file and index (default: $FACETRAIL_DATA or ./facetrail-data)")
+    group.add_argument("--db", default=os.environ.get("FACETRAIL_DB"),
+                       help="database URL instead of the SQLite file, e.g. "
+                            "postgresql+psycopg://user@host/db (default: $FACETRAIL_DB)")
+    group.add_argument("--actor", default=None,
+                       help="who is acting, for the audit log (default: $FACETRAIL_ACTOR or your user name)")
+    group.add_argument("--recogniser", choices=["arcface", "dlib"], default="arcface",
+                       help="which recogniser's templates to use (default: arcface)")
+
+
+def open_gallery(args: argparse.Namespace) -> Gallery:
+    """Open the gallery the options name (creating an empty one if needed)."""
+    from facetrail.gallery.gallery import Gallery, GallerySettings
+
+    return Gallery(GallerySettings(data_dir=args.data, db_url=args.db, recogniser=args.recogniser))
+
+
+def actor_of(args: argparse.Namespace) -> str:
+    """The acting user for the audit log."""
+    from facetrail.gallery.gallery import default_actor
+
+    return str(args.actor or default_actor())

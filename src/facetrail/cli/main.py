@@ -8,11 +8,13 @@ import sys
 from collections.abc import Sequence
 
 from facetrail import __version__
-from facetrail.cli import compare, demo, faces
+from facetrail.cli import audit_cmd, compare, demo, enroll, evaluate, faces, people, search, watchlist
 from facetrail.cli.common import CommandError, err
+from facetrail.gallery.errors import GalleryError
+from facetrail.store.errors import StoreError
 from facetrail.vision.errors import VisionError
 
-SUBCOMMANDS = (demo, faces, compare)
+SUBCOMMANDS = (demo, faces, compare, evaluate, enroll, search, people, watchlist, audit_cmd)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -34,7 +36,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
     try:
         return int(args.run(args))
-    except (VisionError, CommandError) as error:
+    except (VisionError, GalleryError, StoreError, CommandError) as error:
         err.print(f"error: {error}", markup=False)
         return 1
     except KeyboardInterrupt:

@@ -1,0 +1,56 @@
+"""`facetrail audit verify|list`: the tamper-evident audit log."""
+
+from __future__ import annotations
+
+import argparse
+
+from sqlalchemy import select
+
+from facetrail.cli.common import add_gallery_options, open_gallery, out
+from facetrail.store.audit import verify_chain
+from facetrail.store.models import AuditEntry
+
+
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """Add the subcommand group."""
+    parser = sub.add_parser("audit", help="verify or read the audit log")
+    actions = parser.add_subparsers(dest="audit_action", metavar="ACTION", required=True)
+    verify = actions.add_parser("verify", help="check the hash chain; exit 1 if any entry was tampered with")
+    add_gallery_options(verify)
+    verify.set_defaults(run=run_verify)
+    listing = actions.add_parser("list", help="print the latest entries")
+    listing.add_argument("--last", type=int, default=20, metavar="N")
+    add_gallery_options(listing)
+    listing.set_defaults(run=run_list)
+
+
+def run_verify(args: argparse.Namespace) -> int:
+    """Verify the whole chain."""
+    gallery = open_gallery(args)
+    try:
+        with gallery.db.session() as session:
+            check = verify_chain(session)
+    finally:
+        gallery.db.dispose()
+    if check.ok:
+        out.print(f"audit log intact: {check.checked} entries verified")
+        return 0
+    out.print(f"[red]audit log TAMPERED[/red] at entry {check.first_bad_id}: {check.reason} "
+              f"({check.checked} entries before it verified)")
+    return 1
+
+
+def run_list(args: argparse.Namespace) -> int:
+    """Print the newest entries, oldest first."""
+    gallery = open_gallery(args)
+    try:
+        with gallery.db.session() as session:
+            rows = list(session.scalars(select(AuditEntry).order_by(AuditEntry.id.desc()).limit(args.last)))
+    finally:
+        gallery.db.dispose()
+    for row in reversed(rows):
+        purpose = f" purpose={row.purpose!r}" if row.purpose else ""
+        count = f" results={row.result_count}" if row.result_count is not None else ""
+        out.print(f"{row.id:>6} {row.at:%Y-%m-%d %H:%M:%S} {row.actor} {row.action} {row.target}{purpose}{count}",
+                  markup=False)
+    return 0

@@ -1,0 +1,116 @@
+"""The gallery: who is enrolled, and the vector index that finds them.
+
+``Gallery`` joins the database (source of truth), the vector index (a cache
+of the embeddings for fast search) and the face engine. Every change is one
+database transaction, committed before the index is touched, so a crash can
+leave the index behind the database but never ahead of it; the next open
+repairs it (``facetrail.gallery.sync``).
+
+Thread-safety: index mutations are serialised by a lock; searches may run
+concurrently.
+"""
+
+from __future__ import annotations
+
+import getpass
+import logging
+import os
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from sqlalchemy import func, select
+
+from facetrail.gallery.errors import GalleryError
+from facetrail.gallery.faiss_index import FaissIndex
+from facetrail.gallery.sync import open_index
+from facetrail.store.db import Database, sqlite_url
+from facetrail.store.models import FaceTemplate, Identity
+from facetrail.vision.engine import EngineConfig, FaceEngine
+from facetrail.vision.registry import RECOGNISERS, ModelSpec
+
+log = logging.getLogger(__name__)
+
+INDEX_FILENAME = "index-{model}.faiss"
+
+
+def default_actor() -> str:
+    """Who is acting when nobody says: FACETRAIL_ACTOR, else the OS user."""
+    try:
+        return os.environ.get("FACETRAIL_ACTOR") or getpass.getuser()
+    except (KeyError, OSError):
+        return "unknown"
+
+
+@dataclass(frozen=True)
+class GallerySettings:
+    """Where the gallery lives and which recogniser it uses.
+
+    ``data_dir`` holds the SQLite file (unless ``db_url`` names another
+    database) and the index files; ``recogniser`` picks the embedding model.
+    """
+
+    data_dir: Path
+    db_url: str | None = None
+    recogniser: str = "arcface"
+
+
+class Gallery:
+    """Database, vector index and face engine, opened together."""
+
+    def __init__(self, settings: GallerySettings, *, engine: FaceEngine | None = None) -> None:
+        if settings.recogniser not in RECOGNISERS:
+            raise GalleryError(f"unknown recogniser {settings.recogniser!r}; choose from {list(RECOGNISERS)}")
+        self.settings = settings
+        self.spec: ModelSpec = RECOGNISERS[settings.recogniser]
+        self.dim = int(self.spec.embedding_size or 0)
+        settings.data_dir.mkdir(parents=True, exist_ok=True)
+        self.db = Database(settings.db_url or sqlite_url(settings.data_dir))
+        self.index_path = settings.data_dir / INDEX_FILENAME.format(model=self.spec.name)
+        self.index: FaissIndex = open_index(self.db, self.model_id, self.dim, self.index_path)
+        self._engine = engine
+        self.lock = threading.Lock()
+
+    @property
+    def model_id(self) -> str:
+        """Id of the model whose embeddings this gallery searches."""
+        return self.spec.model_id
+
+    @property
+    def engine(self) -> FaceEngine:
+        """The face engine, built on first use (commands that only read do not load models)."""
+        if self._engine is None:
+            self._engine = FaceEngine(EngineConfig(recogniser=self.settings.recogniser,  # type: ignore[arg-type]
+                                                   try_rotations=True))
+        return self._engine
+
+    def add_to_index(self, ids: list[int], vectors: np.ndarray) -> None:
+        """Index committed templates (call after the transaction that wrote them committed)."""
+        if ids:
+            with self.lock:
+                self.index.add(np.asarray(ids, np.int64), vectors.astype(np.float32))
+
+    def remove_from_index(self, ids: list[int]) -> None:
+        """Drop templates from the index (after the transaction that deleted them committed)."""
+        if ids:
+            with self.lock:
+                self.index.remove(np.asarray(ids, np.int64))
+
+    def save_index(self) -> None:
+        """Write the index file atomically."""
+        with self.lock:
+            self.index.save(self.index_path)
+
+    def counts(self) -> tuple[int, int]:
+        """(identities, templates of this gallery's model) in the database."""
+        with self.db.session() as session:
+            identities = session.scalar(select(func.count()).select_from(Identity)) or 0
+            templates = session.scalar(select(func.count()).select_from(FaceTemplate)
+                                       .where(FaceTemplate.model_id == self.model_id)) or 0
+        return int(identities), int(templates)
+
+    def close(self) -> None:
+        """Save the index and release the database."""
+        self.save_index()
+        self.db.dispose()

@@ -1,0 +1,136 @@
+"""1:N search: who is this face? Open-set, purpose-bound and audited.
+
+Every search needs a purpose and writes an audit entry (who, why, against
+what, how many results) in the same transaction that reads the candidates.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+
+import numpy as np
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from facetrail.gallery.errors import GalleryError
+from facetrail.gallery.gallery import Gallery
+from facetrail.store import audit
+from facetrail.store.models import FaceTemplate, Identity, NegativeExample, Watchlist, WatchlistMember, utcnow
+
+# Templates fetched per requested identity: one person may hold several templates.
+_OVERSAMPLE = 10
+_MIN_CANDIDATES = 50
+
+
+@dataclass(frozen=True)
+class Match:
+    """One candidate identity: best template score (cosine) and that template."""
+
+    identity_id: int
+    display_name: str
+    score: float
+    template_id: int
+
+
+@dataclass(frozen=True)
+class SearchResult:
+    """Candidates best first; ``known`` when the best clears ``threshold``."""
+
+    matches: list[Match]
+    threshold: float
+    watchlist: str | None
+    suppressed: list[int]  # identities left out because of a negative example
+
+    @property
+    def known(self) -> bool:
+        """True when the best candidate is at or above the threshold."""
+        return bool(self.matches) and self.matches[0].score >= self.threshold
+
+    @property
+    def best(self) -> Match | None:
+        """The best candidate if it is a match, else None (an unknown face)."""
+        return self.matches[0] if self.known else None
+
+
+def search_embedding(gallery: Gallery, vector: np.ndarray, *, purpose: str, actor: str, top: int = 5,
+                     watchlist: str | None = None, model_id: str | None = None) -> SearchResult:
+    """Top identities for one embedding; raises GalleryError without a purpose or on a model mismatch."""
+    if not purpose or not purpose.strip():
+        raise GalleryError("a search needs a purpose (why are you searching?); give --purpose TEXT")
+    if model_id is not None and model_id != gallery.model_id:
+        raise GalleryError(f"embedding made by {model_id!r} cannot be searched in a gallery of "
+                           f"{gallery.model_id!r}")
+    if top < 1:
+        raise GalleryError("top must be at least 1")
+    query = np.asarray(vector, np.float32).reshape(1, -1)
+    wanted = min(len(gallery.index), max(_MIN_CANDIDATES, top * _OVERSAMPLE))
+    hits = gallery.index.search(query, wanted) if wanted else None
+    with gallery.db.session() as session:
+        threshold, members = _scope(session, gallery, watchlist)
+        best_per_identity = _best_per_identity(session, hits, members) if hits is not None else {}
+        suppressed = _negatives(session, query[0], best_per_identity, gallery.model_id)
+        names = dict(session.execute(select(Identity.id, Identity.display_name)
+                                     .where(Identity.id.in_(list(best_per_identity)))).all())
+        matches = sorted((Match(identity_id, names.get(identity_id, "?"), score, template_id)
+                          for identity_id, (score, template_id) in best_per_identity.items()
+                          if identity_id not in suppressed),
+                         key=lambda m: -m.score)[:top]
+        audit.record(session, actor=actor, action="search", target=f"watchlist:{watchlist}" if watchlist
+                     else "gallery", purpose=purpose.strip(), result_count=len(matches),
+                     details={"known": bool(matches) and matches[0].score >= threshold, "top": top})
+    return SearchResult(matches, threshold, watchlist, sorted(suppressed))
+
+
+def _scope(session: Session, gallery: Gallery, watchlist: str | None) -> tuple[float, set[int] | None]:
+    """Threshold to apply and the identities allowed (None: everyone)."""
+    calibrated = gallery.spec.calibration.threshold if gallery.spec.calibration else 0.5
+    if watchlist is None:
+        return calibrated, None
+    row = session.scalar(select(Watchlist).where(Watchlist.name == watchlist))
+    if row is None:
+        raise GalleryError(f"no watchlist called {watchlist!r}")
+    if row.expires_at is not None and _aware(row.expires_at) <= utcnow():
+        raise GalleryError(f"watchlist {watchlist!r} expired on {row.expires_at:%Y-%m-%d}; it is no longer "
+                           "searchable")
+    members = set(session.scalars(select(WatchlistMember.identity_id)
+                                  .where(WatchlistMember.watchlist_id == row.id)))
+    return (row.threshold if row.threshold is not None else calibrated), members
+
+
+def _best_per_identity(session: Session, hits: object, members: set[int] | None) -> dict[int, tuple[float, int]]:
+    scores = hits.scores[0]  # type: ignore[attr-defined]
+    ids = hits.ids[0]  # type: ignore[attr-defined]
+    valid = ids >= 0
+    template_ids = [int(i) for i in ids[valid]]
+    owners = dict(session.execute(select(FaceTemplate.id, FaceTemplate.identity_id)
+                                  .where(FaceTemplate.id.in_(template_ids))).all())
+    best: dict[int, tuple[float, int]] = {}
+    for template_id, score in zip(template_ids, scores[valid], strict=True):
+        identity_id = owners.get(template_id)
+        if identity_id is None or (members is not None and identity_id not in members):
+            continue
+        if identity_id not in best or score > best[identity_id][0]:
+            best[identity_id] = (float(score), template_id)
+    return best
+
+
+def _negatives(session: Session, query: np.ndarray, candidates: dict[int, tuple[float, int]],
+               model_id: str) -> set[int]:
+    """Candidates the query must not match: it is closer to a face known NOT to be them than to them."""
+    if not candidates:
+        return set()
+    rows = session.execute(select(NegativeExample.identity_id, NegativeExample.embedding)
+                           .where(NegativeExample.identity_id.in_(list(candidates)),
+                                  NegativeExample.model_id == model_id)).all()
+    suppressed = set()
+    for identity_id, blob in rows:
+        if float(np.frombuffer(blob, np.float32) @ query) >= candidates[identity_id][0]:
+            suppressed.add(identity_id)
+    return suppressed
+
+
+def _aware(moment: datetime) -> datetime:
+    from datetime import UTC
+
+    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)

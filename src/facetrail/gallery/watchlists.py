@@ -1,0 +1,46 @@
+"""Watchlists: a name, a stated purpose, a threshold, an expiry, and their members."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlalchemy import select
+
+from facetrail.gallery.errors import GalleryError
+from facetrail.gallery.gallery import Gallery
+from facetrail.gallery.people import resolve_identity
+from facetrail.store import audit
+from facetrail.store.models import Watchlist, WatchlistMember
+
+
+def create_watchlist(gallery: Gallery, name: str, *, purpose: str, actor: str, threshold: float | None = None,
+                     expires_at: datetime | None = None) -> int:
+    """Create a watchlist; ``threshold`` (cosine) defaults to the model's calibrated one."""
+    if not purpose.strip():
+        raise GalleryError("a watchlist needs a purpose (--purpose TEXT)")
+    if threshold is not None and not -1.0 <= threshold <= 1.0:
+        raise GalleryError("a watchlist threshold is a cosine similarity between -1 and 1")
+    with gallery.db.session() as session:
+        if session.scalar(select(Watchlist.id).where(Watchlist.name == name)) is not None:
+            raise GalleryError(f"a watchlist called {name!r} already exists")
+        watchlist = Watchlist(name=name, purpose=purpose.strip(), threshold=threshold, expires_at=expires_at,
+                              created_by=actor)
+        session.add(watchlist)
+        session.flush()
+        audit.record(session, actor=actor, action="watchlist.create", target=f"watchlist:{name}",
+                     purpose=purpose.strip(),
+                     details={"threshold": threshold, "expires_at": expires_at.isoformat() if expires_at else None})
+        return watchlist.id
+
+
+def add_member(gallery: Gallery, watchlist: str, reference: str, *, actor: str) -> None:
+    """Put an enrolled identity on a watchlist (no-op if already there)."""
+    with gallery.db.session() as session:
+        row = session.scalar(select(Watchlist).where(Watchlist.name == watchlist))
+        if row is None:
+            raise GalleryError(f"no watchlist called {watchlist!r}")
+        identity = resolve_identity(session, reference)
+        if session.get(WatchlistMember, (row.id, identity.id)) is None:
+            session.add(WatchlistMember(watchlist_id=row.id, identity_id=identity.id, added_by=actor))
+            audit.record(session, actor=actor, action="watchlist.add", target=f"watchlist:{watchlist}",
+                         details={"identity": identity.id})

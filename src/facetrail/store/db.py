@@ -1,0 +1,103 @@
+"""Opening the database: SQLite (WAL, one file) by default, PostgreSQL by URL; migrations on open.
+
+Thread-safety: a ``Database`` may be shared by threads; each unit of work
+takes its own session from ``session()``.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import Engine, create_engine, event, text
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError, OperationalError, SQLAlchemyError
+from sqlalchemy.orm import Session, sessionmaker
+
+from facetrail.store.errors import DatabaseUnavailableError
+
+log = logging.getLogger(__name__)
+
+DB_FILENAME = "facetrail.db"
+
+
+def sqlite_url(data_dir: Path) -> str:
+    """The URL of the embedded default database inside ``data_dir``."""
+    return f"sqlite:///{(data_dir / DB_FILENAME).resolve()}"
+
+
+class Database:
+    """A migrated database and a session factory.
+
+    ``url``: any SQLAlchemy URL; ``sqlite:///path`` and
+    ``postgresql+psycopg://user@host/db`` are the tested ones.
+    """
+
+    def __init__(self, url: str, *, migrate: bool = True) -> None:
+        try:
+            parsed = make_url(url)
+        except ArgumentError:
+            raise DatabaseUnavailableError(f"not a database URL: {url!r}") from None
+        self.url = url
+        self.dialect = parsed.get_backend_name()
+        if self.dialect == "sqlite" and parsed.database:
+            Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
+        self.engine: Engine = create_engine(url, pool_pre_ping=True)
+        if self.dialect == "sqlite":
+            event.listen(self.engine, "connect", _sqlite_pragmas)
+            event.listen(self.engine, "begin", _sqlite_begin_immediate)
+        self._sessions = sessionmaker(self.engine, expire_on_commit=False)
+        try:
+            with self.engine.connect() as connection:
+                connection.execute(text("select 1"))
+        except OperationalError as exc:
+            raise DatabaseUnavailableError(
+                f"cannot open database {parsed.render_as_string(hide_password=True)}: {exc.orig}") from None
+        if migrate:
+            self.migrate()
+
+    def migrate(self) -> None:
+        """Bring the schema to the newest Alembic revision."""
+        from facetrail.store.migrate import upgrade_to_head
+
+        upgrade_to_head(self.engine)
+
+    @contextmanager
+    def session(self) -> Iterator[Session]:
+        """A session whose work is committed on success and rolled back on any error."""
+        session = self._sessions()
+        try:
+            yield session
+            session.commit()
+        except BaseException:
+            session.rollback()
+            raise
+        finally:
+            session.close()
+
+    def dispose(self) -> None:
+        """Close every pooled connection."""
+        self.engine.dispose()
+
+
+def _sqlite_begin_immediate(connection: Any) -> None:
+    # Take the write lock when a transaction starts: two writers then queue (busy_timeout)
+    # instead of failing when a reader tries to upgrade its lock.
+    connection.exec_driver_sql("BEGIN IMMEDIATE")
+
+
+def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+    # pysqlite's own transaction handling would defeat BEGIN IMMEDIATE; we issue BEGIN ourselves.
+    dbapi_connection.isolation_level = None
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA synchronous=NORMAL")
+    cursor.execute("PRAGMA foreign_keys=ON")
+    cursor.execute("PRAGMA busy_timeout=30000")
+    cursor.close()
+
+
+__all__ = ["Database", "DatabaseUnavailableError", "SQLAlchemyError", "sqlite_url"]

@@ -1,0 +1,328 @@
+"""The gallery's vector index: true neighbours, exact deletes, replacement, files that validate.
+
+Seeded random unit vectors stand in for a gallery; real ArcFace embeddings of
+the players in the sample photo check that real faces find themselves.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import struct
+import threading
+from pathlib import Path
+
+import numpy as np
+import numpy.typing as npt
+import pytest
+
+from facetrail.gallery.errors import DimensionMismatchError, GalleryError, IndexCorruptError, SearchIndexError
+from facetrail.gallery.faiss_index import HEADER_BYTES, FaissIndex, load_index
+from facetrail.gallery.index import Index, SearchHits
+from facetrail.vision.engine import FaceEngine
+from facetrail.vision.image import load_image
+from facetrail.vision.samples import sample_image
+
+DIM = 512
+F32 = npt.NDArray[np.float32]
+
+
+def unit(rows: npt.NDArray[np.floating]) -> F32:
+    rows = np.asarray(rows, np.float32)
+    return (rows / np.linalg.norm(rows, axis=1, keepdims=True)).astype(np.float32)
+
+
+def random_unit(n: int, seed: int, dim: int = DIM) -> F32:
+    return unit(np.random.default_rng(seed).standard_normal((n, dim), dtype=np.float32))
+
+
+def near(vectors: F32, cosine: float, seed: int) -> F32:
+    """Unit vectors at about ``cosine`` to each row (Gaussian noise, then renormalised)."""
+    sigma = np.tan(np.arccos(cosine)) / np.sqrt(vectors.shape[1])
+    noise = np.random.default_rng(seed).normal(0, sigma, vectors.shape).astype(np.float32)
+    return unit(vectors + noise)
+
+
+def numpy_top(gallery: F32, ids: npt.NDArray[np.int64], queries: F32, k: int) -> npt.NDArray[np.int64]:
+    scores = queries @ gallery.T
+    return ids[np.argsort(-scores, axis=1, kind="stable")[:, :k]]
+
+
+@pytest.fixture(scope="module")
+def gallery() -> tuple[npt.NDArray[np.int64], F32]:
+    """3,000 unit vectors with sparse, shuffled ids."""
+    rng = np.random.default_rng(7)
+    ids = rng.choice(10_000_000, 3000, replace=False).astype(np.int64)
+    return ids, random_unit(3000, seed=1)
+
+
+@pytest.fixture(scope="module")
+def approx() -> tuple[FaissIndex, npt.NDArray[np.int64], F32]:
+    """5,000 vectors with the threshold forced down to 2,000: approx mode, built once."""
+    vectors = random_unit(5000, seed=3)
+    ids = np.arange(5000, dtype=np.int64) * 10
+    index = FaissIndex(DIM, auto_threshold=2000)
+    index.add(ids, vectors)
+    return index, ids, vectors
+
+
+# --------------------------------------------------------------------------- exact mode
+
+
+def test_exact_mode_returns_the_true_neighbours(gallery: tuple[npt.NDArray[np.int64], F32]) -> None:
+    ids, vectors = gallery
+    index = FaissIndex(DIM)
+    index.add(ids, vectors)
+    assert index.mode == "exact" and len(index) == 3000 and isinstance(index, Index)
+    queries = np.concatenate([near(vectors[:100], 0.5, seed=4), random_unit(100, seed=5)])
+    hits = index.search(queries, 10)
+    assert isinstance(hits, SearchHits) and hits.ids.shape == (200, 10) and hits.scores.dtype == np.float32
+    assert np.array_equal(hits.ids, numpy_top(vectors, ids, queries, 10))
+    expected = np.sort(queries @ vectors.T, axis=1)[:, ::-1][:, :10]
+    np.testing.assert_allclose(hits.scores, expected, atol=1e-5)
+    assert np.array_equal(np.sort(ids), index.ids())
+
+
+def test_fewer_than_k_are_padded() -> None:
+    index = FaissIndex(DIM)
+    empty = index.search(random_unit(2, seed=0), 3)
+    assert (empty.ids == -1).all() and np.isneginf(empty.scores).all()
+    index.add(np.array([5, 9]), random_unit(2, seed=1))
+    hits = index.search(random_unit(1, seed=2)[0], 4)  # one (dim,) query is m = 1
+    assert hits.ids.shape == (1, 4)
+    assert sorted(hits.ids[0, :2].tolist()) == [5, 9] and (hits.ids[0, 2:] == -1).all()
+    assert np.isfinite(hits.scores[0, :2]).all() and np.isneginf(hits.scores[0, 2:]).all()
+
+
+def test_remove_is_never_returned_and_len_drops(gallery: tuple[npt.NDArray[np.int64], F32]) -> None:
+    ids, vectors = gallery
+    index = FaissIndex(DIM)
+    index.add(ids, vectors)
+    gone = ids[:50]
+    assert index.remove(np.concatenate([gone, [123_456_789_000]])) == 50  # an absent id is ignored
+    assert len(index) == 2950 and int(gone[0]) not in index and int(ids[60]) in index
+    hits = index.search(vectors[:50], 5)  # the removed vectors themselves
+    assert not np.isin(hits.ids, gone).any()
+    assert index.remove(gone) == 0
+
+
+def test_re_adding_an_id_replaces_its_vector(gallery: tuple[npt.NDArray[np.int64], F32]) -> None:
+    ids, vectors = gallery
+    index = FaissIndex(DIM)
+    index.add(ids[:100], vectors[:100])
+    replacement = random_unit(1, seed=99)
+    index.add(ids[:1], replacement)
+    assert len(index) == 100
+    assert index.search(replacement, 1).ids[0, 0] == ids[0]
+    old = index.search(vectors[:1], 1)
+    assert old.ids[0, 0] != ids[0] or old.scores[0, 0] < 0.5
+
+
+@pytest.mark.models
+def test_real_players_find_themselves(engine: FaceEngine, gallery: tuple[npt.NDArray[np.int64], F32]) -> None:
+    faces = engine.analyze(load_image(sample_image("players.jpg")))
+    players = np.asarray(faces.embeddings.vectors, np.float32)
+    assert len(players) >= 5
+    ids, vectors = gallery
+    player_ids = np.arange(len(players), dtype=np.int64) + 20_000_000
+    for threshold in (20_000, 2000):  # exact, then approx (3,000 distractors + players > 2,000)
+        index = FaissIndex(DIM, auto_threshold=threshold)
+        index.add(ids, vectors)
+        index.add(player_ids, players)
+        hits = index.search(players, 3)
+        assert np.array_equal(hits.ids[:, 0], player_ids), index.mode
+        np.testing.assert_allclose(hits.scores[:, 0], 1.0, atol=2e-3)
+        assert (hits.scores[:, 1] < 0.5).all()  # different players are far apart
+    assert index.mode == "approx"
+
+
+# --------------------------------------------------------------------------- approx mode
+
+
+def test_approx_mode_recall_against_exact(approx: tuple[FaissIndex, npt.NDArray[np.int64], F32]) -> None:
+    index, ids, vectors = approx
+    assert index.mode == "approx"
+    queries = np.concatenate([near(vectors[:300], 0.6, seed=11), near(vectors[300:600], 0.35, seed=12)])
+    truth = numpy_top(vectors, ids, queries, 1)[:, 0]
+    hits = index.search(queries, 10)
+    recall = float(np.mean(hits.ids[:, 0] == truth))
+    assert recall >= 0.95, recall
+    exact_scores = np.einsum("ij,ij->i", queries, vectors[np.searchsorted(ids, hits.ids[:, 0])])
+    np.testing.assert_allclose(hits.scores[:, 0], exact_scores, atol=2e-3)  # re-scored, float16 store
+    assert (np.diff(hits.scores, axis=1) <= 0).all()
+
+
+def test_approx_mode_respects_removal_and_replacement() -> None:
+    vectors = random_unit(5000, seed=21)
+    ids = np.arange(5000, dtype=np.int64)
+    index = FaissIndex(DIM, auto_threshold=2000)
+    index.add(ids, vectors)
+    assert index.mode == "approx"
+    gone = ids[::7]
+    assert index.remove(gone) == gone.size and len(index) == 5000 - gone.size
+    hits = index.search(vectors[gone[:200]], 10)
+    assert not np.isin(hits.ids, gone).any()
+    kept = ids[1:200:7]
+    assert np.array_equal(index.search(vectors[kept], 1).ids[:, 0], kept)
+    new = random_unit(1, seed=22)
+    index.add(np.array([3]), new)  # replace a live id, reusing a freed slot
+    assert index.search(new, 1).ids[0, 0] == 3 and len(index) == 5000 - gone.size
+    index.add(gone, vectors[gone])  # back again
+    assert np.array_equal(index.search(vectors[gone[:50]], 1).ids[:, 0], gone[:50])
+
+
+def test_shrinking_goes_back_to_exact_and_rebuild_keeps_results() -> None:
+    vectors = random_unit(2500, seed=31)
+    ids = np.arange(2500, dtype=np.int64)
+    index = FaissIndex(DIM, auto_threshold=2000)
+    index.add(ids, vectors)
+    assert index.mode == "approx"
+    index.rebuild()
+    assert index.mode == "approx" and np.array_equal(index.search(vectors[:20], 1).ids[:, 0], ids[:20])
+    index.remove(ids[:1600])  # 900 left, under half the threshold
+    assert index.mode == "exact" and len(index) == 900
+    assert np.array_equal(index.search(vectors[1600:1700], 1).ids[:, 0], ids[1600:1700])
+
+
+# --------------------------------------------------------------------------- files
+
+
+@pytest.mark.parametrize("threshold", [20_000, 2000], ids=["exact", "approx"])
+def test_save_load_round_trip(tmp_path: Path, threshold: int) -> None:
+    vectors = random_unit(3000, seed=41)
+    ids = np.arange(3000, dtype=np.int64) * 3
+    index = FaissIndex(DIM, auto_threshold=threshold)
+    index.add(ids, vectors)
+    index.remove(ids[:10])  # leaves free slots in approx mode
+    queries = near(vectors[:200], 0.5, seed=42)
+    before = index.search(queries, 10)
+    path = tmp_path / "gallery.ftidx"
+    index.save(path)
+    assert [p.name for p in tmp_path.iterdir()] == ["gallery.ftidx"]  # no temp file left behind
+    loaded = load_index(path, DIM)
+    after = loaded.search(queries, 10)
+    assert loaded.mode == index.mode and len(loaded) == len(index)
+    assert np.array_equal(before.ids, after.ids) and np.array_equal(before.scores, after.scores)
+    assert np.array_equal(loaded.ids(), index.ids())
+    loaded.add(np.array([1]), vectors[:1])  # still usable: mutations after a load
+    assert loaded.search(vectors[:1], 1).ids[0, 0] in (0, 1)
+    index.add(np.array([2]), vectors[1:2])
+    index.save(path)  # overwriting is atomic too
+    assert len(load_index(path, DIM)) == len(index)
+
+
+def _saved(tmp_path: Path, n: int = 1500) -> Path:
+    index = FaissIndex(DIM, auto_threshold=1000)
+    index.add(np.arange(n), random_unit(n, seed=51))
+    path = tmp_path / "good.ftidx"
+    index.save(path)
+    return path
+
+
+def _rewrite_header(path: Path, change: dict[str, object]) -> None:
+    raw = bytearray(path.read_bytes())
+    length = struct.unpack_from("<I", raw, 12)[0]
+    header = json.loads(raw[16:16 + length]) | change
+    blob = json.dumps(header).encode()
+    raw[12:16] = struct.pack("<I", len(blob))
+    raw[16:HEADER_BYTES] = blob.ljust(HEADER_BYTES - 16, b"\x00")
+    path.write_bytes(bytes(raw))
+
+
+CORRUPTIONS = {
+    "missing": lambda p: p.unlink(),
+    "empty": lambda p: p.write_bytes(b""),
+    "truncated": lambda p: p.write_bytes(p.read_bytes()[: p.stat().st_size // 2]),
+    "truncated-header": lambda p: p.write_bytes(p.read_bytes()[:100]),
+    "appended": lambda p: p.write_bytes(p.read_bytes() + b"x"),
+    "garbage": lambda p: p.write_bytes(os.urandom(20_000)),
+    "flipped-byte": lambda p: p.write_bytes(_flip(p.read_bytes(), HEADER_BYTES + 5000)),
+    "bad-json": lambda p: p.write_bytes(_flip(p.read_bytes(), 20)),
+    "bad-version": lambda p: p.write_bytes(p.read_bytes()[:8] + struct.pack("<I", 99) + p.read_bytes()[12:]),
+    "wrong-count": lambda p: _rewrite_header(p, {"count": 7}),
+    "wrong-mode": lambda p: _rewrite_header(p, {"mode": "exact"}),
+    "a-folder": lambda p: (p.unlink(), p.mkdir()),
+}
+
+
+def _flip(data: bytes, at: int) -> bytes:
+    return data[:at] + bytes([data[at] ^ 0xFF]) + data[at + 1:]
+
+
+@pytest.mark.parametrize("damage", list(CORRUPTIONS))
+def test_damaged_files_raise_index_corrupt(tmp_path: Path, damage: str) -> None:
+    path = _saved(tmp_path)
+    CORRUPTIONS[damage](path)
+    with pytest.raises(IndexCorruptError) as caught:
+        load_index(path, DIM)
+    assert str(path) in str(caught.value) and "rebuild" in str(caught.value)
+    assert isinstance(caught.value, SearchIndexError) and isinstance(caught.value, GalleryError)
+
+
+def test_wrong_dimension_file_is_corrupt(tmp_path: Path) -> None:
+    path = _saved(tmp_path)
+    with pytest.raises(IndexCorruptError, match="512-d vectors, 128-d expected"):
+        load_index(path, 128)
+
+
+# --------------------------------------------------------------------------- inputs and threads
+
+
+def test_dimension_mismatch_is_clear() -> None:
+    index = FaissIndex(DIM)
+    with pytest.raises(DimensionMismatchError, match="128 dimensions but the index holds 512-d"):
+        index.add(np.array([1]), random_unit(1, seed=0, dim=128))
+    index.add(np.array([1]), random_unit(1, seed=0))
+    with pytest.raises(DimensionMismatchError):
+        index.search(random_unit(2, seed=1, dim=128), 1)
+    assert issubclass(DimensionMismatchError, ValueError)
+
+
+def test_inputs_are_validated_and_coerced() -> None:
+    index = FaissIndex(DIM)
+    vectors = random_unit(4, seed=61)
+    bad = vectors.copy()
+    bad[1, 3] = np.nan
+    with pytest.raises(ValueError, match="NaN or infinite"):
+        index.add(np.arange(4), bad)
+    with pytest.raises(ValueError, match="not L2-normalised"):
+        index.add(np.arange(4), vectors * 2)
+    with pytest.raises(ValueError, match="unique"):
+        index.add(np.array([1, 1, 2, 3]), vectors)
+    with pytest.raises(ValueError, match="≥ 0"):
+        index.add(np.array([-1, 1, 2, 3]), vectors)
+    with pytest.raises(ValueError, match="4 vectors"):
+        index.add(np.arange(3), vectors)
+    with pytest.raises(ValueError, match="k must be"):
+        index.search(vectors, 0)
+    assert len(index) == 0
+    index.add(np.arange(4).astype(np.int32), np.asfortranarray(vectors.astype(np.float64)))  # coerced
+    assert np.array_equal(index.search(vectors, 1).ids[:, 0], np.arange(4))
+
+
+def test_concurrent_searches_and_mutations() -> None:
+    vectors = random_unit(3000, seed=71)
+    ids = np.arange(3000, dtype=np.int64)
+    index = FaissIndex(DIM, auto_threshold=2000)
+    index.add(ids[:2500], vectors[:2500])
+    errors: list[BaseException] = []
+
+    def searcher() -> None:
+        try:
+            for i in range(60):
+                hits = index.search(vectors[i * 10:(i + 1) * 10], 5)
+                assert hits.ids.shape == (10, 5)
+        except BaseException as exc:  # reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=searcher) for _ in range(3)]
+    for thread in threads:
+        thread.start()
+    for start in range(2500, 3000, 50):
+        index.add(ids[start:start + 50], vectors[start:start + 50])
+        index.remove(ids[start - 2500:start - 2450])
+    for thread in threads:
+        thread.join()
+    assert not errors, errors
+    assert len(index) == 2500
+    assert not np.isin(index.search(vectors[:500], 10).ids, ids[:500]).any()

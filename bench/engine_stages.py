@@ -36,6 +36,7 @@ import onnxruntime as ort
 from facetrail.vision.align import ARCFACE_SIZE, align_faces
 from facetrail.vision.embedder import ArcFaceEmbedder, l2_normalise
 from facetrail.vision.engine import EngineConfig, FaceEngine
+from facetrail.vision.graph_rewrite import prelu_as_convs
 from facetrail.vision.image import load_image
 from facetrail.vision.lowlight import LowLightConfig
 from facetrail.vision.quality import assess
@@ -116,46 +117,6 @@ def fixed_shape_model(path: Path, batch: int, height: int | None = None, width: 
         if value is not None and dim.dim_param:
             dim.ClearField("dim_param")
             dim.dim_value = value
-    serialised: bytes = model.SerializeToString()
-    return serialised
-
-
-def prelu_as_convs(path: Path) -> bytes:
-    """The recogniser with every PRelu(x, a) written as Relu(x) + DWConv_{-a}(Relu(DWConv_{-1}(x))).
-
-    The same function (the two Relu branches never overlap, and multiplying
-    by -1 or by -a then adding zero is exact), but made of ops onnxruntime's
-    NCHWc layout on x86 keeps in its blocked layout: PRelu is not one of
-    them, so the stock graph converts layouts (ReorderInput/ReorderOutput)
-    around each of w600k_mbf's 34 PRelu nodes.
-    """
-    import onnx
-    from onnx import helper, numpy_helper
-
-    model = onnx.load(str(path))
-    graph = model.graph
-    weights = {init.name: init for init in graph.initializer}
-    nodes = []
-    for node in graph.node:
-        if node.op_type != "PRelu":
-            nodes.append(node)
-            continue
-        x, slope_name = node.input
-        slope = numpy_helper.to_array(weights[slope_name]).reshape(-1).astype(np.float32)
-        channels, name = slope.size, node.output[0]
-        for suffix, values in (("neg", -np.ones_like(slope)), ("slope", -slope)):
-            graph.initializer.append(numpy_helper.from_array(values.reshape(channels, 1, 1, 1),
-                                                             f"{name}_{suffix}_w"))
-        nodes += [
-            helper.make_node("Relu", [x], [f"{name}_pos"]),
-            helper.make_node("Conv", [x, f"{name}_neg_w"], [f"{name}_negx"], group=channels, kernel_shape=[1, 1]),
-            helper.make_node("Relu", [f"{name}_negx"], [f"{name}_negr"]),
-            helper.make_node("Conv", [f"{name}_negr", f"{name}_slope_w"], [f"{name}_negpart"], group=channels,
-                             kernel_shape=[1, 1]),
-            helper.make_node("Add", [f"{name}_pos", f"{name}_negpart"], [name]),
-        ]
-    del graph.node[:]
-    graph.node.extend(nodes)
     serialised: bytes = model.SerializeToString()
     return serialised
 

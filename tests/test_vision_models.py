@@ -161,3 +161,20 @@ def test_quality_prefers_sharp_large_frontal_faces(engine: FaceEngine, yaoming: 
     assert small.face_px < sharp.face_px / 3 and small.score < sharp.score
     assert abs(profile.yaw) > 45 > abs(sharp.yaw) and profile.score < sharp.score
     assert set(sharp.parts) == {"size", "sharpness", "pose", "detector", "alignment"}
+
+
+def test_prelu_rewrite_gives_the_stock_embeddings(engine: FaceEngine, players: BGRImage) -> None:
+    import onnxruntime as ort
+
+    from facetrail.vision.align import align_faces
+    from facetrail.vision.graph_rewrite import prelu_as_convs
+    from facetrail.vision.registry import W600K_MBF
+
+    crops = align_faces(players, engine.detector.detect(players).landmarks).crops
+    blob = cv2.dnn.blobFromImages(list(crops), 1.0 / 127.5, (112, 112), (127.5, 127.5, 127.5), swapRB=True)
+    outputs = []
+    for source in (str(W600K_MBF.path()), prelu_as_convs(W600K_MBF.path())):
+        session = ort.InferenceSession(source, providers=["CPUExecutionProvider"])
+        raw = session.run(None, {session.get_inputs()[0].name: blob})[0]
+        outputs.append(raw / np.linalg.norm(raw, axis=1, keepdims=True))
+    assert np.min(np.sum(outputs[0] * outputs[1], axis=1)) > 0.99999

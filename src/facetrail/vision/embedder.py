@@ -15,9 +15,10 @@ import numpy as np
 import numpy.typing as npt
 
 from facetrail.vision.align import ARCFACE_SIZE, AlignedFaces, align_faces
+from facetrail.vision.graph_rewrite import cpu_rewrite_applies, prelu_as_convs
 from facetrail.vision.image import BGRImage
 from facetrail.vision.registry import W600K_MBF, ModelSpec
-from facetrail.vision.runtime import create_session
+from facetrail.vision.runtime import create_session, resolve_providers
 from facetrail.vision.types import FaceDetections, FaceEmbeddings, FloatArray
 
 
@@ -59,7 +60,9 @@ class ArcFaceEmbedder:
                  threads: int = 0, max_batch: int = 64) -> None:
         self.spec = spec
         self.max_batch = max_batch
-        self._session = create_session(spec.path(), providers, threads)
+        path = spec.path()
+        rewritten = prelu_as_convs(path) if cpu_rewrite_applies(resolve_providers(providers)) else None
+        self._session = create_session(path, providers, threads, model_bytes=rewritten)
         self._input_name = self._session.get_inputs()[0].name
 
     @property

@@ -52,8 +52,8 @@ def resolve_providers(requested: Sequence[str] | str = "auto") -> list[str]:
 
 
 def create_session(model_path: Path, providers: Sequence[str] | str = "auto",
-                   threads: int = 0) -> ort.InferenceSession:
-    """Build an inference session for one model file.
+                   threads: int = 0, model_bytes: bytes | None = None) -> ort.InferenceSession:
+    """Build an inference session for one model file (or rewritten bytes of it).
 
     ``threads`` is onnxruntime's intra-op thread count (0: one per physical core).
     Raises ModelError when the file cannot be loaded.
@@ -68,7 +68,8 @@ def create_session(model_path: Path, providers: Sequence[str] | str = "auto",
     options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     chosen = resolve_providers(providers)
     try:
-        session = ort.InferenceSession(str(model_path), sess_options=options, providers=chosen)
+        source: str | bytes = model_bytes if model_bytes is not None else str(model_path)
+        session = ort.InferenceSession(source, sess_options=options, providers=chosen)
     except Exception as exc:  # onnxruntime raises its own untyped errors
         raise ModelError(f"cannot load model {model_path.name}: {exc}") from exc
     active = session.get_providers()

@@ -131,7 +131,7 @@ def test_real_players_find_themselves(engine: FaceEngine, gallery: tuple[npt.NDA
         index.add(player_ids, players)
         hits = index.search(players, 3)
         assert np.array_equal(hits.ids[:, 0], player_ids), index.mode
-        np.testing.assert_allclose(hits.scores[:, 0], 1.0, atol=2e-3)
+        np.testing.assert_allclose(hits.scores[:, 0], 1.0, atol=3e-3)
         assert (hits.scores[:, 1] < 0.5).all()  # different players are far apart
     assert index.mode == "approx"
 
@@ -142,13 +142,14 @@ def test_real_players_find_themselves(engine: FaceEngine, gallery: tuple[npt.NDA
 def test_approx_mode_recall_against_exact(approx: tuple[FaissIndex, npt.NDArray[np.int64], F32]) -> None:
     index, ids, vectors = approx
     assert index.mode == "approx"
-    queries = np.concatenate([near(vectors[:300], 0.6, seed=11), near(vectors[300:600], 0.35, seed=12)])
+    queries = np.concatenate([near(vectors[:300], 0.6, seed=11), near(vectors[300:600], 0.35, seed=12),
+                              near(vectors[600:900], 0.25, seed=13)])  # the last is near the noise floor
     truth = numpy_top(vectors, ids, queries, 1)[:, 0]
     hits = index.search(queries, 10)
     recall = float(np.mean(hits.ids[:, 0] == truth))
     assert recall >= 0.95, recall
     exact_scores = np.einsum("ij,ij->i", queries, vectors[np.searchsorted(ids, hits.ids[:, 0])])
-    np.testing.assert_allclose(hits.scores[:, 0], exact_scores, atol=2e-3)  # re-scored, float16 store
+    np.testing.assert_allclose(hits.scores[:, 0], exact_scores, atol=3e-3)  # re-scored, int8 store
     assert (np.diff(hits.scores, axis=1) <= 0).all()
 
 
@@ -169,6 +170,57 @@ def test_approx_mode_respects_removal_and_replacement() -> None:
     assert index.search(new, 1).ids[0, 0] == 3 and len(index) == 5000 - gone.size
     index.add(gone, vectors[gone])  # back again
     assert np.array_equal(index.search(vectors[gone[:50]], 1).ids[:, 0], gone[:50])
+
+
+def test_tombstones_are_skipped_then_compacted() -> None:
+    vectors = random_unit(6000, seed=25)
+    ids = np.arange(6000, dtype=np.int64)
+    index = FaissIndex(DIM, auto_threshold=2000)
+    index.add(ids, vectors)
+    backend = index._backend
+    gone = ids[:900]  # under the compaction bar: tombstones, skipped by the scan
+    index.remove(gone)
+    assert index._backend is backend and backend.dead == 900
+    hits = index.search(vectors[:900], 10)  # the removed vectors themselves
+    assert not np.isin(hits.ids, gone).any() and (hits.ids >= 0).all()
+    index.remove(ids[900:1500])  # 1,500 of 6,000 slots dead: over 20%, rebuilt
+    assert index._backend is not backend and getattr(index._backend, "dead", None) == 0
+    assert len(index) == 4500
+    assert np.array_equal(index.search(vectors[1500:1600], 1).ids[:, 0], ids[1500:1600])
+
+
+@pytest.mark.parametrize("threshold,shards", [(20_000, 1), (1000, 1), (1000, 2)],
+                         ids=["exact", "approx", "approx-2-shards"])
+def test_random_operations_agree_with_a_dict(tmp_path: Path, threshold: int, shards: int) -> None:
+    """Adds, replacements, removals and a save/load in random order, checked against a plain dict."""
+    rng = np.random.default_rng(threshold + shards)
+    pool = random_unit(4000, seed=81)
+    index = FaissIndex(DIM, auto_threshold=threshold, shards=shards)
+    index.add(np.arange(1200), pool[:1200])
+    model = dict(enumerate(range(1200)))  # id -> row of pool
+    modes = {index.mode}
+    for step in range(120):
+        ids = rng.choice(2500, int(rng.integers(1, 60)), replace=False)
+        if rng.random() < 0.55:
+            rows = rng.choice(4000, ids.size, replace=False)
+            index.add(ids, pool[rows])
+            model.update(zip(ids.tolist(), rows.tolist(), strict=True))
+        else:
+            assert index.remove(ids) == sum(i in model for i in ids.tolist())
+            for i in ids.tolist():
+                model.pop(i, None)
+        if step == 60:
+            index.save(tmp_path / "mid.ftidx")
+            index = load_index(tmp_path / "mid.ftidx", DIM, shards=shards)
+        if step % 20 == 19:
+            modes.add(index.mode)
+            live = np.array(sorted(model), np.int64)
+            assert np.array_equal(index.ids(), live) and len(index) == live.size
+            rows = [model[i] for i in live.tolist()]
+            hits = index.search(pool[rows], 5)
+            assert [model.get(int(i)) for i in hits.ids[:, 0]] == rows, index.mode  # itself, or a twin
+            assert np.isin(hits.ids[hits.ids >= 0], live).all()  # nothing removed comes back
+    assert ("approx" in modes) == (threshold < 1200)
 
 
 def test_shrinking_goes_back_to_exact_and_rebuild_keeps_results() -> None:

@@ -1,4 +1,4 @@
-"""The FAISS backend of the gallery index: exact while small, a PQ shortlist with exact re-ranking once large.
+"""The FAISS backend of the gallery index: exact while small, a PQ shortlist re-scored exactly once large.
 
 Two modes, chosen on ``add`` (``kind="auto"``):
 
@@ -7,38 +7,50 @@ Two modes, chosen on ``add`` (``kind="auto"``):
   reference machine p99 was 1.5 ms at 10k vectors, 5.0 ms at 25k and 23 ms
   at 100k, hence the default threshold of 20,000.
 - **approx** (above it): every vector is scanned as a 32-byte 4-bit PQ code
-  (FAISS ``IVF1,PQ{dim/8}x4fs``, SIMD "fast scan", ids are storage slots), the
-  best ``shortlist`` candidates are re-scored exactly against float16 copies
-  of the vectors, and the top k of those are returned. Scores are cosines to
-  about 1e-3; only the shortlist is approximate. At 1M x 512 on 2 cores:
-  p99 about 4 ms per query, recall@1 about 0.99 against exact search, about
-  1.1 kB per identity (bench/search.py).
+  (FAISS ``IVF1,PQ{dim/8}x4fs``: one list, SIMD "fast scan"; FAISS ids are
+  storage slots), split over ``shards`` (default 2) scanned in parallel, the
+  best ``shortlist`` (256) candidates are re-scored against int8 copies of
+  the vectors (per-vector scale; score error ~5e-4 typical, ~2e-3 worst),
+  and the top k of those are returned. Only the shortlist is approximate.
+  At 1M x 512 on 2 cores (bench/search.py): p50 about 1.6 ms and p99 about
+  3.5 ms per query, recall@1 about 0.99 against exact search, about 670
+  bytes per identity (NumPy brute force: 2,056).
 
-Why not IVF or HNSW: at 1M x 512 with real faces among isotropic distractors,
-IVF-Flat/IVF-SQ8 (nlist 1024/2048) reached only 0.56-0.72 recall@1 at the
-nprobe that fits 5 ms, because k-means cells carry no information on such
-data; HNSW32 needed about 57 s per 100k vectors to build on 2 cores (about
-12 minutes for 1M), has no deletion in FAISS, and its recall on the same data
-was far lower. A compressed exhaustive scan degrades with nothing but size:
-it costs about 2-3 ms per million vectors on one core, so the 5 ms goal holds
-to about 1.5M identities on such a machine.
+Why not IVF or HNSW (measured at 1M x 512: real faces among seeded random
+unit vectors, real other-photo queries): IVF-Flat / IVF-SQ8 with nlist
+1024 or 2048 reached only 0.56-0.72 recall@1 at the nprobe that fits 5 ms,
+because k-means cells carry no information on isotropic data. HNSW32 needed
+50-75 s per 100k vectors to build on 2 cores (11-16 minutes for 1M, at every
+rebuild), cannot remove in FAISS, and already at 100k needed efSearch 256-512
+(p50 2.6-4.9 ms) for recall@1 0.99. The PQ scan needs no partition to be
+right; its cost grows with the gallery only, about 2.5 ms per million
+vectors on one core, so the 5 ms goal holds to about 1.5M identities here.
 
-Removal is exact in both modes (FAISS ``remove_ids``, the slot is freed), so a
-removed id is never returned. Re-adding an id replaces its vector.
+Removal is exact in both modes, so a removed id is never returned. Exact mode
+uses FAISS ``remove_ids``. Approx mode does not: in faiss-cpu 1.15.1,
+``remove_ids`` on fast-scan indexes (IVF and plain) corrupts the codes of
+vectors added afterwards (they are no longer found). A removed slot is
+instead a tombstone, skipped during the scan by an ``IDSelectorBitmap`` of
+live slots (no measurable cost), and the structure is rebuilt once
+tombstones pass COMPACT_FRACTION of the slots (about 7 s at 1M; amortised
+over 200k removals). Re-adding an id replaces it (tombstone + new slot).
+Vectors that went through approx mode carry the int8 rounding if the index
+shrinks back to exact; the database keeps the originals.
 
 Thread-safety: searches (and ``save``) run concurrently with each other;
 ``add``, ``remove`` and ``rebuild`` take an exclusive lock and wait for
 searches in flight. OpenMP thread counts are per calling thread and are set
 for the duration of each call only: searches use ``search_threads`` (1 by
-default: one query on 2 threads was slower, p50 1.5 vs 1.1 ms at 10k exact
+default: one query on 2 threads was slower, p50 1.5 vs 1.1 ms at 10k exact,
 and no faster in approx mode); PQ training always uses 1 thread (0.5 s
-instead of 21 s with 2 threads, the OpenMP teams thrash on tiny k-means).
+instead of 21 s with 2, the OpenMP teams thrash on tiny k-means).
 
 Files (``save`` / ``load_index``): a 4096-byte header (magic, format
 version, JSON with dim, count, mode, settings and the size and sha256 of
 each section), then the sections: the FAISS index and, in approx mode, the
-slot-to-id table and the float16 vectors. Anything that does not validate
-raises ``IndexCorruptError``; the database is the source of truth.
+slot-to-id table, the int8 vectors and their scales. Every byte is checked
+before FAISS parses any; anything that does not validate raises
+``IndexCorruptError`` and the caller rebuilds from the database.
 """
 
 from __future__ import annotations
@@ -55,6 +67,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, cast
@@ -76,6 +89,8 @@ DEFAULT_SHORTLIST = 256  # PQ candidates re-scored exactly per query
 MIN_TRAIN_VECTORS = 1_000  # fewer cannot train 16-centroid PQ codebooks; approx waits for this many
 TRAIN_SAMPLE = 32_768  # vectors used to train PQ codebooks (more changes nothing measurable)
 RETRAIN_FACTOR = 8  # retrain the PQ codebooks when the gallery grows past 8x the size they saw
+COMPACT_FRACTION = 0.2  # rebuild when removed-but-still-scanned slots pass this share of all slots
+MIN_COMPACT = 1_000  # ... and this many
 
 MAGIC = b"FTRLIDX\x00"
 FORMAT_VERSION = 1
@@ -91,6 +106,14 @@ def _quantise(vectors: FloatArray) -> tuple[npt.NDArray[np.int8], FloatArray]:
     scales = np.where(peak > 0, peak / 127.0, 1.0).astype(np.float32)
     codes = np.rint(vectors / scales[:, None]).clip(-127, 127).astype(np.int8)
     return codes, scales
+
+
+def _scan(index: faiss.Index, queries: FloatArray, k: int,
+          params: faiss.SearchParametersIVF | None) -> IdArray:
+    """Slots of the PQ top k in one shard (-1 where fewer), on one OpenMP thread."""
+    with _omp_threads(1):
+        slots: IdArray = index.search(queries, k, params=params)[1].astype(np.int64, copy=False)
+    return slots
 
 
 def _pq_subquantizers(dim: int) -> int:
@@ -198,26 +221,44 @@ class _Exact:
 
 
 class _Shortlist:
-    """PQ fast-scan shortlist over storage slots, re-scored with float16 copies. Not locked."""
+    """PQ fast-scan shortlist over storage slots, re-scored with int8 copies. Not locked."""
 
     mode: Mode = "approx"
 
-    def __init__(self, dim: int, shortlist: int) -> None:
+    def __init__(self, dim: int, shortlist: int, shards: int = 1,
+                 pool: ThreadPoolExecutor | None = None) -> None:
         self.dim = dim
         self.shortlist = shortlist
         self.pq_m = _pq_subquantizers(dim)
-        self.index: faiss.Index = faiss.index_factory(dim, f"IVF1,PQ{self.pq_m}x4fs",
-                                                      faiss.METRIC_INNER_PRODUCT)
+        # slot s lives in shard s % len(shards); shards are scanned in parallel, one thread each
+        self.shards: list[faiss.Index] = [self._empty() for _ in range(shards)]
+        self.pool = pool if shards > 1 else None
         self.trained_size = 0
-        self.slot_ids = np.full(0, -1, np.int64)  # slot -> id, -1 when free
+        self.slot_ids = np.full(0, -1, np.int64)  # slot -> id; -1: removed (a tombstone) or never used
         self.store = np.zeros((0, dim), np.int8)  # slot -> vector / scale, rounded
         self.scales = np.zeros(0, np.float32)  # slot -> max |component| / 127
-        self.used = 0  # slots below this have been handed out
-        self.free: list[int] = []
+        self.used = 0  # slots below this have been handed out; every one has a PQ code
         self.slot_of: dict[int, int] = {}
+        self.live_bits: npt.NDArray[np.uint8] | None = None  # bitmap of live slots, while tombstones exist
+
+    @property
+    def dead(self) -> int:
+        """Removed slots whose PQ codes are still scanned (skipped by a selector) until a rebuild."""
+        return self.used - len(self.slot_of)
+
+    def needs_compaction(self) -> bool:
+        """True when tombstones exceed COMPACT_FRACTION of the slots (they cost scan time)."""
+        return self.dead > max(MIN_COMPACT, COMPACT_FRACTION * self.used)
+
+    def _refresh_selector(self) -> None:
+        live = self.slot_ids[: self.used] >= 0
+        self.live_bits = None if live.all() else np.packbits(live, bitorder="little")
 
     def __len__(self) -> int:
         return len(self.slot_of)
+
+    def _empty(self) -> faiss.Index:
+        return faiss.index_factory(self.dim, f"IVF1,PQ{self.pq_m}x4fs", faiss.METRIC_INNER_PRODUCT)
 
     def train(self, vectors: FloatArray, seed: int = 0) -> None:
         """Train the PQ codebooks on up to TRAIN_SAMPLE of ``vectors`` (one OpenMP thread: see module doc)."""
@@ -226,12 +267,14 @@ class _Shortlist:
             pick = np.sort(np.random.default_rng(seed).choice(vectors.shape[0], TRAIN_SAMPLE, replace=False))
             vectors = vectors[pick]
         with _omp_threads(1):
-            self.index.train(np.ascontiguousarray(vectors))
+            self.shards[0].train(np.ascontiguousarray(vectors))
+        trained = faiss.serialize_index(self.shards[0])  # same codebooks in every shard
+        self.shards[1:] = [faiss.deserialize_index(trained) for _ in self.shards[1:]]
 
     def _take_slots(self, n: int) -> npt.NDArray[np.int64]:
-        reused = [self.free.pop() for _ in range(min(n, len(self.free)))]
-        fresh = np.arange(self.used, self.used + n - len(reused), dtype=np.int64)
-        self.used += fresh.size
+        """Fresh slots; removed ones are not reused before a rebuild (see the module doc)."""
+        fresh = np.arange(self.used, self.used + n, dtype=np.int64)
+        self.used += n
         if self.used > self.slot_ids.shape[0]:
             capacity = max(self.used, int(self.slot_ids.shape[0] * 1.25), 1024)
             slot_ids = np.full(capacity, -1, np.int64)
@@ -241,32 +284,44 @@ class _Shortlist:
             scales = np.ones(capacity, np.float32)
             scales[: self.scales.shape[0]] = self.scales
             self.slot_ids, self.store, self.scales = slot_ids, store, scales
-        return np.concatenate([np.array(reused, np.int64), fresh])
+        return fresh
 
     def add(self, ids: IdArray, vectors: FloatArray) -> None:
         slots = self._take_slots(ids.shape[0])
-        self.index.add_with_ids(vectors, slots)
+        n = len(self.shards)
         for start in range(0, slots.size, 65_536):  # bounded temporaries
-            part = slots[start:start + 65_536]
-            self.store[part], self.scales[part] = _quantise(vectors[start:start + 65_536])
+            part, chunk = slots[start:start + 65_536], vectors[start:start + 65_536]
+            for shard, index in enumerate(self.shards):
+                mine = part % n == shard
+                index.add_with_ids(np.ascontiguousarray(chunk[mine]), part[mine])
+            self.store[part], self.scales[part] = _quantise(chunk)
         self.slot_ids[slots] = ids
         self.slot_of.update(zip(ids.tolist(), slots.tolist(), strict=True))
+        if self.live_bits is not None:
+            self._refresh_selector()
 
     def remove(self, ids: IdArray) -> int:
+        """Tombstone the ids' slots: searches skip them from now on (a FAISS selector)."""
         slots = [s for s in (self.slot_of.pop(i, None) for i in ids.tolist()) if s is not None]
-        if not slots:
-            return 0
-        array = np.array(slots, np.int64)
-        removed = int(self.index.remove_ids(faiss.IDSelectorBatch(array)))
-        if removed != len(slots):
-            raise RuntimeError(f"FAISS removed {removed} of {len(slots)} slots; the index is inconsistent")
-        self.slot_ids[array] = -1
-        self.free.extend(slots)
-        return removed
+        if slots:
+            self.slot_ids[np.array(slots, np.int64)] = -1
+            self._refresh_selector()
+        return len(slots)
 
     def search(self, queries: FloatArray, k: int) -> tuple[FloatArray, IdArray]:
-        wanted = max(k, self.shortlist)
-        _, slots = self.index.search(queries, wanted)  # PQ shortlist; -1 where fewer exist
+        per_shard = max(k, -(-self.shortlist // len(self.shards)))
+        params = None
+        if self.live_bits is not None:
+            params = faiss.SearchParametersIVF()
+            params.sel = faiss.IDSelectorBitmap(self.used, faiss.swig_ptr(self.live_bits))
+            params.nprobe = 1
+        if self.pool is None:
+            slots = _scan(self.shards[0], queries, per_shard, params)
+        else:  # the other shards on the pool's threads, the first on this one
+            others = [self.pool.submit(_scan, index, queries, per_shard, params) for index in self.shards[1:]]
+            slots = np.concatenate([_scan(self.shards[0], queries, per_shard, params)]
+                                   + [future.result() for future in others], axis=1)
+        wanted = slots.shape[1]
         scores = np.empty(slots.shape, np.float32)
         for start in range(0, slots.shape[0], _RERANK_BATCH):
             stop = start + _RERANK_BATCH
@@ -304,14 +359,19 @@ class IndexSettings:
 
     ``kind``: "auto" (exact up to ``auto_threshold`` vectors, approx above),
     "exact" or "approx" (approx once MIN_TRAIN_VECTORS are present).
-    ``shortlist``: PQ candidates re-scored exactly per query (recall against
-    cost; 256 gave recall@1 ~0.99 at 1M). ``search_threads``: OpenMP threads
-    per search call. ``build_threads``: threads for bulk encoding (0 = all).
+    ``shortlist``: PQ candidates re-scored per query (recall against cost;
+    256 gave recall@1 ~0.99 at 1M). ``shards``: approx mode splits the PQ
+    codes into this many parts scanned in parallel by one search, one thread
+    each (0 = min(2, CPU count); 2 halved p50 at 1M on 2 cores; takes effect
+    when the approx structure is built). ``search_threads``: OpenMP threads
+    of the calling thread per search. ``build_threads``: OpenMP threads for
+    bulk encoding (0 = all CPUs).
     """
 
     kind: Kind = "auto"
     auto_threshold: int = DEFAULT_AUTO_THRESHOLD
     shortlist: int = DEFAULT_SHORTLIST
+    shards: int = 0
     search_threads: int = 1
     build_threads: int = 0
 
@@ -320,8 +380,13 @@ class IndexSettings:
             raise ValueError(f"kind must be auto, exact or approx, got {self.kind!r}")
         if self.auto_threshold < MIN_TRAIN_VECTORS:
             raise ValueError(f"auto_threshold must be ≥ {MIN_TRAIN_VECTORS}, got {self.auto_threshold}")
-        if self.shortlist < 1 or self.search_threads < 1 or self.build_threads < 0:
-            raise ValueError("shortlist and search_threads must be ≥ 1, build_threads ≥ 0")
+        if self.shortlist < 1 or self.search_threads < 1 or self.build_threads < 0 or self.shards < 0:
+            raise ValueError("shortlist and search_threads must be ≥ 1, shards and build_threads ≥ 0")
+
+    @property
+    def resolved_shards(self) -> int:
+        """``shards`` with 0 resolved to min(2, CPU count)."""
+        return self.shards or min(2, os.cpu_count() or 1)
 
 
 class FaissIndex:
@@ -337,6 +402,8 @@ class FaissIndex:
         self.settings = IndexSettings(**{**base.__dict__, **overrides}) if overrides else base
         self._dim = dim
         self._lock = _ReadWriteLock()
+        self._pool: ThreadPoolExecutor | None = None  # scans shards 2..n; made on first need
+        self._pool_size = 0
         self._backend: _Backend = _Exact(dim)
 
     # ------------------------------------------------------------------ queries
@@ -419,7 +486,8 @@ class FaissIndex:
                 self._backend = self._build(id_array, x)
                 return
             backend.add(id_array, x)
-            if isinstance(backend, _Shortlist) and len(backend) > RETRAIN_FACTOR * backend.trained_size:
+            if isinstance(backend, _Shortlist) and (len(backend) > RETRAIN_FACTOR * backend.trained_size
+                                                    or backend.needs_compaction()):
                 self._rebuild_locked()
 
     def remove(self, ids: npt.ArrayLike) -> int:
@@ -429,16 +497,17 @@ class FaissIndex:
             return 0
         with self._lock.write(), _omp_threads(self._build_threads):
             removed = self._backend.remove(np.unique(id_array))
-            if (isinstance(self._backend, _Shortlist) and self.settings.kind == "auto"
-                    and len(self._backend) < self.settings.auto_threshold // 2):
+            backend = self._backend
+            if isinstance(backend, _Shortlist) and (backend.needs_compaction() or (
+                    self.settings.kind == "auto" and len(backend) < self.settings.auto_threshold // 2)):
                 self._rebuild_locked()
             return removed
 
     def rebuild(self) -> None:
-        """Re-decide the mode for the current size, retrain the PQ codebooks and drop freed slots.
+        """Re-decide the mode for the current size, retrain the PQ codebooks and drop tombstones.
 
         Exclusive; at 1M vectors this takes seconds. Vectors that went through
-        approx mode keep their float16 rounding (~1e-3) when going back to exact.
+        approx mode keep their int8 rounding (~1e-3) when going back to exact.
         """
         with self._lock.write(), _omp_threads(self._build_threads):
             self._rebuild_locked()
@@ -459,7 +528,8 @@ class FaissIndex:
         started = time.perf_counter()
         backend: _Backend
         if self._wants_approx(ids.size):
-            backend = _Shortlist(self._dim, self.settings.shortlist)
+            shards = self.settings.resolved_shards
+            backend = _Shortlist(self._dim, self.settings.shortlist, shards, self._shard_pool(shards))
             backend.train(vectors)
         else:
             backend = _Exact(self._dim)
@@ -468,6 +538,14 @@ class FaissIndex:
         log.info("gallery index built: %d vectors, %s mode, %.1f s", ids.size, backend.mode,
                  time.perf_counter() - started)
         return backend
+
+    def _shard_pool(self, shards: int) -> ThreadPoolExecutor | None:
+        if shards < 2:
+            return None
+        if self._pool is None or self._pool_size < shards - 1:
+            self._pool = ThreadPoolExecutor(max_workers=shards - 1, thread_name_prefix="faiss-shard")
+            self._pool_size = shards - 1
+        return self._pool
 
     def _rebuild_locked(self) -> None:
         ids, vectors = self._backend.export()
@@ -484,16 +562,20 @@ class FaissIndex:
         path = Path(path)
         with self._lock.read():
             backend = self._backend
-            sections: list[tuple[str, Callable[[_HashingWriter], object]]] = [
-                ("faiss", lambda out: _write_faiss(backend.index, out))]
+            sections: list[tuple[str, Callable[[_HashingWriter], object]]] = []
             header: dict[str, Any] = {
                 "dim": self._dim, "count": len(backend), "mode": backend.mode,
                 "kind": self.settings.kind, "auto_threshold": self.settings.auto_threshold,
                 "shortlist": self.settings.shortlist, "faiss_version": faiss.__version__,
             }
-            if isinstance(backend, _Shortlist):
+            if isinstance(backend, _Exact):
+                sections.append(("faiss", lambda out: _write_faiss(backend.index, out)))
+            else:
                 used = backend.used
-                header.update(trained_size=backend.trained_size, pq_m=backend.pq_m, used=used)
+                header.update(trained_size=backend.trained_size, pq_m=backend.pq_m, used=used,
+                              shards=len(backend.shards))
+                for number, shard in enumerate(backend.shards):
+                    sections.append((f"faiss{number}", _faiss_section(shard)))
                 sections.append(("slot_ids", lambda out: out.write(backend.slot_ids[:used].data)))
                 sections.append(("store", lambda out: out.write(backend.store[:used].data)))
                 sections.append(("scales", lambda out: out.write(backend.scales[:used].data)))
@@ -517,6 +599,10 @@ class _HashingWriter:
         self.digest.update(view)
         self.size += view.nbytes
         return view.nbytes
+
+
+def _faiss_section(index: faiss.Index) -> Callable[[_HashingWriter], None]:
+    return lambda out: _write_faiss(index, out)
 
 
 def _write_faiss(index: faiss.Index, out: _HashingWriter) -> None:
@@ -642,23 +728,33 @@ def load_index(path: str | Path, dim: int, **overrides: Any) -> FaissIndex:
         raise IndexCorruptError(path, f"cannot open ({exc.strerror})") from None
     with file:
         header = _read_header(path, file, dim)
-        file.seek(HEADER_BYTES)
-        sizes = {s["name"]: int(s["nbytes"]) for s in header["sections"]}
         try:
             settings = IndexSettings(kind=header["kind"], auto_threshold=int(header["auto_threshold"]),
                                      shortlist=int(header["shortlist"]))
             settings = IndexSettings(**{**settings.__dict__, **overrides})
+            count = int(header["count"])
+            used = int(header.get("used", 0))
         except (KeyError, TypeError, ValueError) as exc:
             raise IndexCorruptError(path, f"bad settings in header ({exc})") from None
-        if "faiss" not in sizes:
+        arrays: dict[str, tuple[type[np.generic], tuple[int, ...]]] = {
+            "slot_ids": (np.int64, (used,)), "store": (np.int8, (used, dim)), "scales": (np.float32, (used,))}
+        parts: dict[str, Any] = {}
+        file.seek(HEADER_BYTES)
+        for section in header["sections"]:  # in file order
+            name, nbytes = section["name"], int(section["nbytes"])
+            if name.startswith("faiss"):
+                parts[name] = _read_faiss(path, file, nbytes)
+            elif name in arrays:
+                parts[name] = _read_array(path, file, nbytes, *arrays[name])
+            else:
+                raise IndexCorruptError(path, f"unknown section {name!r}")
+    index = FaissIndex(dim, settings)
+    if header["mode"] == "exact":
+        if "faiss" not in parts:
             raise IndexCorruptError(path, "no FAISS section")
-        raw = _read_faiss(path, file, sizes["faiss"])
-        index = FaissIndex(dim, settings)
-        count = int(header["count"])
-        if header["mode"] == "exact":
-            index._backend = _exact_from(path, raw, dim, count)
-        else:
-            index._backend = _shortlist_from(path, file, raw, header, sizes, settings, dim, count)
+        index._backend = _exact_from(path, parts["faiss"], dim, count)
+    else:
+        index._backend = _shortlist_from(path, parts, header, index, dim, count)
     return index
 
 
@@ -673,32 +769,38 @@ def _exact_from(path: Path, raw: faiss.Index, dim: int, count: int) -> _Exact:
     return backend
 
 
-def _shortlist_from(path: Path, file: io.BufferedReader, raw: faiss.Index, header: dict[str, Any],
-                    sizes: dict[str, int], settings: IndexSettings, dim: int, count: int) -> _Shortlist:
-    ivf = faiss.try_extract_index_ivf(raw)
-    if ivf is None or ivf.nlist != 1 or raw.metric_type != faiss.METRIC_INNER_PRODUCT:
-        raise IndexCorruptError(path, f"approx mode expects IVF1 PQ fast scan, found {type(raw).__name__}")
-    _check_shape(path, raw, dim, count)
+def _shortlist_from(path: Path, parts: dict[str, Any], header: dict[str, Any], index: FaissIndex,
+                    dim: int, count: int) -> _Shortlist:
     try:
-        used, trained_size = int(header["used"]), int(header["trained_size"])
-        slot_ids = _read_array(path, file, sizes["slot_ids"], np.int64, (used,))
-        store = _read_array(path, file, sizes["store"], np.int8, (used, dim))
-        scales = _read_array(path, file, sizes["scales"], np.float32, (used,))
-    except KeyError as exc:
-        raise IndexCorruptError(path, f"missing {exc} in approx-mode file") from None
-    backend = _Shortlist(dim, settings.shortlist)
-    if backend.pq_m != int(header.get("pq_m", -1)):
+        n_shards, trained_size, pq_m = int(header["shards"]), int(header["trained_size"]), int(header["pq_m"])
+        shards = [parts[f"faiss{number}"] for number in range(n_shards)]
+        slot_ids, store, scales = parts["slot_ids"], parts["store"], parts["scales"]
+    except (KeyError, TypeError, ValueError) as exc:
+        raise IndexCorruptError(path, f"missing or bad {exc} in an approx-mode file") from None
+    if n_shards < 1:
+        raise IndexCorruptError(path, f"bad shard count {n_shards}")
+    for shard in shards:
+        ivf = faiss.try_extract_index_ivf(shard)
+        if ivf is None or ivf.nlist != 1 or shard.metric_type != faiss.METRIC_INNER_PRODUCT:
+            raise IndexCorruptError(path, f"approx mode needs IVF1 PQ fast scan, got {type(shard).__name__}")
+        if shard.d != dim:
+            raise IndexCorruptError(path, f"FAISS index is {shard.d}-d, {dim}-d expected")
+    if sum(shard.ntotal for shard in shards) != slot_ids.size:
+        raise IndexCorruptError(path, f"the FAISS shards hold {sum(s.ntotal for s in shards)} codes, "
+                                      f"the slot table {slot_ids.size}")
+    backend = _Shortlist(dim, index.settings.shortlist, n_shards, index._shard_pool(n_shards))
+    if backend.pq_m != pq_m:
         raise IndexCorruptError(path, "PQ layout differs from this facetrail's")
     live = np.flatnonzero(slot_ids >= 0)
     if live.size != count or np.unique(slot_ids[live]).size != count:
         raise IndexCorruptError(path, "slot table does not match the count (or repeats ids)")
-    backend.index = raw
     if not np.isfinite(scales).all() or (scales <= 0).any():
         raise IndexCorruptError(path, "bad scales in the vector store")
-    backend.slot_ids, backend.store, backend.scales, backend.used = slot_ids, store, scales, used
+    backend.shards = shards
+    backend.slot_ids, backend.store, backend.scales, backend.used = slot_ids, store, scales, slot_ids.size
     backend.trained_size = trained_size
-    backend.free = np.flatnonzero(slot_ids < 0).tolist()[::-1]
     backend.slot_of = dict(zip(slot_ids[live].tolist(), live.tolist(), strict=True))
+    backend._refresh_selector()
     return backend
 
 

@@ -29,7 +29,7 @@ class SearchHits:
     """Top-k results of m queries, best first.
 
     ``scores`` (m, k) float32 cosine similarities in [-1, 1] (approximate
-    backends may be off by ~1e-3); ``ids`` (m, k) int64. When fewer than k
+    backends may be off by up to ~2e-3); ``ids`` (m, k) int64. When fewer than k
     vectors are indexed, the missing slots hold id -1 and score -inf.
     """
 

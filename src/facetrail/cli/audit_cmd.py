@@ -6,7 +6,7 @@ import argparse
 
 from sqlalchemy import select
 
-from facetrail.cli.common import add_gallery_options, open_gallery, out
+from facetrail.cli.common import add_gallery_options, opened_gallery, out
 from facetrail.store.audit import verify_chain
 from facetrail.store.models import AuditEntry
 
@@ -26,12 +26,8 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
 def run_verify(args: argparse.Namespace) -> int:
     """Verify the whole chain."""
-    gallery = open_gallery(args)
-    try:
-        with gallery.db.session() as session:
-            check = verify_chain(session)
-    finally:
-        gallery.db.dispose()
+    with opened_gallery(args) as gallery, gallery.db.session() as session:
+        check = verify_chain(session)
     if check.ok:
         out.print(f"audit log intact: {check.checked} entries verified")
         return 0
@@ -42,12 +38,8 @@ def run_verify(args: argparse.Namespace) -> int:
 
 def run_list(args: argparse.Namespace) -> int:
     """Print the newest entries, oldest first."""
-    gallery = open_gallery(args)
-    try:
-        with gallery.db.session() as session:
-            rows = list(session.scalars(select(AuditEntry).order_by(AuditEntry.id.desc()).limit(args.last)))
-    finally:
-        gallery.db.dispose()
+    with opened_gallery(args) as gallery, gallery.db.session() as session:
+        rows = list(session.scalars(select(AuditEntry).order_by(AuditEntry.id.desc()).limit(args.last)))
     for row in reversed(rows):
         purpose = f" purpose={row.purpose!r}" if row.purpose else ""
         count = f" results={row.result_count}" if row.result_count is not None else ""

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -100,6 +102,16 @@ def open_gallery(args: argparse.Namespace) -> Gallery:
     from facetrail.gallery.gallery import Gallery, GallerySettings
 
     return Gallery(GallerySettings(data_dir=args.data, db_url=args.db, recogniser=args.recogniser))
+
+
+@contextmanager
+def opened_gallery(args: argparse.Namespace) -> Iterator[Gallery]:
+    """The gallery the options name, its database connections released afterwards."""
+    gallery = open_gallery(args)
+    try:
+        yield gallery
+    finally:
+        gallery.db.dispose()
 
 
 def actor_of(args: argparse.Namespace) -> str:

@@ -6,7 +6,7 @@ import argparse
 import hashlib
 from pathlib import Path
 
-from facetrail.cli.common import actor_of, add_gallery_options, open_gallery, out, require_face
+from facetrail.cli.common import actor_of, add_gallery_options, opened_gallery, out, require_face
 from facetrail.gallery.people import add_negative, forget, list_identities, purge
 from facetrail.vision.image import load_image
 
@@ -42,11 +42,8 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
 def run_identities(args: argparse.Namespace) -> int:
     """Print one line per identity."""
-    gallery = open_gallery(args)
-    try:
+    with opened_gallery(args) as gallery:
         people = list_identities(gallery)
-    finally:
-        gallery.db.dispose()
     for person in people:
         lists = f"  watchlists: {', '.join(person.watchlists)}" if person.watchlists else ""
         out.print(f"{person.id:>6}  {person.display_name}  ({person.templates} face(s)){lists}", markup=False)
@@ -56,11 +53,8 @@ def run_identities(args: argparse.Namespace) -> int:
 
 def run_forget(args: argparse.Namespace) -> int:
     """Forget one person and say what was removed."""
-    gallery = open_gallery(args)
-    try:
+    with opened_gallery(args) as gallery:
         gone = forget(gallery, args.person, actor=actor_of(args), reason=args.reason)
-    finally:
-        gallery.db.dispose()
     out.print(f"forgot identity {gone.identity_id}: {len(gone.template_ids)} template(s), "
               f"{gone.negatives} negative example(s), {gone.memberships} watchlist membership(s)")
     return 0
@@ -68,26 +62,20 @@ def run_forget(args: argparse.Namespace) -> int:
 
 def run_correct(args: argparse.Namespace) -> int:
     """Store a negative example from the main face of an image."""
-    gallery = open_gallery(args)
-    try:
+    with opened_gallery(args) as gallery:
         data = args.image.read_bytes() if args.image.is_file() else b""
         faces = gallery.engine.analyze(load_image(args.image))
         index = require_face(args.image, faces)
         negative = add_negative(gallery, args.person, faces.embeddings.vectors[index], actor=actor_of(args),
                                 image_sha256=hashlib.sha256(data).hexdigest())
-    finally:
-        gallery.db.dispose()
     out.print(f"noted: this face is not {args.person} (negative example {negative})")
     return 0
 
 
 def run_purge(args: argparse.Namespace) -> int:
     """Run the retention purge and report it."""
-    gallery = open_gallery(args)
-    try:
+    with opened_gallery(args) as gallery:
         report = purge(gallery, actor=actor_of(args))
-    finally:
-        gallery.db.dispose()
     out.print(f"purged {len(report.expired_watchlists)} expired watchlist(s) and "
               f"{len(report.forgotten)} identit{'y' if len(report.forgotten) == 1 else 'ies'} "
               f"past retention ({len(report.template_ids)} template(s))")

@@ -6,7 +6,7 @@ import argparse
 import json
 from pathlib import Path
 
-from facetrail.cli.common import actor_of, add_gallery_options, open_gallery, out, require_face
+from facetrail.cli.common import actor_of, add_gallery_options, opened_gallery, out, require_face
 from facetrail.gallery.search import search_embedding
 from facetrail.vision.image import load_image
 
@@ -28,15 +28,12 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Print the decision (known / unknown) and the candidates; exit 0 either way."""
-    gallery = open_gallery(args)
-    try:
+    with opened_gallery(args) as gallery:
         faces = gallery.engine.analyze(load_image(args.image))
         index = require_face(args.image, faces)
         result = search_embedding(gallery, faces.embeddings.vectors[index], purpose=args.purpose,
                                   actor=actor_of(args), top=args.top, watchlist=args.watchlist,
                                   model_id=faces.embeddings.model_id)
-    finally:
-        gallery.db.dispose()
     if args.json:
         out.print(json.dumps({
             "known": result.known, "threshold": result.threshold, "watchlist": result.watchlist,

@@ -7,7 +7,7 @@ from datetime import UTC, datetime
 
 from sqlalchemy import func, select
 
-from facetrail.cli.common import CommandError, actor_of, add_gallery_options, open_gallery, out
+from facetrail.cli.common import CommandError, actor_of, add_gallery_options, opened_gallery, out
 from facetrail.gallery.watchlists import add_member, create_watchlist
 from facetrail.store.models import Watchlist, WatchlistMember
 
@@ -41,39 +41,29 @@ def run_create(args: argparse.Namespace) -> int:
             expires = datetime.strptime(args.expires, "%Y-%m-%d").replace(tzinfo=UTC)
         except ValueError:
             raise CommandError(f"--expires {args.expires!r}: expected a date as YYYY-MM-DD") from None
-    gallery = open_gallery(args)
-    try:
+    with opened_gallery(args) as gallery:
         create_watchlist(gallery, args.name, purpose=args.purpose, actor=actor_of(args),
                          threshold=args.threshold, expires_at=expires)
-    finally:
-        gallery.db.dispose()
     out.print(f"watchlist {args.name!r} created")
     return 0
 
 
 def run_add(args: argparse.Namespace) -> int:
     """Add one member."""
-    gallery = open_gallery(args)
-    try:
+    with opened_gallery(args) as gallery:
         add_member(gallery, args.name, args.person, actor=actor_of(args))
-    finally:
-        gallery.db.dispose()
     out.print(f"{args.person} is on watchlist {args.name!r}")
     return 0
 
 
 def run_list(args: argparse.Namespace) -> int:
     """Print every watchlist with its member count."""
-    gallery = open_gallery(args)
-    try:
-        with gallery.db.session() as session:
-            counts = dict(session.execute(select(WatchlistMember.watchlist_id, func.count())
-                                          .group_by(WatchlistMember.watchlist_id)).all())
-            for row in session.scalars(select(Watchlist).order_by(Watchlist.name)):
-                expiry = f", expires {row.expires_at:%Y-%m-%d}" if row.expires_at else ""
-                threshold = f", threshold {row.threshold:.3f}" if row.threshold is not None else ""
-                out.print(f"{row.name}: {counts.get(row.id, 0)} member(s){threshold}{expiry}; "
-                          f"purpose: {row.purpose}", markup=False)
-    finally:
-        gallery.db.dispose()
+    with opened_gallery(args) as gallery, gallery.db.session() as session:
+        counts = dict(session.execute(select(WatchlistMember.watchlist_id, func.count())
+                                      .group_by(WatchlistMember.watchlist_id)).all())
+        for row in session.scalars(select(Watchlist).order_by(Watchlist.name)):
+            expiry = f", expires {row.expires_at:%Y-%m-%d}" if row.expires_at else ""
+            threshold = f", threshold {row.threshold:.3f}" if row.threshold is not None else ""
+            out.print(f"{row.name}: {counts.get(row.id, 0)} member(s){threshold}{expiry}; "
+                      f"purpose: {row.purpose}", markup=False)
     return 0

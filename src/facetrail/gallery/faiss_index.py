@@ -8,13 +8,13 @@ Two modes, chosen on ``add`` (``kind="auto"``):
   at 100k, hence the default threshold of 20,000.
 - **approx** (above it): every vector is scanned as a 32-byte 4-bit PQ code
   (FAISS ``IVF1,PQ{dim/8}x4fs``: one list, SIMD "fast scan"; FAISS ids are
-  storage slots), split over ``shards`` (default 2) scanned in parallel, the
-  best ``shortlist`` (256) candidates are re-scored against int8 copies of
-  the vectors (per-vector scale; score error ~5e-4 typical, ~2e-3 worst),
-  and the top k of those are returned. Only the shortlist is approximate.
-  At 1M x 512 on 2 cores (bench/search.py): p50 about 1.6 ms and p99 about
-  3.5 ms per query, recall@1 about 0.99 against exact search, about 670
-  bytes per identity (NumPy brute force: 2,056).
+  storage slots), split over ``shards`` (default 2) scanned in parallel by
+  one search, the best ``shortlist`` (256) candidates are re-scored against
+  int8 copies of the vectors (per-vector scale; score error ~5e-4 typical,
+  ~2e-3 worst), and the top k of those are returned. Only the shortlist is
+  approximate. At 1M x 512 on 2 cores (bench/search.py): p50 1.6 ms, p99
+  2-2.5 ms per query (one shard: 2.7 / 3.1 ms), recall@1 0.994 against
+  exact search, 670 bytes per identity (a NumPy float32 matrix: 2,056).
 
 Why not IVF or HNSW (measured at 1M x 512: real faces among seeded random
 unit vectors, real other-photo queries): IVF-Flat / IVF-SQ8 with nlist
@@ -24,7 +24,7 @@ because k-means cells carry no information on isotropic data. HNSW32 needed
 rebuild), cannot remove in FAISS, and already at 100k needed efSearch 256-512
 (p50 2.6-4.9 ms) for recall@1 0.99. The PQ scan needs no partition to be
 right; its cost grows with the gallery only, about 2.5 ms per million
-vectors on one core, so the 5 ms goal holds to about 1.5M identities here.
+vectors per core, so the 5 ms goal holds to about 3M identities here.
 
 Removal is exact in both modes, so a removed id is never returned. Exact mode
 uses FAISS ``remove_ids``. Approx mode does not: in faiss-cpu 1.15.1,
@@ -39,16 +39,19 @@ shrinks back to exact; the database keeps the originals.
 
 Thread-safety: searches (and ``save``) run concurrently with each other;
 ``add``, ``remove`` and ``rebuild`` take an exclusive lock and wait for
-searches in flight. OpenMP thread counts are per calling thread and are set
-for the duration of each call only: searches use ``search_threads`` (1 by
-default: one query on 2 threads was slower, p50 1.5 vs 1.1 ms at 10k exact,
-and no faster in approx mode); PQ training always uses 1 thread (0.5 s
-instead of 21 s with 2, the OpenMP teams thrash on tiny k-means).
+searches in flight; FAISS releases the GIL, so concurrent searches use all
+cores. OpenMP thread counts are per calling thread and are set for the
+duration of each call only: searches use ``search_threads`` (1 by default:
+one query on 2 OpenMP threads was slower, p50 1.5 vs 1.1 ms at 10k exact,
+and no faster in approx mode, where the shards give the parallelism); bulk
+adds (≥ BULK_ROWS) use all cores, small ones 1; PQ training always uses 1
+(0.5 s instead of 21 s with 2: the OpenMP teams thrash on tiny k-means).
 
 Files (``save`` / ``load_index``): a 4096-byte header (magic, format
 version, JSON with dim, count, mode, settings and the size and sha256 of
-each section), then the sections: the FAISS index and, in approx mode, the
-slot-to-id table, the int8 vectors and their scales. Every byte is checked
+each section), then the sections: the FAISS index (one per shard in approx
+mode) and, in approx mode, the slot-to-id table, the int8 vectors and their
+scales. Every byte is checked
 before FAISS parses any; anything that does not validate raises
 ``IndexCorruptError`` and the caller rebuilds from the database.
 """
@@ -91,6 +94,7 @@ TRAIN_SAMPLE = 32_768  # vectors used to train PQ codebooks (more changes nothin
 RETRAIN_FACTOR = 8  # retrain the PQ codebooks when the gallery grows past 8x the size they saw
 COMPACT_FRACTION = 0.2  # rebuild when removed-but-still-scanned slots pass this share of all slots
 MIN_COMPACT = 1_000  # ... and this many
+BULK_ROWS = 4_096  # adds of fewer rows run FAISS on one OpenMP thread (a team costs more than it gives)
 
 MAGIC = b"FTRLIDX\x00"
 FORMAT_VERSION = 1
@@ -473,7 +477,8 @@ class FaissIndex:
             raise ValueError("ids within one add must be unique")
         if id_array.size == 0:
             return
-        with self._lock.write(), _omp_threads(self._build_threads):
+        threads = self._build_threads if id_array.size >= BULK_ROWS else 1
+        with self._lock.write(), _omp_threads(threads):
             replaced = self._backend.remove(id_array)
             if replaced:
                 log.debug("replacing %d existing vector(s)", replaced)
@@ -495,7 +500,7 @@ class FaissIndex:
         id_array = as_ids(ids)
         if id_array.size == 0:
             return 0
-        with self._lock.write(), _omp_threads(self._build_threads):
+        with self._lock.write(), _omp_threads(1):
             removed = self._backend.remove(np.unique(id_array))
             backend = self._backend
             if isinstance(backend, _Shortlist) and (backend.needs_compaction() or (
@@ -527,6 +532,14 @@ class FaissIndex:
         """A fresh backend of the mode wanted for ``ids.size`` vectors, holding them."""
         started = time.perf_counter()
         backend: _Backend
+        with _omp_threads(self._build_threads):
+            backend = self._build_with(ids, vectors)
+        log.info("gallery index built: %d vectors, %s mode, %.1f s", ids.size, backend.mode,
+                 time.perf_counter() - started)
+        return backend
+
+    def _build_with(self, ids: IdArray, vectors: FloatArray) -> _Backend:
+        backend: _Backend
         if self._wants_approx(ids.size):
             shards = self.settings.resolved_shards
             backend = _Shortlist(self._dim, self.settings.shortlist, shards, self._shard_pool(shards))
@@ -535,8 +548,6 @@ class FaissIndex:
             backend = _Exact(self._dim)
         if ids.size:
             backend.add(ids, vectors)
-        log.info("gallery index built: %d vectors, %s mode, %.1f s", ids.size, backend.mode,
-                 time.perf_counter() - started)
         return backend
 
     def _shard_pool(self, shards: int) -> ThreadPoolExecutor | None:

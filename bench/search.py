@@ -2,8 +2,8 @@
 
 One run, one data set:
 
-- real faces: every image under /work/shared/data/faces and the first
-  ``--lfw-limit`` images of /work/shared/data/lfw-view1/images, embedded with
+- real faces: every image under ../shared/data/faces and the first
+  ``--lfw-limit`` images of ../shared/data/lfw-view1/images, embedded with
   facetrail's FaceEngine (the main face of each image; cached under /tmp
   between runs). For every person with two or more photos the first photo is
   enrolled and the others are the queries; people with one photo are
@@ -43,12 +43,13 @@ import faiss
 import numpy as np
 import numpy.typing as npt
 
+from cpu_meter import CpuMeter
 from facetrail.gallery.faiss_index import FaissIndex, load_index
 from facetrail.vision.engine import EngineConfig, FaceEngine
 from facetrail.vision.errors import ImageError
 from facetrail.vision.image import load_image
 
-DATA = Path("/work/shared/data")
+DATA = Path(os.environ.get("FACETRAIL_SHARED_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
 FACES = DATA / "faces"
 LFW = DATA / "lfw-view1" / "images"
 CACHE_DIR = Path(tempfile.gettempdir()) / "facetrail-bench-search"
@@ -105,39 +106,6 @@ def rss_bytes() -> int:
         return int(Path("/proc/self/statm").read_text().split()[1]) * os.sysconf("SC_PAGE_SIZE")
     except (OSError, ValueError):
         return 0
-
-
-class Background:
-    """CPU time other processes used since ``start``, as a share of all CPUs (Linux /proc/stat)."""
-
-    def __init__(self) -> None:
-        self.busy0 = self._busy()
-        self.own0 = self._own()
-        self.wall0 = time.perf_counter()
-
-    @staticmethod
-    def _busy() -> float | None:
-        try:
-            fields = Path("/proc/stat").read_text().splitlines()[0].split()[1:]
-        except (OSError, IndexError):
-            return None
-        user, nice, system, _idle, _iowait, irq, softirq, steal = (int(v) for v in fields[:8])
-        return (user + nice + system + irq + softirq + steal) / os.sysconf("SC_CLK_TCK")
-
-    @staticmethod
-    def _own() -> float:
-        times = os.times()
-        return times.user + times.system
-
-    def share(self) -> float | None:
-        busy = self._busy()
-        if busy is None or self.busy0 is None:
-            return None
-        others = (busy - self.busy0) - (self._own() - self.own0)
-        return max(0.0, others / ((time.perf_counter() - self.wall0) * (os.cpu_count() or 1)))
-
-
-# --------------------------------------------------------------------------- real faces
 
 
 def image_list(lfw_limit: int) -> list[tuple[str, Path]]:
@@ -426,13 +394,14 @@ def main(argv: list[str] | None = None) -> int:
           f"{identification(truth, data):.4f}")
 
     print("\nNumPy brute force ...", flush=True)
-    background = Background()
+    background = CpuMeter()
+    background.start()
     brute = bench_numpy(data, min(args.numpy_queries, args.queries), truth)
     print("facetrail FaissIndex (auto) ...", flush=True)
     ours = bench_faiss(data, truth, truth_scores, args)
     print("facetrail FaissIndex (auto, shards=1: one thread per query) ...", flush=True)
     single = bench_faiss(data, truth, truth_scores, args, shards=1, extras=False)
-    noise = background.share()
+    noise = background.background_share()
 
     rows = [("", "build s", "p50 ms", "p99 ms", "recall@1", "bytes/identity")]
     rows.append(("NumPy brute force", f"{brute['build_s']:.1f}", f"{brute['latency']['p50_ms']:.2f}",

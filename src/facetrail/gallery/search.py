@@ -15,6 +15,7 @@ from sqlalchemy.orm import Session
 
 from facetrail.gallery.errors import GalleryError
 from facetrail.gallery.gallery import Gallery
+from facetrail.gallery.index import SearchHits
 from facetrail.store import audit
 from facetrail.store.models import FaceTemplate, Identity, NegativeExample, Watchlist, WatchlistMember, utcnow
 
@@ -98,9 +99,9 @@ def _scope(session: Session, gallery: Gallery, watchlist: str | None) -> tuple[f
     return (row.threshold if row.threshold is not None else calibrated), members
 
 
-def _best_per_identity(session: Session, hits: object, members: set[int] | None) -> dict[int, tuple[float, int]]:
-    scores = hits.scores[0]  # type: ignore[attr-defined]
-    ids = hits.ids[0]  # type: ignore[attr-defined]
+def _best_per_identity(session: Session, hits: SearchHits, members: set[int] | None) -> dict[int, tuple[float, int]]:
+    scores = hits.scores[0]
+    ids = hits.ids[0]
     valid = ids >= 0
     template_ids = [int(i) for i in ids[valid]]
     owners = dict(session.execute(select(FaceTemplate.id, FaceTemplate.identity_id)

@@ -12,6 +12,7 @@ from datetime import UTC, datetime
 
 from sqlalchemy import (
     BigInteger,
+    Boolean,
     DateTime,
     Float,
     ForeignKey,
@@ -82,6 +83,8 @@ class Watchlist(Base):
     expires_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     created_by: Mapped[str] = mapped_column(String(200))
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    # 2: an alert counts as confirmed only after two different people confirmed it (four-eyes rule).
+    reviewers_required: Mapped[int] = mapped_column(Integer, default=1, server_default="1")
 
 
 class WatchlistMember(Base):
@@ -127,3 +130,96 @@ class AuditEntry(Base):
     details: Mapped[str] = mapped_column(Text, default="{}")
     prev_hash: Mapped[str] = mapped_column(String(64))
     entry_hash: Mapped[str] = mapped_column(String(64), unique=True)
+
+
+_BIG_ID = BigInteger().with_variant(Integer, "sqlite")
+
+
+class Visitor(Base):
+    """An unknown face seen more than once gets one anonymous id; never a name without an operator."""
+
+    __tablename__ = "visitors"
+
+    id: Mapped[int] = mapped_column(_BIG_ID, primary_key=True)
+    model_id: Mapped[str] = mapped_column(String(200))
+    centroid: Mapped[bytes] = mapped_column(LargeBinary)  # float32, unit length
+    dim: Mapped[int] = mapped_column(Integer)
+    sightings: Mapped[int] = mapped_column(Integer, default=1)
+    first_seen: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    last_seen: Mapped[datetime] = mapped_column(DateTime(timezone=True), index=True)
+
+
+class Sighting(Base):
+    """One track on one camera: who (identity or anonymous visitor), when, and its best shot."""
+
+    __tablename__ = "sightings"
+
+    id: Mapped[int] = mapped_column(_BIG_ID, primary_key=True)
+    track_uid: Mapped[str] = mapped_column(String(120), unique=True)
+    camera: Mapped[str] = mapped_column(String(200), index=True)
+    identity_id: Mapped[int | None] = mapped_column(ForeignKey("identities.id", ondelete="CASCADE"), index=True)
+    visitor_id: Mapped[int | None] = mapped_column(ForeignKey("visitors.id", ondelete="SET NULL"), index=True)
+    first_seen: Mapped[datetime] = mapped_column(DateTime(timezone=True), index=True)
+    last_seen: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    score: Mapped[float | None] = mapped_column(Float)  # similarity to the identity, when named
+    quality: Mapped[float] = mapped_column(Float)
+    frames: Mapped[int] = mapped_column(Integer, default=1)
+    watchlist_hit: Mapped[bool] = mapped_column(Boolean, default=False)
+    embedding: Mapped[bytes | None] = mapped_column(LargeBinary)  # best shot's, for search --history
+    dim: Mapped[int | None] = mapped_column(Integer)
+    model_id: Mapped[str | None] = mapped_column(String(200))
+    thumbnail_jpeg: Mapped[bytes | None] = mapped_column(LargeBinary)
+
+
+class Event(Base):
+    """Something a person should look at: a watchlist hit, an unknown visitor, someone seen again."""
+
+    __tablename__ = "events"
+
+    id: Mapped[int] = mapped_column(_BIG_ID, primary_key=True)
+    uid: Mapped[str] = mapped_column(String(64), unique=True)
+    kind: Mapped[str] = mapped_column(String(32), index=True)
+    camera: Mapped[str] = mapped_column(String(200))
+    sighting_id: Mapped[int | None] = mapped_column(ForeignKey("sightings.id", ondelete="SET NULL"), index=True)
+    identity_id: Mapped[int | None] = mapped_column(ForeignKey("identities.id", ondelete="CASCADE"), index=True)
+    visitor_id: Mapped[int | None] = mapped_column(ForeignKey("visitors.id", ondelete="SET NULL"))
+    watchlist_id: Mapped[int | None] = mapped_column(ForeignKey("watchlists.id", ondelete="SET NULL"))
+    score: Mapped[float | None] = mapped_column(Float)
+    started_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), index=True)
+    ended_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    snapshot_jpeg: Mapped[bytes | None] = mapped_column(LargeBinary)
+    state: Mapped[str] = mapped_column(String(16), default="pending", index=True)
+    reviewers_required: Mapped[int] = mapped_column(Integer, default=1)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class EventReview(Base):
+    """One person's verdict on an event (confirm or dismiss), with a note."""
+
+    __tablename__ = "event_reviews"
+    __table_args__ = (UniqueConstraint("event_id", "reviewer", name="uq_review_event_reviewer"),)
+
+    id: Mapped[int] = mapped_column(_BIG_ID, primary_key=True)
+    event_id: Mapped[int] = mapped_column(ForeignKey("events.id", ondelete="CASCADE"), index=True)
+    reviewer: Mapped[str] = mapped_column(String(200))
+    decision: Mapped[str] = mapped_column(String(16))
+    note: Mapped[str | None] = mapped_column(Text)
+    at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class OutboxMessage(Base):
+    """A message waiting for delivery (MQTT or webhook), written in the transaction that caused it."""
+
+    __tablename__ = "outbox"
+
+    id: Mapped[int] = mapped_column(_BIG_ID, primary_key=True)
+    message_id: Mapped[str] = mapped_column(String(64), unique=True)
+    channel: Mapped[str] = mapped_column(String(16))  # "mqtt" or "webhook"
+    destination: Mapped[str] = mapped_column(String(500))  # MQTT topic or webhook name
+    payload: Mapped[str] = mapped_column(Text)
+    retain: Mapped[bool] = mapped_column(Boolean, default=False)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    next_attempt_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow, index=True)
+    delivered_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), index=True)
+    last_error: Mapped[str | None] = mapped_column(Text)

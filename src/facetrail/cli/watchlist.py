@@ -21,6 +21,8 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     create.add_argument("--purpose", required=True, help="why this list exists (stored and audited)")
     create.add_argument("--threshold", type=float, help="cosine match threshold (default: calibrated)")
     create.add_argument("--expires", help="expiry date YYYY-MM-DD; the purge removes the list after it")
+    create.add_argument("--reviewers", type=int, choices=(1, 2), default=1,
+                        help="people who must confirm an alert before it counts (2: four-eyes rule)")
     add_gallery_options(create)
     create.set_defaults(run=run_create)
     add = actions.add_parser("add", help="put an enrolled person on a watchlist")
@@ -43,7 +45,7 @@ def run_create(args: argparse.Namespace) -> int:
             raise CommandError(f"--expires {args.expires!r}: expected a date as YYYY-MM-DD") from None
     with opened_gallery(args) as gallery:
         create_watchlist(gallery, args.name, purpose=args.purpose, actor=actor_of(args),
-                         threshold=args.threshold, expires_at=expires)
+                         threshold=args.threshold, expires_at=expires, reviewers_required=args.reviewers)
     out.print(f"watchlist {args.name!r} created")
     return 0
 
@@ -64,6 +66,7 @@ def run_list(args: argparse.Namespace) -> int:
         for row in session.scalars(select(Watchlist).order_by(Watchlist.name)):
             expiry = f", expires {row.expires_at:%Y-%m-%d}" if row.expires_at else ""
             threshold = f", threshold {row.threshold:.3f}" if row.threshold is not None else ""
-            out.print(f"{row.name}: {counts.get(row.id, 0)} member(s){threshold}{expiry}; "
+            four_eyes = ", two reviewers confirm each alert" if row.reviewers_required > 1 else ""
+            out.print(f"{row.name}: {counts.get(row.id, 0)} member(s){threshold}{expiry}{four_eyes}; "
                       f"purpose: {row.purpose}", markup=False)
     return 0

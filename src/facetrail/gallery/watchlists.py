@@ -14,22 +14,29 @@ from facetrail.store.models import Watchlist, WatchlistMember
 
 
 def create_watchlist(gallery: Gallery, name: str, *, purpose: str, actor: str, threshold: float | None = None,
-                     expires_at: datetime | None = None) -> int:
-    """Create a watchlist; ``threshold`` (cosine) defaults to the model's calibrated one."""
+                     expires_at: datetime | None = None, reviewers_required: int = 1) -> int:
+    """Create a watchlist; ``threshold`` (cosine) defaults to the model's calibrated one.
+
+    ``reviewers_required=2`` applies the four-eyes rule: an alert on this list
+    counts as confirmed only when two different people confirmed it.
+    """
     if not purpose.strip():
         raise GalleryError("a watchlist needs a purpose (--purpose TEXT)")
     if threshold is not None and not -1.0 <= threshold <= 1.0:
         raise GalleryError("a watchlist threshold is a cosine similarity between -1 and 1")
+    if reviewers_required not in (1, 2):
+        raise GalleryError("an alert is confirmed by one reviewer, or two under the four-eyes rule")
     with gallery.db.session() as session:
         if session.scalar(select(Watchlist.id).where(Watchlist.name == name)) is not None:
             raise GalleryError(f"a watchlist called {name!r} already exists")
         watchlist = Watchlist(name=name, purpose=purpose.strip(), threshold=threshold, expires_at=expires_at,
-                              created_by=actor)
+                              created_by=actor, reviewers_required=reviewers_required)
         session.add(watchlist)
         session.flush()
         audit.record(session, actor=actor, action="watchlist.create", target=f"watchlist:{name}",
                      purpose=purpose.strip(),
-                     details={"threshold": threshold, "expires_at": expires_at.isoformat() if expires_at else None})
+                     details={"threshold": threshold, "reviewers_required": reviewers_required,
+                              "expires_at": expires_at.isoformat() if expires_at else None})
         return watchlist.id
 
 

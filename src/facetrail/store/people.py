@@ -14,9 +14,12 @@ from sqlalchemy.orm import Session
 
 from facetrail.store import audit
 from facetrail.store.models import (
+    Event,
+    EventReview,
     FaceTemplate,
     Identity,
     NegativeExample,
+    Sighting,
     Watchlist,
     WatchlistMember,
     utcnow,
@@ -31,6 +34,8 @@ class Forgotten:
     template_ids: list[int]
     negatives: int
     memberships: int
+    sightings: int = 0
+    events: int = 0
 
 
 @dataclass(frozen=True)
@@ -47,7 +52,7 @@ class PurgeReport:
 
 
 def forget_identity(session: Session, identity_id: int, *, actor: str, reason: str) -> Forgotten:
-    """Remove a person completely: templates (with thumbnails), negatives, memberships, the identity.
+    """Remove a person completely: templates, negatives, memberships, sightings, events, the identity.
 
     The audit log keeps a tombstone with the identity id and counts only: no
     name, no image, no embedding.
@@ -58,16 +63,24 @@ def forget_identity(session: Session, identity_id: int, *, actor: str, reason: s
                                .where(NegativeExample.identity_id == identity_id)) or 0
     memberships = session.scalar(select(func.count()).select_from(WatchlistMember)
                                  .where(WatchlistMember.identity_id == identity_id)) or 0
+    sightings = session.scalar(select(func.count()).select_from(Sighting)
+                               .where(Sighting.identity_id == identity_id)) or 0
+    events = session.scalar(select(func.count()).select_from(Event).where(Event.identity_id == identity_id)) or 0
     # Explicit deletes rather than relying on ON DELETE CASCADE alone: nothing may be left if a
     # database was created with foreign keys off.
+    session.execute(delete(EventReview).where(EventReview.event_id.in_(
+        select(Event.id).where(Event.identity_id == identity_id))))
+    session.execute(delete(Event).where(Event.identity_id == identity_id))
+    session.execute(delete(Sighting).where(Sighting.identity_id == identity_id))
     session.execute(delete(FaceTemplate).where(FaceTemplate.identity_id == identity_id))
     session.execute(delete(NegativeExample).where(NegativeExample.identity_id == identity_id))
     session.execute(delete(WatchlistMember).where(WatchlistMember.identity_id == identity_id))
     session.execute(delete(Identity).where(Identity.id == identity_id))
     audit.record(session, actor=actor, action="forget", target=f"identity:{identity_id}", purpose=reason,
                  result_count=len(template_ids),
-                 details={"templates": len(template_ids), "negatives": negatives, "memberships": memberships})
-    return Forgotten(identity_id, template_ids, negatives, memberships)
+                 details={"templates": len(template_ids), "negatives": negatives, "memberships": memberships,
+                          "sightings": sightings, "events": events})
+    return Forgotten(identity_id, template_ids, negatives, memberships, sightings, events)
 
 
 def purge_expired(session: Session, *, now: datetime | None = None, actor: str = "retention") -> PurgeReport:

@@ -1,0 +1,172 @@
+"""Human review (four-eyes), retention per data class and forgetting, on real SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import numpy as np
+import pytest
+from sqlalchemy import func, select
+
+from facetrail.events.review import ReviewError, review_event
+from facetrail.store.audit import verify_chain
+from facetrail.store.db import Database
+from facetrail.store.models import (
+    AuditEntry,
+    Event,
+    EventReview,
+    Identity,
+    OutboxMessage,
+    Sighting,
+    Visitor,
+    Watchlist,
+    utcnow,
+)
+from facetrail.store.people import forget_identity
+from facetrail.store.retention import RetentionPolicy, purge_data
+
+
+def _event(db: Database, *, reviewers: int) -> int:
+    with db.session() as session:
+        event = Event(uid=f"ev-{reviewers}-{np.random.default_rng().integers(1 << 30)}", kind="watchlist_hit",
+                      camera="door", started_at=utcnow(), state="pending", reviewers_required=reviewers)
+        session.add(event)
+        session.flush()
+        return event.id
+
+
+def test_single_reviewer_confirms(db_url: str) -> None:
+    db = Database(db_url)
+    event_id = _event(db, reviewers=1)
+    with db.session() as session:
+        outcome = review_event(session, event_id, reviewer="ana", verdict="confirm", note="it is him")
+    assert outcome.state == "confirmed" and outcome.waiting == 0
+    with db.session() as session:
+        assert session.get(Event, event_id).state == "confirmed"  # type: ignore[union-attr]
+        actions = list(session.scalars(select(AuditEntry.action).where(AuditEntry.target == f"event:{event_id}")))
+        assert actions == ["event.confirm"]
+        assert verify_chain(session).ok
+    db.dispose()
+
+
+def test_four_eyes_needs_two_different_reviewers(db_url: str) -> None:
+    db = Database(db_url)
+    event_id = _event(db, reviewers=2)
+    with db.session() as session:
+        first = review_event(session, event_id, reviewer="ana", verdict="confirm")
+    assert first.state == "pending" and first.waiting == 1
+    with pytest.raises(ReviewError, match="someone else"), db.session() as session:
+        review_event(session, event_id, reviewer="ana", verdict="confirm")
+    with db.session() as session:
+        second = review_event(session, event_id, reviewer="ben", verdict="confirm", note="agree")
+        assert second.state == "confirmed" and second.confirmations == 2
+    with pytest.raises(ReviewError, match="already confirmed"), db.session() as session:
+        review_event(session, event_id, reviewer="cem", verdict="dismiss")
+    with db.session() as session:
+        assert session.scalar(select(func.count()).select_from(EventReview)
+                              .where(EventReview.event_id == event_id)) == 2
+    db.dispose()
+
+
+def test_one_dismissal_settles_a_four_eyes_event(db_url: str) -> None:
+    db = Database(db_url)
+    event_id = _event(db, reviewers=2)
+    with db.session() as session:
+        review_event(session, event_id, reviewer="ana", verdict="confirm")
+        outcome = review_event(session, event_id, reviewer="ben", verdict="dismiss", note="different person")
+    assert outcome.state == "dismissed"
+    with pytest.raises(ReviewError, match="no event"), db.session() as session:
+        review_event(session, 10_000_000, reviewer="ana", verdict="confirm")
+    db.dispose()
+
+
+def _sighting(session: object, *, uid: str, age: timedelta, identity_id: int | None = None,
+              visitor_id: int | None = None, hit: bool = False) -> Sighting:
+    at = utcnow() - age
+    sighting = Sighting(track_uid=uid, camera="door", identity_id=identity_id, visitor_id=visitor_id,
+                        first_seen=at, last_seen=at, quality=0.8, frames=5, watchlist_hit=hit,
+                        embedding=np.ones(4, np.float32).tobytes(), dim=4, model_id="m", thumbnail_jpeg=b"jpeg")
+    session.add(sighting)  # type: ignore[attr-defined]
+    return sighting
+
+
+def test_retention_per_data_class(db_url: str) -> None:
+    db = Database(db_url)
+    day = timedelta(days=1)
+    with db.session() as session:
+        person = Identity(display_name="Known", created_by="t")
+        visitor = Visitor(model_id="m", centroid=np.ones(4, np.float32).tobytes(), dim=4, sightings=1,
+                          first_seen=utcnow() - 10 * day, last_seen=utcnow() - 10 * day)
+        session.add_all([person, visitor])
+        session.flush()
+        _sighting(session, uid="old-unknown", age=10 * day, visitor_id=visitor.id)
+        _sighting(session, uid="new-unknown", age=timedelta(hours=1))
+        _sighting(session, uid="old-known", age=10 * day, identity_id=person.id)
+        _sighting(session, uid="ancient-known", age=40 * day, identity_id=person.id)
+        session.flush()
+        session.add(Event(uid="old-event", kind="watchlist_hit", camera="door", identity_id=person.id,
+                          started_at=utcnow() - 100 * day, state="confirmed", reviewers_required=1,
+                          snapshot_jpeg=b"jpeg"))
+        session.add(Event(uid="recent-event", kind="watchlist_hit", camera="door", identity_id=person.id,
+                          started_at=utcnow() - 10 * day, state="pending", reviewers_required=1,
+                          snapshot_jpeg=b"jpeg"))
+        session.add(OutboxMessage(message_id="sent", channel="mqtt", destination="t", payload="{}",
+                                  delivered_at=utcnow() - 2 * day))
+        session.add(OutboxMessage(message_id="waiting", channel="mqtt", destination="t", payload="{}"))
+    with db.session() as session:
+        report = purge_data(session, RetentionPolicy())
+    assert report.counts == {"sightings": 2, "visitors": 1, "events": 1, "thumbnails": 1, "snapshots": 1,
+                             "messages": 1}
+    with db.session() as session:
+        left = dict(session.execute(select(Sighting.track_uid, Sighting.thumbnail_jpeg)).all())
+        assert left == {"new-unknown": b"jpeg", "old-known": None}
+        assert set(session.scalars(select(Event.uid))) == {"recent-event"}
+        assert session.scalar(select(Event.snapshot_jpeg)) is None
+        assert set(session.scalars(select(OutboxMessage.message_id))) == {"waiting"}
+        entry = session.scalars(select(AuditEntry).where(AuditEntry.action == "retention.purge")).one()
+        assert entry.result_count == report.total
+    with db.session() as session:
+        assert purge_data(session, RetentionPolicy()).total == 0  # nothing left to do, nothing logged
+        assert session.scalar(select(func.count()).select_from(AuditEntry)
+                              .where(AuditEntry.action == "retention.purge")) == 1
+    db.dispose()
+
+
+def test_only_watchlist_hits_deletes_every_other_face(db_url: str) -> None:
+    db = Database(db_url)
+    with db.session() as session:
+        _sighting(session, uid="hit", age=timedelta(minutes=10), hit=True)
+        _sighting(session, uid="passer-by", age=timedelta(minutes=10))
+        _sighting(session, uid="still-walking", age=timedelta(seconds=5))
+    with db.session() as session:
+        purge_data(session, RetentionPolicy(only_watchlist_hits=True))
+    with db.session() as session:
+        assert set(session.scalars(select(Sighting.track_uid))) == {"hit", "still-walking"}
+    db.dispose()
+
+
+def test_forgetting_removes_sightings_events_and_reviews(db_url: str) -> None:
+    db = Database(db_url)
+    with db.session() as session:
+        person = Identity(display_name="Leaving", created_by="t")
+        other = Identity(display_name="Staying", created_by="t")
+        session.add_all([person, other])
+        session.flush()
+        sighting = _sighting(session, uid="s1", age=timedelta(hours=1), identity_id=person.id, hit=True)
+        _sighting(session, uid="s2", age=timedelta(hours=1), identity_id=other.id)
+        session.flush()
+        event = Event(uid="e1", kind="watchlist_hit", camera="door", identity_id=person.id, sighting_id=sighting.id,
+                      started_at=utcnow(), state="pending", reviewers_required=1)
+        session.add(event)
+        session.flush()
+        session.add(EventReview(event_id=event.id, reviewer="ana", decision="confirm"))
+        person_id = person.id
+    with db.session() as session:
+        forgotten = forget_identity(session, person_id, actor="dpo", reason="deletion request")
+    assert (forgotten.sightings, forgotten.events) == (1, 1)
+    with db.session() as session:
+        assert set(session.scalars(select(Sighting.track_uid))) == {"s2"}
+        assert session.scalar(select(func.count()).select_from(Event)) == 0
+        assert session.scalar(select(func.count()).select_from(EventReview)) == 0
+        assert session.scalar(select(func.count()).select_from(Watchlist)) == 0
+    db.dispose()

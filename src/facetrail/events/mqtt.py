@@ -1,0 +1,209 @@
+"""Publishing to an MQTT broker in Frigate's style.
+
+Topics (``facetrail`` is ``topic_prefix``):
+
+* ``facetrail/available``: ``online`` / ``offline``, retained; ``offline`` is
+  also the Last Will, so a crash or a lost network says so too.
+* ``facetrail/events``: JSON ``{"type": "new" | "update" | "end", ...}``.
+* ``facetrail/<camera>/<identity>``: per camera and person, as Frigate does per object.
+
+The outbox stores full topics; :meth:`MqttPublisher.topic` builds them.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import paho.mqtt.client as paho
+from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
+from paho.mqtt.reasoncodes import ReasonCode
+
+from facetrail.events.errors import ChannelUnavailableError, DeliveryError
+
+log = logging.getLogger(__name__)
+
+_FORBIDDEN_IN_LEVEL = ("/", "+", "#", "\0")
+
+
+@dataclass(frozen=True)
+class MqttSettings:
+    """Where and how to connect. ``reconnect_*_s``: paho's back-off between reconnection attempts."""
+
+    host: str = "127.0.0.1"
+    port: int = 1883
+    user: str | None = None
+    password: str | None = None
+    topic_prefix: str = "facetrail"
+    client_id: str = "facetrail"
+    qos: int = 1
+    tls: bool = False
+    keepalive: int = 30
+    reconnect_min_s: int = 1
+    reconnect_max_s: int = 30
+
+    def __post_init__(self) -> None:
+        if self.qos not in (0, 1, 2):
+            raise ValueError(f"MQTT QoS must be 0, 1 or 2, not {self.qos}")
+        if not self.topic_prefix or any(c in self.topic_prefix for c in "+#\0"):
+            raise ValueError(f"invalid MQTT topic prefix {self.topic_prefix!r}")
+
+
+class MqttPublisher:
+    """A paho client with its own network thread that reconnects by itself.
+
+    ``start`` never fails because the broker is down; ``publish`` raises
+    :class:`ChannelUnavailableError` until it is up. A publisher cannot be
+    started again after ``stop``.
+    """
+
+    def __init__(self, settings: MqttSettings) -> None:
+        self.settings = settings
+        self.last_error: str | None = None
+        self._client = paho.Client(CallbackAPIVersion.VERSION2, client_id=settings.client_id, clean_session=True)
+        if settings.user is not None:
+            self._client.username_pw_set(settings.user, settings.password)
+        if settings.tls:
+            self._client.tls_set()
+        self._client.will_set(self.availability_topic, "offline", qos=settings.qos, retain=True)
+        self._client.reconnect_delay_set(settings.reconnect_min_s, settings.reconnect_max_s)
+        self._client.on_connect = self._on_connect
+        self._client.on_disconnect = self._on_disconnect
+        self._lock = threading.Lock()
+        # Messages sent (or queued by paho) but not yet acknowledged, by outbox message id: a retry
+        # waits for the copy paho already holds, and resends on reconnect, instead of sending a second one.
+        self._pending: dict[str, paho.MQTTMessageInfo] = {}
+        self._connect_callbacks: list[Callable[[], None]] = []
+        self._started = False
+        self._stopped = False
+
+    @property
+    def availability_topic(self) -> str:
+        """``<prefix>/available``."""
+        return self.topic("available")
+
+    def topic(self, *parts: str) -> str:
+        """The full topic ``<prefix>/<part>/...``; a part must be one non-empty level without wildcards."""
+        for part in parts:
+            if not part or any(c in part for c in _FORBIDDEN_IN_LEVEL):
+                raise ValueError(f"invalid MQTT topic level {part!r}")
+        return "/".join((self.settings.topic_prefix, *parts))
+
+    @property
+    def connected(self) -> bool:
+        """Whether the broker accepted the connection and it is up now."""
+        return self._started and not self._stopped and self._client.is_connected()
+
+    def add_connect_callback(self, callback: Callable[[], None]) -> None:
+        """Call ``callback`` (on paho's thread; keep it short) after every successful (re)connection."""
+        with self._lock:
+            self._connect_callbacks.append(callback)
+
+    def remove_connect_callback(self, callback: Callable[[], None]) -> None:
+        """Undo :meth:`add_connect_callback`."""
+        with self._lock:
+            if callback in self._connect_callbacks:
+                self._connect_callbacks.remove(callback)
+
+    def start(self) -> None:
+        """Connect in the background, and keep reconnecting while the broker is away."""
+        if self._stopped:
+            raise RuntimeError("a stopped MqttPublisher cannot be started again")
+        if self._started:
+            return
+        self._started = True
+        self._client.connect_async(self.settings.host, self.settings.port, keepalive=self.settings.keepalive)
+        self._client.loop_start()
+
+    def publish(
+        self, topic: str, payload: str, *, retain: bool = False, timeout: float = 5.0, message_id: str | None = None,
+    ) -> None:
+        """Publish and wait until the broker acknowledged it (PUBACK for QoS 1).
+
+        Raises :class:`ChannelUnavailableError` when not connected (nothing
+        sent) and :class:`DeliveryError` when no acknowledgement came within
+        ``timeout``. Pass the outbox ``message_id`` so that a retry of a message
+        paho still holds waits for that copy rather than sending another.
+        """
+        with self._lock:
+            info = self._pending.get(message_id) if message_id else None
+        if info is None:
+            if not self.connected:
+                raise ChannelUnavailableError(self._unavailable_reason())
+            info = self._client.publish(topic, payload, qos=self.settings.qos, retain=retain)
+            if info.rc == MQTTErrorCode.MQTT_ERR_NO_CONN and self.settings.qos > 0:
+                # The connection dropped just now. paho keeps QoS>0 messages and sends them on reconnect,
+                # but leaves rc at NO_CONN, which would make is_published() raise once it is sent.
+                info.rc = MQTTErrorCode.MQTT_ERR_SUCCESS
+                if message_id:
+                    with self._lock:
+                        self._pending[message_id] = info
+                raise ChannelUnavailableError(self._unavailable_reason())
+            if info.rc != MQTTErrorCode.MQTT_ERR_SUCCESS:
+                raise DeliveryError(f"MQTT publish failed: {paho.error_string(info.rc)}")
+            if message_id:
+                with self._lock:
+                    self._pending[message_id] = info
+        elif not info.is_published() and not self.connected:
+            raise ChannelUnavailableError(self._unavailable_reason())
+        try:
+            info.wait_for_publish(timeout)
+            published = info.is_published()
+        except (RuntimeError, ValueError) as exc:
+            self._forget(message_id)
+            raise DeliveryError(f"MQTT publish failed: {exc}") from exc
+        if not published:
+            raise DeliveryError(f"no acknowledgement from the MQTT broker within {timeout:g} s")
+        self._forget(message_id)
+
+    def stop(self, timeout: float = 5.0) -> None:
+        """Publish ``offline`` (retained) and disconnect cleanly."""
+        if not self._started or self._stopped:
+            self._stopped = True
+            return
+        if self._client.is_connected():
+            info = self._client.publish(self.availability_topic, "offline", qos=self.settings.qos, retain=True)
+            try:
+                info.wait_for_publish(timeout)
+            except (RuntimeError, ValueError):
+                log.warning("could not publish offline to %s", self.availability_topic)
+        self._stopped = True
+        self._client.disconnect()
+        self._client.loop_stop()
+
+    def _forget(self, message_id: str | None) -> None:
+        if message_id:
+            with self._lock:
+                self._pending.pop(message_id, None)
+
+    def _unavailable_reason(self) -> str:
+        reason = f"not connected to the MQTT broker at {self.settings.host}:{self.settings.port}"
+        return f"{reason} ({self.last_error})" if self.last_error else reason
+
+    def _on_connect(
+        self, client: paho.Client, _userdata: Any, _flags: Any, reason_code: ReasonCode, _properties: Any,
+    ) -> None:
+        if reason_code.is_failure:
+            self.last_error = f"broker refused the connection: {reason_code}"
+            log.warning("MQTT broker %s:%d refused the connection: %s",
+                        self.settings.host, self.settings.port, reason_code)
+            return
+        self.last_error = None
+        log.info("connected to MQTT broker %s:%d", self.settings.host, self.settings.port)
+        client.publish(self.availability_topic, "online", qos=self.settings.qos, retain=True)
+        with self._lock:
+            callbacks = list(self._connect_callbacks)
+        for callback in callbacks:
+            callback()
+
+    def _on_disconnect(
+        self, _client: paho.Client, _userdata: Any, _flags: Any, reason_code: ReasonCode, _properties: Any,
+    ) -> None:
+        if self._stopped:
+            return
+        self.last_error = f"connection lost: {reason_code}"
+        log.warning("lost the MQTT broker %s:%d (%s); reconnecting",
+                    self.settings.host, self.settings.port, reason_code)

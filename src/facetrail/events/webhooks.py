@@ -1,0 +1,89 @@
+"""Webhooks signed per the Standard Webhooks spec (https://www.standardwebhooks.com).
+
+Each POST carries ``webhook-id`` (the outbox message id, the same on every
+retry: receivers deduplicate on it), ``webhook-timestamp`` (seconds since the
+epoch, of this attempt) and ``webhook-signature`` (``v1,<base64 HMAC-SHA256>``
+made by ``standardwebhooks.Webhook``). A 2xx answer is a delivery; any other
+answer or a network error is retried later, except ``410 Gone``, which per the
+spec means the endpoint is gone: that message is abandoned, not retried.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+
+import httpx
+from standardwebhooks import Webhook
+
+from facetrail import __version__
+from facetrail.events.errors import DeliveryError, PermanentDeliveryError
+from facetrail.events.outbox import as_utc
+from facetrail.store.models import utcnow
+
+
+@dataclass(frozen=True)
+class WebhookTarget:
+    """A named receiver. ``secret``: ``whsec_`` and base64, as the spec's libraries expect."""
+
+    name: str
+    url: str
+    secret: str
+    timeout_s: float = 5.0
+
+
+class WebhookSender:
+    """POSTs outbox payloads to named, configured receivers."""
+
+    def __init__(self, targets: Sequence[WebhookTarget], client: httpx.Client | None = None) -> None:
+        self._targets: dict[str, WebhookTarget] = {}
+        self._signers: dict[str, Webhook] = {}
+        for target in targets:
+            if target.name in self._targets:
+                raise ValueError(f"two webhooks are named {target.name!r}")
+            try:
+                self._signers[target.name] = Webhook(target.secret)
+            except Exception as exc:  # the library raises binascii.Error, its own errors or RuntimeError
+                raise ValueError(f"webhook {target.name!r}: unusable secret ({exc})") from None
+            self._targets[target.name] = target
+        self._owns_client = client is None
+        self._client = client if client is not None else httpx.Client(
+            headers={"user-agent": f"facetrail/{__version__}"}, follow_redirects=False)
+
+    @property
+    def names(self) -> list[str]:
+        """The names of the configured webhooks."""
+        return list(self._targets)
+
+    def send(self, name: str, message_id: str, payload: str, *, timestamp: datetime | None = None) -> None:
+        """Deliver one payload (JSON text) to the webhook ``name``.
+
+        Raises :class:`PermanentDeliveryError` on 410 Gone and
+        :class:`DeliveryError` on any other non-2xx answer or network error.
+        """
+        target = self._targets.get(name)
+        if target is None:
+            raise DeliveryError(f"no webhook named {name!r} is configured")
+        moment = as_utc(timestamp or utcnow())
+        headers = {
+            "webhook-id": message_id,
+            "webhook-timestamp": str(int(moment.timestamp())),
+            "webhook-signature": self._signers[name].sign(message_id, moment, payload),
+            "content-type": "application/json",
+        }
+        try:
+            response = self._client.post(
+                target.url, content=payload.encode(), headers=headers, timeout=target.timeout_s)
+        except httpx.HTTPError as exc:
+            raise DeliveryError(f"{type(exc).__name__}: {exc}") from exc
+        status = response.status_code
+        if status == httpx.codes.GONE:
+            raise PermanentDeliveryError(f"HTTP {status} {response.reason_phrase}")
+        if not 200 <= status < 300:
+            raise DeliveryError(f"HTTP {status} {response.reason_phrase}")
+
+    def close(self) -> None:
+        """Close the HTTP client, unless the caller passed it in."""
+        if self._owns_client:
+            self._client.close()

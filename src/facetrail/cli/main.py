@@ -8,13 +8,30 @@ import sys
 from collections.abc import Sequence
 
 from facetrail import __version__
-from facetrail.cli import audit_cmd, compare, demo, enroll, evaluate, faces, people, search, watchlist
+from facetrail.cli import (
+    audit_cmd,
+    compare,
+    config_cmd,
+    demo,
+    enroll,
+    evaluate,
+    events_cmd,
+    faces,
+    people,
+    run_cmd,
+    search,
+    sightings,
+    watchlist,
+)
 from facetrail.cli.common import CommandError, err
+from facetrail.config.errors import ConfigError
+from facetrail.events.errors import EventsError
 from facetrail.gallery.errors import GalleryError
 from facetrail.store.errors import StoreError
 from facetrail.vision.errors import VisionError
 
-SUBCOMMANDS = (demo, faces, compare, evaluate, enroll, search, people, watchlist, audit_cmd)
+SUBCOMMANDS = (demo, run_cmd, config_cmd, faces, compare, evaluate, enroll, search, sightings, events_cmd, people,
+               watchlist, audit_cmd)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -36,7 +53,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
     try:
         return int(args.run(args))
-    except (VisionError, GalleryError, StoreError, CommandError) as error:
+    except ConfigError as error:
+        lines = error.lines
+        err.print("error: " + lines[0] if len(lines) == 1 else "error: the configuration has problems:\n  "
+                  + "\n  ".join(lines), markup=False)
+        return 1
+    except (VisionError, GalleryError, StoreError, CommandError, EventsError) as error:
         err.print(f"error: {error}", markup=False)
         return 1
     except KeyboardInterrupt:

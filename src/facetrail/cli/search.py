@@ -7,6 +7,8 @@ import json
 from pathlib import Path
 
 from facetrail.cli.common import actor_of, add_gallery_options, opened_gallery, out, require_face
+from facetrail.cli.sightings import sighting_json, sightings_table
+from facetrail.gallery.history import SightingView, search_history
 from facetrail.gallery.search import search_embedding
 from facetrail.vision.image import load_image
 
@@ -21,6 +23,8 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser.add_argument("--purpose", required=True, help="why you are searching (stored in the audit log)")
     parser.add_argument("--top", type=int, default=5, metavar="K", help="candidates to show (default 5)")
     parser.add_argument("--watchlist", help="search only this watchlist, with its threshold")
+    parser.add_argument("--history", action="store_true",
+                        help="search all stored sightings (enrolled or not) instead of the enrolled people")
     parser.add_argument("--json", action="store_true", help="print JSON for machines")
     add_gallery_options(parser)
     parser.set_defaults(run=run)
@@ -31,6 +35,10 @@ def run(args: argparse.Namespace) -> int:
     with opened_gallery(args) as gallery:
         faces = gallery.engine.analyze(load_image(args.image))
         index = require_face(args.image, faces)
+        if args.history:
+            return _print_history(args, search_history(
+                gallery, faces.embeddings.vectors[index], purpose=args.purpose, actor=actor_of(args), top=args.top,
+                model_id=faces.embeddings.model_id))
         result = search_embedding(gallery, faces.embeddings.vectors[index], purpose=args.purpose,
                                   actor=actor_of(args), top=args.top, watchlist=args.watchlist,
                                   model_id=faces.embeddings.model_id)
@@ -50,4 +58,14 @@ def run(args: argparse.Namespace) -> int:
         out.print(f"  {rank}. {match.display_name} (id {match.identity_id})  {match.score:.3f}")
     if len(faces) > 1:
         out.print(f"note: {args.image} has {len(faces)} faces; searched the largest", style="dim")
+    return 0
+
+
+def _print_history(args: argparse.Namespace, hits: list[SightingView]) -> int:
+    if args.json:
+        out.print(json.dumps([sighting_json(hit) for hit in hits]), markup=False)
+    elif not hits:
+        out.print("no stored sighting looks like this face")
+    else:
+        out.print(sightings_table(hits, title=f"{len(hits)} sighting(s) like {args.image}, most similar first"))
     return 0

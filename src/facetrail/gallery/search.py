@@ -83,6 +83,34 @@ def search_embedding(gallery: Gallery, vector: np.ndarray, *, purpose: str, acto
     return SearchResult(matches, threshold, watchlist, sorted(suppressed))
 
 
+def match_many(gallery: Gallery, vectors: np.ndarray) -> list[Match | None]:
+    """Best identity (any score) for each row of ``vectors``, negatives applied; not audited.
+
+    For callers that audit at a higher level (the video pipeline records one
+    audit entry per run with its purpose, not one per face).
+    """
+    queries = np.asarray(vectors, np.float32).reshape(len(vectors), -1)
+    wanted = min(len(gallery.index), _MIN_CANDIDATES)
+    if not wanted or not len(queries):
+        return [None] * len(queries)
+    hits = gallery.index.search(queries, wanted)
+    out: list[Match | None] = []
+    with gallery.db.session() as session:
+        for row in range(len(queries)):
+            one = SearchHits(hits.scores[row:row + 1], hits.ids[row:row + 1])
+            best = _best_per_identity(session, one, None)
+            suppressed = _negatives(session, queries[row], best, gallery.model_id)
+            ranked = sorted(((score, template_id, identity_id) for identity_id, (score, template_id) in best.items()
+                             if identity_id not in suppressed), reverse=True)
+            if not ranked:
+                out.append(None)
+                continue
+            score, template_id, identity_id = ranked[0]
+            name = session.scalar(select(Identity.display_name).where(Identity.id == identity_id)) or "?"
+            out.append(Match(identity_id, name, score, template_id))
+    return out
+
+
 def _scope(session: Session, gallery: Gallery, watchlist: str | None) -> tuple[float, set[int] | None]:
     """Threshold to apply and the identities allowed (None: everyone)."""
     calibrated = gallery.spec.calibration.threshold if gallery.spec.calibration else 0.5

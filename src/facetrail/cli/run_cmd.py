@@ -1,0 +1,92 @@
+"""`facetrail run CONFIG`: watch the configured cameras until stopped."""
+
+from __future__ import annotations
+
+import argparse
+import signal
+import threading
+import time
+from pathlib import Path
+from types import FrameType
+
+from rich.live import Live
+from rich.table import Table
+
+from facetrail.cli.common import actor_of, err, out, stdout_is_tty
+from facetrail.config.loader import load_config
+from facetrail.pipeline.runner import Pipeline, PipelineStats
+from facetrail.video.camera import CameraStatus
+
+STATUS_EVERY_S = 10.0
+
+
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """Add the subcommand."""
+    parser = sub.add_parser("run", help="watch the cameras of a configuration file",
+                            description="Run the video pipeline: read every camera, track and recognise faces, "
+                                        "store sightings, raise events and deliver them (MQTT, webhooks). "
+                                        "Stops on Ctrl-C or SIGTERM, or when every file camera has ended.")
+    parser.add_argument("config", type=Path, help="the YAML configuration (see examples/config.yml)")
+    parser.add_argument("--forever", action="store_true",
+                        help="keep running after every camera ended (default: stop when all have ended)")
+    parser.add_argument("--actor", default=None, help="who runs it, for the audit log")
+    parser.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Load, start, show status, stop cleanly."""
+    config = load_config(args.config)
+    pipeline = Pipeline(config, actor=actor_of(args))
+    stop = threading.Event()
+    _stop_on_signals(stop)
+    worker = threading.Thread(target=pipeline.run, kwargs={"stop": stop, "until_done": not args.forever},
+                              name="pipeline", daemon=True)
+    worker.start()
+    if stdout_is_tty():
+        with Live(status_table(pipeline.status(), pipeline.stats), console=out, refresh_per_second=2) as live:
+            while worker.is_alive():
+                worker.join(0.5)
+                live.update(status_table(pipeline.status(), pipeline.stats))
+    else:
+        last = time.monotonic()
+        while worker.is_alive():
+            worker.join(0.5)
+            if time.monotonic() - last >= STATUS_EVERY_S:
+                last = time.monotonic()
+                for status in pipeline.status():
+                    err.print(status_line(status), markup=False)
+    stats = pipeline.stats
+    for status in pipeline.status():
+        out.print(status_line(status), markup=False)
+    out.print(f"analysed {stats.frames} frame(s), {stats.faces} face(s), embedded {stats.embedded}; "
+              f"{stats.tracks} track(s), {stats.named_tracks} named; {stats.events} event(s)")
+    return 0
+
+
+def status_line(status: CameraStatus) -> str:
+    """One camera's status as a line."""
+    last = f", last frame {status.last_frame_at:%H:%M:%S}" if status.last_frame_at else ""
+    error = f", error: {status.error}" if status.error else ""
+    return (f"camera {status.name}: {status.state}, {status.frames_analysed} analysed, "
+            f"{status.frames_skipped_motion} skipped (no motion){last}{error}")
+
+
+def status_table(statuses: list[CameraStatus], stats: PipelineStats) -> Table:
+    """Live view of the cameras and the totals."""
+    table = Table(title=f"facetrail: {stats.frames} frames, {stats.tracks} tracks, {stats.named_tracks} named, "
+                        f"{stats.events} events", title_justify="left")
+    for column in ("camera", "state", "analysed fps", "analysed", "no motion", "last frame", "error"):
+        table.add_column(column)
+    for status in statuses:
+        table.add_row(status.name, status.state, f"{status.analysed_fps:.1f}", str(status.frames_analysed),
+                      str(status.frames_skipped_motion),
+                      f"{status.last_frame_at:%H:%M:%S}" if status.last_frame_at else "-", status.error or "")
+    return table
+
+
+def _stop_on_signals(stop: threading.Event) -> None:
+    def handler(_signum: int, _frame: FrameType | None) -> None:
+        stop.set()
+
+    signal.signal(signal.SIGTERM, handler)
+    signal.signal(signal.SIGINT, handler)

@@ -1,0 +1,142 @@
+"""Reading the YAML file: every problem reported with the file, the line and the field.
+
+The YAML is composed into nodes first, so every key and value keeps its
+line; pydantic's errors are then mapped back to those lines. Secrets come
+from the environment, Frigate-style: ``{FACETRAIL_MQTT_PASSWORD}`` inside a
+string is replaced by that variable (only names starting with FACETRAIL_).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import ValidationError
+
+from facetrail.config.errors import ConfigError, ConfigProblem
+from facetrail.config.schema import FacetrailConfig
+
+ENV_REFERENCE = re.compile(r"\{(FACETRAIL_[A-Z0-9_]+)\}")
+Path_ = tuple[str | int, ...]
+
+
+def load_config(path: Path) -> FacetrailConfig:
+    """Read and validate a configuration file; relative paths are taken from the file's folder."""
+    source = str(path)
+    if not path.exists():
+        raise ConfigError(f"{source}: no such file (see examples/config.yml for a start)")
+    if path.is_dir():
+        raise ConfigError(f"{source}: is a folder, not a configuration file")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as error:
+        raise ConfigError(f"{source}: cannot be read: {error}") from None
+    return parse_config(text, source, base_dir=path.resolve().parent)
+
+
+def parse_config(text: str, source: str = "<string>", *, base_dir: Path | None = None) -> FacetrailConfig:
+    """Validate YAML text; ``base_dir`` resolves relative paths (default: the working folder)."""
+    try:
+        node = yaml.compose(text, Loader=yaml.SafeLoader)
+    except yaml.MarkedYAMLError as error:
+        mark = error.problem_mark or error.context_mark
+        line = mark.line + 1 if mark is not None else None
+        raise ConfigError.from_problems([ConfigProblem(source, f"not valid YAML: {error.problem}", line)]) from None
+    except yaml.YAMLError as error:
+        raise ConfigError(f"{source}: not valid YAML: {error}") from None
+    if not isinstance(node, yaml.MappingNode):
+        line = node.start_mark.line + 1 if node is not None else None
+        raise ConfigError.from_problems([ConfigProblem(source, "the file must be a mapping of settings "
+                                                               "(purpose:, cameras:, ...)", line)])
+    builder = _Builder(source)
+    data = builder.build(node, ())
+    problems = list(builder.problems)
+    try:
+        config = FacetrailConfig.model_validate(data)
+    except ValidationError as error:
+        problems += [_problem(source, e, builder.lines) for e in error.errors()]
+    if problems:
+        problems.sort(key=lambda p: (p.line or 0, p.field or ""))
+        raise ConfigError.from_problems(problems)
+    return _resolve_paths(config, base_dir or Path.cwd())
+
+
+class _Builder:
+    """Turns YAML nodes into plain data, remembering each path's line, substituting secrets."""
+
+    def __init__(self, source: str) -> None:
+        self.source = source
+        self.lines: dict[Path_, int] = {}
+        self.problems: list[ConfigProblem] = []
+        self._constructor = yaml.constructor.SafeConstructor()
+
+    def build(self, node: yaml.Node, path: Path_) -> Any:
+        self.lines.setdefault(path, node.start_mark.line + 1)
+        if isinstance(node, yaml.MappingNode):
+            out: dict[Any, Any] = {}
+            for key_node, value_node in node.value:
+                key = self._constructor.construct_object(key_node, deep=True)
+                if not isinstance(key, str | int):
+                    self._problem(key_node, path, "keys must be names")
+                    continue
+                if key in out:
+                    self._problem(key_node, (*path, key), "this key appears twice")
+                    continue
+                self.lines[(*path, key)] = key_node.start_mark.line + 1
+                out[key] = self.build(value_node, (*path, key))
+            return out
+        if isinstance(node, yaml.SequenceNode):
+            return [self.build(item, (*path, i)) for i, item in enumerate(node.value)]
+        value = self._constructor.construct_object(node, deep=True)
+        return self._substitute(value, node, path) if isinstance(value, str) else value
+
+    def _substitute(self, value: str, node: yaml.Node, path: Path_) -> str:
+        def replace(match: re.Match[str]) -> str:
+            name = match.group(1)
+            found = os.environ.get(name)
+            if found is None:
+                self._problem(node, path, f"the environment variable {name} is not set")
+                return ""
+            return found
+
+        return ENV_REFERENCE.sub(replace, value)
+
+    def _problem(self, node: yaml.Node, path: Path_, message: str) -> None:
+        self.problems.append(ConfigProblem(self.source, message, node.start_mark.line + 1,
+                                           node.start_mark.column + 1, _dotted(path)))
+
+
+def _problem(source: str, error: Any, lines: dict[Path_, int]) -> ConfigProblem:
+    loc: Path_ = tuple(error.get("loc", ()))
+    line = None
+    for end in range(len(loc), -1, -1):
+        if loc[:end] in lines:
+            line = lines[loc[:end]]
+            break
+    message = str(error.get("msg", "invalid"))
+    if error.get("type") == "extra_forbidden":
+        message = "unknown setting (check the spelling; `facetrail config schema` lists every setting)"
+    elif error.get("type") == "missing":
+        message = "this setting is required"
+    message = message.removeprefix("Value error, ")
+    return ConfigProblem(source, message, line, None, _dotted(loc) or None)
+
+
+def _dotted(path: Path_) -> str:
+    out = ""
+    for part in path:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out
+
+
+def _resolve_paths(config: FacetrailConfig, base: Path) -> FacetrailConfig:
+    if not config.data_dir.is_absolute():
+        config.data_dir = (base / config.data_dir).resolve()
+    for camera in config.cameras.values():
+        for source in camera.inputs:
+            if not source.is_stream and not Path(source.path).is_absolute():
+                source.path = str((base / source.path).resolve())
+    return config

@@ -1,0 +1,1 @@
+"""The video pipeline: cameras in, tracks, sightings and events out (`facetrail run`)."""

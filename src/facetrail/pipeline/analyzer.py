@@ -1,0 +1,95 @@
+"""Detection, alignment and quality for frames of many cameras, in shared batches.
+
+The pipeline detects every frame it analyses but embeds only the shots a
+track asks for, so detection and embedding are separate calls here.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+
+from facetrail.vision.align import AlignedFaces, align_faces
+from facetrail.vision.engine import FaceEngine
+from facetrail.vision.image import BGRImage
+from facetrail.vision.lowlight import LowLightConfig, enhance, is_dark
+from facetrail.vision.quality import assess
+from facetrail.vision.types import FaceDetections, FaceQuality
+from facetrail.vision.upright import verify_upright
+
+THUMBNAIL_PX = 128  # side of the stored best-shot thumbnail
+THUMBNAIL_MARGIN = 0.35  # context around the face box, as a fraction of its size
+
+
+@dataclass(frozen=True, eq=False)
+class AnalysedFrame:
+    """The faces of one frame: detections, aligned crops and their qualities."""
+
+    image: BGRImage  # the frame as analysed (enhanced when it was dark)
+    faces: FaceDetections
+    aligned: AlignedFaces
+    qualities: list[FaceQuality]
+    enhanced: bool
+
+    def __len__(self) -> int:
+        return len(self.faces)
+
+    def area(self, i: int) -> float:
+        """Box area of face ``i`` in pixels²."""
+        x1, y1, x2, y2 = self.faces.xyxy[i]
+        return float(max(0.0, x2 - x1) * max(0.0, y2 - y1))
+
+    def thumbnail(self, i: int) -> BGRImage:
+        """A square crop around face ``i`` with some context, THUMBNAIL_PX wide."""
+        height, width = self.image.shape[:2]
+        x1, y1, x2, y2 = self.faces.xyxy[i]
+        side = max(x2 - x1, y2 - y1) * (1 + 2 * THUMBNAIL_MARGIN)
+        cx, cy = (x1 + x2) / 2, (y1 + y2) / 2
+        left, top = int(max(0, cx - side / 2)), int(max(0, cy - side / 2))
+        right, bottom = int(min(width, cx + side / 2)), int(min(height, cy + side / 2))
+        region = self.image[top:max(bottom, top + 1), left:max(right, left + 1)]
+        return np.asarray(cv2.resize(region, (THUMBNAIL_PX, THUMBNAIL_PX), interpolation=cv2.INTER_AREA),
+                          np.uint8)
+
+
+class FrameAnalyzer:
+    """Runs the engine's detector, aligner and embedder on batches of frames."""
+
+    def __init__(self, engine: FaceEngine, *, max_alignment_residual: float | None = None) -> None:
+        self.engine = engine
+        self.max_residual = max_alignment_residual or engine.config.max_alignment_residual
+
+    def analyse(self, images: Sequence[BGRImage], low_light: Sequence[LowLightConfig]) -> list[AnalysedFrame]:
+        """Detect, align and assess the faces of several frames (one detector batch)."""
+        work: list[tuple[BGRImage, bool]] = []
+        for image, light in zip(images, low_light, strict=True):
+            dark = light.enabled and is_dark(image, light)
+            work.append((enhance(image, light), True) if dark else (image, False))
+        found = self.engine.detector.detect_many([image for image, _ in work])
+        out = []
+        for (image, enhanced), faces in zip(work, found, strict=True):
+            faces = verify_upright(self.engine.detector, image, faces)
+            crops = align_faces(image, faces.landmarks)
+            good = crops.residuals <= self.max_residual
+            if not good.all():
+                faces = faces.select(good)
+                crops = AlignedFaces(crops.crops[good], crops.matrices[good], crops.residuals[good])
+            out.append(AnalysedFrame(image, faces, crops, assess(faces, crops), enhanced))
+        return out
+
+    def embed(self, requests: Sequence[tuple[AnalysedFrame, int]]) -> np.ndarray:
+        """Unit embeddings (n, d) of the requested faces (frame, face index), in one shared batch."""
+        if not requests:
+            return np.zeros((0, int(self.engine.recogniser.embedding_size or 0)), np.float32)
+        items, aligned = [], []
+        for frame, i in requests:
+            keep = np.zeros(len(frame), bool)
+            keep[i] = True
+            items.append((frame.image, frame.faces.select(keep)))
+            aligned.append(AlignedFaces(frame.aligned.crops[keep], frame.aligned.matrices[keep],
+                                        frame.aligned.residuals[keep]))
+        embeddings = self.engine.embedder.embed_many(items, aligned)
+        return np.concatenate([e.vectors for e in embeddings]).astype(np.float32)

@@ -1,0 +1,322 @@
+"""Writing what the cameras saw: sightings, anonymous visitors, events and their messages.
+
+Each change is one transaction: the sighting, the events it raises and the
+outbox messages announcing them commit together, so a crash can lose a
+frame's work but never leave an event without its message, or a message
+about an event that does not exist.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+
+import cv2
+import numpy as np
+from sqlalchemy import delete, select
+from sqlalchemy.orm import Session
+
+from facetrail.events.outbox import enqueue
+from facetrail.pipeline.matcher import WatchlistRule
+from facetrail.pipeline.messages import Change, EventView, mqtt_event, slug, webhook_event
+from facetrail.store.db import Database
+from facetrail.store.models import Event, Sighting, Visitor
+from facetrail.track.unknowns import UnknownClusters
+from facetrail.track.unknowns import Visitor as Cluster
+
+log = logging.getLogger(__name__)
+
+SNAPSHOT_WIDTH = 640
+
+
+@dataclass(frozen=True)
+class Channels:
+    """Where messages go: the MQTT topic prefix (None: MQTT off) and webhooks with the event kinds they want."""
+
+    mqtt_prefix: str | None = None
+    webhooks: dict[str, frozenset[str]] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class EventRules:
+    """Which rules raise events, and the gap after which an unknown visitor is 'seen again'."""
+
+    watchlist_hit: bool = True
+    unknown_visitor: bool = False
+    seen_again: bool = False
+    seen_again_after: timedelta = timedelta(minutes=5)
+    snapshot_quality: int = 85
+
+
+@dataclass
+class TrackRecord:
+    """What the pipeline knows and has stored about one track."""
+
+    uid: str
+    camera: str
+    first_seen: datetime
+    last_seen: datetime
+    frames: int = 0
+    status: str = "pending"  # pending, named, uncertain or unknown
+    identity_id: int | None = None
+    identity_name: str | None = None
+    score: float | None = None
+    quality: float = 0.0
+    visitor_id: int | None = None
+    sighting_id: int | None = None
+    watchlist_hit: bool = False
+    events: dict[str, EventView] = field(default_factory=dict)
+    dirty: bool = False  # frames or times changed since the last write
+
+
+@dataclass(frozen=True)
+class Evidence:
+    """The best shot of a decision: its frame (for the snapshot), thumbnail, embedding and quality."""
+
+    frame: np.ndarray
+    box: tuple[float, float, float, float]
+    thumbnail: np.ndarray
+    embedding: np.ndarray
+    quality: float
+    model_id: str
+
+
+class Recorder:
+    """Turns track decisions into rows, events and outbox messages."""
+
+    def __init__(self, db: Database, *, channels: Channels, rules: EventRules, clusters: UnknownClusters | None,
+                 keep_unknowns: bool = True) -> None:
+        self.db = db
+        self.channels = channels
+        self.rules = rules
+        self.clusters = clusters
+        self.keep_unknowns = keep_unknowns
+        self._present: dict[tuple[str, int], int] = {}  # (camera, identity) -> active named tracks
+        self._in_view: dict[str, set[int]] = {}  # camera -> visitors of its open tracks
+
+    def load_visitors(self, since: datetime) -> int:
+        """Seed the unknown clusters with the visitors seen since ``since``; returns how many."""
+        if self.clusters is None:
+            return 0
+        with self.db.session() as session:
+            rows = list(session.scalars(select(Visitor).where(Visitor.last_seen >= since)))
+        self.clusters.load(Cluster(r.id, np.frombuffer(r.centroid, np.float32).copy(), r.sightings,
+                                   _aware(r.first_seen), _aware(r.last_seen)) for r in rows)
+        return len(rows)
+
+    def decided(self, record: TrackRecord, *, status: str, identity_id: int | None, identity_name: str | None,
+                score: float | None, rules: list[WatchlistRule], evidence: Evidence, frame_time: datetime) -> None:
+        """Store a track's (new or changed) identity decision and raise the events it calls for."""
+        became_named = status == "named" and (record.status != "named" or record.identity_id != identity_id)
+        improved = score is not None and (record.score is None or score > record.score + 1e-6)
+        if not became_named and status == record.status and not improved and record.sighting_id is not None:
+            return
+        was_named = (record.camera, record.identity_id) if record.status == "named" and record.identity_id else None
+        record.status, record.identity_id, record.identity_name = status, identity_id, identity_name
+        record.score = score if status == "named" else None
+        record.quality = max(record.quality, evidence.quality)
+        with self.db.session() as session:
+            if status == "unknown" and record.visitor_id is None and self.clusters is not None and self.keep_unknowns:
+                self._assign_visitor(session, record, evidence, frame_time)
+            if status != "unknown" and record.visitor_id is not None:
+                self._in_view.get(record.camera, set()).discard(record.visitor_id)
+                record.visitor_id = None
+            sighting = self._write_sighting(session, record, evidence)
+            if status == "named" and self.rules.watchlist_hit:
+                for rule in rules:
+                    if score is not None and score >= rule.threshold:
+                        self._watchlist_event(session, record, sighting, rule, evidence, frame_time)
+            if became_named and identity_id is not None:
+                if was_named:
+                    self._presence(session, was_named, -1, frame_time)
+                self._presence(session, (record.camera, identity_id), +1, frame_time)
+        record.dirty = False
+
+    def touch(self, record: TrackRecord, at: datetime) -> None:
+        """One more frame of the track (stored with the next write)."""
+        record.frames += 1
+        record.last_seen = max(record.last_seen, at)
+        record.dirty = True
+
+    def ended(self, record: TrackRecord, at: datetime) -> None:
+        """Close a track: final times, events ended; under only-watchlist-hits, other faces are deleted."""
+        if record.visitor_id is not None:
+            self._in_view.get(record.camera, set()).discard(record.visitor_id)
+        if record.sighting_id is None:
+            return
+        with self.db.session() as session:
+            if not self.keep_unknowns and not record.watchlist_hit:
+                session.execute(delete(Sighting).where(Sighting.id == record.sighting_id))
+            else:
+                sighting = session.get(Sighting, record.sighting_id)
+                if sighting is not None:
+                    sighting.last_seen, sighting.frames = record.last_seen, record.frames
+            for key, view in record.events.items():
+                view.end_time = record.last_seen
+                row = session.scalar(select(Event).where(Event.uid == view.uid))
+                if row is not None:
+                    row.ended_at = record.last_seen
+                self._announce(session, "end", view, before=None, frame_time=at)
+                record.events[key] = view
+            if record.status == "named" and record.identity_id is not None:
+                self._presence(session, (record.camera, record.identity_id), -1, at)
+
+    def flush(self, record: TrackRecord) -> None:
+        """Write a track's frame count and last-seen time if they changed."""
+        if not record.dirty or record.sighting_id is None:
+            return
+        with self.db.session() as session:
+            sighting = session.get(Sighting, record.sighting_id)
+            if sighting is not None:
+                sighting.last_seen, sighting.frames = record.last_seen, record.frames
+        record.dirty = False
+
+    # -- internals -------------------------------------------------------------------------------------------
+
+    def _write_sighting(self, session: Session, record: TrackRecord, evidence: Evidence) -> Sighting:
+        sighting = session.get(Sighting, record.sighting_id) if record.sighting_id is not None else None
+        if sighting is None:
+            sighting = Sighting(track_uid=record.uid, camera=record.camera, first_seen=record.first_seen,
+                                last_seen=record.last_seen, frames=record.frames, quality=evidence.quality)
+            session.add(sighting)
+        sighting.identity_id = record.identity_id if record.status == "named" else None
+        sighting.visitor_id = record.visitor_id
+        sighting.score = record.score
+        sighting.last_seen, sighting.frames = record.last_seen, record.frames
+        sighting.watchlist_hit = record.watchlist_hit
+        if evidence.quality >= sighting.quality or sighting.embedding is None:
+            sighting.quality = evidence.quality
+            sighting.embedding = np.asarray(evidence.embedding, np.float32).tobytes()
+            sighting.dim = int(evidence.embedding.shape[-1])
+            sighting.model_id = evidence.model_id
+            sighting.thumbnail_jpeg = _jpeg(evidence.thumbnail, self.rules.snapshot_quality)
+        session.flush()
+        record.sighting_id = sighting.id
+        return sighting
+
+    def _assign_visitor(self, session: Session, record: TrackRecord, evidence: Evidence, at: datetime) -> None:
+        assert self.clusters is not None
+        vector = np.asarray(evidence.embedding, np.float32)
+        in_view = self._in_view.setdefault(record.camera, set())
+        match = self.clusters.match(vector, at, exclude=in_view)
+        if match is None:
+            row = Visitor(model_id=evidence.model_id, centroid=vector.tobytes(), dim=int(vector.shape[-1]),
+                          sightings=1, first_seen=at, last_seen=at)
+            session.add(row)
+            session.flush()
+            self.clusters.add(row.id, vector, at)
+            record.visitor_id = row.id
+            in_view.add(row.id)
+            if self.rules.unknown_visitor:
+                self._visitor_event(session, record, "unknown_visitor", evidence, at, count=1)
+            return
+        previous = match.last_seen
+        cluster = self.clusters.update(match, vector, at)
+        existing = session.get(Visitor, cluster.key)
+        if existing is None:  # purged meanwhile: start again under a new id
+            row = Visitor(model_id=evidence.model_id, centroid=vector.tobytes(), dim=int(vector.shape[-1]),
+                          sightings=1, first_seen=at, last_seen=at)
+            session.add(row)
+            session.flush()
+        else:
+            row = existing
+            row.centroid = np.asarray(cluster.centroid, np.float32).tobytes()
+            row.sightings, row.last_seen = cluster.count, at
+        record.visitor_id = row.id
+        in_view.add(row.id)
+        if self.rules.seen_again and at - previous >= self.rules.seen_again_after:
+            self._visitor_event(session, record, "seen_again", evidence, at, count=row.sightings)
+        elif self.rules.unknown_visitor:
+            self._visitor_event(session, record, "unknown_visitor", evidence, at, count=row.sightings)
+
+    def _watchlist_event(self, session: Session, record: TrackRecord, sighting: Sighting, rule: WatchlistRule,
+                         evidence: Evidence, at: datetime) -> None:
+        key = f"watchlist:{rule.watchlist_id}:{record.identity_id}"
+        record.watchlist_hit = sighting.watchlist_hit = True
+        view = record.events.get(key)
+        if view is None:
+            view = EventView(uid=_uid(), kind="watchlist_hit", camera=record.camera, start_time=at,
+                             identity_id=record.identity_id, identity_name=record.identity_name,
+                             watchlist=rule.name, score=record.score, frame_time=at,
+                             reviewers_required=rule.reviewers_required, sighting_id=sighting.id, has_snapshot=True)
+            session.add(Event(uid=view.uid, kind=view.kind, camera=view.camera, sighting_id=sighting.id,
+                              identity_id=record.identity_id, watchlist_id=rule.watchlist_id, score=record.score,
+                              started_at=at, snapshot_jpeg=self._snapshot(evidence), state="pending",
+                              reviewers_required=rule.reviewers_required))
+            record.events[key] = view
+            self._announce(session, "new", view, before=None, frame_time=at)
+            log.info("%s: %s on watchlist %s (score %.3f)", record.camera, record.identity_name, rule.name,
+                     record.score or 0.0)
+            return
+        before = view.as_dict()
+        view.score, view.frame_time = record.score, at
+        row = session.scalar(select(Event).where(Event.uid == view.uid))
+        if row is not None:
+            row.score, row.snapshot_jpeg = record.score, self._snapshot(evidence)
+        self._announce(session, "update", view, before=before, frame_time=at)
+
+    def _visitor_event(self, session: Session, record: TrackRecord, kind: str, evidence: Evidence, at: datetime,
+                       *, count: int) -> None:
+        view = EventView(uid=_uid(), kind=kind, camera=record.camera, start_time=at, visitor_id=record.visitor_id,
+                         frame_time=at, sighting_id=record.sighting_id, has_snapshot=True,
+                         extra={"visits": count})
+        session.add(Event(uid=view.uid, kind=kind, camera=record.camera, visitor_id=record.visitor_id,
+                          started_at=at, snapshot_jpeg=self._snapshot(evidence), state="pending",
+                          reviewers_required=1))
+        record.events[kind] = view
+        self._announce(session, "new", view, before=None, frame_time=at)
+
+    def _announce(self, session: Session, change: Change, view: EventView, *, before: dict[str, object] | None,
+                  frame_time: datetime) -> None:
+        after = view.as_dict()
+        after["frame_time"] = frame_time.timestamp()
+        if self.channels.mqtt_prefix is not None:
+            enqueue(session, channel="mqtt", destination=f"{self.channels.mqtt_prefix}/events",
+                    payload=mqtt_event(change, before, after))
+        for name, kinds in self.channels.webhooks.items():
+            if view.kind in kinds:
+                enqueue(session, channel="webhook", destination=name, payload=webhook_event(change, after, frame_time))
+
+    def _presence(self, session: Session, key: tuple[str, int], delta: int, at: datetime) -> None:
+        count = max(0, self._present.get(key, 0) + delta)
+        self._present[key] = count
+        if self.channels.mqtt_prefix is None:
+            return
+        camera, identity_id = key
+        name = self._name_of(session, identity_id)
+        enqueue(session, channel="mqtt", destination=f"{self.channels.mqtt_prefix}/{camera}/{slug(name)}",
+                payload=str(count))
+
+    def _name_of(self, session: Session, identity_id: int) -> str:
+        from facetrail.store.models import Identity
+
+        return session.scalar(select(Identity.display_name).where(Identity.id == identity_id)) or str(identity_id)
+
+    def _snapshot(self, evidence: Evidence) -> bytes:
+        frame = evidence.frame.copy()
+        x1, y1, x2, y2 = (int(round(v)) for v in evidence.box)
+        thickness = max(2, frame.shape[1] // 400)
+        cv2.rectangle(frame, (x1, y1), (x2, y2), (0, 200, 255), thickness)
+        if frame.shape[1] > SNAPSHOT_WIDTH:
+            scale = SNAPSHOT_WIDTH / frame.shape[1]
+            frame = cv2.resize(frame, (SNAPSHOT_WIDTH, int(frame.shape[0] * scale)), interpolation=cv2.INTER_AREA)
+        return _jpeg(frame, self.rules.snapshot_quality)
+
+
+def _jpeg(image: np.ndarray, quality: int) -> bytes:
+    ok, data = cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, int(quality)])
+    if not ok:
+        raise ValueError("could not encode a JPEG")
+    return bytes(data.tobytes())
+
+
+def _uid() -> str:
+    return uuid.uuid4().hex
+
+
+def _aware(moment: datetime) -> datetime:
+    from datetime import UTC
+
+    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)

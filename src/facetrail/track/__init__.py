@@ -1,0 +1,1 @@
+"""Per-camera face tracking: tracks, their best shots, the identity decision per track, unknown visitors."""

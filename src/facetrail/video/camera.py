@@ -1,0 +1,388 @@
+"""One camera: a reader thread that opens, samples, gates and hands over frames, and reconnects.
+
+A camera that cannot be opened or drops mid-stream is retried with
+exponential back-off and reported in its status; its thread never raises,
+so one broken camera never stops the others. Realtime sources never wait
+for the consumer: only the newest frames are kept. Files that are not read
+in real time wait instead, so every sampled frame is analysed.
+"""
+
+from __future__ import annotations
+
+import collections
+import logging
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Literal
+
+from facetrail.video.errors import SourceError, StreamEndedError, mask_credentials
+from facetrail.video.frames import Frame
+from facetrail.video.motion import MotionGate, MotionSettings
+from facetrail.video.sources import FrameSource, SourceKind, open_source, source_kind
+from facetrail.vision.image import BGRImage
+
+log = logging.getLogger(__name__)
+
+CameraState = Literal["connecting", "connected", "retrying", "failed", "finished", "stopped"]
+FPS_WINDOW_S = 10.0
+_LOOP_GAP_S = 0.04  # media time between the end of a looped file and its next pass, when fps is None
+
+
+@dataclass(frozen=True)
+class ReconnectSettings:
+    """Back-off after a failure: ``initial_s * factor**(n-1)`` capped at ``max_s``; ``max_attempts`` None: forever."""
+
+    initial_s: float = 1.0
+    max_s: float = 30.0
+    factor: float = 2.0
+    max_attempts: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.initial_s < 0 or self.max_s < 0 or self.factor < 1:
+            raise ValueError("reconnect needs initial_s >= 0, max_s >= 0 and factor >= 1")
+        if self.max_attempts is not None and self.max_attempts < 1:
+            raise ValueError(f"reconnect max_attempts must be at least 1 (or None), got {self.max_attempts}")
+
+    def delay(self, failures: int) -> float:
+        """Seconds to wait after the ``failures``-th consecutive failure (1-based)."""
+        return float(min(self.max_s, self.initial_s * self.factor ** max(0, failures - 1)))
+
+
+@dataclass(frozen=True)
+class CameraSettings:
+    """One camera's reader settings; ``realtime`` None means True for streams, False for files and folders."""
+
+    name: str
+    path: str
+    fps: float | None = 5.0  # analysis rate; None analyses every frame
+    width: int | None = None
+    height: int | None = None
+    input_args: dict[str, str] = field(default_factory=dict)
+    loop: bool = False
+    realtime: bool | None = None
+    timeout_s: float = 10.0
+    motion: MotionSettings = field(default_factory=MotionSettings)
+    reconnect: ReconnectSettings = field(default_factory=ReconnectSettings)
+    start_time: datetime | None = None  # files: captured_at = start_time + pts (default: when started)
+
+    def __post_init__(self) -> None:
+        if self.fps is not None and self.fps <= 0:
+            raise ValueError(f"camera {self.name}: fps must be positive, got {self.fps}")
+        if self.timeout_s <= 0:
+            raise ValueError(f"camera {self.name}: timeout_s must be positive, got {self.timeout_s}")
+        for side in (self.width, self.height):
+            if side is not None and side < 1:
+                raise ValueError(f"camera {self.name}: width and height must be positive, got {side}")
+
+    @property
+    def kind(self) -> SourceKind:
+        """``stream``, ``folder`` or ``file``."""
+        return source_kind(self.path)
+
+    @property
+    def live(self) -> bool:
+        """True when frames are read at the source's own pace and old ones may be dropped."""
+        return self.kind == "stream" if self.realtime is None else self.realtime
+
+
+@dataclass(frozen=True)
+class CameraStatus:
+    """A camera's state as operators see it; ``error`` is the last failure while not connected."""
+
+    name: str
+    state: CameraState
+    last_frame_at: datetime | None  # wall clock (UTC) when the reader last got a frame
+    error: str | None
+    attempts: int  # consecutive failures; a frame resets it
+    next_retry_at: datetime | None
+    frames_decoded: int
+    frames_analysed: int  # handed to the consumer (get() or the sink)
+    frames_skipped_motion: int
+    analysed_fps: float
+    frames_dropped: int = 0  # realtime: dropped from the queue because nobody took them in time
+    connections: int = 0  # times the source was opened
+    path: str = ""  # credentials masked
+
+
+class _Stopped(Exception):
+    """Leaves the reader loop once the camera is stopped."""
+
+
+class Camera:
+    """A camera's reader thread and its queue of frames for analysis.
+
+    With a ``sink`` every frame is passed to it on the reader thread (keep it quick);
+    without one, frames wait in a queue of ``queue_size`` for ``get()``.
+    """
+
+    def __init__(self, settings: CameraSettings, sink: Callable[[Frame], None] | None = None,
+                 queue_size: int = 2) -> None:
+        self.settings = settings
+        self._sink = sink
+        self._label = mask_credentials(settings.path)
+        self._live = settings.live  # resolved once: kind looks at the file system
+        self._queue: collections.deque[Frame] = collections.deque()
+        self._queue_size = max(1, queue_size)
+        self._cond = threading.Condition()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._ended = False
+        self._start_time = datetime.now(UTC)
+        self._state: CameraState = "connecting"
+        self._error: str | None = None
+        self._attempts = 0
+        self._next_retry_at: datetime | None = None
+        self._last_frame_at: datetime | None = None
+        self._source: FrameSource | None = None
+        self._decoded_closed = 0  # decoded by sources already closed
+        self._analysed = 0
+        self._skipped = 0
+        self._dropped = 0
+        self._connections = 0
+        self._index = 0
+        self._recent: collections.deque[float] = collections.deque()
+        self._first_analysed: float | None = None
+
+    # -- control and consumer side ----------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Start the reader thread (a daemon, one per camera)."""
+        if self._thread is not None:
+            raise RuntimeError(f"camera {self.settings.name} was already started")
+        start = self.settings.start_time or datetime.now(UTC)
+        self._start_time = start if start.tzinfo is not None else start.replace(tzinfo=UTC)
+        self._thread = threading.Thread(target=self._run, name=f"camera-{self.settings.name}", daemon=True)
+        self._thread.start()
+
+    def stop(self, timeout: float = 5.0) -> None:
+        """Stop reading and wait up to ``timeout`` s for the thread.
+
+        Back-off waits, pacing and a full queue are interrupted at once; a blocked
+        network read ends within ``timeout_s``, after which the thread exits by itself.
+        """
+        self._stop.set()
+        with self._cond:
+            if self._state not in ("finished", "failed"):
+                self._state = "stopped"
+            self._next_retry_at = None
+            self._cond.notify_all()
+        if self._thread is not None and self._thread is not threading.current_thread():
+            self._thread.join(timeout)
+
+    @property
+    def running(self) -> bool:
+        """True while the reader thread is alive."""
+        return self._thread is not None and self._thread.is_alive()
+
+    def get(self, timeout: float | None = None) -> Frame | None:
+        """The oldest waiting frame; None when none comes within ``timeout`` s (0: don't wait) or reading ended."""
+        with self._cond:
+            def ready() -> bool:
+                return bool(self._queue) or self._reading_over()
+
+            if timeout is None:
+                self._cond.wait_for(ready)
+            elif timeout > 0:
+                self._cond.wait_for(ready, timeout)
+            if not self._queue:
+                return None
+            frame = self._queue.popleft()
+            self._count_analysed()
+            self._cond.notify_all()
+            return frame
+
+    @property
+    def done(self) -> bool:
+        """True when reading is over (finished, failed or stopped) and every queued frame was taken."""
+        with self._cond:
+            return self._reading_over() and not self._queue
+
+    def status(self) -> CameraStatus:
+        """A consistent snapshot of the camera's state and counters."""
+        with self._cond:
+            decoded = self._decoded_closed + (self._source.frames_decoded if self._source is not None else 0)
+            return CameraStatus(
+                name=self.settings.name, state=self._state, last_frame_at=self._last_frame_at, error=self._error,
+                attempts=self._attempts, next_retry_at=self._next_retry_at, frames_decoded=decoded,
+                frames_analysed=self._analysed, frames_skipped_motion=self._skipped, analysed_fps=self._fps(),
+                frames_dropped=self._dropped, connections=self._connections, path=self._label)
+
+    def _reading_over(self) -> bool:
+        return self._ended or self._stop.is_set() or self._thread is None
+
+    def _count_analysed(self) -> None:
+        now = time.monotonic()
+        self._analysed += 1
+        self._recent.append(now)
+        if self._first_analysed is None:
+            self._first_analysed = now
+
+    def _fps(self) -> float:
+        now = time.monotonic()
+        while self._recent and now - self._recent[0] > FPS_WINDOW_S:
+            self._recent.popleft()
+        if self._first_analysed is None:
+            return 0.0
+        return len(self._recent) / min(FPS_WINDOW_S, max(1.0, now - self._first_analysed))
+
+    # -- reader thread ----------------------------------------------------------------------------------
+
+    def _run(self) -> None:
+        try:
+            self._read()
+        except _Stopped:
+            pass
+        except Exception as error:  # a bug here must not take the service down
+            log.exception("camera %s: reader crashed", self.settings.name)
+            with self._cond:
+                self._state = "failed"
+                self._error = mask_credentials(f"internal error: {type(error).__name__}: {error}")
+        finally:
+            with self._cond:
+                if self._state not in ("finished", "failed"):
+                    self._state = "stopped"
+                self._ended = True
+                self._cond.notify_all()
+
+    def _read(self) -> None:
+        settings = self.settings
+        stream = settings.kind == "stream"
+        gate = MotionGate(settings.motion)
+        resume: float | None = None  # files: media time of this pass already delivered
+        offset = 0.0  # added to the source's pts: earlier passes of a looped file, or time across a reconnect
+        last: tuple[float, float] | None = None  # (pts, monotonic) of the latest frame
+        while True:
+            try:
+                source = open_source(settings.path, input_args=settings.input_args, timeout_s=settings.timeout_s,
+                                     fps=settings.fps, width=settings.width, height=settings.height,
+                                     start_after=resume)
+            except SourceError as error:
+                self._fail(str(error))
+                continue
+            except Exception as error:
+                log.exception("camera %s: unexpected error opening %s", settings.name, self._label)
+                self._fail(mask_credentials(f"cannot open {settings.path}: {type(error).__name__}: {error}"))
+                continue
+            with self._cond:
+                self._check_stop()
+                self._state, self._next_retry_at, self._source = "connected", None, source
+                self._connections += 1
+            log.info("camera %s: reading %s", settings.name, self._label)
+            if stream:
+                gate.reset()
+                if last is not None:
+                    offset = last[0] + time.monotonic() - last[1]
+            delivered = 0
+            try:
+                pace: tuple[float, float] | None = None
+                for pts, image in source:
+                    self._check_stop()
+                    if self._live and not stream:
+                        pace = self._pace(pace, offset + pts)
+                    last = (offset + pts, time.monotonic())
+                    if not stream:
+                        resume = pts
+                    self._take(image, offset + pts, gate, stream)
+                    delivered += 1
+                if stream:
+                    raise StreamEndedError(self._label)
+            except SourceError as error:
+                self._fail(str(error))
+                continue
+            except _Stopped:
+                raise
+            except Exception as error:
+                log.exception("camera %s: unexpected error reading %s", settings.name, self._label)
+                self._fail(mask_credentials(f"error reading {settings.path}: {type(error).__name__}: {error}"))
+                continue
+            finally:
+                source.close()
+                with self._cond:
+                    self._decoded_closed += source.frames_decoded
+                    self._source = None
+            if settings.loop and delivered:
+                assert last is not None
+                offset = last[0] + (1.0 / settings.fps if settings.fps else _LOOP_GAP_S)
+                resume = None
+                continue
+            if settings.loop:
+                self._fail(f"{self._label}: no frames to loop over")
+                continue
+            with self._cond:
+                self._state = "finished"
+            log.info("camera %s: finished reading %s", settings.name, self._label)
+            return
+
+    def _take(self, image: BGRImage, pts: float, gate: MotionGate, stream: bool) -> None:
+        """Gate a sampled picture and pass it on as a Frame."""
+        decision = gate.check(image, pts)
+        received = time.monotonic()
+        now = datetime.now(UTC)
+        with self._cond:
+            self._attempts, self._error, self._last_frame_at = 0, None, now
+            if decision == "skip":
+                self._skipped += 1
+                return
+            index = self._index
+            self._index += 1
+        captured = now if stream else self._start_time + timedelta(seconds=pts)
+        frame = Frame(self.settings.name, image, index, pts, captured, received, motion=decision == "motion")
+        if self._sink is not None:
+            try:
+                self._sink(frame)
+            except Exception:
+                log.exception("camera %s: the frame sink failed; frame %d lost", self.settings.name, index)
+                return
+            with self._cond:
+                self._count_analysed()
+            return
+        with self._cond:
+            if self._live:
+                while len(self._queue) >= self._queue_size:
+                    self._queue.popleft()
+                    self._dropped += 1
+            else:
+                while len(self._queue) >= self._queue_size:
+                    self._check_stop()
+                    self._cond.wait()
+            self._queue.append(frame)
+            self._cond.notify_all()
+
+    def _pace(self, pace: tuple[float, float] | None, pts: float) -> tuple[float, float]:
+        """Sleep until the frame's moment, so a file plays at its own speed like a live camera."""
+        if pace is None:
+            return time.monotonic(), pts
+        wait = pace[0] + (pts - pace[1]) - time.monotonic()
+        if wait > 0 and self._stop.wait(wait):
+            raise _Stopped
+        return pace
+
+    def _fail(self, message: str) -> None:
+        """Record a failure and wait out the back-off; raises _Stopped when giving up or stopped."""
+        reconnect = self.settings.reconnect
+        with self._cond:
+            self._check_stop()
+            self._attempts += 1
+            self._error = mask_credentials(message)
+            attempts = self._attempts
+            if reconnect.max_attempts is not None and attempts >= reconnect.max_attempts:
+                self._state, self._next_retry_at = "failed", None
+                self._cond.notify_all()
+                log.error("camera %s: giving up after %d attempts: %s", self.settings.name, attempts, self._error)
+                raise _Stopped
+            delay = reconnect.delay(attempts)
+            # "retrying" lasts until the source opens again, so it covers the reconnect attempt too.
+            self._state = "retrying"
+            self._next_retry_at = datetime.now(UTC) + timedelta(seconds=delay)
+        log.warning("camera %s: %s; retrying in %.1f s (failure %d)", self.settings.name, self._error, delay, attempts)
+        if self._stop.wait(delay):
+            raise _Stopped
+        with self._cond:
+            self._next_retry_at = None
+
+    def _check_stop(self) -> None:
+        if self._stop.is_set():
+            raise _Stopped

@@ -1,0 +1,82 @@
+"""The motion gate: skip detection on frames where nothing moved.
+
+Each frame is shrunk, turned grey and blurred, then compared with the last
+frame that was let through; when too few pixels changed, the frame is
+skipped. So that a person standing still is not forgotten, one frame passes
+every ``max_skip_s`` seconds anyway (a heartbeat).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal, cast
+
+import cv2
+import numpy as np
+import numpy.typing as npt
+
+from facetrail.vision.image import BGRImage
+
+MotionDecision = Literal["motion", "heartbeat", "skip"]
+GreyImage = npt.NDArray[np.uint8]
+
+
+@dataclass(frozen=True)
+class MotionSettings:
+    """``threshold``: grey-level change (1-255) that counts; ``min_changed``: fraction of pixels that must change."""
+
+    enabled: bool = True
+    threshold: int = 25
+    min_changed: float = 0.002
+    downscale_width: int = 160
+    max_skip_s: float = 2.0
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.threshold <= 255:
+            raise ValueError(f"motion threshold must be 0-255, got {self.threshold}")
+        if not 0 <= self.min_changed <= 1:
+            raise ValueError(f"motion min_changed is a fraction 0-1, got {self.min_changed}")
+        if self.downscale_width < 8:
+            raise ValueError(f"motion downscale_width must be at least 8, got {self.downscale_width}")
+
+
+class MotionGate:
+    """Decides per frame whether detection should run; one gate per camera (it keeps the last frame)."""
+
+    def __init__(self, settings: MotionSettings | None = None) -> None:
+        self.settings = settings or MotionSettings()
+        self._previous: GreyImage | None = None
+        self._passed_at = 0.0
+        self.last_changed = 0.0  # fraction of pixels that changed in the last frame checked
+
+    def reset(self) -> None:
+        """Forget the reference frame (after a reconnect the next frame passes)."""
+        self._previous = None
+
+    def check(self, image: BGRImage, pts: float) -> MotionDecision:
+        """``motion``, ``heartbeat`` (nothing moved for ``max_skip_s``) or ``skip``; the first frame is motion."""
+        if not self.settings.enabled:
+            return "motion"
+        small = self._small(image)
+        if self._previous is None or self._previous.shape != small.shape:
+            self.last_changed = 1.0
+            return self._pass(small, pts, "motion")
+        diff = cv2.absdiff(small, self._previous)
+        self.last_changed = float(np.count_nonzero(diff > self.settings.threshold)) / diff.size
+        if self.last_changed >= self.settings.min_changed:
+            return self._pass(small, pts, "motion")
+        if pts - self._passed_at >= self.settings.max_skip_s:
+            return self._pass(small, pts, "heartbeat")
+        return "skip"
+
+    def _pass(self, small: GreyImage, pts: float, decision: MotionDecision) -> MotionDecision:
+        self._previous = small
+        self._passed_at = pts
+        return decision
+
+    def _small(self, image: BGRImage) -> GreyImage:
+        height, width = image.shape[:2]
+        target = min(self.settings.downscale_width, width)
+        size = (target, max(1, round(height * target / width)))
+        grey = cv2.cvtColor(cv2.resize(image, size, interpolation=cv2.INTER_AREA), cv2.COLOR_BGR2GRAY)
+        return cast(GreyImage, cv2.GaussianBlur(grey, (5, 5), 0))

@@ -1,0 +1,136 @@
+"""The YAML configuration: validation with lines and fields, secrets, paths, the CLI."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from facetrail.config.errors import ConfigError
+from facetrail.config.loader import load_config, parse_config
+from facetrail.config.schema import FacetrailConfig
+
+EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "config.yml"
+MINIMAL = "purpose: tests\ncameras:\n  door:\n    inputs:\n      - path: door.mp4\n"
+
+
+def problems(text: str) -> list[str]:
+    with pytest.raises(ConfigError) as caught:
+        parse_config(text, "site.yml")
+    return caught.value.lines
+
+
+def test_the_example_file_is_valid(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in ("FACETRAIL_MQTT_PASSWORD", "FACETRAIL_WEBHOOK_SECRET", "FACETRAIL_CAMERA_PASSWORD"):
+        monkeypatch.setenv(name, "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw" if "WEBHOOK" in name else "s3cret")
+    config = load_config(EXAMPLE)
+    assert set(config.cameras) == {"front_door", "lobby"}
+    assert config.mqtt.password == "s3cret"
+    assert "viewer:s3cret@" in config.cameras["front_door"].detect_input.path
+    assert config.data_dir == EXAMPLE.parent / "facetrail-data"
+    assert config.cameras["lobby"].detect_input.path == str(EXAMPLE.parent / "recordings" / "lobby.mp4")
+    assert config.camera_recognition("lobby").min_area == 900
+    assert config.camera_recognition("front_door").min_area == 1600
+
+
+def test_an_unknown_key_names_its_line_and_field() -> None:
+    lines = problems(MINIMAL + "    detect:\n      fsp: 5\n")
+    assert lines == ["site.yml, line 7, cameras.door.detect.fsp: unknown setting (check the spelling; "
+                     "`facetrail config schema` lists every setting)"]
+
+
+def test_bad_values_name_line_and_field_and_all_are_listed() -> None:
+    lines = problems(MINIMAL + "    detect:\n      fps: 0\nmqtt:\n  port: 99999\n")
+    assert lines[0].startswith("site.yml, line 7, cameras.door.detect.fps: ") and "greater than 0" in lines[0]
+    assert lines[1].startswith("site.yml, line 9, mqtt.port: ")
+    assert len(lines) == 2
+
+
+def test_missing_purpose_and_cameras() -> None:
+    lines = problems("data_dir: x\n")
+    assert any(line.endswith("purpose: this setting is required") for line in lines)
+    assert any(line.endswith("cameras: this setting is required") for line in lines)
+
+
+def test_yaml_syntax_error_names_the_line() -> None:
+    lines = problems("purpose: x\ncameras:\n  door: [unclosed\n")
+    assert len(lines) == 1 and lines[0].startswith("site.yml, line 4") and "not valid YAML" in lines[0]
+    assert problems("- a list\n") == ["site.yml, line 1: the file must be a mapping of settings (purpose:, "
+                                      "cameras:, ...)"]
+
+
+def test_secrets_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    text = MINIMAL + "mqtt:\n  password: \"{FACETRAIL_BROKER_PW}\"\n"
+    monkeypatch.setenv("FACETRAIL_BROKER_PW", "hunter2")
+    assert parse_config(text).mqtt.password == "hunter2"
+    monkeypatch.delenv("FACETRAIL_BROKER_PW")
+    assert problems(text) == ["site.yml, line 7, mqtt.password: the environment variable FACETRAIL_BROKER_PW is "
+                              "not set"]
+    monkeypatch.setenv("HOME_PATH_NOT_OURS", "x")
+    assert parse_config(MINIMAL + "mqtt:\n  password: \"{HOME_PATH_NOT_OURS}\"\n").mqtt.password == \
+        "{HOME_PATH_NOT_OURS}"  # only FACETRAIL_ names are substituted
+
+
+def test_relative_paths_follow_the_config_file_not_the_working_folder(tmp_path: Path,
+                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    site = tmp_path / "site"
+    site.mkdir()
+    (site / "config.yml").write_text(MINIMAL + "  street:\n    inputs:\n      - path: rtsp://cam/1\n")
+    monkeypatch.chdir(tmp_path)
+    config = load_config(site / "config.yml")
+    assert config.data_dir == site / "facetrail-data"
+    assert config.cameras["door"].detect_input.path == str(site / "door.mp4")
+    assert config.cameras["street"].detect_input.path == "rtsp://cam/1"
+
+
+@pytest.mark.parametrize("inputs, message", [
+    ("      - path: a.mp4\n        roles: [record]\n", "exactly one input needs the detect role (found 0)"),
+    ("      - path: a.mp4\n      - path: b.mp4\n", "exactly one input needs the detect role (found 2)"),
+])
+def test_exactly_one_detect_input(inputs: str, message: str) -> None:
+    lines = problems("purpose: x\ncameras:\n  door:\n    inputs:\n" + inputs)
+    assert lines == [f"site.yml, line 4, cameras.door.inputs: {message}"]
+
+
+def test_names_and_secrets_are_checked() -> None:
+    assert "use lower-case letters" in problems("purpose: x\ncameras:\n  Front Door:\n    inputs:\n"
+                                                "      - path: a.mp4\n")[0]
+    assert "whsec_" in problems(MINIMAL + "webhooks:\n  - name: desk\n    url: https://x/y\n    secret: nope!\n")[0]
+
+
+def _walk(schema: dict[str, Any], where: str, missing: list[str]) -> None:
+    for name, prop in schema.get("properties", {}).items():
+        if not prop.get("title") or not prop.get("description"):
+            missing.append(f"{where}.{name}")
+
+
+def test_every_field_has_a_title_and_a_description() -> None:
+    schema = FacetrailConfig.model_json_schema()
+    missing: list[str] = []
+    _walk(schema, "FacetrailConfig", missing)
+    for name, definition in schema.get("$defs", {}).items():
+        _walk(definition, name, missing)
+    assert not missing, missing
+    assert schema["additionalProperties"] is False
+
+
+def test_cli_validate_and_schema(tmp_path: Path) -> None:
+    good = tmp_path / "good.yml"
+    good.write_text(MINIMAL)
+    bad = tmp_path / "bad.yml"
+    bad.write_text(MINIMAL + "    detect:\n      fps: many\n")
+    command = [sys.executable, "-m", "facetrail.cli.main", "config"]
+    ok = subprocess.run([*command, "validate", str(good)], capture_output=True, text=True, check=False)
+    assert ok.returncode == 0 and ok.stdout.strip() == f"{good}: OK (1 camera(s): door)"
+    failed = subprocess.run([*command, "validate", str(bad)], capture_output=True, text=True, check=False)
+    assert failed.returncode == 1 and "Traceback" not in failed.stderr
+    assert f"{bad}, line 7, cameras.door.detect.fps: Input should be a valid number" in failed.stderr
+    missing = subprocess.run([*command, "validate", str(tmp_path / "nope.yml")], capture_output=True, text=True,
+                             check=False)
+    assert missing.returncode == 1 and "no such file" in missing.stderr
+    schema = subprocess.run([*command, "schema"], capture_output=True, text=True, check=True)
+    assert json.loads(schema.stdout)["title"] == "FacetrailConfig"

@@ -30,7 +30,9 @@ class Decision:
 
 
 def aggregate_template(shots: Sequence[Shot]) -> np.ndarray:
-    """Quality-weighted mean of the shots' unit embeddings, renormalised."""
+    """Quality-weighted mean of the shots' unit embeddings, renormalised (shots without one are skipped)."""
+    if not any(s.embedding is not None for s in shots):
+        raise ValueError("no shot has an embedding")
     vectors = np.stack([np.asarray(s.embedding, np.float32) for s in shots if s.embedding is not None])
     weights = np.array([max(s.quality, 1e-3) for s in shots if s.embedding is not None], np.float32)
     mean = (weights[:, None] * vectors).sum(axis=0)

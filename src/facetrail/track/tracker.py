@@ -43,7 +43,13 @@ class TrackerSettings:
 
 @dataclass(eq=False)
 class Track:
-    """The state of one tracked face."""
+    """The state of one tracked face.
+
+    ``box``: the Kalman estimate (xyxy), predicted while unseen. ``lost``: a
+    confirmed track missed in the latest update. ``detection``: index of its
+    detection in the latest update, None when unmatched there. ``payload``:
+    free for the pipeline.
+    """
 
     track_id: int
     box: np.ndarray
@@ -84,6 +90,9 @@ class FaceTracker:
     def update(self, boxes: np.ndarray, scores: np.ndarray, t: float,
                camera_motion: np.ndarray | None = None) -> list[Track]:
         """Associate one frame's detections; returns the tracks matched in it (``detection`` set).
+
+        The list includes tracks started in this frame, still unconfirmed
+        (``confirmed`` False) until ``min_hits`` detections.
 
         ``camera_motion``: the 2x3 transform of the picture since the previous
         update (``CameraMotion.estimate``), applied to every track first.
@@ -126,7 +135,13 @@ class FaceTracker:
         return matched
 
     def set_embedding(self, track: Track, shot_id: int, embedding: np.ndarray) -> Track:
-        """Store a shot's embedding; a new track whose face matches a lost one is merged into it."""
+        """Store a shot's embedding; a new track whose face matches a lost one is merged into it.
+
+        Only a track's first embedding is compared, with the tracks lost at
+        most ``rejoin_s`` ago and last seen before this one appeared. On a
+        merge the older track (id, ``first_seen``, ``payload``) continues with
+        both tracks' shots and is returned; the newer one is gone.
+        """
         first = not track.shots.embedded()
         track.shots.set_embedding(shot_id, embedding)
         if not first:
@@ -136,8 +151,8 @@ class FaceTracker:
         for other in self._tracks:
             if other is track or not other.lost or track.last_seen - other.last_seen > self.settings.rejoin_s:
                 continue
-            if other.first_seen >= track.first_seen:
-                continue
+            if other.last_seen >= track.first_seen:
+                continue  # both were in view at once: two faces, however alike
             mean = other.mean_embedding()
             if mean is None:
                 continue
@@ -149,7 +164,11 @@ class FaceTracker:
         return self._merge(best, track)
 
     def end_stale(self, t: float) -> list[Track]:
-        """End tracks lost for longer than both windows; returns the confirmed ones."""
+        """End tracks lost for longer than ``max(max_lost_s, rejoin_s)``; returns them (all confirmed).
+
+        A track lost past ``max_lost_s`` is no longer matched by position but
+        stays, until ``rejoin_s``, for a re-join by appearance.
+        """
         horizon = max(self.settings.max_lost_s, self.settings.rejoin_s)
         ended = [tr for tr in self._tracks if tr.lost and t - tr.last_seen > horizon]
         self._tracks = [tr for tr in self._tracks if tr not in ended]

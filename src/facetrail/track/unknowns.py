@@ -17,7 +17,7 @@ import numpy as np
 
 @dataclass
 class Visitor:
-    """One anonymous visitor."""
+    """One anonymous visitor. Change it only through ``UnknownClusters.update``."""
 
     key: int
     centroid: np.ndarray
@@ -27,71 +27,117 @@ class Visitor:
 
 
 class UnknownClusters:
-    """Recent unknown visitors, matched by cosine similarity of their centroids."""
+    """Recent unknown visitors, matched by cosine similarity of their centroids.
+
+    Centroids live in one matrix (a row per visitor, grown by doubling) so a
+    match is a single matrix-vector product however many visitors there are.
+    """
 
     def __init__(self, threshold: float, window: timedelta) -> None:
         self.threshold = threshold
         self.window = window
         self._visitors: dict[int, Visitor] = {}
-        self._keys: list[int] = []
+        self._rows: dict[int, int] = {}  # key -> row of the matrix
+        self._keys: list[int] = []  # row -> key
         self._matrix = np.zeros((0, 0), np.float32)
+        self._last_seen = np.zeros(0, np.float64)  # POSIX seconds, per row
 
     def __len__(self) -> int:
         return len(self._visitors)
 
+    def __contains__(self, key: object) -> bool:
+        return key in self._visitors
+
     def load(self, visitors: Iterable[Visitor]) -> None:
-        """Seed from storage."""
+        """Seed from storage (a visitor already known under the same key is replaced)."""
         for visitor in visitors:
             visitor.centroid = _unit(visitor.centroid)
-            self._visitors[visitor.key] = visitor
-        self._rebuild()
+            self._put(visitor)
 
     def match(self, embedding: np.ndarray, at: datetime, *, exclude: Collection[int] = ()) -> Visitor | None:
-        """The most similar visitor seen within the window, if similar enough.
+        """The most similar visitor seen within the window (``last_seen ≥ at - window``), if similar enough.
 
         ``exclude``: visitors that cannot be this face (say, they are in view at
         the same moment on the same camera).
         """
-        if not self._keys:
+        count = len(self._keys)
+        if not count:
             return None
-        scores = self._matrix @ _unit(embedding)
-        for k in np.argsort(-scores):
-            if scores[k] < self.threshold:
-                return None
-            visitor = self._visitors[self._keys[int(k)]]
-            if visitor.key not in exclude and visitor.last_seen >= at - self.window:
-                return visitor
-        return None
+        scores = self._matrix[:count] @ self._check_dim(_unit(embedding))
+        eligible = (scores >= self.threshold) & (self._last_seen[:count] >= (at - self.window).timestamp())
+        for key in exclude:
+            row = self._rows.get(key)
+            if row is not None:
+                eligible[row] = False
+        if not eligible.any():
+            return None
+        best = int(np.argmax(np.where(eligible, scores, -np.inf)))
+        return self._visitors[self._keys[best]]
 
     def add(self, key: int, embedding: np.ndarray, at: datetime) -> Visitor:
         """Start a new visitor."""
         visitor = Visitor(key, _unit(embedding), 1, at, at)
-        self._visitors[key] = visitor
-        self._rebuild()
+        self._put(visitor)
         return visitor
 
     def update(self, visitor: Visitor, embedding: np.ndarray, at: datetime) -> Visitor:
-        """Fold one more sighting into a visitor."""
-        merged = visitor.centroid * visitor.count + _unit(embedding)
-        visitor.centroid = _unit(merged)
+        """Fold one more sighting into a visitor: running-mean centroid, renormalised."""
+        visitor.centroid = _unit(visitor.centroid * visitor.count + _unit(embedding))
         visitor.count += 1
         visitor.last_seen = max(visitor.last_seen, at)
-        self._rebuild()
+        self._put(visitor)
         return visitor
 
     def expire(self, now: datetime) -> list[int]:
         """Forget visitors not seen within the window; returns their keys."""
-        gone = [key for key, v in self._visitors.items() if v.last_seen < now - self.window]
+        count = len(self._keys)
+        stale = np.flatnonzero(self._last_seen[:count] < (now - self.window).timestamp())
+        gone = [self._keys[int(row)] for row in stale]
         for key in gone:
-            del self._visitors[key]
-        if gone:
-            self._rebuild()
+            self._remove(key)
         return gone
 
-    def _rebuild(self) -> None:
-        self._keys = list(self._visitors)
-        self._matrix = (np.stack([self._visitors[k].centroid for k in self._keys]) if self._keys
-                        else np.zeros((0, 0), np.float32))
+    def _put(self, visitor: Visitor) -> None:
+        """Insert or refresh a visitor's row."""
+        vector = self._check_dim(visitor.centroid)
+        row = self._rows.get(visitor.key)
+        if row is None:
+            row = len(self._keys)
+            if row == len(self._matrix) or self._matrix.shape[1] != vector.shape[0]:  # full, or empty and new dim
+                self._grow(vector.shape[0])
+            self._rows[visitor.key] = row
+            self._keys.append(visitor.key)
+        self._visitors[visitor.key] = visitor
+        self._matrix[row] = vector
+        self._last_seen[row] = visitor.last_seen.timestamp()
+
+    def _remove(self, key: int) -> None:
+        """Drop a visitor; the last row moves into its place."""
+        del self._visitors[key]
+        row = self._rows.pop(key)
+        last = len(self._keys) - 1
+        if row != last:
+            moved = self._keys[last]
+            self._matrix[row] = self._matrix[last]
+            self._last_seen[row] = self._last_seen[last]
+            self._keys[row] = moved
+            self._rows[moved] = row
+        self._keys.pop()
+
+    def _grow(self, dim: int) -> None:
+        rows = len(self._keys)
+        capacity = max(16, 2 * len(self._matrix))
+        matrix = np.zeros((capacity, dim), np.float32)
+        last_seen = np.zeros(capacity, np.float64)
+        if rows:
+            matrix[:rows] = self._matrix[:rows]
+            last_seen[:rows] = self._last_seen[:rows]
+        self._matrix, self._last_seen = matrix, last_seen
+
+    def _check_dim(self, vector: np.ndarray) -> np.ndarray:
+        if self._keys and vector.shape[0] != self._matrix.shape[1]:
+            raise ValueError(f"embedding has {vector.shape[0]} dimensions, the visitors {self._matrix.shape[1]}")
+        return vector
 
 
 def _unit(vector: np.ndarray) -> np.ndarray:

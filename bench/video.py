@@ -186,8 +186,8 @@ def run_naive(clip: Clip, app: Any, gallery: tuple[np.ndarray, list[str]], thres
 # --------------------------------------------------------------------------- latency and capacity
 
 
-def latency(clip: Clip, store: Path, engine: FaceEngine, host: str, port: int) -> list[float]:
-    """Milliseconds from a frame's capture to its 'new' event arriving over MQTT, the clip played live."""
+def latency(clip: Clip, store: Path, engine: FaceEngine, host: str, port: int, seconds: float) -> list[float]:
+    """Milliseconds from a frame's capture to its 'new' event arriving over MQTT, the clip looped live."""
     arrived: list[float] = []
     lock = threading.Lock()
 
@@ -207,8 +207,14 @@ def latency(clip: Clip, store: Path, engine: FaceEngine, host: str, port: int) -
             f"purpose: benchmark\ndata_dir: {store}\nmqtt:\n  enabled: true\n  host: {host}\n  port: {port}\n"
             f"  topic_prefix: bench\n  client_id: bench-pipeline\nevents:\n  unknown_visitor: true\n"
             f"cameras:\n  cam:\n    inputs:\n      - path: {clip.path}\n        realtime: true\n"
-            f"    detect:\n      fps: {ANALYSIS_FPS}\n")
-        Pipeline(config, engine=engine, actor="bench").run(until_done=True)
+            f"        loop: true\n    detect:\n      fps: {ANALYSIS_FPS}\n")
+        pipeline = Pipeline(config, engine=engine, actor="bench")
+        stop = threading.Event()
+        worker = threading.Thread(target=pipeline.run, kwargs={"stop": stop, "until_done": False})
+        worker.start()
+        time.sleep(seconds)
+        stop.set()
+        worker.join()
         time.sleep(1.0)
     finally:
         subscriber.loop_stop()
@@ -248,6 +254,7 @@ def capacity(clip: Clip, store: Path, engine: FaceEngine, counts: list[int], sec
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--mqtt", default="127.0.0.1:1883", help="broker for the latency test (host:port)")
+    parser.add_argument("--latency-seconds", type=float, default=45.0, help="how long the looped clip plays")
     parser.add_argument("--capacity-seconds", type=float, default=10.0, help="measuring time per camera count")
     parser.add_argument("--cameras", default="1,2,3,4,6,8", help="camera counts to try")
     args = parser.parse_args()
@@ -286,12 +293,13 @@ def main() -> None:
             print(f"    speed-up: {ours.fps / naive.fps:.1f}x frames per second "
                   f"(goal >= {GOAL_SPEEDUP:g}x); same people named: {ours.named == naive.named}")
 
-        print("\n2. latency, frame captured -> MQTT 'new' event received (door clip played live)")
+        print(f"\n2. latency, frame captured -> MQTT 'new' event received (door clip looped live for "
+              f"{args.latency_seconds:g} s)")
         host, port = args.mqtt.rsplit(":", 1)
         store = folder / "latency"
         gallery_for(store, engine).close()
         try:
-            samples = latency(clips[1], store, engine, host, int(port))
+            samples = latency(clips[1], store, engine, host, int(port), args.latency_seconds)
         except OSError as error:
             samples = []
             print(f"  skipped: no MQTT broker at {args.mqtt} ({error})")

@@ -1,13 +1,15 @@
-"""Detection, alignment and quality for frames of many cameras, in shared batches.
+"""Detection for frames of many cameras in shared batches; alignment, quality and embedding on demand.
 
-The pipeline detects every frame it analyses but embeds only the shots a
-track asks for, so detection and embedding are separate calls here.
+The pipeline detects every frame it analyses, but aligns and scores only the
+faces of confirmed tracks large enough to recognise (a crowd of tiny faces
+costs one detector pass and nothing more), and embeds only the shots a track
+asks for.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import cv2
 import numpy as np
@@ -25,17 +27,39 @@ THUMBNAIL_MARGIN = 0.35  # context around the face box, as a fraction of its siz
 
 
 @dataclass(frozen=True, eq=False)
+class FaceShot:
+    """One face of a frame, aligned and scored."""
+
+    crop: np.ndarray  # 112x112 aligned BGR
+    aligned: AlignedFaces  # the single-face alignment the embedder takes
+    quality: FaceQuality
+    usable: bool  # False when the landmarks do not fit a face (never embedded)
+
+
+@dataclass(eq=False)
 class AnalysedFrame:
-    """The faces of one frame: detections, aligned crops and their qualities."""
+    """The faces of one frame; each face is aligned and scored the first time it is asked for."""
 
     image: BGRImage  # the frame as analysed (enhanced when it was dark)
     faces: FaceDetections
-    aligned: AlignedFaces
-    qualities: list[FaceQuality]
     enhanced: bool
+    max_residual: float
+    _shots: dict[int, FaceShot] = field(default_factory=dict)
 
     def __len__(self) -> int:
         return len(self.faces)
+
+    def shot(self, i: int) -> FaceShot:
+        """Face ``i`` aligned to 112x112 with its quality (computed once)."""
+        if i not in self._shots:
+            keep = np.zeros(len(self.faces), bool)
+            keep[i] = True
+            one = self.faces.select(keep)
+            aligned = align_faces(self.image, one.landmarks)
+            quality = assess(one, aligned)[0]
+            usable = bool(aligned.residuals[0] <= self.max_residual)
+            self._shots[i] = FaceShot(aligned.crops[0], aligned, quality, usable)
+        return self._shots[i]
 
     def area(self, i: int) -> float:
         """Box area of face ``i`` in pixels²."""
@@ -63,22 +87,14 @@ class FrameAnalyzer:
         self.max_residual = max_alignment_residual or engine.config.max_alignment_residual
 
     def analyse(self, images: Sequence[BGRImage], low_light: Sequence[LowLightConfig]) -> list[AnalysedFrame]:
-        """Detect, align and assess the faces of several frames (one detector batch)."""
+        """Detect the faces of several frames (one detector batch)."""
         work: list[tuple[BGRImage, bool]] = []
         for image, light in zip(images, low_light, strict=True):
             dark = light.enabled and is_dark(image, light)
             work.append((enhance(image, light), True) if dark else (image, False))
         found = self.engine.detector.detect_many([image for image, _ in work])
-        out = []
-        for (image, enhanced), faces in zip(work, found, strict=True):
-            faces = verify_upright(self.engine.detector, image, faces)
-            crops = align_faces(image, faces.landmarks)
-            good = crops.residuals <= self.max_residual
-            if not good.all():
-                faces = faces.select(good)
-                crops = AlignedFaces(crops.crops[good], crops.matrices[good], crops.residuals[good])
-            out.append(AnalysedFrame(image, faces, crops, assess(faces, crops), enhanced))
-        return out
+        return [AnalysedFrame(image, verify_upright(self.engine.detector, image, faces), enhanced, self.max_residual)
+                for (image, enhanced), faces in zip(work, found, strict=True)]
 
     def embed(self, requests: Sequence[tuple[AnalysedFrame, int]]) -> np.ndarray:
         """Unit embeddings (n, d) of the requested faces (frame, face index), in one shared batch."""
@@ -89,7 +105,6 @@ class FrameAnalyzer:
             keep = np.zeros(len(frame), bool)
             keep[i] = True
             items.append((frame.image, frame.faces.select(keep)))
-            aligned.append(AlignedFaces(frame.aligned.crops[keep], frame.aligned.matrices[keep],
-                                        frame.aligned.residuals[keep]))
+            aligned.append(frame.shot(i).aligned)
         embeddings = self.engine.embedder.embed_many(items, aligned)
         return np.concatenate([e.vectors for e in embeddings]).astype(np.float32)

@@ -236,8 +236,13 @@ class Pipeline:
                 continue
             record = self._record(runtime, track, frame)
             self.recorder.touch(record, frame.captured_at)
-            shot = Shot(shot_id=next(self._shot_ids), t=t, quality=result.qualities[i].score, area=result.area(i),
-                        crop=result.aligned.crops[i], thumbnail=None)
+            if result.area(i) < track.shots.settings.min_area:
+                continue  # too small to recognise: tracked, never aligned or embedded
+            face = result.shot(i)
+            if not face.usable:
+                continue
+            shot = Shot(shot_id=next(self._shot_ids), t=t, quality=face.quality.score, area=result.area(i),
+                        crop=face.crop, thumbnail=None)
             if track.shots.offer(shot):
                 requests.append((runtime, track, shot, frame, result, i))
         return requests

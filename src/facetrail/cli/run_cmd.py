@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import logging
 import signal
 import threading
 import time
@@ -12,12 +13,13 @@ from types import FrameType
 from rich.live import Live
 from rich.table import Table
 
-from facetrail.cli.common import actor_of, err, out, stdout_is_tty
+from facetrail.cli.common import CommandError, actor_of, err, out, stdout_is_tty
 from facetrail.config.loader import load_config
 from facetrail.pipeline.runner import Pipeline, PipelineStats
 from facetrail.video.camera import CameraStatus
 
 STATUS_EVERY_S = 10.0
+log = logging.getLogger(__name__)
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -39,8 +41,16 @@ def run(args: argparse.Namespace) -> int:
     pipeline = Pipeline(config, actor=actor_of(args))
     stop = threading.Event()
     _stop_on_signals(stop)
-    worker = threading.Thread(target=pipeline.run, kwargs={"stop": stop, "until_done": not args.forever},
-                              name="pipeline", daemon=True)
+    failure: list[BaseException] = []
+
+    def work() -> None:
+        try:
+            pipeline.run(stop, until_done=not args.forever)
+        except Exception as error:  # reported as one line below; the log has the details
+            log.debug("the pipeline stopped", exc_info=True)
+            failure.append(error)
+
+    worker = threading.Thread(target=work, name="pipeline", daemon=True)
     worker.start()
     if stdout_is_tty():
         with Live(status_table(pipeline.status(), pipeline.stats), console=out, refresh_per_second=2) as live:
@@ -55,6 +65,9 @@ def run(args: argparse.Namespace) -> int:
                 last = time.monotonic()
                 for status in pipeline.status():
                     err.print(status_line(status), markup=False)
+    if failure:
+        raise CommandError(f"the pipeline stopped: {type(failure[0]).__name__}: {failure[0]} "
+                           "(run with -vv for details); stored sightings and events are kept")
     stats = pipeline.stats
     for status in pipeline.status():
         out.print(status_line(status), markup=False)

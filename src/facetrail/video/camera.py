@@ -66,7 +66,7 @@ class CameraSettings:
     timeout_s: float = 10.0
     motion: MotionSettings = field(default_factory=MotionSettings)
     reconnect: ReconnectSettings = field(default_factory=ReconnectSettings)
-    start_time: datetime | None = None  # files: captured_at = start_time + pts (default: when started)
+    start_time: datetime | None = None  # files not read in real time: captured_at = start_time + pts
 
     def __post_init__(self) -> None:
         if self.fps is not None and self.fps <= 0:
@@ -328,7 +328,9 @@ class Camera:
                 return
             index = self._index
             self._index += 1
-        captured = now if stream else self._start_time + timedelta(seconds=pts)
+        # A live source (a stream, or a file read in real time) is stamped when the frame arrives, as a
+        # camera would be; a file read as fast as possible replays on the clock of its start time.
+        captured = now if stream or self._live else self._start_time + timedelta(seconds=pts)
         frame = Frame(self.settings.name, image, index, pts, captured, received, motion=decision == "motion")
         if self._sink is not None:
             try:

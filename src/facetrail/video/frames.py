@@ -27,7 +27,7 @@ class Frame:
     image: BGRImage  # BGR uint8, HxWx3
     index: int  # running number of frames this camera delivered for analysis
     pts: float  # media time in seconds from the start of the source
-    captured_at: datetime  # UTC: arrival time for live streams, camera start + pts for files
+    captured_at: datetime  # UTC: arrival time for live sources (streams, files in real time), else start + pts
     received_monotonic: float  # time.monotonic() when decoded
     motion: bool = True  # False when the motion gate let it through only as a heartbeat
 

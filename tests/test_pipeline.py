@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import av
 import numpy as np
 import pytest
-from sqlalchemy import select
+from sqlalchemy import Select, select
 
 from facetrail.gallery.gallery import Gallery, GallerySettings
 from facetrail.gallery.history import search_history, timeline
@@ -39,22 +40,22 @@ def people(data_dir: Path, video_engine: FaceEngine) -> dict[str, BGRImage]:
     }
 
 
-def sightings(data_dir: Path) -> list[Sighting]:
+def stored(data_dir: Path, query: Select[Any]) -> list[Any]:
+    """Rows of a finished run, read from its database."""
     gallery = Gallery(GallerySettings(data_dir))
     try:
         with gallery.db.session() as session:
-            return list(session.scalars(select(Sighting).order_by(Sighting.first_seen, Sighting.id)))
+            return list(session.scalars(query))
     finally:
         gallery.db.dispose()
+
+
+def sightings(data_dir: Path) -> list[Sighting]:
+    return stored(data_dir, select(Sighting).order_by(Sighting.first_seen, Sighting.id))
 
 
 def events(data_dir: Path) -> list[Event]:
-    gallery = Gallery(GallerySettings(data_dir))
-    try:
-        with gallery.db.session() as session:
-            return list(session.scalars(select(Event).order_by(Event.started_at, Event.id)))
-    finally:
-        gallery.db.dispose()
+    return stored(data_dir, select(Event).order_by(Event.started_at, Event.id))
 
 
 def test_watchlist_person_alerted_once_per_appearance_and_nobody_else(

@@ -188,7 +188,6 @@ class Pipeline:
             time.sleep(IDLE_WAIT_S)
             self._housekeeping()
             return 0
-        by_camera = {runtime.name: runtime for runtime in self.cameras}
         analysed = self.analyzer.analyse([f.image for _, f in frames], [r.low_light for r, _ in frames])
         requests: list[tuple[_CameraRuntime, Track, Shot, Frame, AnalysedFrame, int]] = []
         for (runtime, frame), result in zip(frames, analysed, strict=True):
@@ -199,12 +198,12 @@ class Pipeline:
             survivor = runtime.tracker.set_embedding(track, shot.shot_id, vector)
             if survivor is not track:
                 self._merge_records(survivor, track)
-            self._decide(by_camera[runtime.name], survivor, frame, result, i)
+            self._decide(runtime, survivor, frame, result, i)
         for runtime, _frame in frames:
             for ended in runtime.tracker.end_stale(runtime.last_t):
                 self._end_track(runtime, ended)
-        if self.dispatcher is not None and requests:
-            self.dispatcher.wake()
+        if self.dispatcher is not None:
+            self.dispatcher.wake()  # whatever this step enqueued goes out now, not at the next poll
         self._housekeeping()
         return len(frames)
 

@@ -95,6 +95,7 @@ class Recorder:
         self.keep_unknowns = keep_unknowns
         self._present: dict[tuple[str, int], int] = {}  # (camera, identity) -> active named tracks
         self._in_view: dict[str, set[int]] = {}  # camera -> visitors of its open tracks
+        self.enqueued = 0  # outbox messages written so far (the runner wakes the dispatcher when it grows)
 
     def load_visitors(self, since: datetime) -> int:
         """Seed the unknown clusters with the visitors seen since ``since``; returns how many."""
@@ -275,9 +276,11 @@ class Recorder:
         if self.channels.mqtt_prefix is not None:
             enqueue(session, channel="mqtt", destination=f"{self.channels.mqtt_prefix}/events",
                     payload=mqtt_event(change, before, after))
+            self.enqueued += 1
         for name, kinds in self.channels.webhooks.items():
             if view.kind in kinds:
                 enqueue(session, channel="webhook", destination=name, payload=webhook_event(change, after, frame_time))
+                self.enqueued += 1
 
     def _presence(self, session: Session, key: tuple[str, int], delta: int, at: datetime) -> None:
         count = max(0, self._present.get(key, 0) + delta)
@@ -288,6 +291,7 @@ class Recorder:
         name = self._name_of(session, identity_id)
         enqueue(session, channel="mqtt", destination=f"{self.channels.mqtt_prefix}/{camera}/{slug(name)}",
                 payload=str(count))
+        self.enqueued += 1
 
     def _name_of(self, session: Session, identity_id: int) -> str:
         from facetrail.store.models import Identity

@@ -121,6 +121,7 @@ class Pipeline:
         self._last_flush = time.monotonic()
         self._last_purge = -float("inf")
         self._started = False
+        self._announced = 0
 
     # -- lifecycle -----------------------------------------------------------------------------------------
 
@@ -202,10 +203,15 @@ class Pipeline:
         for runtime, _frame in frames:
             for ended in runtime.tracker.end_stale(runtime.last_t):
                 self._end_track(runtime, ended)
-        if self.dispatcher is not None:
-            self.dispatcher.wake()  # whatever this step enqueued goes out now, not at the next poll
+        self._wake_dispatcher()
         self._housekeeping()
         return len(frames)
+
+    def _wake_dispatcher(self) -> None:
+        """Have what was just enqueued delivered now rather than at the dispatcher's next poll."""
+        if self.dispatcher is not None and self.recorder.enqueued != self._announced:
+            self._announced = self.recorder.enqueued
+            self.dispatcher.wake()
 
     def _take_frames(self) -> list[tuple[_CameraRuntime, Frame]]:
         taken = []
@@ -303,8 +309,7 @@ class Pipeline:
         for track in runtime.tracker.end_all():
             self._end_track(runtime, track)
         runtime.closed = True
-        if self.dispatcher is not None:
-            self.dispatcher.wake()
+        self._wake_dispatcher()
 
     def _housekeeping(self) -> None:
         now = time.monotonic()

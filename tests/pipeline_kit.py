@@ -51,9 +51,9 @@ def config_for(data_dir: Path, cameras: dict[str, Path | str], extra: str = "") 
 
 
 def enrol(data_dir: Path, engine: FaceEngine, name: str, photo: Path, *, watchlist: str | None = None,
-          reviewers: int = 1) -> None:
+          reviewers: int = 1, db_url: str | None = None) -> None:
     """Enrol one person from one photo, optionally on a (new) watchlist."""
-    gallery = Gallery(GallerySettings(data_dir), engine=engine)
+    gallery = Gallery(GallerySettings(data_dir, db_url), engine=engine)
     try:
         report = enrol_person(gallery, name, [photo], EnrolOptions(actor="tester", take_largest=True))
         assert report.count(Outcome.ENROLLED) == 1, report.files

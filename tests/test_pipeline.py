@@ -255,3 +255,40 @@ def test_every_event_has_its_outbox_messages(tmp_path: Path, video_engine: FaceE
     assert presence == ["1", "0"]
     assert all(m.delivered_at is None for m in messages)
     assert np.all([m.attempts >= 0 for m in messages])
+
+
+@pytest.fixture
+def postgres_url() -> Iterator[str]:
+    """A throwaway PostgreSQL database (the other tests here use a SQLite file)."""
+    from dbs import postgres_problem, throwaway_postgres
+
+    problem = postgres_problem()
+    if problem:
+        pytest.skip(problem)
+    with throwaway_postgres() as url:
+        yield url
+
+
+def test_the_same_pipeline_on_postgresql(tmp_path: Path, video_engine: FaceEngine, people: dict[str, BGRImage],
+                                         postgres_url: str) -> None:
+    """Many machines share PostgreSQL: the pipeline, its events and its outbox work there unchanged."""
+    db_url = postgres_url
+    clip = make_clip(tmp_path / "door.mp4", [walk_in(people["yao"], 0.5, 3.0, 0.4),
+                                             walk_in(people["biden"], 0.0, 3.5, 0.8)], 4.0)
+    store = tmp_path / "data"
+    enrol(store, video_engine, "Yao Ming", sample_image("yaoming.jpg"), watchlist="vip", reviewers=2,
+          db_url=db_url)
+    run(config_for(store, {"door": clip}, f"database:\n  url: {db_url}\nmqtt:\n  enabled: true\n  port: 9\n"),
+        video_engine)
+    gallery = Gallery(GallerySettings(store, db_url))
+    try:
+        with gallery.db.session() as session:
+            alerts = list(session.scalars(select(Event).where(Event.kind == "watchlist_hit")))
+            assert len(alerts) == 1 and alerts[0].reviewers_required == 2
+            rows = list(session.scalars(select(Sighting)))
+            assert {r.identity_id is None for r in rows} == {True, False}
+            assert session.scalar(select(OutboxMessage.id).where(OutboxMessage.destination == "facetrail/events"))
+            assert verify_chain(session).ok
+        assert not (store / "facetrail.db").exists()  # nothing went to a SQLite file by mistake
+    finally:
+        gallery.db.dispose()

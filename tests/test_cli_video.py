@@ -31,7 +31,7 @@ def demo(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
 def test_demo_prints_one_alert_per_appearance_and_the_timeline(demo: tuple[Path, str]) -> None:
     folder, output = demo
     assert output.count("ALERT") == 2
-    assert "timeline of Yao Ming:" in output and output.count("camera court") >= 4
+    assert "timeline of Yao Ming (UTC):" in output and output.count("camera court") >= 4
     assert "Traceback" not in output
     for name in ("court.mp4", "config.yml", "facetrail.db", "alert-1.jpg", "alert-2.jpg"):
         assert (folder / name).stat().st_size > 0

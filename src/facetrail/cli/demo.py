@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import shutil
+from datetime import datetime
 from pathlib import Path
 
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
@@ -112,14 +113,14 @@ def _report(folder: Path, data_dir: Path, clip: Path, config_path: Path) -> int:
             snapshot = folder / f"alert-{n}.jpg"
             if alert.snapshot_jpeg:
                 snapshot.write_bytes(alert.snapshot_jpeg)
-            out.print(f"[bold red]ALERT[/bold red] {alert.started_at:%H:%M:%S.%f}"[:-3]
-                      + f": {PERSON} on watchlist 'demo', camera {alert.camera}, similarity {alert.score:.3f}, "
-                        f"review pending (event {alert.id}); snapshot {snapshot.name}")
+            out.print(f"[bold red]ALERT[/bold red] {_clock(alert.started_at)} UTC: {PERSON} on watchlist 'demo', "
+                      f"camera {alert.camera}, similarity {alert.score:.3f}, review pending (event {alert.id}); "
+                      f"snapshot {snapshot.name}")
         rows = timeline(gallery, str(person_id), purpose="facetrail demo: show the timeline", actor=ACTOR)
-        out.print(f"\ntimeline of {PERSON}:")
+        out.print(f"\ntimeline of {PERSON} (UTC):")
         for row in rows:
-            out.print(f"  {row.first_seen:%H:%M:%S.%f}"[:-3] + f" - {row.last_seen:%H:%M:%S.%f}"[:-3]
-                      + f"  camera {row.camera}  similarity {row.score or 0:.3f}  ({row.frames} frames)")
+            out.print(f"  {_clock(row.first_seen)} - {_clock(row.last_seen)}  camera {row.camera}  "
+                      f"similarity {row.score or 0:.3f}  ({row.frames} frames)")
         if unknown:
             out.print(f"other faces were stored as unknown sightings ({visitors} anonymous visitor id(s)); "
                       "nobody else was named")
@@ -129,6 +130,11 @@ def _report(folder: Path, data_dir: Path, clip: Path, config_path: Path) -> int:
               f"snapshots alert-*.jpg\n  try: facetrail sightings '{PERSON}' --purpose 'demo' --data {folder}"
               f"\n       facetrail events list --data {folder}")
     return 0
+
+
+def _clock(moment: datetime) -> str:
+    """Time of day to the millisecond."""
+    return f"{moment:%H:%M:%S}.{moment.microsecond // 1000:03d}"
 
 
 def _fresh_folder(folder: Path) -> None:

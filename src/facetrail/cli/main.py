@@ -20,6 +20,7 @@ from facetrail.cli import (
     people,
     run_cmd,
     search,
+    serve,
     sightings,
     watchlist,
 )
@@ -30,8 +31,8 @@ from facetrail.gallery.errors import GalleryError
 from facetrail.store.errors import StoreError
 from facetrail.vision.errors import VisionError
 
-SUBCOMMANDS = (demo, run_cmd, config_cmd, faces, compare, evaluate, enroll, search, sightings, events_cmd, people,
-               watchlist, audit_cmd)
+SUBCOMMANDS = (demo, run_cmd, config_cmd, serve, faces, compare, evaluate, enroll, search, sightings, events_cmd,
+               people, watchlist, audit_cmd)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -1,0 +1,1 @@
+"""The REST API (`facetrail serve`): versioned resources under /api/v1, API keys with roles, audited."""

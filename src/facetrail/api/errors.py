@@ -1,0 +1,76 @@
+"""One error envelope for every failure: ``{"error": {"code", "message", "details"}}``, never a traceback."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from facetrail.events.review import ReviewError
+from facetrail.gallery.errors import GalleryError
+from facetrail.store.errors import StoreError
+from facetrail.vision.errors import VisionError
+
+log = logging.getLogger(__name__)
+
+
+class ApiError(Exception):
+    """A failure the caller can act on: HTTP status, a short code and a sentence saying what to do."""
+
+    def __init__(self, status: int, code: str, message: str, details: Any = None) -> None:
+        super().__init__(message)
+        self.status, self.code, self.message, self.details = status, code, message, details
+
+
+def envelope(status: int, code: str, message: str, details: Any = None) -> JSONResponse:
+    """The JSON body every error has."""
+    body: dict[str, Any] = {"code": code, "message": message}
+    if details is not None:
+        body["details"] = details
+    return JSONResponse({"error": body}, status_code=status)
+
+
+def install(app: FastAPI) -> None:
+    """Map every exception to the envelope."""
+
+    @app.exception_handler(ApiError)
+    async def api_error(_request: Request, error: ApiError) -> JSONResponse:
+        return envelope(error.status, error.code, error.message, error.details)
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid(_request: Request, error: RequestValidationError) -> JSONResponse:
+        details = [{"field": ".".join(str(p) for p in e.get("loc", ())), "problem": e.get("msg", "")}
+                   for e in error.errors()]
+        return envelope(422, "invalid_request", "the request is not valid; see details", details)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(_request: Request, error: StarletteHTTPException) -> JSONResponse:
+        return envelope(error.status_code, "http_error", str(error.detail))
+
+    @app.exception_handler(VisionError)
+    async def bad_image(_request: Request, error: VisionError) -> JSONResponse:
+        return envelope(422, "bad_image", str(error))
+
+    @app.exception_handler(GalleryError)
+    async def gallery_error(_request: Request, error: GalleryError) -> JSONResponse:
+        message = str(error)
+        status = 404 if message.startswith("no ") else 400
+        return envelope(status, "not_found" if status == 404 else "rejected", message)
+
+    @app.exception_handler(ReviewError)
+    async def review_error(_request: Request, error: ReviewError) -> JSONResponse:
+        message = str(error)
+        return envelope(404 if message.startswith("no ") else 409, "review_rejected", message)
+
+    @app.exception_handler(StoreError)
+    async def store_error(_request: Request, error: StoreError) -> JSONResponse:
+        return envelope(400, "rejected", str(error))
+
+    @app.exception_handler(Exception)
+    async def unexpected(_request: Request, error: Exception) -> JSONResponse:
+        log.exception("unexpected error")
+        return envelope(500, "internal_error", "something went wrong on the server; the log has the details")

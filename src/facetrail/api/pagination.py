@@ -1,0 +1,36 @@
+"""Cursor pagination: newest first by id; the cursor is the last id a page returned."""
+
+from __future__ import annotations
+
+import base64
+from typing import Generic, TypeVar
+
+from pydantic import BaseModel, Field
+
+from facetrail.api.errors import ApiError
+
+T = TypeVar("T")
+MAX_LIMIT = 200
+
+
+class Page(BaseModel, Generic[T]):
+    """One page of results and the cursor of the next (None at the end)."""
+
+    items: list[T]
+    next_cursor: str | None = Field(None, description="pass as ?cursor= for the next page")
+
+
+def encode(last_id: int) -> str:
+    """Opaque cursor for 'after this id'."""
+    return base64.urlsafe_b64encode(str(last_id).encode()).decode().rstrip("=")
+
+
+def decode(cursor: str | None) -> int | None:
+    """The id a cursor stands for; 400 when it is not one of ours."""
+    if not cursor:
+        return None
+    try:
+        value = int(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode())
+    except (ValueError, UnicodeDecodeError):
+        raise ApiError(400, "bad_cursor", "the cursor is not valid; use next_cursor from the previous page") from None
+    return value

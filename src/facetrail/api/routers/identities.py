@@ -1,0 +1,80 @@
+"""/identities: list, read, enrol a photo, delete on request."""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+from typing import Annotated
+
+from fastapi import APIRouter, File, Form, Query, Request, UploadFile
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from facetrail.api import pagination
+from facetrail.api.deps import Admin, GalleryDep, Operator, Viewer
+from facetrail.api.errors import ApiError
+from facetrail.api.routers.uploads import read_upload
+from facetrail.api.schemas import EnrolmentOut, IdentityOut
+from facetrail.gallery.enrol import EnrolOptions, Outcome, enrol_person
+from facetrail.gallery.people import forget
+from facetrail.store.models import FaceTemplate, Identity, Watchlist, WatchlistMember
+
+router = APIRouter(prefix="/identities", tags=["identities"])
+
+
+@router.get("", response_model=pagination.Page[IdentityOut])
+def list_identities(store: GalleryDep, _who: Viewer, limit: Annotated[int, Query(ge=1, le=200)] = 50,
+                    cursor: str | None = None) -> pagination.Page[IdentityOut]:
+    """Enrolled people, newest first."""
+    after = pagination.decode(cursor)
+    with store.db.session() as session:
+        query = select(Identity).order_by(Identity.id.desc()).limit(limit + 1)
+        if after is not None:
+            query = query.where(Identity.id < after)
+        rows = list(session.scalars(query))
+        items = [_identity(session, row) for row in rows[:limit]]
+    return pagination.Page(items=items, next_cursor=pagination.encode(rows[limit - 1].id) if len(rows) > limit
+                           else None)
+
+
+@router.get("/{identity_id}", response_model=IdentityOut)
+def get_identity(identity_id: int, store: GalleryDep, _who: Viewer) -> IdentityOut:
+    """One person."""
+    with store.db.session() as session:
+        row = session.get(Identity, identity_id)
+        if row is None:
+            raise ApiError(404, "not_found", f"no identity with id {identity_id}")
+        return _identity(session, row)
+
+
+@router.post("/enrolments", response_model=EnrolmentOut, status_code=201)
+def enrol(request: Request, store: GalleryDep, who: Operator, name: Annotated[str, Form(min_length=1)],
+          image: Annotated[UploadFile, File(description="a photo with one face")]) -> EnrolmentOut:
+    """Enrol one photo as ``name`` (created if new). Nothing is written unless a usable face is found."""
+    data = read_upload(request, image)
+    with tempfile.TemporaryDirectory(prefix="facetrail-upload-") as folder:
+        path = Path(folder) / Path(image.filename or "upload.jpg").name
+        path.write_bytes(data)
+        report = enrol_person(store, name, [path], EnrolOptions(actor=who.name))
+    result = report.files[0]
+    if result.outcome is not Outcome.ENROLLED:
+        raise ApiError(422, "not_enrolled", f"{result.outcome}: {result.detail}".rstrip(": "))
+    return EnrolmentOut(identity_id=report.identities.get(name.strip()), outcome=str(result.outcome),
+                        detail=result.detail)
+
+
+@router.delete("/{identity_id}", status_code=204)
+def delete_identity(identity_id: int, store: GalleryDep, who: Admin,
+                    reason: Annotated[str, Query(min_length=1, description="why, e.g. 'deletion request'")]) -> None:
+    """Forget a person: templates, sightings, events, memberships; the audit log keeps a tombstone."""
+    forget(store, str(identity_id), actor=who.name, reason=reason)
+
+
+def _identity(session: Session, row: Identity) -> IdentityOut:
+    templates = session.scalar(select(func.count()).select_from(FaceTemplate)
+                               .where(FaceTemplate.identity_id == row.id)) or 0
+    lists = list(session.scalars(select(Watchlist.name).join(WatchlistMember,
+                                                            WatchlistMember.watchlist_id == Watchlist.id)
+                                 .where(WatchlistMember.identity_id == row.id)))
+    return IdentityOut(id=row.id, display_name=row.display_name, templates=int(templates), watchlists=sorted(lists),
+                       created_at=row.created_at)

@@ -1,0 +1,125 @@
+"""The shapes the API answers with."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Literal
+
+from pydantic import BaseModel, Field
+
+
+class IdentityOut(BaseModel):
+    """An enrolled person."""
+
+    id: int
+    display_name: str
+    templates: int
+    watchlists: list[str]
+    created_at: datetime
+
+
+class EnrolmentOut(BaseModel):
+    """What enrolling one photo did."""
+
+    identity_id: int | None
+    outcome: str = Field(description="enrolled, no face, several faces, too low quality, duplicate image, unreadable")
+    detail: str
+
+
+class WatchlistIn(BaseModel):
+    """A new watchlist."""
+
+    name: str = Field(min_length=1, max_length=200)
+    purpose: str = Field(min_length=1, description="why this list exists (stored and audited)")
+    threshold: float | None = Field(None, ge=-1, le=1)
+    reviewers_required: Literal[1, 2] = Field(1, description="2: two different people confirm each alert")
+    expires_at: datetime | None = None
+
+
+class WatchlistOut(BaseModel):
+    """A watchlist and its member count."""
+
+    id: int
+    name: str
+    purpose: str
+    threshold: float | None
+    reviewers_required: int
+    expires_at: datetime | None
+    members: int
+
+
+class MatchOut(BaseModel):
+    """One candidate of a search."""
+
+    identity_id: int
+    display_name: str
+    score: float
+
+
+class SearchOut(BaseModel):
+    """A gallery search: known or unknown, and the candidates."""
+
+    known: bool
+    threshold: float
+    matches: list[MatchOut]
+
+
+class SightingOut(BaseModel):
+    """One track on one camera."""
+
+    id: int
+    camera: str
+    first_seen: datetime
+    last_seen: datetime
+    identity_id: int | None
+    identity_name: str | None
+    visitor_id: int | None
+    score: float | None
+    frames: int
+    watchlist_hit: bool
+    similarity: float | None = None
+
+
+class EventOut(BaseModel):
+    """An event and its review state."""
+
+    id: int
+    kind: str
+    camera: str
+    identity_id: int | None
+    visitor_id: int | None
+    watchlist_id: int | None
+    score: float | None
+    started_at: datetime
+    ended_at: datetime | None
+    state: str
+    reviewers_required: int
+    has_snapshot: bool
+
+
+class ReviewIn(BaseModel):
+    """A reviewer's verdict."""
+
+    verdict: Literal["confirm", "dismiss"]
+    note: str | None = Field(None, max_length=2000)
+
+
+class ReviewOut(BaseModel):
+    """The event's state after the review."""
+
+    event_id: int
+    state: str
+    confirmations: int
+    required: int
+
+
+class AuditOut(BaseModel):
+    """One audit log entry."""
+
+    id: int
+    at: datetime
+    actor: str
+    action: str
+    target: str
+    purpose: str | None
+    result_count: int | None

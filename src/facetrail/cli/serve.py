@@ -1,0 +1,73 @@
+"""`facetrail serve` (the REST API) and `facetrail keys create|list|revoke`."""
+
+from __future__ import annotations
+
+import argparse
+
+from sqlalchemy import select
+
+from facetrail.cli.common import actor_of, add_gallery_options, opened_gallery, out
+from facetrail.store.keys import ROLES, create_key, revoke_key
+from facetrail.store.models import ApiKey
+
+
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """Add `serve` and the `keys` group."""
+    serve = sub.add_parser("serve", help="serve the REST API (/api/v1, OpenAPI at /api/v1/docs)")
+    serve.add_argument("--host", default="127.0.0.1", help="address to listen on (default: loopback only)")
+    serve.add_argument("--port", type=int, default=8765)
+    serve.add_argument("--max-upload-mb", type=float, default=10.0, help="largest image upload accepted")
+    add_gallery_options(serve)
+    serve.set_defaults(run=run_serve)
+    keys = sub.add_parser("keys", help="API keys: create (shown once), list, revoke")
+    actions = keys.add_subparsers(dest="keys_action", metavar="ACTION", required=True)
+    create = actions.add_parser("create", help="make a key; its secret is printed once")
+    create.add_argument("name", help="who or what uses the key")
+    create.add_argument("--role", choices=ROLES, required=True)
+    add_gallery_options(create)
+    create.set_defaults(run=run_create)
+    listing = actions.add_parser("list", help="list keys (never their secrets)")
+    add_gallery_options(listing)
+    listing.set_defaults(run=run_list)
+    revoke = actions.add_parser("revoke", help="revoke a key; it stops working at once")
+    revoke.add_argument("name")
+    add_gallery_options(revoke)
+    revoke.set_defaults(run=run_revoke)
+
+
+def run_serve(args: argparse.Namespace) -> int:
+    """Run uvicorn on the app until interrupted."""
+    import uvicorn
+
+    from facetrail.api.app import ApiSettings, create_app
+
+    app = create_app(ApiSettings(args.data, args.db, args.recogniser, int(args.max_upload_mb * 1_000_000)))
+    out.print(f"facetrail API on http://{args.host}:{args.port}/api/v1 (docs: /api/v1/docs)")
+    uvicorn.run(app, host=args.host, port=args.port, log_level="warning")
+    return 0
+
+
+def run_create(args: argparse.Namespace) -> int:
+    """Make a key and print it once."""
+    with opened_gallery(args) as gallery, gallery.db.session() as session:
+        key = create_key(session, args.name, args.role, actor=actor_of(args))
+    out.print(f"key {args.name!r} ({args.role}); keep it now, it is not shown again:\n{key}", markup=False)
+    return 0
+
+
+def run_list(args: argparse.Namespace) -> int:
+    """Print the keys."""
+    with opened_gallery(args) as gallery, gallery.db.session() as session:
+        for row in session.scalars(select(ApiKey).order_by(ApiKey.name)):
+            state = f"revoked {row.revoked_at:%Y-%m-%d}" if row.revoked_at else "active"
+            used = f", last used {row.last_used_at:%Y-%m-%d %H:%M}" if row.last_used_at else ""
+            out.print(f"{row.name}: {row.role}, {state}{used}", markup=False)
+    return 0
+
+
+def run_revoke(args: argparse.Namespace) -> int:
+    """Revoke one key."""
+    with opened_gallery(args) as gallery, gallery.db.session() as session:
+        revoke_key(session, args.name, actor=actor_of(args))
+    out.print(f"key {args.name!r} revoked")
+    return 0

@@ -154,13 +154,12 @@ class Recorder:
                 sighting = session.get(Sighting, record.sighting_id)
                 if sighting is not None:
                     sighting.last_seen, sighting.frames = record.last_seen, record.frames
-            for key, view in record.events.items():
+            for view in record.events.values():
                 view.end_time = record.last_seen
                 row = session.scalar(select(Event).where(Event.uid == view.uid))
                 if row is not None:
                     row.ended_at = record.last_seen
                 self._announce(session, "end", view, before=None, frame_time=at)
-                record.events[key] = view
             if record.status == "named" and record.identity_id is not None:
                 self._presence(session, (record.camera, record.identity_id), -1, at)
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
-from sqlalchemy import delete, exists, select, update
+from sqlalchemy import ColumnElement, delete, exists, select, update
 from sqlalchemy.orm import Session
 
 from facetrail.store import audit
@@ -81,10 +81,10 @@ def purge_data(session: Session, policy: RetentionPolicy, *, now: datetime | Non
     return report
 
 
-def _delete_sightings(session: Session, condition: object) -> int:
-    doomed = select(Sighting.id).where(condition)  # type: ignore[arg-type]
+def _delete_sightings(session: Session, condition: ColumnElement[bool]) -> int:
+    doomed = select(Sighting.id).where(condition)
     session.execute(update(Event).where(Event.sighting_id.in_(doomed)).values(sighting_id=None))
-    return _rowcount(session.execute(delete(Sighting).where(condition)))  # type: ignore[arg-type]
+    return _rowcount(session.execute(delete(Sighting).where(condition)))
 
 
 def _rowcount(result: object) -> int:

@@ -134,3 +134,21 @@ def test_cli_validate_and_schema(tmp_path: Path) -> None:
     assert missing.returncode == 1 and "no such file" in missing.stderr
     schema = subprocess.run([*command, "schema"], capture_output=True, text=True, check=True)
     assert json.loads(schema.stdout)["title"] == "FacetrailConfig"
+
+
+def test_inconsistent_values_are_rejected_and_numbers_become_ffmpeg_text() -> None:
+    lines = problems(MINIMAL + "face_recognition:\n  recognition_threshold: 0.3\n  unknown_score: 0.5\n")
+    assert len(lines) == 1 and "line 6, face_recognition: unknown_score (0.5) must not be above" in lines[0]
+    camera = ("purpose: x\nface_recognition:\n  recognition_threshold: 0.3\ncameras:\n  door:\n    inputs:\n"
+              "      - path: a.mp4\n    face_recognition:\n      unknown_score: 0.4\n")
+    assert "camera door: face_recognition overrides" in problems(camera)[0]
+    assert "max_s (1.0) must not be below initial_s (5.0)" in problems(
+        MINIMAL + "    reconnect:\n      initial_s: 5\n      max_s: 1\n")[0]
+    config = parse_config(MINIMAL.replace("door.mp4", "rtsp://cam/1") + "        input_args:\n"
+                          "          timeout: 5000000\n          fflags: nobuffer\n")
+    assert config.cameras["door"].detect_input.input_args == {"timeout": "5000000", "fflags": "nobuffer"}
+
+
+def test_an_unquoted_secret_says_to_quote_it() -> None:
+    lines = problems(MINIMAL + "mqtt:\n  password: {FACETRAIL_MQTT_PASSWORD}\n")
+    assert lines[0].startswith("site.yml, line 7, mqtt.password: a {FACETRAIL_...} reference must be in quotes")

@@ -76,6 +76,10 @@ class _Builder:
     def build(self, node: yaml.Node, path: Path_) -> Any:
         self.lines.setdefault(path, node.start_mark.line + 1)
         if isinstance(node, yaml.MappingNode):
+            if _unquoted_secret(node):
+                self._problem(node, path, "a {FACETRAIL_...} reference must be in quotes, e.g. "
+                                          "password: \"{FACETRAIL_MQTT_PASSWORD}\"")
+                return None
             out: dict[Any, Any] = {}
             for key_node, value_node in node.value:
                 key = self._constructor.construct_object(key_node, deep=True)
@@ -107,6 +111,15 @@ class _Builder:
     def _problem(self, node: yaml.Node, path: Path_, message: str) -> None:
         self.problems.append(ConfigProblem(self.source, message, node.start_mark.line + 1,
                                            node.start_mark.column + 1, _dotted(path)))
+
+
+def _unquoted_secret(node: yaml.MappingNode) -> bool:
+    """YAML reads an unquoted {FACETRAIL_X} as a one-key mapping with no value."""
+    if len(node.value) != 1:
+        return False
+    key, value = node.value[0]
+    return (isinstance(key, yaml.ScalarNode) and bool(re.fullmatch(r"FACETRAIL_[A-Z0-9_]+", str(key.value)))
+            and isinstance(value, yaml.ScalarNode) and value.tag.endswith(":null"))
 
 
 def _problem(source: str, error: Any, lines: dict[Path_, int]) -> ConfigProblem:

@@ -64,6 +64,13 @@ class FaceRecognitionConfig(_Strict):
     low_light: bool = Field(True, title="Low-light enhancement",
                             description="Brighten dark frames (CLAHE and gamma) before detection; infrared stays grey.")
 
+    @model_validator(mode="after")
+    def _ordered(self) -> FaceRecognitionConfig:
+        named, unknown = self.recognition_threshold, self.unknown_score
+        if named is not None and unknown is not None and unknown > named:
+            raise ValueError(f"unknown_score ({unknown}) must not be above recognition_threshold ({named})")
+        return self
+
 
 class FaceRecognitionOverrides(_Strict):
     """Per-camera changes to the global face_recognition settings."""
@@ -215,6 +222,15 @@ class CameraInput(_Strict):
                                   description="Read at the source's own speed and drop frames when behind. Empty: "
                                               "yes for streams, no for files (every sampled frame is analysed).")
 
+    @field_validator("input_args", mode="before")
+    @classmethod
+    def _as_text(cls, value: object) -> object:
+        # FFmpeg takes every option as text; `timeout: 5000000` in YAML is a number.
+        if isinstance(value, dict):
+            return {k: str(v).lower() if isinstance(v, bool) else str(v) if isinstance(v, int | float) else v
+                    for k, v in value.items()}
+        return value
+
     @property
     def is_stream(self) -> bool:
         """True for network inputs."""
@@ -253,6 +269,12 @@ class ReconnectConfig(_Strict):
                                      description="Give up (state failed) after this many failures in a row. Empty: "
                                                  "retry forever.")
 
+
+    @model_validator(mode="after")
+    def _bounds(self) -> ReconnectConfig:
+        if self.max_s < self.initial_s:
+            raise ValueError(f"max_s ({self.max_s}) must not be below initial_s ({self.initial_s})")
+        return self
 
 class CameraConfig(_Strict):
     """One camera."""
@@ -316,6 +338,15 @@ class FacetrailConfig(_Strict):
             raise ValueError("say why these cameras are watched")
         return value.strip()
 
+    @model_validator(mode="after")
+    def _overrides_consistent(self) -> FacetrailConfig:
+        for name in self.cameras:
+            try:
+                self.camera_recognition(name)
+            except ValueError as error:
+                raise ValueError(f"camera {name}: face_recognition overrides: {error}") from None
+        return self
+
     @field_validator("cameras")
     @classmethod
     def _camera_names(cls, cameras: dict[str, CameraConfig]) -> dict[str, CameraConfig]:
@@ -337,4 +368,4 @@ class FacetrailConfig(_Strict):
         if overrides is None:
             return self.face_recognition
         changes = {k: v for k, v in overrides.model_dump().items() if v is not None}
-        return self.face_recognition.model_copy(update=changes)
+        return FaceRecognitionConfig.model_validate({**self.face_recognition.model_dump(), **changes})

@@ -1,0 +1,1 @@
+"""The YAML configuration of `facetrail run`: schema, loading, errors with lines."""

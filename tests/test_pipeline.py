@@ -7,7 +7,6 @@ from pathlib import Path
 from typing import Any
 
 import av
-import numpy as np
 import pytest
 from sqlalchemy import Select, select
 
@@ -253,8 +252,7 @@ def test_every_event_has_its_outbox_messages(tmp_path: Path, video_engine: FaceE
                      ("mqtt", "end"), ("webhook", "watchlist_hit.end")]
     presence = [m.payload for m in messages if m.destination == "facetrail/door/yao_ming"]
     assert presence == ["1", "0"]
-    assert all(m.delivered_at is None for m in messages)
-    assert np.all([m.attempts >= 0 for m in messages])
+    assert all(m.delivered_at is None for m in messages)  # both receivers were down: all still waiting
 
 
 @pytest.fixture

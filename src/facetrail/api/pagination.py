@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import base64
-from typing import Generic, TypeVar
+from collections.abc import Callable, Sequence
+from typing import Any, Generic, TypeVar
 
 from pydantic import BaseModel, Field
 
@@ -34,3 +35,9 @@ def decode(cursor: str | None) -> int | None:
     except (ValueError, UnicodeDecodeError):
         raise ApiError(400, "bad_cursor", "the cursor is not valid; use next_cursor from the previous page") from None
     return value
+
+
+def page(rows: Sequence[Any], limit: int, item: Callable[[Any], T]) -> Page[T]:
+    """A page from ``limit + 1`` rows fetched newest first: the extra row only says there is more."""
+    items = [item(row) for row in rows[:limit]]
+    return Page(items=items, next_cursor=encode(rows[limit - 1].id) if len(rows) > limit else None)

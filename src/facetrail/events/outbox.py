@@ -26,13 +26,13 @@ from __future__ import annotations
 import json
 import uuid
 from collections.abc import Mapping
-from datetime import UTC, date, datetime
+from datetime import date, datetime
 from typing import Any, Literal, get_args
 
 from sqlalchemy import delete, exists, func, select, update
 from sqlalchemy.orm import Session, aliased
 
-from facetrail.store.models import OutboxMessage, utcnow
+from facetrail.store.models import OutboxMessage, as_utc, utcnow
 
 Channel = Literal["mqtt", "webhook"]
 CHANNELS: tuple[str, ...] = get_args(Channel)
@@ -160,15 +160,6 @@ def prune_delivered(session: Session, older_than: datetime) -> int:
         delete(OutboxMessage)
         .where(OutboxMessage.delivered_at.is_not(None), OutboxMessage.delivered_at < as_utc(older_than)))
     return int(getattr(result, "rowcount", 0) or 0)
-
-
-def as_utc(moment: datetime) -> datetime:
-    """``moment`` in UTC; a naive datetime is taken to be UTC already.
-
-    SQLite stores datetimes as text without their zone, so every one written or
-    compared must be in the same zone for the comparisons to hold.
-    """
-    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
 
 
 def _changed(result: Any) -> bool:

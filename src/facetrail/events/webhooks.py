@@ -19,8 +19,7 @@ from standardwebhooks import Webhook
 
 from facetrail import __version__
 from facetrail.events.errors import DeliveryError, PermanentDeliveryError
-from facetrail.events.outbox import as_utc
-from facetrail.store.models import utcnow
+from facetrail.store.models import as_utc, utcnow
 
 
 @dataclass(frozen=True)

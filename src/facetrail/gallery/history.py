@@ -9,7 +9,7 @@ written to the audit log, like every other search.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 
 import numpy as np
 from sqlalchemy import Select, select
@@ -19,7 +19,7 @@ from facetrail.gallery.errors import GalleryError
 from facetrail.gallery.gallery import Gallery
 from facetrail.gallery.people import resolve_identity
 from facetrail.store import audit
-from facetrail.store.models import Identity, Sighting, Visitor
+from facetrail.store.models import Identity, Sighting, Visitor, as_utc
 
 VISITOR_PREFIX = "visitor:"
 
@@ -100,15 +100,11 @@ def _views(session: Session, query: Select[Sighting]) -> list[SightingView]:
     rows = list(session.scalars(query))
     names = dict(session.execute(select(Identity.id, Identity.display_name).where(
         Identity.id.in_({r.identity_id for r in rows if r.identity_id is not None}))).all())
-    return [SightingView(r.id, r.camera, _aware(r.first_seen), _aware(r.last_seen), r.identity_id,
+    return [SightingView(r.id, r.camera, as_utc(r.first_seen), as_utc(r.last_seen), r.identity_id,
                          names.get(r.identity_id) if r.identity_id is not None else None,
                          r.visitor_id, r.score, r.quality, r.frames, r.watchlist_hit, r.thumbnail_jpeg is not None)
             for r in rows]
 
-
-def _aware(moment: datetime) -> datetime:
-    """SQLite hands back naive datetimes; every stored time is UTC."""
-    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
 
 
 def _with_similarity(view: SightingView, score: float) -> SightingView:

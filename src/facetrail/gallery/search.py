@@ -7,7 +7,6 @@ what, how many results) in the same transaction that reads the candidates.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime
 
 import numpy as np
 from sqlalchemy import select
@@ -17,7 +16,15 @@ from facetrail.gallery.errors import GalleryError
 from facetrail.gallery.gallery import Gallery
 from facetrail.gallery.index import SearchHits
 from facetrail.store import audit
-from facetrail.store.models import FaceTemplate, Identity, NegativeExample, Watchlist, WatchlistMember, utcnow
+from facetrail.store.models import (
+    FaceTemplate,
+    Identity,
+    NegativeExample,
+    Watchlist,
+    WatchlistMember,
+    as_utc,
+    utcnow,
+)
 
 # Templates fetched per requested identity: one person may hold several templates.
 _OVERSAMPLE = 10
@@ -119,7 +126,7 @@ def _scope(session: Session, gallery: Gallery, watchlist: str | None) -> tuple[f
     row = session.scalar(select(Watchlist).where(Watchlist.name == watchlist))
     if row is None:
         raise GalleryError(f"no watchlist called {watchlist!r}")
-    if row.expires_at is not None and _aware(row.expires_at) <= utcnow():
+    if row.expires_at is not None and as_utc(row.expires_at) <= utcnow():
         raise GalleryError(f"watchlist {watchlist!r} expired on {row.expires_at:%Y-%m-%d}; it is no longer "
                            "searchable")
     members = set(session.scalars(select(WatchlistMember.identity_id)
@@ -157,9 +164,3 @@ def _negatives(session: Session, query: np.ndarray, candidates: dict[int, tuple[
         if float(np.frombuffer(blob, np.float32) @ query) >= candidates[identity_id][0]:
             suppressed.add(identity_id)
     return suppressed
-
-
-def _aware(moment: datetime) -> datetime:
-    from datetime import UTC
-
-    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)

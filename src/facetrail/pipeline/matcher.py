@@ -14,7 +14,7 @@ from sqlalchemy import select
 
 from facetrail.gallery.gallery import Gallery
 from facetrail.gallery.search import match_many
-from facetrail.store.models import Watchlist, WatchlistMember, utcnow
+from facetrail.store.models import Watchlist, WatchlistMember, as_utc, utcnow
 
 WATCHLIST_REFRESH_S = 5.0
 
@@ -68,7 +68,7 @@ class GalleryMatcher:
                                    .join(Watchlist, Watchlist.id == WatchlistMember.watchlist_id)).all()
             for identity_id, watchlist in rows:
                 expires = watchlist.expires_at
-                if expires is not None and (expires if expires.tzinfo else expires.replace(tzinfo=now.tzinfo)) <= now:
+                if expires is not None and as_utc(expires) <= now:
                     continue
                 threshold = watchlist.threshold if watchlist.threshold is not None else self.default_threshold
                 rules.setdefault(identity_id, []).append(

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import uuid
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
@@ -22,7 +23,7 @@ from facetrail.events.outbox import enqueue
 from facetrail.pipeline.matcher import WatchlistRule
 from facetrail.pipeline.messages import Change, EventView, mqtt_event, slug, webhook_event
 from facetrail.store.db import Database
-from facetrail.store.models import Event, Sighting, Visitor
+from facetrail.store.models import Event, Sighting, Visitor, as_utc
 from facetrail.track.unknowns import UnknownClusters
 from facetrail.track.unknowns import Visitor as Cluster
 
@@ -104,7 +105,7 @@ class Recorder:
         with self.db.session() as session:
             rows = list(session.scalars(select(Visitor).where(Visitor.last_seen >= since)))
         self.clusters.load(Cluster(r.id, np.frombuffer(r.centroid, np.float32).copy(), r.sightings,
-                                   _aware(r.first_seen), _aware(r.last_seen)) for r in rows)
+                                   as_utc(r.first_seen), as_utc(r.last_seen)) for r in rows)
         return len(rows)
 
     def decided(self, record: TrackRecord, *, status: str, identity_id: int | None, identity_name: str | None,
@@ -163,15 +164,18 @@ class Recorder:
             if record.status == "named" and record.identity_id is not None:
                 self._presence(session, (record.camera, record.identity_id), -1, at)
 
-    def flush(self, record: TrackRecord) -> None:
-        """Write a track's frame count and last-seen time if they changed."""
-        if not record.dirty or record.sighting_id is None:
+    def flush(self, records: Iterable[TrackRecord]) -> None:
+        """Write the frame counts and last-seen times that changed, all in one transaction."""
+        due = [r for r in records if r.dirty and r.sighting_id is not None]
+        if not due:
             return
         with self.db.session() as session:
-            sighting = session.get(Sighting, record.sighting_id)
-            if sighting is not None:
-                sighting.last_seen, sighting.frames = record.last_seen, record.frames
-        record.dirty = False
+            for record in due:
+                sighting = session.get(Sighting, record.sighting_id)
+                if sighting is not None:
+                    sighting.last_seen, sighting.frames = record.last_seen, record.frames
+        for record in due:
+            record.dirty = False
 
     # -- internals -------------------------------------------------------------------------------------------
 
@@ -317,9 +321,3 @@ def _jpeg(image: np.ndarray, quality: int) -> bytes:
 
 def _uid() -> str:
     return uuid.uuid4().hex
-
-
-def _aware(moment: datetime) -> datetime:
-    from datetime import UTC
-
-    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)

@@ -315,11 +315,8 @@ class Pipeline:
         now = time.monotonic()
         if now - self._last_flush >= FLUSH_EVERY_S:
             self._last_flush = now
-            for runtime in self.cameras:
-                for track in runtime.tracker.active:
-                    record = track.payload.get("record")
-                    if isinstance(record, TrackRecord):
-                        self.recorder.flush(record)
+            self.recorder.flush(track.payload["record"] for runtime in self.cameras
+                                for track in runtime.tracker.active if "record" in track.payload)
         if now - self._last_purge >= self.config.retention.purge_interval_s:
             self._last_purge = now
             self.purge()

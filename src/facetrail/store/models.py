@@ -1,7 +1,7 @@
 """Tables of facetrail's memory.
 
-No column stores race, ethnicity, skin tone, religion or health, and there is
-no free-form attribute store (key/value table or JSON blob on a person) that
+No column stores any of the sensitive categories DESIGN.md's "Lines facetrail
+does not cross" names, and there is no free-form attribute store (key/value table or JSON blob on a person) that
 could hold them: what is kept about a person is a display name, an optional
 external reference, operator notes, face templates and watchlist membership.
 """
@@ -28,6 +28,15 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 def utcnow() -> datetime:
     """Timezone-aware current time in UTC."""
     return datetime.now(UTC)
+
+
+def as_utc(moment: datetime) -> datetime:
+    """``moment`` in UTC; a naive datetime is taken to be UTC already.
+
+    SQLite hands datetimes back without their zone, so every one read, written
+    or compared goes through here for the comparisons to hold.
+    """
+    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
 
 
 class Base(DeclarativeBase):

@@ -23,8 +23,6 @@ def list_entries(store: GalleryDep, _who: Admin, limit: Annotated[int, Query(ge=
         query = session.query(AuditEntry).order_by(AuditEntry.id.desc())
         if after is not None:
             query = query.filter(AuditEntry.id < after)
-        rows = query.limit(limit + 1).all()
-        items = [AuditOut(id=r.id, at=r.at, actor=r.actor, action=r.action, target=r.target, purpose=r.purpose,
-                          result_count=r.result_count) for r in rows[:limit]]
-    return pagination.Page(items=items, next_cursor=pagination.encode(rows[limit - 1].id) if len(rows) > limit
-                           else None)
+        return pagination.page(query.limit(limit + 1).all(), limit, lambda r: AuditOut(
+            id=r.id, at=r.at, actor=r.actor, action=r.action, target=r.target, purpose=r.purpose,
+            result_count=r.result_count))

@@ -28,10 +28,7 @@ def list_events(store: GalleryDep, _who: Viewer, limit: Annotated[int, Query(ge=
             query = query.filter(Event.state == state)
         if after is not None:
             query = query.filter(Event.id < after)
-        rows = query.limit(limit + 1).all()
-        items = [_event(row) for row in rows[:limit]]
-    return pagination.Page(items=items, next_cursor=pagination.encode(rows[limit - 1].id) if len(rows) > limit
-                           else None)
+        return pagination.page(query.limit(limit + 1).all(), limit, _event)
 
 
 @router.post("/{event_id}/review", response_model=ReviewOut)

@@ -31,10 +31,7 @@ def list_identities(store: GalleryDep, _who: Viewer, limit: Annotated[int, Query
         query = select(Identity).order_by(Identity.id.desc()).limit(limit + 1)
         if after is not None:
             query = query.where(Identity.id < after)
-        rows = list(session.scalars(query))
-        items = [_identity(session, row) for row in rows[:limit]]
-    return pagination.Page(items=items, next_cursor=pagination.encode(rows[limit - 1].id) if len(rows) > limit
-                           else None)
+        return pagination.page(list(session.scalars(query)), limit, lambda row: _identity(session, row))
 
 
 @router.get("/{identity_id}", response_model=IdentityOut)

@@ -3,23 +3,19 @@
 from __future__ import annotations
 
 import json
-import threading
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
 import pytest
-import uvicorn
 from sqlalchemy import select
 
+from api_kit import Server, make_keys, serving
 from facetrail.api.app import PREFIX, ApiSettings, create_app
 from facetrail.gallery.gallery import Gallery, GallerySettings
-from facetrail.store.keys import create_key
 from facetrail.store.models import AuditEntry, Event, utcnow
 from facetrail.vision.engine import FaceEngine
 from facetrail.vision.samples import sample_image
-from services import free_port, wait_until
 
 pytestmark = pytest.mark.models
 SNAPSHOT = Path(__file__).with_name("openapi.json")
@@ -36,36 +32,13 @@ def decompression_bomb() -> bytes:
     return buffer.getvalue()
 
 
-@dataclass
-class Server:
-    url: str
-    gallery: Gallery
-    keys: dict[str, str]
-
-    def client(self, role: str | None) -> httpx.Client:
-        headers = {"Authorization": f"Bearer {self.keys[role]}"} if role else {}
-        return httpx.Client(base_url=self.url + PREFIX, headers=headers, timeout=120)
-
-
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory, engine: FaceEngine) -> Iterator[Server]:
     data = tmp_path_factory.mktemp("api")
     gallery = Gallery(GallerySettings(data), engine=engine)
-    keys = {}
-    with gallery.db.session() as session:
-        for role in ("admin", "operator", "viewer"):
-            keys[role] = create_key(session, f"{role}-key", role, actor="setup")  # type: ignore[arg-type]
-        keys["second-operator"] = create_key(session, "second-operator", "operator", actor="setup")
-    app = create_app(ApiSettings(data, max_upload_bytes=2_000_000), gallery=gallery)
-    port = free_port()
-    config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning")
-    uv = uvicorn.Server(config)
-    thread = threading.Thread(target=uv.run, daemon=True)
-    thread.start()
-    wait_until(lambda: uv.started, "the API server")
-    yield Server(f"http://127.0.0.1:{port}", gallery, keys)
-    uv.should_exit = True
-    thread.join(timeout=30)
+    keys = make_keys(gallery, ("second-operator", "operator"))
+    with serving(create_app(ApiSettings(data, max_upload_bytes=2_000_000), gallery=gallery)) as url:
+        yield Server(url, gallery, keys)
     gallery.db.dispose()
 
 

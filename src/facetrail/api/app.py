@@ -9,7 +9,9 @@ from fastapi import FastAPI
 
 from facetrail import __version__
 from facetrail.api import errors
-from facetrail.api.routers import audit, events, identities, people, search, watchlists
+from facetrail.api.auth import LoginLimiter
+from facetrail.api.routers import audit, cameras, events, identities, people, retention, search, session, watchlists
+from facetrail.config.schema import FacetrailConfig
 from facetrail.gallery.gallery import Gallery, GallerySettings
 
 PREFIX = "/api/v1"
@@ -23,19 +25,23 @@ class ApiSettings:
     db_url: str | None = None
     recogniser: str = "arcface"
     max_upload_bytes: int = 10_000_000
+    config: FacetrailConfig | None = None  # the cameras and retention this server shows, when it was given them
+    login_attempts: int = 5  # failed logins per client address per minute
 
 
 def create_app(settings: ApiSettings, *, gallery: Gallery | None = None) -> FastAPI:
     """The API over one gallery (opened here unless given)."""
     app = FastAPI(title="facetrail", version=__version__, openapi_url=f"{PREFIX}/openapi.json",
                   docs_url=f"{PREFIX}/docs", redoc_url=None,
-                  description="Self-hosted face recognition, accountable by design. Every route needs an API key; "
+                  description="Self-hosted face recognition, accountable by design. Every route needs an API key "
+                              "(or the dashboard's session cookie); "
                               "every search, enrolment, review and deletion is audited with the caller.")
     app.state.settings = settings
     app.state.gallery = gallery or Gallery(GallerySettings(settings.data_dir, settings.db_url,
                                                            settings.recogniser))
+    app.state.login_limiter = LoginLimiter(settings.login_attempts)
     errors.install(app)
-    for router in (identities.router, watchlists.router, search.router, people.router, events.router,
-                   audit.router):
+    for router in (session.router, identities.router, watchlists.router, search.router, people.router,
+                   events.router, cameras.router, retention.router, audit.router):
         app.include_router(router, prefix=PREFIX)
     return app

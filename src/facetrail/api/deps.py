@@ -1,4 +1,4 @@
-"""What every route needs: the gallery, the caller behind the API key, and a role check."""
+"""What every route needs: the gallery, the caller (API key or session), and a role check."""
 
 from __future__ import annotations
 
@@ -7,9 +7,10 @@ from typing import Annotated
 
 from fastapi import Depends, Header, Request
 
+from facetrail.api.auth import COOKIE, authenticate
 from facetrail.api.errors import ApiError
 from facetrail.gallery.gallery import Gallery
-from facetrail.store.keys import Caller, Role, check_key
+from facetrail.store.keys import Caller, Role
 
 
 def gallery(request: Request) -> Gallery:
@@ -21,20 +22,19 @@ def gallery(request: Request) -> Gallery:
 GalleryDep = Annotated[Gallery, Depends(gallery)]
 
 
-def caller(store: GalleryDep,
+def caller(request: Request, store: GalleryDep,
            authorization: Annotated[str | None, Header(description="Bearer ft_...")] = None,
            x_api_key: Annotated[str | None, Header(description="ft_... (instead of Authorization)")] = None) -> Caller:
-    """The API key's owner; 401 without a valid key."""
+    """The caller behind the API key (or the dashboard's session cookie); 401 without one."""
     key = x_api_key
     if key is None and authorization and authorization.lower().startswith("bearer "):
         key = authorization[7:].strip()
-    if not key:
+    found = authenticate(request, store, key)
+    if found is None:
+        if key or request.cookies.get(COOKIE):
+            raise ApiError(401, "unauthenticated", "this API key or session is unknown, expired or revoked")
         raise ApiError(401, "unauthenticated", "send an API key as 'Authorization: Bearer ft_...' (an admin makes "
                                                "one with `facetrail keys create NAME --role ROLE`)")
-    with store.db.session() as session:
-        found = check_key(session, key)
-    if found is None:
-        raise ApiError(401, "unauthenticated", "this API key is unknown or revoked")
     return found
 
 

@@ -87,8 +87,10 @@ class EventOut(BaseModel):
     kind: str
     camera: str
     identity_id: int | None
+    identity_name: str | None
     visitor_id: int | None
     watchlist_id: int | None
+    watchlist_name: str | None
     score: float | None
     started_at: datetime
     ended_at: datetime | None
@@ -123,3 +125,59 @@ class AuditOut(BaseModel):
     target: str
     purpose: str | None
     result_count: int | None
+
+
+class LoginIn(BaseModel):
+    """A dashboard login: the API key opens a session (a cookie)."""
+
+    key: str = Field(min_length=1, max_length=200)
+
+
+class WhoOut(BaseModel):
+    """The caller: key name and role."""
+
+    name: str
+    role: str
+
+
+class CameraOut(BaseModel):
+    """A camera: what the configuration says and what its pipeline last reported."""
+
+    name: str
+    configured: bool = Field(description="in the configuration this server was started with")
+    source: str | None = Field(description="the detect input, credentials masked")
+    detect_fps: float | None
+    state: str = Field(description="connecting, connected, retrying, failed, finished, stopped; 'silent' when its "
+                                   "pipeline stopped reporting; 'not running' when no pipeline has reported it")
+    error: str | None
+    attempts: int
+    last_frame_at: datetime | None
+    analysed_fps: float
+    frames_analysed: int
+    frames_skipped_motion: int
+    frames_dropped: int
+    faces_in_frame: int
+    frame_at: datetime | None = Field(description="when the latest frame (GET .../frame) was taken")
+    reported_at: datetime | None
+
+
+class RetentionOut(BaseModel):
+    """The retention in effect, where it comes from, and what is stored now."""
+
+    source: str = Field(description="'configuration', 'last pipeline run' or 'defaults'")
+    unknown_sightings_days: float
+    known_sightings_days: float
+    thumbnails_days: float
+    events_days: float
+    only_watchlist_hits: bool
+    stored: dict[str, int] = Field(description="rows (or images) held now, per data class")
+    oldest: dict[str, datetime | None] = Field(description="the oldest sighting and event held")
+    last_deletion_at: datetime | None = Field(description="when a purge last deleted something (audit log)")
+
+
+class PurgeOut(BaseModel):
+    """What a purge removed, per data class."""
+
+    counts: dict[str, int]
+    identities_forgotten: int
+    watchlists_expired: int

@@ -14,7 +14,6 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
-import cv2
 import numpy as np
 from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
@@ -22,14 +21,13 @@ from sqlalchemy.orm import Session
 from facetrail.events.outbox import enqueue
 from facetrail.pipeline.matcher import WatchlistRule
 from facetrail.pipeline.messages import Change, EventView, mqtt_event, slug, webhook_event
+from facetrail.pipeline.pictures import boxed_jpeg, jpeg
 from facetrail.store.db import Database
 from facetrail.store.models import Event, Sighting, Visitor, as_utc
 from facetrail.track.unknowns import UnknownClusters
 from facetrail.track.unknowns import Visitor as Cluster
 
 log = logging.getLogger(__name__)
-
-SNAPSHOT_WIDTH = 640
 
 
 @dataclass(frozen=True)
@@ -195,7 +193,7 @@ class Recorder:
             sighting.embedding = np.asarray(evidence.embedding, np.float32).tobytes()
             sighting.dim = int(evidence.embedding.shape[-1])
             sighting.model_id = evidence.model_id
-            sighting.thumbnail_jpeg = _jpeg(evidence.thumbnail, self.rules.snapshot_quality)
+            sighting.thumbnail_jpeg = jpeg(evidence.thumbnail, self.rules.snapshot_quality)
         session.flush()
         record.sighting_id = sighting.id
         return sighting
@@ -302,21 +300,7 @@ class Recorder:
         return session.scalar(select(Identity.display_name).where(Identity.id == identity_id)) or str(identity_id)
 
     def _snapshot(self, evidence: Evidence) -> bytes:
-        frame = evidence.frame.copy()
-        x1, y1, x2, y2 = (int(round(v)) for v in evidence.box)
-        thickness = max(2, frame.shape[1] // 400)
-        cv2.rectangle(frame, (x1, y1), (x2, y2), (0, 200, 255), thickness)
-        if frame.shape[1] > SNAPSHOT_WIDTH:
-            scale = SNAPSHOT_WIDTH / frame.shape[1]
-            frame = cv2.resize(frame, (SNAPSHOT_WIDTH, int(frame.shape[0] * scale)), interpolation=cv2.INTER_AREA)
-        return _jpeg(frame, self.rules.snapshot_quality)
-
-
-def _jpeg(image: np.ndarray, quality: int) -> bytes:
-    ok, data = cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, int(quality)])
-    if not ok:
-        raise ValueError("could not encode a JPEG")
-    return bytes(data.tobytes())
+        return boxed_jpeg(evidence.frame, [evidence.box], quality=self.rules.snapshot_quality)
 
 
 def _uid() -> str:

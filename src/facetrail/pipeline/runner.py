@@ -16,6 +16,7 @@ import time
 import uuid
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from typing import Any
 
 from facetrail.config.schema import FacetrailConfig
 from facetrail.events.dispatcher import Dispatcher
@@ -26,8 +27,10 @@ from facetrail.gallery.people import purge as purge_people
 from facetrail.pipeline import settings as cfg
 from facetrail.pipeline.analyzer import AnalysedFrame, FrameAnalyzer
 from facetrail.pipeline.matcher import GalleryMatcher
+from facetrail.pipeline.pictures import boxed_jpeg
 from facetrail.pipeline.recorder import Evidence, Recorder, TrackRecord
 from facetrail.store import audit
+from facetrail.store.cameras import CameraReport, report_cameras
 from facetrail.store.models import utcnow
 from facetrail.store.retention import purge_data
 from facetrail.track.bestshot import Shot
@@ -44,6 +47,8 @@ log = logging.getLogger(__name__)
 
 IDLE_WAIT_S = 0.01
 FLUSH_EVERY_S = 1.0
+REPORT_EVERY_S = 2.0  # cameras' status and latest frame, for the API and the dashboard
+FRAME_QUALITY = 70
 
 
 @dataclass
@@ -71,6 +76,7 @@ class _CameraRuntime:
     last_t: float = 0.0
     last_at: datetime | None = None
     closed: bool = False
+    latest: AnalysedFrame | None = None  # newest analysed frame not yet reported
 
 
 class Pipeline:
@@ -120,6 +126,7 @@ class Pipeline:
         self._turn = 0
         self._last_flush = time.monotonic()
         self._last_purge = -float("inf")
+        self._last_report = -float("inf")
         self._started = False
         self._announced = 0
 
@@ -130,7 +137,8 @@ class Pipeline:
         with self.gallery.db.session() as session:
             audit.record(session, actor=self.actor, action="run.start",
                          target="cameras:" + ",".join(c.name for c in self.cameras), purpose=self.config.purpose,
-                         details={"run": self.run_id, "recogniser": self.gallery.model_id})
+                         details={"run": self.run_id, "recogniser": self.gallery.model_id,
+                                  "retention": self.config.retention.model_dump()})
         if self.mqtt is not None:
             self.mqtt.start()
         if self.dispatcher is not None:
@@ -144,6 +152,8 @@ class Pipeline:
         for runtime in self.cameras:
             runtime.camera.stop()
             self._close_camera(runtime)
+        if self._started:
+            self.report_cameras()
         if self.dispatcher is not None:
             self.dispatcher.drain_once()
             self.dispatcher.stop()
@@ -230,6 +240,7 @@ class Pipeline:
                result: AnalysedFrame) -> list[tuple[_CameraRuntime, Track, Shot, Frame, AnalysedFrame, int]]:
         t = frame.captured_at.timestamp()
         runtime.last_t, runtime.last_at = t, frame.captured_at
+        runtime.latest = result
         self.stats.frames += 1
         self.stats.faces += len(result)
         self.stats.per_camera_frames[runtime.name] = self.stats.per_camera_frames.get(runtime.name, 0) + 1
@@ -317,14 +328,37 @@ class Pipeline:
             self._last_flush = now
             self.recorder.flush(track.payload["record"] for runtime in self.cameras
                                 for track in runtime.tracker.active if "record" in track.payload)
+        if now - self._last_report >= REPORT_EVERY_S:
+            self._last_report = now
+            self.report_cameras()
         if now - self._last_purge >= self.config.retention.purge_interval_s:
             self._last_purge = now
             self.purge()
 
+    def report_cameras(self) -> None:
+        """Write each camera's status, and its newest analysed frame with the faces boxed, to the store."""
+        reports = []
+        for runtime in self.cameras:
+            status = runtime.camera.status()
+            picture: dict[str, Any] = {}
+            if runtime.latest is not None:
+                latest, runtime.latest = runtime.latest, None
+                boxes = [[float(v) for v in box] for box in latest.faces.xyxy]
+                picture = {"frame_jpeg": boxed_jpeg(latest.image, boxes, quality=FRAME_QUALITY),
+                           "frame_at": runtime.last_at, "faces_in_frame": len(latest)}
+            reports.append(CameraReport(
+                camera=runtime.name, run_id=self.run_id, state=str(status.state), source=status.path,
+                error=status.error, attempts=status.attempts, last_frame_at=status.last_frame_at,
+                analysed_fps=status.analysed_fps, frames_analysed=status.frames_analysed,
+                frames_skipped_motion=status.frames_skipped_motion, frames_dropped=status.frames_dropped,
+                **picture))
+        with self.gallery.db.session() as session:
+            report_cameras(session, reports)
+
     def purge(self) -> None:
         """Apply retention now: video data per class, then expired watchlists and identities."""
         with self.gallery.db.session() as session:
-            report = purge_data(session, cfg.retention_policy(self.config))
+            report = purge_data(session, cfg.retention_policy(self.config.retention))
         people = purge_people(self.gallery)
         if report.total or people.forgotten or people.expired_watchlists:
             log.info("retention purge: %s; %d identities forgotten, %d watchlists expired", report.counts,

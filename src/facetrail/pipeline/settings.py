@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta
 
-from facetrail.config.schema import CameraConfig, FaceRecognitionConfig, FacetrailConfig
+from facetrail.config.schema import CameraConfig, FaceRecognitionConfig, FacetrailConfig, RetentionConfig
 from facetrail.events.mqtt import MqttSettings
 from facetrail.events.webhooks import WebhookTarget
 from facetrail.pipeline.recorder import Channels, EventRules
@@ -71,9 +71,8 @@ def best_shot_settings(config: FacetrailConfig, recognition: FaceRecognitionConf
                             min_area=float(recognition.min_area))
 
 
-def retention_policy(config: FacetrailConfig) -> RetentionPolicy:
+def retention_policy(retention: RetentionConfig) -> RetentionPolicy:
     """How long each class of video data is kept."""
-    retention = config.retention
     return RetentionPolicy(unknown_sightings=timedelta(days=retention.unknown_sightings_days),
                            known_sightings=timedelta(days=retention.known_sightings_days),
                            thumbnails=timedelta(days=retention.thumbnails_days),

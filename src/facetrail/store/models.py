@@ -248,3 +248,41 @@ class ApiKey(Base):
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     revoked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     last_used_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+class WebSession(Base):
+    """A dashboard login: a hash of the cookie's token, the key it was opened with, and when it ends."""
+
+    __tablename__ = "web_sessions"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    token_sha256: Mapped[str] = mapped_column(String(64), unique=True)
+    api_key_id: Mapped[int] = mapped_column(ForeignKey("api_keys.id", ondelete="CASCADE"), index=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    expires_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), index=True)
+
+
+class CameraState(Base):
+    """A camera's last reported status, written by the pipeline that reads it (one row per camera).
+
+    The API and the dashboard read it from here, so they show cameras that a
+    pipeline on another process or machine is running.
+    """
+
+    __tablename__ = "camera_states"
+
+    camera: Mapped[str] = mapped_column(String(200), primary_key=True)
+    run_id: Mapped[str] = mapped_column(String(32))
+    state: Mapped[str] = mapped_column(String(16))
+    source: Mapped[str] = mapped_column(String(1000))  # credentials masked
+    error: Mapped[str | None] = mapped_column(Text)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    last_frame_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    analysed_fps: Mapped[float] = mapped_column(Float, default=0.0)
+    frames_analysed: Mapped[int] = mapped_column(Integer, default=0)
+    frames_skipped_motion: Mapped[int] = mapped_column(Integer, default=0)
+    frames_dropped: Mapped[int] = mapped_column(Integer, default=0)
+    faces_in_frame: Mapped[int] = mapped_column(Integer, default=0)
+    frame_jpeg: Mapped[bytes | None] = mapped_column(LargeBinary)  # latest analysed frame, faces boxed
+    frame_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow, index=True)

@@ -14,6 +14,7 @@ from sqlalchemy import ColumnElement, delete, exists, select, update
 from sqlalchemy.orm import Session
 
 from facetrail.store import audit
+from facetrail.store.cameras import blank_frames
 from facetrail.store.models import Event, EventReview, OutboxMessage, Sighting, Visitor, utcnow
 
 
@@ -71,6 +72,7 @@ def purge_data(session: Session, policy: RetentionPolicy, *, now: datetime | Non
     counts["snapshots"] = _rowcount(session.execute(
         update(Event).where(Event.started_at < thumbs_before, Event.snapshot_jpeg.is_not(None))
         .values(snapshot_jpeg=None)))
+    counts["camera_frames"] = blank_frames(session, thumbs_before)
     counts["messages"] = _rowcount(session.execute(
         delete(OutboxMessage).where(OutboxMessage.delivered_at.is_not(None),
                                     OutboxMessage.delivered_at < moment - policy.delivered_messages)))

@@ -1,19 +1,27 @@
-"""/events: list with their review state, review (confirm or dismiss), the evidence snapshot."""
+"""/events: list with their review state, a live stream, review (confirm or dismiss), the evidence snapshot."""
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import AsyncIterator
 from typing import Annotated, Literal
 
-from fastapi import APIRouter, Query, Response
+from fastapi import APIRouter, Header, Query, Request, Response
+from fastapi.concurrency import run_in_threadpool
+from fastapi.sse import EventSourceResponse, ServerSentEvent
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
 
 from facetrail.api import pagination
 from facetrail.api.deps import GalleryDep, Operator, Viewer
 from facetrail.api.errors import ApiError
 from facetrail.api.schemas import EventOut, ReviewIn, ReviewOut
 from facetrail.events.review import review_event
-from facetrail.store.models import Event
+from facetrail.gallery.gallery import Gallery
+from facetrail.store.models import Event, Identity, Watchlist
 
 router = APIRouter(prefix="/events", tags=["events"])
+STREAM_POLL_S = 1.0  # the store is polled, so events recorded by a pipeline in another process arrive too
 
 
 @router.get("", response_model=pagination.Page[EventOut])
@@ -28,7 +36,25 @@ def list_events(store: GalleryDep, _who: Viewer, limit: Annotated[int, Query(ge=
             query = query.filter(Event.state == state)
         if after is not None:
             query = query.filter(Event.id < after)
-        return pagination.page(query.limit(limit + 1).all(), limit, _event)
+        return pagination.page(query.limit(limit + 1).all(), limit, lambda row: _event(session, row))
+
+
+@router.get("/stream", response_class=EventSourceResponse)
+async def stream(request: Request, store: GalleryDep, _who: Viewer,
+                 last_event_id: Annotated[str | None, Header(description="resume after this event id")] = None,
+                 ) -> AsyncIterator[ServerSentEvent]:
+    """Server-sent events: each new event as it is recorded (``event: event``, JSON ``EventOut``).
+
+    Starts with events recorded from now on, or after ``Last-Event-ID`` when a browser reconnects.
+    """
+    after = int(last_event_id) if last_event_id and last_event_id.isdigit() else None
+    if after is None:
+        after = await run_in_threadpool(_latest_id, store)
+    while not await request.is_disconnected():
+        for row in await run_in_threadpool(_events_after, store, after):
+            after = row.id
+            yield ServerSentEvent(data=row, event="event", id=str(row.id))
+        await asyncio.sleep(STREAM_POLL_S)
 
 
 @router.post("/{event_id}/review", response_model=ReviewOut)
@@ -53,8 +79,23 @@ def snapshot(event_id: int, store: GalleryDep, _who: Viewer) -> Response:
         return Response(row.snapshot_jpeg, media_type="image/jpeg")
 
 
-def _event(row: Event) -> EventOut:
+def _latest_id(store: Gallery) -> int:
+    with store.db.session() as session:
+        return int(session.scalar(select(func.max(Event.id))) or 0)
+
+
+def _events_after(store: Gallery, after: int) -> list[EventOut]:
+    with store.db.session() as session:
+        rows = session.scalars(select(Event).where(Event.id > after).order_by(Event.id).limit(100))
+        return [_event(session, row) for row in rows]
+
+
+def _event(session: Session, row: Event) -> EventOut:
+    identity = session.get(Identity, row.identity_id) if row.identity_id is not None else None
+    watchlist = session.get(Watchlist, row.watchlist_id) if row.watchlist_id is not None else None
     return EventOut(id=row.id, kind=row.kind, camera=row.camera, identity_id=row.identity_id,
+                    identity_name=identity.display_name if identity else None,
+                    watchlist_name=watchlist.name if watchlist else None,
                     visitor_id=row.visitor_id, watchlist_id=row.watchlist_id, score=row.score,
                     started_at=row.started_at, ended_at=row.ended_at, state=row.state,
                     reviewers_required=row.reviewers_required, has_snapshot=row.snapshot_jpeg is not None)

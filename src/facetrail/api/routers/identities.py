@@ -6,7 +6,7 @@ import tempfile
 from pathlib import Path
 from typing import Annotated
 
-from fastapi import APIRouter, File, Form, Query, Request, UploadFile
+from fastapi import APIRouter, File, Form, Query, Request, Response, UploadFile
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
@@ -42,6 +42,19 @@ def get_identity(identity_id: int, store: GalleryDep, _who: Viewer) -> IdentityO
         if row is None:
             raise ApiError(404, "not_found", f"no identity with id {identity_id}")
         return _identity(session, row)
+
+
+@router.get("/{identity_id}/photo", response_class=Response,
+            responses={200: {"content": {"image/jpeg": {}}, "description": "the best enrolment photo's face"}})
+def photo(identity_id: int, store: GalleryDep, _who: Viewer) -> Response:
+    """The face of the person's best enrolment photo (JPEG), to set beside a sighting."""
+    with store.db.session() as session:
+        data = session.scalar(select(FaceTemplate.thumbnail_jpeg)
+                              .where(FaceTemplate.identity_id == identity_id, FaceTemplate.thumbnail_jpeg.is_not(None))
+                              .order_by(FaceTemplate.quality.desc()).limit(1))
+    if data is None:
+        raise ApiError(404, "not_found", f"no enrolment photo for identity {identity_id}")
+    return Response(data, media_type="image/jpeg")
 
 
 @router.post("/enrolments", response_model=EnrolmentOut, status_code=201)

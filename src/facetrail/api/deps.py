@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Annotated
 
-from fastapi import Depends, Header, Request
+from fastapi import Depends, Header, Path, Request
 
 from facetrail.api.auth import COOKIE, authenticate
 from facetrail.api.errors import ApiError
@@ -52,3 +52,7 @@ def require(role: Role) -> Callable[[Caller], Caller]:
 Viewer = Annotated[Caller, Depends(require("viewer"))]
 Operator = Annotated[Caller, Depends(require("operator"))]
 Admin = Annotated[Caller, Depends(require("admin"))]
+
+# Row ids as the database can hold them: 32-bit for people and watchlists, 64-bit for video data.
+PersonId = Annotated[int, Path(ge=1, le=2**31 - 1, description="an identity's id")]
+RowId = Annotated[int, Path(ge=1, le=2**63 - 1)]

@@ -34,6 +34,17 @@ def envelope(status: int, code: str, message: str, details: Any = None) -> JSONR
     return JSONResponse({"error": body}, status_code=status)
 
 
+def problems(error: RequestValidationError) -> list[dict[str, str]]:
+    """Each invalid field and what is wrong with it."""
+    return [{"field": ".".join(str(p) for p in e.get("loc", ())), "problem": e.get("msg", "")}
+            for e in error.errors()]
+
+
+def invalid_request(error: RequestValidationError) -> JSONResponse:
+    """422 with each invalid field in the details."""
+    return envelope(422, "invalid_request", "the request is not valid; see details", problems(error))
+
+
 def install(app: FastAPI) -> None:
     """Map every exception to the envelope."""
 
@@ -43,9 +54,7 @@ def install(app: FastAPI) -> None:
 
     @app.exception_handler(RequestValidationError)
     async def invalid(_request: Request, error: RequestValidationError) -> JSONResponse:
-        details = [{"field": ".".join(str(p) for p in e.get("loc", ())), "problem": e.get("msg", "")}
-                   for e in error.errors()]
-        return envelope(422, "invalid_request", "the request is not valid; see details", details)
+        return invalid_request(error)
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(_request: Request, error: StarletteHTTPException) -> JSONResponse:

@@ -33,7 +33,9 @@ def decode(cursor: str | None) -> int | None:
     try:
         value = int(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode())
     except (ValueError, UnicodeDecodeError):
-        raise ApiError(400, "bad_cursor", "the cursor is not valid; use next_cursor from the previous page") from None
+        value = -1
+    if not 0 < value < 2**63:
+        raise ApiError(400, "bad_cursor", "the cursor is not valid; use next_cursor from the previous page")
     return value
 
 

@@ -18,6 +18,17 @@ class IdentityOut(BaseModel):
     created_at: datetime
 
 
+class TemplateOut(BaseModel):
+    """One enrolled face template (the embedding itself is never served)."""
+
+    id: int
+    model_id: str
+    quality: float
+    source_name: str | None
+    has_photo: bool
+    created_at: datetime
+
+
 class EnrolmentOut(BaseModel):
     """What enrolling one photo did."""
 

@@ -1,8 +1,12 @@
-"""`facetrail serve` (the REST API) and `facetrail keys create|list|revoke`."""
+"""`facetrail serve` (the dashboard and the REST API) and `facetrail keys create|list|revoke`."""
 
 from __future__ import annotations
 
 import argparse
+import logging
+import threading
+from pathlib import Path
+from typing import TYPE_CHECKING
 
 from sqlalchemy import select
 
@@ -10,13 +14,21 @@ from facetrail.cli.common import actor_of, add_gallery_options, opened_gallery, 
 from facetrail.store.keys import ROLES, create_key, revoke_key
 from facetrail.store.models import ApiKey
 
+if TYPE_CHECKING:
+    from facetrail.pipeline.runner import Pipeline
+
+log = logging.getLogger(__name__)
+
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Add `serve` and the `keys` group."""
-    serve = sub.add_parser("serve", help="serve the REST API (/api/v1, OpenAPI at /api/v1/docs)")
+    serve = sub.add_parser("serve", help="serve the dashboard (/) and the REST API (/api/v1, docs at /api/v1/docs)")
     serve.add_argument("--host", default="127.0.0.1", help="address to listen on (default: loopback only)")
     serve.add_argument("--port", type=int, default=8765)
     serve.add_argument("--max-upload-mb", type=float, default=10.0, help="largest image upload accepted")
+    serve.add_argument("--config", type=Path, default=None,
+                       help="also run the pipeline of this configuration in this process (its data_dir and "
+                            "database replace --data and --db); without it, run `facetrail run CONFIG` beside")
     add_gallery_options(serve)
     serve.set_defaults(run=run_serve)
     keys = sub.add_parser("keys", help="API keys: create (shown once), list, revoke")
@@ -36,15 +48,45 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
 
 def run_serve(args: argparse.Namespace) -> int:
-    """Run uvicorn on the app until interrupted."""
+    """Run uvicorn on the API and the dashboard until interrupted; with --config, the pipeline too."""
     import uvicorn
 
     from facetrail.api.app import ApiSettings, create_app
+    from facetrail.web.app import install_dashboard
 
-    app = create_app(ApiSettings(args.data, args.db, args.recogniser, int(args.max_upload_mb * 1_000_000)))
-    out.print(f"facetrail API on http://{args.host}:{args.port}/api/v1 (docs: /api/v1/docs)")
-    uvicorn.run(app, host=args.host, port=args.port, log_level="warning")
+    upload_limit = int(args.max_upload_mb * 1_000_000)
+    pipeline = worker = None
+    stop = threading.Event()
+    if args.config is not None:
+        from facetrail.config.loader import load_config
+        from facetrail.pipeline.runner import Pipeline
+
+        config = load_config(args.config)
+        pipeline = Pipeline(config, actor=actor_of(args))
+        settings = ApiSettings(config.data_dir, config.database.url, config.recogniser, upload_limit, config=config)
+        worker = threading.Thread(target=_run_pipeline, args=(pipeline, stop), name="pipeline", daemon=True)
+    else:
+        settings = ApiSettings(args.data, args.db, args.recogniser, upload_limit)
+    app = create_app(settings, gallery=pipeline.gallery if pipeline else None)
+    install_dashboard(app)
+    if worker is not None:
+        worker.start()
+    out.print(f"facetrail dashboard on http://{args.host}:{args.port}/ (API: /api/v1, docs: /api/v1/docs)"
+              + (f"; watching {len(pipeline.cameras)} camera(s)" if pipeline else ""))
+    try:
+        uvicorn.run(app, host=args.host, port=args.port, log_level="warning")
+    finally:
+        stop.set()
+        if worker is not None:
+            worker.join(timeout=30)
     return 0
+
+
+def _run_pipeline(pipeline: Pipeline, stop: threading.Event) -> None:
+    try:
+        pipeline.run(stop, until_done=False)
+    except Exception:  # the server keeps serving what is stored; the cameras page shows the pipeline is gone
+        log.exception("the pipeline stopped")
 
 
 def run_create(args: argparse.Namespace) -> int:

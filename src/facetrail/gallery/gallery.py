@@ -24,7 +24,7 @@ from sqlalchemy import func, select
 
 from facetrail.gallery.errors import GalleryError
 from facetrail.gallery.faiss_index import FaissIndex
-from facetrail.gallery.sync import open_index
+from facetrail.gallery.sync import apply, differences, fingerprint, open_index, template_ids
 from facetrail.store.db import Database, sqlite_url
 from facetrail.store.models import FaceTemplate, Identity
 from facetrail.vision.engine import EngineConfig, FaceEngine
@@ -71,6 +71,7 @@ class Gallery:
         self.index: FaissIndex = open_index(self.db, self.model_id, self.dim, self.index_path)
         self._engine = engine
         self.lock = threading.Lock()
+        self._fingerprint = fingerprint(self.db, self.model_id)
 
     @property
     def model_id(self) -> str:
@@ -96,6 +97,21 @@ class Gallery:
         if ids:
             with self.lock:
                 self.index.remove(np.asarray(ids, np.int64))
+
+    def refresh(self) -> tuple[int, int]:
+        """Catch up with templates another process added or deleted; returns (added, removed).
+
+        A long-running process (the pipeline) calls this now and then, so people enrolled or deleted from
+        the dashboard or the CLI are recognised, or no longer recognised, without a restart.
+        """
+        seen = fingerprint(self.db, self.model_id)
+        if seen == self._fingerprint:
+            return 0, 0
+        missing, extra = differences(self.index, template_ids(self.db, self.model_id))
+        with self.lock:
+            apply(self.db, self.model_id, self.dim, self.index, missing, extra)
+        self._fingerprint = seen
+        return len(missing), len(extra)
 
     def save_index(self) -> None:
         """Write the index file atomically."""

@@ -12,7 +12,7 @@ import logging
 from pathlib import Path
 
 import numpy as np
-from sqlalchemy import select
+from sqlalchemy import func, select
 
 from facetrail.gallery.errors import IndexCorruptError
 from facetrail.gallery.faiss_index import FaissIndex, load_index
@@ -57,9 +57,7 @@ def open_index(db: Database, model_id: str, dim: int, path: Path) -> FaissIndex:
         elif len(truth):
             log.warning("vector index %s is missing; rebuilding it from the database", path)
         return rebuild(db, model_id, dim, path, truth)
-    present = index.ids()
-    missing = np.setdiff1d(truth, present, assume_unique=True)
-    extra = np.setdiff1d(present, truth, assume_unique=True)
+    missing, extra = differences(index, truth)
     if len(missing) + len(extra) == 0:
         return index
     if len(missing) + len(extra) > max(1000, len(truth) // 10):
@@ -68,12 +66,31 @@ def open_index(db: Database, model_id: str, dim: int, path: Path) -> FaissIndex:
         return rebuild(db, model_id, dim, path, truth)
     log.warning("vector index %s was stale (%d missing, %d extra); repaired from the database",
                 path, len(missing), len(extra))
+    apply(db, model_id, dim, index, missing, extra)
+    index.save(path)
+    return index
+
+
+def differences(index: FaissIndex, truth: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(ids the index lacks, ids it holds that the database no longer has)."""
+    present = index.ids()
+    return (np.setdiff1d(truth, present, assume_unique=True), np.setdiff1d(present, truth, assume_unique=True))
+
+
+def apply(db: Database, model_id: str, dim: int, index: FaissIndex, missing: np.ndarray, extra: np.ndarray) -> None:
+    """Bring the index in line with the database: drop ``extra``, add ``missing`` from their stored vectors."""
     if len(extra):
         index.remove(extra)
     if len(missing):
         index.add(missing, load_vectors(db, model_id, missing, dim))
-    index.save(path)
-    return index
+
+
+def fingerprint(db: Database, model_id: str) -> tuple[int, int]:
+    """(count, largest id) of the model's templates: changes whenever a template is added or deleted."""
+    with db.session() as session:
+        count, largest = session.execute(select(func.count(FaceTemplate.id), func.max(FaceTemplate.id))
+                                         .where(FaceTemplate.model_id == model_id)).one()
+    return int(count or 0), int(largest or 0)
 
 
 def rebuild(db: Database, model_id: str, dim: int, path: Path, ids: np.ndarray | None = None) -> FaissIndex:

@@ -48,6 +48,7 @@ log = logging.getLogger(__name__)
 IDLE_WAIT_S = 0.01
 FLUSH_EVERY_S = 1.0
 REPORT_EVERY_S = 2.0  # cameras' status and latest frame, for the API and the dashboard
+GALLERY_REFRESH_S = 5.0  # people enrolled or deleted by another process are picked up this often
 FRAME_QUALITY = 70
 
 
@@ -84,6 +85,7 @@ class Pipeline:
 
     def __init__(self, config: FacetrailConfig, *, engine: FaceEngine | None = None,
                  start_time: datetime | None = None, actor: str = "pipeline") -> None:
+        """Open the gallery and cameras of ``config``; nothing runs until ``start`` (or ``run``)."""
         self.config = config
         self.actor = actor
         self.run_id = uuid.uuid4().hex[:12]
@@ -127,6 +129,7 @@ class Pipeline:
         self._last_flush = time.monotonic()
         self._last_purge = -float("inf")
         self._last_report = -float("inf")
+        self._last_refresh = time.monotonic()
         self._started = False
         self._announced = 0
 
@@ -328,6 +331,11 @@ class Pipeline:
             self._last_flush = now
             self.recorder.flush(track.payload["record"] for runtime in self.cameras
                                 for track in runtime.tracker.active if "record" in track.payload)
+        if now - self._last_refresh >= GALLERY_REFRESH_S:
+            self._last_refresh = now
+            added, removed = self.gallery.refresh()
+            if added or removed:
+                log.info("gallery changed: %d template(s) added, %d removed", added, removed)
         if now - self._last_report >= REPORT_EVERY_S:
             self._last_report = now
             self.report_cameras()

@@ -10,15 +10,15 @@ from fastapi import APIRouter, Header, Query, Request, Response
 from fastapi.concurrency import run_in_threadpool
 from fastapi.sse import EventSourceResponse, ServerSentEvent
 from sqlalchemy import func, select
-from sqlalchemy.orm import Session
 
 from facetrail.api import pagination
-from facetrail.api.deps import GalleryDep, Operator, Viewer
+from facetrail.api.deps import GalleryDep, Operator, RowId, Viewer
 from facetrail.api.errors import ApiError
 from facetrail.api.schemas import EventOut, ReviewIn, ReviewOut
+from facetrail.api.views import event_out
 from facetrail.events.review import review_event
 from facetrail.gallery.gallery import Gallery
-from facetrail.store.models import Event, Identity, Watchlist
+from facetrail.store.models import Event
 
 router = APIRouter(prefix="/events", tags=["events"])
 STREAM_POLL_S = 1.0  # the store is polled, so events recorded by a pipeline in another process arrive too
@@ -36,18 +36,22 @@ def list_events(store: GalleryDep, _who: Viewer, limit: Annotated[int, Query(ge=
             query = query.filter(Event.state == state)
         if after is not None:
             query = query.filter(Event.id < after)
-        return pagination.page(query.limit(limit + 1).all(), limit, lambda row: _event(session, row))
+        return pagination.page(query.limit(limit + 1).all(), limit, lambda row: event_out(session, row))
 
 
 @router.get("/stream", response_class=EventSourceResponse)
 async def stream(request: Request, store: GalleryDep, _who: Viewer,
+                 after: Annotated[int | None, Query(ge=0, le=2**63 - 1, description="start after this event id")]
+                 = None,
                  last_event_id: Annotated[str | None, Header(description="resume after this event id")] = None,
                  ) -> AsyncIterator[ServerSentEvent]:
     """Server-sent events: each new event as it is recorded (``event: event``, JSON ``EventOut``).
 
-    Starts with events recorded from now on, or after ``Last-Event-ID`` when a browser reconnects.
+    Starts after ``Last-Event-ID`` (a browser reconnecting), else after ``?after=``, else with what is recorded
+    from now on.
     """
-    after = int(last_event_id) if last_event_id and last_event_id.isdigit() else None
+    if last_event_id and last_event_id.isdigit():
+        after = int(last_event_id)
     if after is None:
         after = await run_in_threadpool(_latest_id, store)
     while not await request.is_disconnected():
@@ -58,7 +62,7 @@ async def stream(request: Request, store: GalleryDep, _who: Viewer,
 
 
 @router.post("/{event_id}/review", response_model=ReviewOut)
-def review(event_id: int, body: ReviewIn, store: GalleryDep, who: Operator) -> ReviewOut:
+def review(event_id: RowId, body: ReviewIn, store: GalleryDep, who: Operator) -> ReviewOut:
     """Confirm or dismiss (audited); a four-eyes watchlist needs two different reviewers to confirm."""
     with store.db.session() as session:
         outcome = review_event(session, event_id, reviewer=who.name, verdict=body.verdict, note=body.note)
@@ -68,7 +72,7 @@ def review(event_id: int, body: ReviewIn, store: GalleryDep, who: Operator) -> R
 
 @router.get("/{event_id}/snapshot", response_class=Response,
             responses={200: {"content": {"image/jpeg": {}}, "description": "the evidence frame, face boxed"}})
-def snapshot(event_id: int, store: GalleryDep, _who: Viewer) -> Response:
+def snapshot(event_id: RowId, store: GalleryDep, _who: Viewer) -> Response:
     """The evidence snapshot (JPEG), while retention keeps it."""
     with store.db.session() as session:
         row = session.get(Event, event_id)
@@ -87,15 +91,4 @@ def _latest_id(store: Gallery) -> int:
 def _events_after(store: Gallery, after: int) -> list[EventOut]:
     with store.db.session() as session:
         rows = session.scalars(select(Event).where(Event.id > after).order_by(Event.id).limit(100))
-        return [_event(session, row) for row in rows]
-
-
-def _event(session: Session, row: Event) -> EventOut:
-    identity = session.get(Identity, row.identity_id) if row.identity_id is not None else None
-    watchlist = session.get(Watchlist, row.watchlist_id) if row.watchlist_id is not None else None
-    return EventOut(id=row.id, kind=row.kind, camera=row.camera, identity_id=row.identity_id,
-                    identity_name=identity.display_name if identity else None,
-                    watchlist_name=watchlist.name if watchlist else None,
-                    visitor_id=row.visitor_id, watchlist_id=row.watchlist_id, score=row.score,
-                    started_at=row.started_at, ended_at=row.ended_at, state=row.state,
-                    reviewers_required=row.reviewers_required, has_snapshot=row.snapshot_jpeg is not None)
+        return [event_out(session, row) for row in rows]

@@ -7,17 +7,17 @@ from pathlib import Path
 from typing import Annotated
 
 from fastapi import APIRouter, File, Form, Query, Request, Response, UploadFile
-from sqlalchemy import func, select
-from sqlalchemy.orm import Session
+from sqlalchemy import select
 
 from facetrail.api import pagination
-from facetrail.api.deps import Admin, GalleryDep, Operator, Viewer
+from facetrail.api.deps import Admin, GalleryDep, Operator, PersonId, RowId, Viewer
 from facetrail.api.errors import ApiError
 from facetrail.api.routers.uploads import read_upload
-from facetrail.api.schemas import EnrolmentOut, IdentityOut
+from facetrail.api.schemas import EnrolmentOut, IdentityOut, TemplateOut
+from facetrail.api.views import identity_out
 from facetrail.gallery.enrol import EnrolOptions, Outcome, enrol_person
 from facetrail.gallery.people import forget
-from facetrail.store.models import FaceTemplate, Identity, Watchlist, WatchlistMember
+from facetrail.store.models import FaceTemplate, Identity
 
 router = APIRouter(prefix="/identities", tags=["identities"])
 
@@ -31,22 +31,22 @@ def list_identities(store: GalleryDep, _who: Viewer, limit: Annotated[int, Query
         query = select(Identity).order_by(Identity.id.desc()).limit(limit + 1)
         if after is not None:
             query = query.where(Identity.id < after)
-        return pagination.page(list(session.scalars(query)), limit, lambda row: _identity(session, row))
+        return pagination.page(list(session.scalars(query)), limit, lambda row: identity_out(session, row))
 
 
 @router.get("/{identity_id}", response_model=IdentityOut)
-def get_identity(identity_id: int, store: GalleryDep, _who: Viewer) -> IdentityOut:
+def get_identity(identity_id: PersonId, store: GalleryDep, _who: Viewer) -> IdentityOut:
     """One person."""
     with store.db.session() as session:
         row = session.get(Identity, identity_id)
         if row is None:
             raise ApiError(404, "not_found", f"no identity with id {identity_id}")
-        return _identity(session, row)
+        return identity_out(session, row)
 
 
 @router.get("/{identity_id}/photo", response_class=Response,
             responses={200: {"content": {"image/jpeg": {}}, "description": "the best enrolment photo's face"}})
-def photo(identity_id: int, store: GalleryDep, _who: Viewer) -> Response:
+def photo(identity_id: PersonId, store: GalleryDep, _who: Viewer) -> Response:
     """The face of the person's best enrolment photo (JPEG), to set beside a sighting."""
     with store.db.session() as session:
         data = session.scalar(select(FaceTemplate.thumbnail_jpeg)
@@ -55,6 +55,29 @@ def photo(identity_id: int, store: GalleryDep, _who: Viewer) -> Response:
     if data is None:
         raise ApiError(404, "not_found", f"no enrolment photo for identity {identity_id}")
     return Response(data, media_type="image/jpeg")
+
+
+@router.get("/{identity_id}/templates", response_model=list[TemplateOut])
+def templates(identity_id: PersonId, store: GalleryDep, _who: Viewer) -> list[TemplateOut]:
+    """The person's face templates, best quality first."""
+    with store.db.session() as session:
+        if session.get(Identity, identity_id) is None:
+            raise ApiError(404, "not_found", f"no identity with id {identity_id}")
+        rows = session.scalars(select(FaceTemplate).where(FaceTemplate.identity_id == identity_id)
+                               .order_by(FaceTemplate.quality.desc()))
+        return [TemplateOut(id=t.id, model_id=t.model_id, quality=round(t.quality, 3), source_name=t.source_name,
+                            has_photo=t.thumbnail_jpeg is not None, created_at=t.created_at) for t in rows]
+
+
+@router.get("/{identity_id}/templates/{template_id}/photo", response_class=Response,
+            responses={200: {"content": {"image/jpeg": {}}, "description": "the enrolment photo's aligned face"}})
+def template_photo(identity_id: PersonId, template_id: RowId, store: GalleryDep, _who: Viewer) -> Response:
+    """One template's enrolment face (JPEG)."""
+    with store.db.session() as session:
+        row = session.get(FaceTemplate, template_id)
+        if row is None or row.identity_id != identity_id or row.thumbnail_jpeg is None:
+            raise ApiError(404, "not_found", f"no photo for template {template_id} of identity {identity_id}")
+        return Response(row.thumbnail_jpeg, media_type="image/jpeg")
 
 
 @router.post("/enrolments", response_model=EnrolmentOut, status_code=201)
@@ -74,17 +97,7 @@ def enrol(request: Request, store: GalleryDep, who: Operator, name: Annotated[st
 
 
 @router.delete("/{identity_id}", status_code=204)
-def delete_identity(identity_id: int, store: GalleryDep, who: Admin,
+def delete_identity(identity_id: PersonId, store: GalleryDep, who: Admin,
                     reason: Annotated[str, Query(min_length=1, description="why, e.g. 'deletion request'")]) -> None:
     """Forget a person: templates, sightings, events, memberships; the audit log keeps a tombstone."""
     forget(store, str(identity_id), actor=who.name, reason=reason)
-
-
-def _identity(session: Session, row: Identity) -> IdentityOut:
-    templates = session.scalar(select(func.count()).select_from(FaceTemplate)
-                               .where(FaceTemplate.identity_id == row.id)) or 0
-    lists = list(session.scalars(select(Watchlist.name).join(WatchlistMember,
-                                                            WatchlistMember.watchlist_id == Watchlist.id)
-                                 .where(WatchlistMember.identity_id == row.id)))
-    return IdentityOut(id=row.id, display_name=row.display_name, templates=int(templates), watchlists=sorted(lists),
-                       created_at=row.created_at)

@@ -7,7 +7,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query, Response
 
-from facetrail.api.deps import GalleryDep, Viewer
+from facetrail.api.deps import GalleryDep, PersonId, RowId, Viewer
 from facetrail.api.errors import ApiError
 from facetrail.api.schemas import SightingOut
 from facetrail.gallery.history import timeline
@@ -18,7 +18,7 @@ Purpose = Annotated[str, Query(min_length=1, description="why you are looking (s
 
 
 @router.get("/identities/{identity_id}/sightings", response_model=list[SightingOut])
-def identity_timeline(identity_id: int, purpose: Purpose, store: GalleryDep, who: Viewer) -> list[SightingOut]:
+def identity_timeline(identity_id: PersonId, purpose: Purpose, store: GalleryDep, who: Viewer) -> list[SightingOut]:
     """An enrolled person's sightings across cameras, oldest first."""
     rows = timeline(store, str(identity_id), purpose=purpose, actor=who.name)
     return [SightingOut.model_validate(asdict(row)) for row in rows]
@@ -26,7 +26,7 @@ def identity_timeline(identity_id: int, purpose: Purpose, store: GalleryDep, who
 
 @router.get("/sightings/{sighting_id}/thumbnail", response_class=Response,
             responses={200: {"content": {"image/jpeg": {}}, "description": "the sighting's best shot"}})
-def thumbnail(sighting_id: int, store: GalleryDep, _who: Viewer) -> Response:
+def thumbnail(sighting_id: RowId, store: GalleryDep, _who: Viewer) -> Response:
     """A sighting's best-shot face (JPEG), while retention keeps it."""
     with store.db.session() as session:
         row = session.get(Sighting, sighting_id)
@@ -37,7 +37,7 @@ def thumbnail(sighting_id: int, store: GalleryDep, _who: Viewer) -> Response:
 
 
 @router.get("/visitors/{visitor_id}/sightings", response_model=list[SightingOut])
-def visitor_timeline(visitor_id: int, purpose: Purpose, store: GalleryDep, who: Viewer) -> list[SightingOut]:
+def visitor_timeline(visitor_id: RowId, purpose: Purpose, store: GalleryDep, who: Viewer) -> list[SightingOut]:
     """An anonymous visitor's visits, oldest first."""
     rows = timeline(store, f"visitor:{visitor_id}", purpose=purpose, actor=who.name)
     return [SightingOut.model_validate(asdict(row)) for row in rows]

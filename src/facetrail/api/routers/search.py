@@ -5,27 +5,16 @@ from __future__ import annotations
 from dataclasses import asdict
 from typing import Annotated
 
-import numpy as np
 from fastapi import APIRouter, File, Form, Request, UploadFile
 
-from facetrail.api.deps import GalleryDep, Operator
-from facetrail.api.errors import ApiError
-from facetrail.api.routers.uploads import read_upload
+from facetrail.api.deps import Admin, GalleryDep, Operator
+from facetrail.api.routers.uploads import face_of_upload
 from facetrail.api.schemas import MatchOut, SearchOut, SightingOut
 from facetrail.gallery.history import search_history
 from facetrail.gallery.search import search_embedding
-from facetrail.vision.image import load_image
 
 router = APIRouter(prefix="/search", tags=["search"])
 Purpose = Annotated[str, Form(min_length=1, description="why you are searching (stored in the audit log)")]
-
-
-def _face(request: Request, store: GalleryDep, image: UploadFile) -> tuple[np.ndarray, str]:
-    faces = store.engine.analyze(load_image(read_upload(request, image), name=image.filename or "upload"))
-    index = faces.primary()
-    if index is None:
-        raise ApiError(422, "no_face", "no face found in the image; send a sharper, frontal photo")
-    return faces.embeddings.vectors[index], faces.embeddings.model_id
 
 
 @router.post("/gallery", response_model=SearchOut)
@@ -33,7 +22,7 @@ def search_gallery(request: Request, store: GalleryDep, who: Operator, purpose: 
                    image: Annotated[UploadFile, File()], top: Annotated[int, Form(ge=1, le=50)] = 5,
                    watchlist: Annotated[str | None, Form()] = None) -> SearchOut:
     """1:N search of the photo's main face among enrolled people (open set, audited)."""
-    vector, model_id = _face(request, store, image)
+    vector, model_id = face_of_upload(request, store, image)
     result = search_embedding(store, vector, purpose=purpose, actor=who.name, top=top, watchlist=watchlist,
                               model_id=model_id)
     return SearchOut(known=result.known, threshold=result.threshold,
@@ -42,10 +31,13 @@ def search_gallery(request: Request, store: GalleryDep, who: Operator, purpose: 
 
 
 @router.post("/sightings", response_model=list[SightingOut])
-def search_sightings(request: Request, store: GalleryDep, who: Operator, purpose: Purpose,
+def search_sightings(request: Request, store: GalleryDep, who: Admin, purpose: Purpose,
                      image: Annotated[UploadFile, File()], top: Annotated[int, Form(ge=1, le=100)] = 10,
                      ) -> list[SightingOut]:
-    """The photo's main face among every stored sighting, enrolled or not (audited)."""
-    vector, model_id = _face(request, store, image)
+    """The photo's main face among every stored sighting, enrolled or not (admins; audited).
+
+    It finds people who never enrolled, so it needs the admin role, not the operator's.
+    """
+    vector, model_id = face_of_upload(request, store, image)
     hits = search_history(store, vector, purpose=purpose, actor=who.name, top=top, model_id=model_id)
     return [SightingOut.model_validate(asdict(hit)) for hit in hits]

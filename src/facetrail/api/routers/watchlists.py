@@ -5,7 +5,7 @@ from __future__ import annotations
 from fastapi import APIRouter
 from sqlalchemy import func, select
 
-from facetrail.api.deps import Admin, GalleryDep, Viewer
+from facetrail.api.deps import Admin, GalleryDep, PersonId, Viewer
 from facetrail.api.schemas import WatchlistIn, WatchlistOut
 from facetrail.gallery.watchlists import add_member, create_watchlist
 from facetrail.store.models import Watchlist, WatchlistMember
@@ -35,6 +35,6 @@ def create(body: WatchlistIn, store: GalleryDep, who: Admin) -> WatchlistOut:
 
 
 @router.put("/{name}/members/{identity_id}", status_code=204)
-def add(name: str, identity_id: int, store: GalleryDep, who: Admin) -> None:
+def add(name: str, identity_id: PersonId, store: GalleryDep, who: Admin) -> None:
     """Put an enrolled person on a watchlist (audited)."""
     add_member(store, name, str(identity_id), actor=who.name)

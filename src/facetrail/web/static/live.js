@@ -1,0 +1,29 @@
+// Live events: listen to the server's event stream and put each new event's card at the top.
+(() => {
+  "use strict";
+  const list = document.getElementById("events");
+  const status = document.getElementById("live-status");
+  if (!list || !status) return;
+  const show = (state, text) => { status.dataset.state = state; status.textContent = text; };
+
+  async function insert(id) {
+    if (document.getElementById(`event-${id}`)) return;
+    const answer = await fetch(`/events/${id}/card`, { credentials: "same-origin" });
+    if (!answer.ok) return;
+    const holder = document.createElement("div");
+    holder.innerHTML = (await answer.text()).trim();
+    const card = holder.firstElementChild;
+    if (!card) return;
+    card.classList.add("arrived");
+    document.getElementById("no-events")?.remove();
+    list.prepend(card);
+  }
+
+  const stream = new EventSource(`/api/v1/events/stream?after=${list.dataset.last}`, { withCredentials: true });
+  stream.addEventListener("open", () => show("open", "live: new events appear here"));
+  stream.addEventListener("error", () => show("retrying", "connection lost; reconnecting…"));
+  stream.addEventListener("event", (message) => {
+    const event = JSON.parse(message.data);
+    insert(event.id);
+  });
+})();

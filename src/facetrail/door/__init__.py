@@ -1,0 +1,1 @@
+"""Door access: liveness from the video itself, built on the vision layer's landmarks."""

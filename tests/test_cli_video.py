@@ -80,3 +80,45 @@ def test_review_timeline_and_history_from_the_command_line(demo: tuple[Path, str
     audit = facetrail("audit", "list", "--data", folder)
     for action in ("run.start", "run.stop", "event.confirm", "sightings.timeline", "search.history"):
         assert action in audit.stdout, action
+
+
+def test_serve_with_a_config_watches_the_cameras_and_serves_what_they_saw(demo: tuple[Path, str],
+                                                                          tmp_path: Path) -> None:
+    import shutil
+
+    import httpx
+
+    from services import free_port, wait_until
+
+    folder = tmp_path / "site"
+    shutil.copytree(demo[0], folder)
+    key = facetrail("keys", "create", "wall-screen", "--role", "viewer", "--data", folder)
+    assert key.returncode == 0, key.stderr
+    secret = key.stdout.strip().splitlines()[-1]
+    before = [e["kind"] for e in json.loads(facetrail("events", "list", "--data", folder, "--json").stdout)]
+    port = free_port()
+    server = subprocess.Popen([sys.executable, "-m", "facetrail.cli.main", "serve", "--config",
+                               str(folder / "config.yml"), "--port", str(port)], stdin=subprocess.DEVNULL,
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    api = httpx.Client(base_url=f"http://127.0.0.1:{port}/api/v1", headers={"Authorization": f"Bearer {secret}"})
+
+    def finished() -> bool:
+        assert server.poll() is None, server.stdout.read() if server.stdout else ""
+        try:
+            cameras = api.get("/cameras").json()
+        except httpx.TransportError:
+            return False
+        return bool(cameras) and cameras[0]["state"] == "finished"
+
+    try:
+        wait_until(finished, "the served pipeline to finish the demo clip", timeout=300)
+        camera = api.get("/cameras").json()[0]
+        events = api.get("/events").json()["items"]
+    finally:
+        server.terminate()
+        server.wait(timeout=60)
+        api.close()
+    assert camera["name"] == "court" and camera["configured"] and camera["detect_fps"] is not None
+    alerts = [e for e in events if e["kind"] == "watchlist_hit"]
+    assert len(alerts) == before.count("watchlist_hit") + 2, "the in-process pipeline alerts on the clip again"
+    assert all(e["identity_name"] == "Yao Ming" for e in alerts)

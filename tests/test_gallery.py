@@ -203,3 +203,22 @@ def test_a_stale_index_is_repaired(tmp_path: Path, data_dir: Path, engine: FaceE
         reopened = open_gallery(tmp_path, engine)
     assert 1 not in reopened.index and len(reopened.index) == reopened.counts()[1]
     assert "stale" in caplog.text
+
+
+def test_a_long_running_gallery_picks_up_enrolments_and_deletions_made_elsewhere(
+        tmp_path: Path, data_dir: Path, engine: FaceEngine, db_url: str) -> None:
+    probes = enrolment_tree(data_dir, tmp_path / "people")
+    running = open_gallery(tmp_path, engine, db_url)  # the pipeline's, say
+    assert running.refresh() == (0, 0)
+    elsewhere = open_gallery(tmp_path, engine, db_url)  # the dashboard's, in another process
+    enrol_folder(elsewhere, tmp_path / "people", OPTIONS)
+    probe = probe_vector(engine, probes["obama"])
+    assert not search_embedding(running, probe, purpose="t", actor="t").known
+    added, removed = running.refresh()
+    assert added == elsewhere.counts()[1] and removed == 0
+    assert search_embedding(running, probe, purpose="t", actor="t").matches[0].display_name == "obama"
+    gone = forget(elsewhere, "obama", actor="dpo", reason="deletion request")
+    assert running.refresh() == (0, len(gone.template_ids))
+    result = search_embedding(running, probe, purpose="t", actor="t")
+    assert all(m.display_name != "obama" for m in result.matches)
+    assert running.refresh() == (0, 0)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections import defaultdict, deque
+from collections import deque
 from urllib.parse import urlsplit
 
 from fastapi import Request, Response
@@ -21,6 +21,7 @@ from facetrail.store.sessions import SESSION_LIFETIME, check_session, close_sess
 
 COOKIE = "facetrail_session"
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+MAX_TRACKED_CLIENTS = 10_000
 
 
 class LoginLimiter:
@@ -28,7 +29,7 @@ class LoginLimiter:
 
     def __init__(self, attempts: int = 5, window_s: float = 60.0) -> None:
         self.attempts, self.window_s = attempts, window_s
-        self._failures: dict[str, deque[float]] = defaultdict(deque)
+        self._failures: dict[str, deque[float]] = {}
         self._lock = threading.Lock()
 
     def check(self, client: str) -> None:
@@ -44,7 +45,10 @@ class LoginLimiter:
     def failed(self, client: str) -> None:
         """Count one failed attempt."""
         with self._lock:
-            self._recent(client).append(time.monotonic())
+            if len(self._failures) > MAX_TRACKED_CLIENTS:  # many addresses: forget those whose window passed
+                for other in list(self._failures):
+                    self._recent(other)
+            self._failures.setdefault(client, deque()).append(time.monotonic())
 
     def succeeded(self, client: str) -> None:
         """Forget the client's failures."""
@@ -52,9 +56,11 @@ class LoginLimiter:
             self._failures.pop(client, None)
 
     def _recent(self, client: str) -> deque[float]:
-        failures = self._failures[client]
+        failures = self._failures.get(client, deque())
         while failures and time.monotonic() - failures[0] > self.window_s:
             failures.popleft()
+        if not failures:
+            self._failures.pop(client, None)
         return failures
 
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import cv2
 import numpy as np
 import pytest
 
@@ -28,6 +27,7 @@ from facetrail.door.liveness import (
     eye_openness,
     eye_openness_per_eye,
 )
+from facetrail.synth.spoof import moved_photo
 from facetrail.vision.detector import ScrfdDetector
 from facetrail.vision.engine import FaceEngine
 from facetrail.vision.image import BGRImage, load_image
@@ -62,35 +62,6 @@ def _points(detector: ScrfdDetector, landmarks: Landmarks106, image: BGRImage) -
     faces = detector.detect(image)
     assert len(faces), "the photo's face is found"
     return landmarks.predict(image, faces.xyxy[0])
-
-
-def _tilted(image: BGRImage, yaw: float, pitch: float, roll: float, scale: float,
-            shift: tuple[float, float]) -> BGRImage:
-    """The photo as a plane turned by yaw/pitch/roll degrees, seen by a pinhole camera."""
-    h, w = image.shape[:2]
-    focal = 1.2 * max(w, h)
-    y, p, r = np.radians([yaw, pitch, roll])
-    turn_y = np.array([[np.cos(y), 0, np.sin(y)], [0, 1, 0], [-np.sin(y), 0, np.cos(y)]])
-    turn_x = np.array([[1, 0, 0], [0, np.cos(p), -np.sin(p)], [0, np.sin(p), np.cos(p)]])
-    turn_z = np.array([[np.cos(r), -np.sin(r), 0], [np.sin(r), np.cos(r), 0], [0, 0, 1]])
-    corners = np.array([[0, 0], [w, 0], [w, h], [0, h]], np.float64)
-    plane = np.c_[corners - [w / 2, h / 2], np.zeros(4)] @ (turn_z @ turn_y @ turn_x).T
-    depth = plane[:, 2] + focal / scale
-    seen = np.c_[focal * plane[:, 0] / depth + w / 2 + shift[0] * w,
-                 focal * plane[:, 1] / depth + h / 2 + shift[1] * h]
-    matrix = cv2.getPerspectiveTransform(corners.astype(np.float32), seen.astype(np.float32))
-    return cv2.warpPerspective(image, matrix, (w, h), borderMode=cv2.BORDER_REPLICATE)
-
-
-def _moved_photo(image: BGRImage, frames: int = 15) -> list[BGRImage]:
-    """A hand tilting a photo smoothly by up to 30 degrees while shifting and bringing it closer."""
-    clip = []
-    for i in range(frames):
-        t = i / (frames - 1)
-        clip.append(_tilted(image, 30 * np.sin(2 * np.pi * t), 20 * np.sin(1.4 * np.pi * t + 1),
-                            5 * np.sin(2.6 * np.pi * t), 0.85 + 0.15 * np.sin(np.pi * t),
-                            (0.05 * np.sin(2 * np.pi * t), 0.03 * np.cos(2 * np.pi * t))))
-    return clip
 
 
 def _judge(detector: ScrfdDetector, landmarks: Landmarks106, frames: list[BGRImage],
@@ -157,7 +128,7 @@ def test_wink_closes_one_eye(detector: ScrfdDetector, landmarks: Landmarks106,
 @pytest.mark.parametrize("photo", ["conditions/spoof/rgb_fake.jpg", "faces/obama/obama.jpg"])
 def test_photo_moved_as_a_plane_is_spoof(detector: ScrfdDetector, landmarks: Landmarks106,
                                          data_dir: Path, photo: str) -> None:
-    verdict = _judge(detector, landmarks, _moved_photo(_image(data_dir, photo)))
+    verdict = _judge(detector, landmarks, moved_photo(_image(data_dir, photo)))
     assert verdict.state == "spoof", verdict.reason
     assert verdict.frames == 15 and verdict.moved_frames >= 3 and not verdict.blink_seen
     assert verdict.depth_residual is not None and verdict.depth_residual <= PLANAR_SPOOF_MAX

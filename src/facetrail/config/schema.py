@@ -15,6 +15,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from facetrail.config.doors import DoorConfig
 from facetrail.video.sources import is_stream
 
 SLUG = re.compile(r"^[a-z0-9][a-z0-9_-]*$")
@@ -330,6 +331,8 @@ class FacetrailConfig(_Strict):
                                        description="How long data is kept.")
     cameras: dict[str, CameraConfig] = Field(min_length=1, title="Cameras",
                                              description="Cameras by name (lower-case letters, digits, - and _).")
+    doors: dict[str, DoorConfig] = Field(default_factory=dict, title="Doors",
+                                         description="Doors by name: a camera, who may pass, and how.")
 
     @field_validator("purpose")
     @classmethod
@@ -354,6 +357,16 @@ class FacetrailConfig(_Strict):
             if not SLUG.match(name):
                 raise ValueError(f"camera name {name!r}: use lower-case letters, digits, - and _")
         return cameras
+
+    @model_validator(mode="after")
+    def _doors_watch_cameras(self) -> FacetrailConfig:
+        for name, door in self.doors.items():
+            if not SLUG.match(name):
+                raise ValueError(f"door name {name!r}: use lower-case letters, digits, - and _")
+            if door.camera not in self.cameras:
+                raise ValueError(f"door {name}: no camera called {door.camera!r} (cameras: "
+                                 f"{', '.join(sorted(self.cameras))})")
+        return self
 
     @model_validator(mode="after")
     def _unique_webhooks(self) -> FacetrailConfig:

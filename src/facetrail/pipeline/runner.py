@@ -26,6 +26,7 @@ from facetrail.gallery.gallery import Gallery, GallerySettings
 from facetrail.gallery.people import purge as purge_people
 from facetrail.pipeline import settings as cfg
 from facetrail.pipeline.analyzer import AnalysedFrame, FrameAnalyzer
+from facetrail.pipeline.doors import DoorFace, DoorService
 from facetrail.pipeline.matcher import GalleryMatcher
 from facetrail.pipeline.pictures import boxed_jpeg
 from facetrail.pipeline.recorder import Evidence, Recorder, TrackRecord
@@ -78,6 +79,7 @@ class _CameraRuntime:
     last_at: datetime | None = None
     closed: bool = False
     latest: AnalysedFrame | None = None  # newest analysed frame not yet reported
+    door_faces: list[DoorFace] = field(default_factory=list)  # this frame's confirmed faces, at a door camera
 
 
 class Pipeline:
@@ -112,8 +114,9 @@ class Pipeline:
             recognition = config.camera_recognition(name)
             named, unknown = cfg.thresholds(recognition, calibrated)
             tracker = FaceTracker(cfg.tracker_settings(config), cfg.best_shot_settings(config, recognition))
-            self.cameras.append(_CameraRuntime(name, Camera(cfg.camera_settings(name, camera, start_time=start_time)),
-                                               tracker, cfg.low_light(recognition), named, unknown))
+            door = any(d.camera == name for d in config.doors.values())
+            reader = Camera(cfg.camera_settings(name, camera, start_time=start_time, watches_door=door))
+            self.cameras.append(_CameraRuntime(name, reader, tracker, cfg.low_light(recognition), named, unknown))
         self.mqtt: MqttPublisher | None = None
         mqtt = cfg.mqtt_settings(config)
         if mqtt is not None:
@@ -123,6 +126,9 @@ class Pipeline:
         if self.mqtt is not None or targets:
             self.dispatcher = Dispatcher(self.gallery.db, mqtt=self.mqtt,
                                          webhooks=WebhookSender(targets) if targets else None)
+        self.doors = DoorService(config, self.gallery.db, self.matcher, self.analyzer,
+                                 default_threshold=calibrated)
+        self._door_cameras = self.doors.cameras
         self.stats = PipelineStats()
         self._shot_ids = itertools.count(1)
         self._turn = 0
@@ -146,6 +152,7 @@ class Pipeline:
             self.mqtt.start()
         if self.dispatcher is not None:
             self.dispatcher.start()
+        self.doors.start()
         for runtime in self.cameras:
             runtime.camera.start()
         self._started = True
@@ -157,6 +164,7 @@ class Pipeline:
             self._close_camera(runtime)
         if self._started:
             self.report_cameras()
+        self.doors.stop()
         if self.dispatcher is not None:
             self.dispatcher.drain_once()
             self.dispatcher.stop()
@@ -213,6 +221,9 @@ class Pipeline:
             if survivor is not track:
                 self._merge_records(survivor, track)
             self._decide(runtime, survivor, frame, result, i)
+        for (runtime, frame), result in zip(frames, analysed, strict=True):
+            if runtime.name in self._door_cameras:
+                self.doors.frame(runtime.name, frame.captured_at, result, runtime.door_faces)
         for runtime, _frame in frames:
             for ended in runtime.tracker.end_stale(runtime.last_t):
                 self._end_track(runtime, ended)
@@ -248,6 +259,7 @@ class Pipeline:
         self.stats.faces += len(result)
         self.stats.per_camera_frames[runtime.name] = self.stats.per_camera_frames.get(runtime.name, 0) + 1
         requests = []
+        runtime.door_faces = []
         camera_motion = runtime.motion.estimate(frame.image)
         for track in runtime.tracker.update(result.faces.xyxy, result.faces.scores, t, camera_motion):
             i = track.detection
@@ -255,6 +267,8 @@ class Pipeline:
                 continue
             record = self._record(runtime, track, frame)
             self.recorder.touch(record, frame.captured_at)
+            if runtime.name in self._door_cameras:
+                runtime.door_faces.append(DoorFace(track.track_id, record.uid, i))
             if result.area(i) < track.shots.settings.min_area:
                 continue  # too small to recognise: tracked, never aligned or embedded
             face = result.shot(i)
@@ -313,6 +327,8 @@ class Pipeline:
         self.stats.events += len(record.events) - before
 
     def _end_track(self, runtime: _CameraRuntime, track: Track) -> None:
+        if runtime.name in self._door_cameras:
+            self.doors.ended(runtime.name, track.track_id, runtime.last_at or utcnow())
         record = track.payload.get("record")
         if isinstance(record, TrackRecord):
             self.recorder.ended(record, runtime.last_at or record.last_seen)
@@ -336,6 +352,7 @@ class Pipeline:
             added, removed = self.gallery.refresh()
             if added or removed:
                 log.info("gallery changed: %d template(s) added, %d removed", added, removed)
+        self.doors.housekeeping()
         if now - self._last_report >= REPORT_EVERY_S:
             self._last_report = now
             self.report_cameras()

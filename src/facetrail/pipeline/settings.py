@@ -29,16 +29,22 @@ def engine_config(config: FacetrailConfig) -> EngineConfig:
                         score_threshold=config.detector.score_threshold, try_rotations=False)
 
 
-def camera_settings(name: str, camera: CameraConfig, *, start_time: datetime | None = None) -> CameraSettings:
-    """Reader settings of one camera."""
+def camera_settings(name: str, camera: CameraConfig, *, start_time: datetime | None = None,
+                    watches_door: bool = False) -> CameraSettings:
+    """Reader settings of one camera; a door's camera analyses every sampled frame (no motion gate).
+
+    Someone waiting still in front of a door moves too little for the gate, and their liveness and
+    consecutive shots need every frame.
+    """
     source = camera.detect_input
     motion = camera.motion
     reconnect = camera.reconnect
     return CameraSettings(
         name=name, path=source.path, fps=camera.detect.fps, width=camera.detect.width, height=camera.detect.height,
         input_args=dict(source.input_args), loop=source.loop, realtime=source.realtime, timeout_s=camera.timeout_s,
-        motion=MotionSettings(enabled=motion.enabled, threshold=motion.threshold, min_changed=motion.min_changed,
-                              downscale_width=motion.downscale_width, max_skip_s=motion.max_skip_s),
+        motion=MotionSettings(enabled=motion.enabled and not watches_door, threshold=motion.threshold,
+                              min_changed=motion.min_changed, downscale_width=motion.downscale_width,
+                              max_skip_s=motion.max_skip_s),
         reconnect=ReconnectSettings(initial_s=reconnect.initial_s, max_s=reconnect.max_s, factor=reconnect.factor,
                                     max_attempts=reconnect.max_attempts),
         start_time=start_time)

@@ -286,3 +286,51 @@ class CameraState(Base):
     frame_jpeg: Mapped[bytes | None] = mapped_column(LargeBinary)  # latest analysed frame, faces boxed
     frame_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow, index=True)
+
+
+class DoorConsent(Base):
+    """A resident's recorded consent to be recognised at a door: who recorded it, when, how; and its withdrawal.
+
+    ``door`` is a door's name, or ``*`` for every door. The optional second
+    factor (a PIN or card number) is stored only as a salted hash.
+    """
+
+    __tablename__ = "door_consents"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    identity_id: Mapped[int] = mapped_column(ForeignKey("identities.id", ondelete="CASCADE"), index=True)
+    door: Mapped[str] = mapped_column(String(200))
+    method: Mapped[str] = mapped_column(Text)  # how it was given, e.g. "signed form 2026-114"
+    recorded_by: Mapped[str] = mapped_column(String(200))
+    recorded_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    factor_hash: Mapped[str | None] = mapped_column(String(200))
+    withdrawn_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    withdrawn_by: Mapped[str | None] = mapped_column(String(200))
+
+
+class DoorDecisionRecord(Base):
+    """One door decision with its evidence: the best shot, the scores, the liveness signals, the rule, the command."""
+
+    __tablename__ = "door_decisions"
+
+    id: Mapped[int] = mapped_column(_BIG_ID, primary_key=True)
+    door: Mapped[str] = mapped_column(String(200), index=True)
+    camera: Mapped[str] = mapped_column(String(200))
+    track_uid: Mapped[str] = mapped_column(String(120))
+    outcome: Mapped[str] = mapped_column(String(16), index=True)  # grant, deny, no_decision
+    reason: Mapped[str] = mapped_column(Text)
+    rule: Mapped[str] = mapped_column(Text)  # the door's rule as it was applied
+    identity_id: Mapped[int | None] = mapped_column(ForeignKey("identities.id", ondelete="CASCADE"), index=True)
+    score: Mapped[float | None] = mapped_column(Float)
+    matched_shots: Mapped[int] = mapped_column(Integer, default=0)
+    liveness: Mapped[str | None] = mapped_column(String(16))  # live, spoof, undecided
+    liveness_reason: Mapped[str | None] = mapped_column(Text)
+    blinks: Mapped[int | None] = mapped_column(Integer)
+    depth_residual: Mapped[float | None] = mapped_column(Float)
+    tailgating: Mapped[bool] = mapped_column(Boolean, default=False)
+    others_present: Mapped[int] = mapped_column(Integer, default=0)
+    snapshot_jpeg: Mapped[bytes | None] = mapped_column(LargeBinary)
+    decided_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), index=True)
+    command: Mapped[str | None] = mapped_column(String(16))  # delivered, failed, or None (nothing sent)
+    command_error: Mapped[str | None] = mapped_column(Text)
+    command_attempts: Mapped[int] = mapped_column(Integer, default=0)

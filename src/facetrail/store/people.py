@@ -14,6 +14,8 @@ from sqlalchemy.orm import Session
 
 from facetrail.store import audit
 from facetrail.store.models import (
+    DoorConsent,
+    DoorDecisionRecord,
     Event,
     EventReview,
     FaceTemplate,
@@ -52,7 +54,7 @@ class PurgeReport:
 
 
 def forget_identity(session: Session, identity_id: int, *, actor: str, reason: str) -> Forgotten:
-    """Remove a person completely: templates, negatives, memberships, sightings, events, the identity.
+    """Remove a person completely: templates, negatives, memberships, sightings, events, door records, the identity.
 
     The audit log keeps a tombstone with the identity id and counts only: no
     name, no image, no embedding.
@@ -72,6 +74,8 @@ def forget_identity(session: Session, identity_id: int, *, actor: str, reason: s
         select(Event.id).where(Event.identity_id == identity_id))))
     session.execute(delete(Event).where(Event.identity_id == identity_id))
     session.execute(delete(Sighting).where(Sighting.identity_id == identity_id))
+    session.execute(delete(DoorDecisionRecord).where(DoorDecisionRecord.identity_id == identity_id))
+    session.execute(delete(DoorConsent).where(DoorConsent.identity_id == identity_id))
     session.execute(delete(FaceTemplate).where(FaceTemplate.identity_id == identity_id))
     session.execute(delete(NegativeExample).where(NegativeExample.identity_id == identity_id))
     session.execute(delete(WatchlistMember).where(WatchlistMember.identity_id == identity_id))

@@ -15,7 +15,7 @@ from sqlalchemy.orm import Session
 
 from facetrail.store import audit
 from facetrail.store.cameras import blank_frames
-from facetrail.store.models import Event, EventReview, OutboxMessage, Sighting, Visitor, utcnow
+from facetrail.store.models import DoorDecisionRecord, Event, EventReview, OutboxMessage, Sighting, Visitor, utcnow
 
 
 @dataclass(frozen=True)
@@ -73,6 +73,11 @@ def purge_data(session: Session, policy: RetentionPolicy, *, now: datetime | Non
         update(Event).where(Event.started_at < thumbs_before, Event.snapshot_jpeg.is_not(None))
         .values(snapshot_jpeg=None)))
     counts["camera_frames"] = blank_frames(session, thumbs_before)
+    counts["door_decisions"] = _rowcount(session.execute(
+        delete(DoorDecisionRecord).where(DoorDecisionRecord.decided_at < moment - policy.events)))
+    counts["door_snapshots"] = _rowcount(session.execute(
+        update(DoorDecisionRecord).where(DoorDecisionRecord.decided_at < thumbs_before,
+                                         DoorDecisionRecord.snapshot_jpeg.is_not(None)).values(snapshot_jpeg=None)))
     counts["messages"] = _rowcount(session.execute(
         delete(OutboxMessage).where(OutboxMessage.delivered_at.is_not(None),
                                     OutboxMessage.delivered_at < moment - policy.delivered_messages)))

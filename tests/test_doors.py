@@ -1,0 +1,232 @@
+"""Door access through the real pipeline: clips made from real photos, the real models, a real MQTT broker.
+
+The resident's clip is one woman's real photos in sequence (eyes open, winking,
+shut, open, head turned): a blink and a head that moves in depth. The printed
+photo is a real photo moved in front of the camera as a flat plane.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from sqlalchemy import select
+
+from facetrail.gallery.gallery import Gallery, GallerySettings
+from facetrail.pipeline.runner import Pipeline
+from facetrail.store.doors import record_consent
+from facetrail.store.models import DoorDecisionRecord, Event, Identity
+from facetrail.synth.scenes import Appearance, composite_scene
+from facetrail.synth.spoof import moved_photo
+from facetrail.synth.writer import write_clip
+from facetrail.vision.engine import EngineConfig, FaceEngine
+from facetrail.vision.image import BGRImage, load_image
+from pipeline_kit import config_for, enrol, head_and_shoulders
+from services import MOSQUITTO, Mosquitto, Subscriber, free_port, wait_until
+
+pytestmark = pytest.mark.models
+FPS = 10.0
+SIZE = (1280, 720)
+EYES = "conditions/eyes"
+
+
+@pytest.fixture(scope="module")
+def door_engine() -> FaceEngine:
+    return FaceEngine(EngineConfig())
+
+
+@pytest.fixture(scope="module")
+def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Mosquitto]:
+    if not os.path.exists(MOSQUITTO):
+        pytest.skip("mosquitto is not installed (.ci/run installs it)")
+    server = Mosquitto(tmp_path_factory.mktemp("door-broker"), free_port())
+    server.start()
+    yield server
+    server.stop()
+
+
+def photo(data_dir: Path, relative: str) -> Path:
+    path = data_dir / relative
+    if not path.is_file():
+        pytest.skip(f"test photo {path} is absent")
+    return path
+
+
+def resident_clip(engine: FaceEngine, data_dir: Path, path: Path, *, stranger: BGRImage | None = None) -> Path:
+    """The resident blinking and turning her head in front of the door (optionally a stranger beside her)."""
+    cut = {name: head_and_shoulders(engine, photo(data_dir, f"{EYES}/{name}"))
+           for name in ("open_eyes.png", "close_open_eyes.jpeg", "close_eyes.jpeg")}
+    turned = head_and_shoulders(engine, photo(data_dir, "conditions/pose/left_face.jpeg"))
+    steps = [(cut["open_eyes.png"], 0.0, 0.8), (cut["close_open_eyes.jpeg"], 0.8, 1.0),
+             (cut["close_eyes.jpeg"], 1.0, 1.3), (cut["open_eyes.png"], 1.3, 2.0), (turned, 2.0, 2.5),
+             (cut["open_eyes.png"], 2.5, 3.5)]
+    x = 0.33 if stranger is not None else 0.5
+    scenes = [Appearance(image, start, end - 0.001, (x, 0.5), (x, 0.5), 0.85, 0.85) for image, start, end in steps]
+    if stranger is not None:
+        scenes.append(Appearance(stranger, 0.0, 3.5, (0.72, 0.5), (0.72, 0.5), 0.8, 0.8))
+    write_clip(path, composite_scene(scenes, duration_s=4.0, fps=FPS, size=SIZE, noise=2.0), fps=FPS)
+    return path
+
+
+def printed_photo_clip(data_dir: Path, path: Path) -> Path:
+    """A real photo held up and tilted in front of the camera: 30 frames of a plane moving."""
+    image = load_image(photo(data_dir, "faces/obama/obama.jpg"))
+    canvas = cv2_resize_to(image, SIZE)
+    frames = moved_photo(canvas, frames=30)
+    write_clip(path, iter(frames), fps=FPS)
+    return path
+
+
+def cv2_resize_to(image: BGRImage, size: tuple[int, int]) -> BGRImage:
+    import cv2
+    import numpy as np
+
+    width, height = size
+    scale = min(width / image.shape[1], height / image.shape[0]) * 0.9
+    small = cv2.resize(image, (int(image.shape[1] * scale), int(image.shape[0] * scale)))
+    canvas = np.full((height, width, 3), 90, np.uint8)
+    top, left = (height - small.shape[0]) // 2, (width - small.shape[1]) // 2
+    canvas[top:top + small.shape[0], left:left + small.shape[1]] = small
+    return canvas
+
+
+def door_config(port: int, extra: str = "") -> str:
+    """The front door on camera 'entrance', residents allowed, commands over MQTT on ``port``."""
+    return (f"mqtt:\n  enabled: false\n  host: 127.0.0.1\n  port: {port}\n"
+            "doors:\n  front:\n    camera: entrance\n    allow: [residents]\n"
+            f"    command:\n      deadline_s: 1.5\n{extra}")
+
+
+def run_door(data: Path, clip: Path, engine: FaceEngine, port: int, extra: str = "") -> list[DoorDecisionRecord]:
+    config = config_for(data, {"entrance": clip}, extra=door_config(port, extra))
+    config.cameras["entrance"].detect.fps = FPS
+    Pipeline(config, engine=engine, actor="tester").run(until_done=True)
+    gallery = Gallery(GallerySettings(data), engine=engine)
+    try:
+        with gallery.db.session() as session:
+            rows = list(session.scalars(select(DoorDecisionRecord).order_by(DoorDecisionRecord.id)))
+            session.expunge_all()
+        return rows
+    finally:
+        gallery.close()
+
+
+def enrol_resident(data: Path, engine: FaceEngine, data_dir: Path, *, consent: bool = True,
+                   source: str = f"{EYES}/open_eyes.png", name: str = "Resident") -> None:
+    enrol(data, engine, name, photo(data_dir, source), watchlist="residents")
+    if consent:
+        gallery = Gallery(GallerySettings(data), engine=engine)
+        with gallery.db.session() as session:
+            identity = session.scalar(select(Identity.id).where(Identity.display_name == name))
+            assert identity is not None
+            record_consent(session, identity, "front", method="signed form 17", actor="tester")
+        gallery.close()
+
+
+def test_a_live_resident_is_let_in_and_the_command_reaches_the_controller(
+        tmp_path: Path, door_engine: FaceEngine, data_dir: Path, broker: Mosquitto) -> None:
+    clip = resident_clip(door_engine, data_dir, tmp_path / "resident.mp4")
+    enrol_resident(tmp_path / "data", door_engine, data_dir)
+    controller = Subscriber(broker.port, "facetrail/doors/#").connect()
+    try:
+        rows = run_door(tmp_path / "data", clip, door_engine, broker.port)
+        wait_until(lambda: bool(controller.payloads("facetrail/doors/front/command")), "the door command")
+        command = json.loads(controller.payloads("facetrail/doors/front/command")[0])
+    finally:
+        controller.close()
+    assert [(r.outcome, r.reason) for r in rows] == [("grant", "recognised, live and allowed")]
+    grant = rows[0]
+    assert grant.liveness == "live" and (grant.blinks or 0) >= 1 and grant.matched_shots >= 3
+    assert grant.command == "delivered" and grant.command_attempts >= 1 and grant.snapshot_jpeg
+    assert "allow residents" in grant.rule
+    assert command["action"] == "open" and command["door"] == "front" and command["reason"] == f"decision {grant.id}"
+
+
+def test_without_consent_or_enrolment_the_door_stays_shut(tmp_path: Path, door_engine: FaceEngine,
+                                                            data_dir: Path, broker: Mosquitto) -> None:
+    clip = resident_clip(door_engine, data_dir, tmp_path / "resident.mp4")
+    enrol_resident(tmp_path / "no-consent", door_engine, data_dir, consent=False)
+    refused = run_door(tmp_path / "no-consent", clip, door_engine, broker.port)
+    assert [r.outcome for r in refused] == ["deny"] and "not allowed" in refused[0].reason
+    assert refused[0].command is None
+    # Someone else is enrolled; the woman at the door is not.
+    enrol_resident(tmp_path / "stranger", door_engine, data_dir, source="faces/biden/biden.jpg", name="Joe")
+    unknown = run_door(tmp_path / "stranger", clip, door_engine, broker.port)
+    assert [r.outcome for r in unknown] == ["deny"] and unknown[0].reason.startswith("not recognised")
+    assert unknown[0].identity_id is None
+
+
+def test_a_printed_photo_moved_in_front_of_the_camera_is_denied(tmp_path: Path, door_engine: FaceEngine,
+                                                                 data_dir: Path, broker: Mosquitto) -> None:
+    clip = printed_photo_clip(data_dir, tmp_path / "printed.mp4")
+    data = tmp_path / "data"
+    enrol_resident(data, door_engine, data_dir, source="faces/obama/obama.jpg", name="Barack")
+    rows = run_door(data, clip, door_engine, broker.port)
+    assert [r.outcome for r in rows] == ["deny"], [(r.outcome, r.reason) for r in rows]
+    assert rows[0].liveness == "spoof" and rows[0].reason.startswith("liveness failed")
+    assert rows[0].identity_id is not None, "recognised as the resident, and still refused"
+
+
+def test_a_stranger_beside_the_resident_is_tailgating(tmp_path: Path, door_engine: FaceEngine, data_dir: Path,
+                                                      broker: Mosquitto) -> None:
+    stranger = head_and_shoulders(door_engine, photo(data_dir, "faces/biden/biden.jpg"))
+    clip = resident_clip(door_engine, data_dir, tmp_path / "two.mp4", stranger=stranger)
+    data = tmp_path / "data"
+    enrol_resident(data, door_engine, data_dir)
+    rows = run_door(data, clip, door_engine, broker.port, extra="    tailgating: event\n")
+    resident = [r for r in rows if r.identity_id is not None]
+    assert [r.outcome for r in resident] == ["deny"] and resident[0].tailgating
+    assert resident[0].reason.startswith("tailgating: 1 other person")
+    gallery = Gallery(GallerySettings(data), engine=door_engine)
+    with gallery.db.session() as session:
+        kinds = list(session.scalars(select(Event.kind)))
+    gallery.close()
+    assert "tailgating" in kinds, "the rule raised an event for review"
+
+
+def test_a_command_to_a_broker_that_is_down_is_retried_and_reported(tmp_path: Path, door_engine: FaceEngine,
+                                                                    data_dir: Path) -> None:
+    clip = resident_clip(door_engine, data_dir, tmp_path / "resident.mp4")
+    data = tmp_path / "data"
+    enrol_resident(data, door_engine, data_dir)
+    rows = run_door(data, clip, door_engine, free_port())  # nothing listens there
+    assert [r.outcome for r in rows] == ["grant"]
+    assert rows[0].command == "failed" and rows[0].command_error
+    assert "127.0.0.1" in rows[0].command_error
+
+
+
+def test_door_decisions_follow_retention_and_a_forgotten_person_leaves_none(tmp_path: Path,
+                                                                             door_engine: FaceEngine,
+                                                                             data_dir: Path) -> None:
+    from datetime import timedelta
+
+    from facetrail.gallery.people import forget
+    from facetrail.store.models import DoorConsent, utcnow
+    from facetrail.store.retention import RetentionPolicy, purge_data
+
+    data = tmp_path / "data"
+    enrol_resident(data, door_engine, data_dir)
+    gallery = Gallery(GallerySettings(data), engine=door_engine)
+    try:
+        with gallery.db.session() as session:
+            identity = session.scalar(select(Identity.id))
+            for days, uid in ((1, "fresh"), (10, "week-old"), (120, "old")):
+                session.add(DoorDecisionRecord(door="front", camera="entrance", track_uid=uid, outcome="grant",
+                                               reason="test", rule="test", identity_id=identity,
+                                               decided_at=utcnow() - timedelta(days=days), snapshot_jpeg=b"jpeg"))
+        with gallery.db.session() as session:
+            report = purge_data(session, RetentionPolicy(events=timedelta(days=90), thumbnails=timedelta(days=7)))
+        assert report.counts["door_decisions"] == 1 and report.counts["door_snapshots"] == 1
+        with gallery.db.session() as session:
+            kept = session.scalars(select(DoorDecisionRecord).order_by(DoorDecisionRecord.id)).all()
+            assert [(r.track_uid, r.snapshot_jpeg) for r in kept] == [("fresh", b"jpeg"), ("week-old", None)]
+        forget(gallery, str(identity), actor="dpo", reason="moved out")
+        with gallery.db.session() as session:
+            assert session.scalars(select(DoorDecisionRecord)).all() == []
+            assert session.scalars(select(DoorConsent)).all() == []
+    finally:
+        gallery.close()

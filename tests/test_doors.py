@@ -230,3 +230,38 @@ def test_door_decisions_follow_retention_and_a_forgotten_person_leaves_none(tmp_
             assert session.scalars(select(DoorConsent)).all() == []
     finally:
         gallery.close()
+
+
+def test_a_second_factor_grants_only_the_pending_decision_it_belongs_to(tmp_path: Path, db_url: str) -> None:
+    from datetime import timedelta
+
+    from facetrail.store.db import Database
+    from facetrail.store.doors import present_factor
+    from facetrail.store.models import AuditEntry, DoorConsent, utcnow
+
+    db = Database(db_url)
+    with db.session() as session:
+        ana, ben = Identity(display_name="Ana", created_by="t"), Identity(display_name="Ben", created_by="t")
+        session.add_all([ana, ben])
+        session.flush()
+        record_consent(session, ana.id, "front", method="signed form", actor="desk", factor="4711")
+        record_consent(session, ben.id, "*", method="signed form", actor="desk", factor="9999")
+        for who, seconds in ((ana.id, 5), (ben.id, 120)):
+            session.add(DoorDecisionRecord(door="front", camera="entrance", track_uid=f"t{who}", outcome="pending",
+                                           reason="awaiting", rule="r", identity_id=who,
+                                           decided_at=utcnow() - timedelta(seconds=seconds)))
+        ana_id, ben_id = ana.id, ben.id
+    with db.session() as session:
+        hashes = list(session.scalars(select(DoorConsent.factor_hash)))
+        assert all(h and "4711" not in h and "9999" not in h for h in hashes), "factors are stored hashed"
+        assert present_factor(session, "front", "0000", timeout=timedelta(seconds=30), actor="keypad") is None
+        assert present_factor(session, "front", "9999", timeout=timedelta(seconds=30), actor="keypad") is None, \
+            "Ben's pending decision is past the time-out"
+        granted = present_factor(session, "front", "4711", timeout=timedelta(seconds=30), actor="keypad")
+        assert granted is not None and granted.identity_id == ana_id and granted.outcome == "grant"
+    with db.session() as session:
+        outcomes = dict(session.execute(select(DoorDecisionRecord.identity_id, DoorDecisionRecord.outcome)).all())
+        assert outcomes == {ana_id: "grant", ben_id: "pending"}
+        factors = session.scalars(select(AuditEntry.result_count).where(AuditEntry.action == "door.factor")).all()
+        assert list(factors) == [0, 0, 1], "every presented factor is audited, failed ones too"
+    db.dispose()

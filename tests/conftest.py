@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+import signal
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -12,6 +13,7 @@ from facetrail.vision.engine import EngineConfig, FaceEngine
 from facetrail.vision.image import BGRImage, load_image
 from facetrail.vision.lowlight import LowLightConfig
 from facetrail.vision.samples import sample_image
+from services import MOSQUITTO, Mosquitto, free_port
 
 
 def shared_data_dir() -> Path:
@@ -65,3 +67,30 @@ def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
         pytest.skip(problem)
     with throwaway_postgres() as url:
         yield url
+
+
+@pytest.fixture
+def brokers(tmp_path: Path) -> Iterator[Callable[..., Mosquitto]]:
+    """Makes private Mosquitto brokers (not started); every one is stopped at teardown."""
+    if not os.path.exists(MOSQUITTO):
+        pytest.skip("mosquitto is not installed (.ci/run installs it)")
+    made: list[Mosquitto] = []
+
+    def make(*, persist: bool = False) -> Mosquitto:
+        broker = Mosquitto(tmp_path, free_port(), persist=persist)
+        made.append(broker)
+        return broker
+
+    yield make
+    for broker in made:
+        if broker.process is not None and broker.process.poll() is None:
+            broker.process.send_signal(signal.SIGCONT)  # a test may have paused it
+        broker.stop()
+
+
+@pytest.fixture
+def broker(brokers: Callable[..., Mosquitto]) -> Mosquitto:
+    """A running private broker."""
+    running = brokers()
+    running.start()
+    return running

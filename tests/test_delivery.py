@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -22,7 +21,6 @@ from facetrail.events.webhooks import WebhookSender, WebhookTarget
 from facetrail.store.db import Database
 from facetrail.store.models import OutboxMessage, utcnow
 from services import (
-    MOSQUITTO,
     SECRET_A,
     SECRET_B,
     WAIT_S,
@@ -35,33 +33,6 @@ from services import (
     retained,
     wait_until,
 )
-
-
-@pytest.fixture
-def brokers(tmp_path: Path) -> Iterator[Callable[..., Mosquitto]]:
-    """Makes private brokers (not started); every one is stopped at teardown."""
-    if not os.path.exists(MOSQUITTO):
-        pytest.skip("mosquitto is not installed (.ci/run installs it)")
-    made: list[Mosquitto] = []
-
-    def make(*, persist: bool = False) -> Mosquitto:
-        broker = Mosquitto(tmp_path, free_port(), persist=persist)
-        made.append(broker)
-        return broker
-
-    yield make
-    for broker in made:
-        if broker.process is not None and broker.process.poll() is None:
-            broker.process.send_signal(signal.SIGCONT)
-        broker.stop()
-
-
-@pytest.fixture
-def broker(brokers: Callable[..., Mosquitto]) -> Mosquitto:
-    """A running private broker."""
-    running = brokers()
-    running.start()
-    return running
 
 
 @pytest.fixture

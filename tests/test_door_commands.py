@@ -3,13 +3,11 @@
 from __future__ import annotations
 
 import json
-import os
 import threading
 import time
 from collections.abc import Callable, Iterator
 from datetime import datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from pathlib import Path
 from typing import Any
 
 import paho.mqtt.client as paho
@@ -27,35 +25,11 @@ from facetrail.door.commands import (
     parse_state_report,
 )
 from facetrail.store.models import utcnow
-from services import MOSQUITTO, SECRET_A, Mosquitto, Receiver, Subscriber, free_port, wait_until
+from services import SECRET_A, Mosquitto, Receiver, Subscriber, free_port, wait_until
 
 COMMANDS = "facetrail/doors/+/command"
 # "send blocks at most until the deadline": allowance for a loaded test machine, not a speed target.
 SLACK_S = 5.0
-
-
-@pytest.fixture
-def brokers(tmp_path: Path) -> Iterator[Callable[..., Mosquitto]]:
-    """Makes private brokers (not started); every one is stopped at teardown."""
-    if not os.path.exists(MOSQUITTO):
-        pytest.skip("mosquitto is not installed (.ci/run installs it)")
-    made: list[Mosquitto] = []
-
-    def make(*, persist: bool = False) -> Mosquitto:
-        broker = Mosquitto(tmp_path, free_port(), persist=persist)
-        made.append(broker)
-        return broker
-
-    yield make
-    for broker in made:
-        broker.stop()
-
-
-@pytest.fixture
-def broker(brokers: Callable[..., Mosquitto]) -> Mosquitto:
-    running = brokers()
-    running.start()
-    return running
 
 
 @pytest.fixture

@@ -265,3 +265,27 @@ def test_a_second_factor_grants_only_the_pending_decision_it_belongs_to(tmp_path
         factors = session.scalars(select(AuditEntry.result_count).where(AuditEntry.action == "door.factor")).all()
         assert list(factors) == [0, 0, 1], "every presented factor is audited, failed ones too"
     db.dispose()
+
+
+def test_an_empty_gallery_denies_and_a_few_poor_shots_do_not_deny_a_resident() -> None:
+    from datetime import timedelta
+
+    from facetrail.door.decision import DoorDecider, DoorRule
+    from facetrail.door.decision import Shot as DoorShot
+    from facetrail.store.models import utcnow
+
+    start = utcnow()
+    rule = DoorRule(door="front", camera="entrance", allowed=frozenset({1}), threshold=0.4, consecutive=3)
+
+    def shot(k: int, identity: int | None, score: float) -> DoorShot:
+        return DoorShot(7, start + timedelta(seconds=k / 10), 150.0, 0.9, 0.0, True, identity, score)
+
+    empty = DoorDecider(rule)  # nobody enrolled: every shot is embedded and matches nobody
+    decided = [d for k in range(3) for d in empty.observe(start + timedelta(seconds=k / 10), [shot(k, None, -1.0)])]
+    assert [(d.outcome, d.reason.startswith("not recognised")) for d in decided] == [("deny", True)]
+
+    resident = DoorDecider(rule)  # two weak shots (turning towards the door), then matching ones
+    scores = [(1, 0.2), (None, -1.0), (1, 0.8), (1, 0.2), (1, 0.8), (1, 0.85), (1, 0.9)]
+    decided = [d for k, (who, score) in enumerate(scores)
+               for d in resident.observe(start + timedelta(seconds=k / 10), [shot(k, who, score)])]
+    assert decided == [], "neither denied for a few weak shots nor granted without liveness"

@@ -74,7 +74,8 @@ class Shot:
     face_px: float
     quality: float
     yaw: float
-    identity_id: int | None = None  # best gallery match of this shot, when it was embedded
+    embedded: bool = False  # matched against the gallery this frame (identity and score below are its answer)
+    identity_id: int | None = None  # best gallery match; None when the gallery had no candidate
     score: float = -1.0
     points106: npt.NDArray[np.floating] | None = None
 
@@ -104,7 +105,7 @@ class _Approach:
     streak_identity: int | None = None
     streak_scores: list[float] = field(default_factory=list)
     judged: int = 0
-    unmatched: int = 0
+    unmatched: int = 0  # judged shots in a row that matched nobody above the threshold
     unusable: dict[str, int] = field(default_factory=dict)
     decided: bool = False
     allowed_now: bool = False  # the last shot matched an allowed person
@@ -152,13 +153,14 @@ class DoorDecider:
             return
         if shot.points106 is not None:
             approach.liveness.add(shot.points106)
-        if shot.identity_id is None and shot.score < 0:
-            return  # not embedded this frame
+        if not shot.embedded:
+            return
         approach.judged += 1
         if shot.identity_id is not None and shot.score >= rule.threshold:
             if shot.identity_id != approach.streak_identity:
                 approach.streak_identity, approach.streak_scores = shot.identity_id, []
             approach.streak_scores.append(shot.score)
+            approach.unmatched = 0
             approach.allowed_now = shot.identity_id in rule.allowed
         else:
             approach.streak_identity, approach.streak_scores = None, []
@@ -167,9 +169,9 @@ class DoorDecider:
 
     def _judge(self, approach: _Approach, at: datetime, *, others: int, shots: list[Shot]) -> DoorDecision | None:
         rule = self.rule
-        if approach.unmatched >= rule.consecutive and approach.streak_identity is None:
+        if approach.unmatched >= rule.consecutive:
             return self._decision(approach, at, "deny", "not recognised: no enrolled person matched above the "
-                                                         f"door's threshold on {approach.unmatched} shots")
+                                                         f"door's threshold on {approach.unmatched} shots in a row")
         if len(approach.streak_scores) < rule.consecutive:
             return self._timeout(approach, at)
         identity = approach.streak_identity

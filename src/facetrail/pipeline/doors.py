@@ -16,11 +16,12 @@ import logging
 import threading
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
+import numpy as np
 from sqlalchemy import select, update
 
 from facetrail.config.doors import DoorConfig
@@ -121,8 +122,12 @@ class DoorService:
 
     # -- per frame ----------------------------------------------------------------------------------------
 
-    def frame(self, camera: str, at: datetime, result: AnalysedFrame, faces: Sequence[DoorFace]) -> None:
-        """Judge the faces at this camera's doors in one frame and act on what is decided."""
+    def frame(self, camera: str, at: datetime, result: AnalysedFrame, faces: Sequence[DoorFace],
+              embedded: Mapping[int, np.ndarray] | None = None) -> None:
+        """Judge the faces at this camera's doors in one frame and act on what is decided.
+
+        ``embedded``: face index -> embedding the pipeline already made of this frame (not made again).
+        """
         doors = [d for d in self.doors.values() if d.config.camera == camera]
         if not doors:
             return
@@ -134,7 +139,10 @@ class DoorService:
         usable = [i for i in wanted if shots[i].usable]
         matches: dict[int, tuple[int | None, float]] = {}
         if usable:
-            vectors = self.analyzer.embed([(result, i) for i in usable])
+            ready = embedded or {}
+            missing = [i for i in usable if i not in ready]
+            made = dict(zip(missing, self.analyzer.embed([(result, i) for i in missing]), strict=True))
+            vectors = np.stack([ready[i] if i in ready else made[i] for i in usable])
             matches = dict(zip(usable, self.matcher(vectors), strict=True))
         points = {}
         if usable and self.landmarks is not None:
@@ -152,8 +160,7 @@ class DoorService:
                     if quality.score > door.best.get(face.track_id, (-1.0, b""))[0]:
                         door.best[face.track_id] = (quality.score, jpeg(result.thumbnail(face.index), 85))
                 door_shots.append(Shot(face.track_id, at, quality.face_px, quality.score, quality.yaw,
-                                       identity if face.index in matches else None, score,
-                                       points.get(face.index)))
+                                       face.index in matches, identity, score, points.get(face.index)))
             for decision in door.decider.observe(at, door_shots):
                 self._record(door, decision)
 

@@ -223,7 +223,9 @@ class Pipeline:
             self._decide(runtime, survivor, frame, result, i)
         for (runtime, frame), result in zip(frames, analysed, strict=True):
             if runtime.name in self._door_cameras:
-                self.doors.frame(runtime.name, frame.captured_at, result, runtime.door_faces)
+                made = {i: vector for (_, _, _, _, shot_of, i), vector in zip(requests, vectors, strict=True)
+                        if shot_of is result}
+                self.doors.frame(runtime.name, frame.captured_at, result, runtime.door_faces, made)
         for runtime, _frame in frames:
             for ended in runtime.tracker.end_stale(runtime.last_t):
                 self._end_track(runtime, ended)

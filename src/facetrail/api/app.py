@@ -10,7 +10,18 @@ from fastapi import FastAPI
 from facetrail import __version__
 from facetrail.api import errors
 from facetrail.api.auth import LoginLimiter
-from facetrail.api.routers import audit, cameras, events, identities, people, retention, search, session, watchlists
+from facetrail.api.routers import (
+    audit,
+    cameras,
+    doors,
+    events,
+    identities,
+    people,
+    retention,
+    search,
+    session,
+    watchlists,
+)
 from facetrail.config.schema import FacetrailConfig
 from facetrail.gallery.gallery import Gallery, GallerySettings
 
@@ -27,6 +38,7 @@ class ApiSettings:
     max_upload_bytes: int = 10_000_000
     config: FacetrailConfig | None = None  # the cameras and retention this server shows, when it was given them
     login_attempts: int = 5  # failed logins per client address per minute
+    factor_attempts: int = 5  # wrong second factors per door per minute
 
 
 def create_app(settings: ApiSettings, *, gallery: Gallery | None = None) -> FastAPI:
@@ -40,8 +52,9 @@ def create_app(settings: ApiSettings, *, gallery: Gallery | None = None) -> Fast
     app.state.gallery = gallery or Gallery(GallerySettings(settings.data_dir, settings.db_url,
                                                            settings.recogniser))
     app.state.login_limiter = LoginLimiter(settings.login_attempts)
+    app.state.factor_limiter = LoginLimiter(settings.factor_attempts, what="wrong codes at this door")
     errors.install(app)
     for router in (session.router, identities.router, watchlists.router, search.router, people.router,
-                   events.router, cameras.router, retention.router, audit.router):
+                   events.router, cameras.router, doors.router, retention.router, audit.router):
         app.include_router(router, prefix=PREFIX)
     return app

@@ -27,8 +27,9 @@ MAX_TRACKED_CLIENTS = 10_000
 class LoginLimiter:
     """At most ``attempts`` failed logins per client address in ``window_s``; then 429 until the window passes."""
 
-    def __init__(self, attempts: int = 5, window_s: float = 60.0) -> None:
-        self.attempts, self.window_s = attempts, window_s
+    def __init__(self, attempts: int = 5, window_s: float = 60.0, *,
+                 what: str = "failed logins from this address") -> None:
+        self.attempts, self.window_s, self.what = attempts, window_s, what
         self._failures: dict[str, deque[float]] = {}
         self._lock = threading.Lock()
 
@@ -39,7 +40,7 @@ class LoginLimiter:
             if len(failures) >= self.attempts:
                 wait = int(self.window_s - (time.monotonic() - failures[0])) + 1
                 raise ApiError(429, "too_many_attempts",
-                               f"too many failed logins from this address; try again in {wait} s",
+                               f"too many {self.what}; try again in {wait} s",
                                {"retry_after_s": wait})
 
     def failed(self, client: str) -> None:

@@ -77,7 +77,10 @@ def install(app: FastAPI) -> None:
 
     @app.exception_handler(StoreError)
     async def store_error(_request: Request, error: StoreError) -> JSONResponse:
-        return envelope(400, "rejected", str(error))
+        message = str(error)
+        if message.startswith("no "):
+            return envelope(404, "not_found", message)
+        return envelope(400, "rejected", message)
 
     @app.exception_handler(Exception)
     async def unexpected(_request: Request, error: Exception) -> JSONResponse:

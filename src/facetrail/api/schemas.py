@@ -192,3 +192,108 @@ class PurgeOut(BaseModel):
     counts: dict[str, int]
     identities_forgotten: int
     watchlists_expired: int
+
+
+class DoorOut(BaseModel):
+    """A configured door: its rule and the state its controller last reported."""
+
+    name: str
+    configured: bool = Field(description="in the configuration this server was started with")
+    camera: str | None
+    allow: list[str] = Field(description="watchlists whose members (with a recorded consent) may pass")
+    hours: list[str]
+    timezone: str | None
+    second_factor: bool
+    tailgating: str | None
+    state: str | None = Field(description="open, closed, forced, ... as the controller last reported; None if never")
+    state_source: str | None = Field(description="mqtt or http")
+    state_at: datetime | None
+
+
+class DoorDecisionOut(BaseModel):
+    """One door decision with its evidence."""
+
+    id: int
+    door: str
+    camera: str
+    outcome: Literal["grant", "deny", "no_decision", "pending"]
+    reason: str
+    rule: str = Field(description="the door's rule as it was applied")
+    identity_id: int | None
+    identity_name: str | None
+    score: float | None = Field(description="mean cosine over the consecutive matching shots")
+    matched_shots: int
+    liveness: str | None = Field(description="live, spoof or undecided")
+    liveness_reason: str | None
+    blinks: int | None
+    depth_residual: float | None = Field(description="landmark motion a plane cannot explain (0 for a flat photo)")
+    tailgating: bool
+    others_present: int
+    decided_at: datetime
+    command: str | None = Field(description="sending, delivered, failed; None when nothing was sent")
+    command_error: str | None
+    command_attempts: int
+    has_snapshot: bool
+
+
+class FactorIn(BaseModel):
+    """A PIN or card number a keypad or reader at the door read."""
+
+    code: str = Field(min_length=1, max_length=64)
+
+
+class FactorOut(BaseModel):
+    """Whether the code granted a pending decision at the door (its command follows within a second)."""
+
+    granted: bool
+    decision_id: int | None
+    detail: str
+
+
+class DoorStateIn(BaseModel):
+    """A controller's report of the door's state."""
+
+    state: str = Field(min_length=1, max_length=32, description="open, closed, forced, ...")
+    command_id: str | None = Field(None, max_length=64, description="the command this report answers, if any")
+
+
+class DoorStateOut(BaseModel):
+    """The state kept for a door."""
+
+    door: str
+    state: str
+    source: str
+    command_id: str | None
+    reported_at: datetime
+
+
+class ConsentIn(BaseModel):
+    """A person's consent to be recognised at a door, as recorded by an admin."""
+
+    door: str = Field(min_length=1, max_length=200, description="a door's name, or * for every door")
+    method: str = Field(min_length=1, max_length=2000, description="how it was given, e.g. 'signed form 2026-114'")
+    factor: str | None = Field(None, min_length=4, max_length=64,
+                               description="the person's PIN or card number, if a door asks for a second factor; "
+                                           "stored only as a salted hash")
+
+
+class ConsentOut(BaseModel):
+    """A recorded consent (the second factor is never shown)."""
+
+    id: int
+    identity_id: int
+    door: str
+    method: str
+    recorded_by: str
+    recorded_at: datetime
+    has_second_factor: bool
+    withdrawn_at: datetime | None
+    withdrawn_by: str | None
+
+
+class WithdrawalOut(BaseModel):
+    """A withdrawn consent and what went with it."""
+
+    consent: ConsentOut
+    templates_removed: int = Field(description="face templates deleted (none while another consent is in force)")
+    other_consents: int

@@ -19,6 +19,7 @@ from facetrail.store.cameras import camera_states
 from facetrail.store.models import (
     AuditEntry,
     CameraState,
+    DoorDecisionRecord,
     Event,
     FaceTemplate,
     Identity,
@@ -109,7 +110,9 @@ def retention_out(session: Session, config: FacetrailConfig | None) -> Retention
               "visitors": count(Visitor), "events": count(Event),
               "thumbnails": count(Sighting, Sighting.thumbnail_jpeg.is_not(None)),
               "snapshots": count(Event, Event.snapshot_jpeg.is_not(None)),
-              "camera_frames": count(CameraState, CameraState.frame_jpeg.is_not(None))}
+              "camera_frames": count(CameraState, CameraState.frame_jpeg.is_not(None)),
+              "door_decisions": count(DoorDecisionRecord),
+              "door_snapshots": count(DoorDecisionRecord, DoorDecisionRecord.snapshot_jpeg.is_not(None))}
     oldest: dict[str, datetime | None] = {"sighting": session.scalar(select(func.min(Sighting.first_seen))),
                                           "event": session.scalar(select(func.min(Event.started_at)))}
     last = session.scalar(select(func.max(AuditEntry.at)).where(AuditEntry.action == "retention.purge"))

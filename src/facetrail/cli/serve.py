@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 from sqlalchemy import select
 
 from facetrail.cli.common import actor_of, add_gallery_options, opened_gallery, out
-from facetrail.store.keys import ROLES, create_key, revoke_key
+from facetrail.store.keys import KEY_ROLES, create_key, revoke_key
 from facetrail.store.models import ApiKey
 
 if TYPE_CHECKING:
@@ -35,7 +35,8 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     actions = keys.add_subparsers(dest="keys_action", metavar="ACTION", required=True)
     create = actions.add_parser("create", help="make a key; its secret is printed once")
     create.add_argument("name", help="who or what uses the key")
-    create.add_argument("--role", choices=ROLES, required=True)
+    create.add_argument("--role", choices=KEY_ROLES, required=True,
+                        help="viewer < operator < admin; door: a keypad or door controller (second factors, states)")
     add_gallery_options(create)
     create.set_defaults(run=run_create)
     listing = actions.add_parser("list", help="list keys (never their secrets)")

@@ -12,6 +12,7 @@ from sqlalchemy.orm import Session
 from facetrail.gallery.errors import GalleryError
 from facetrail.gallery.gallery import Gallery
 from facetrail.store import audit
+from facetrail.store.doors import Withdrawal, withdraw_consent
 from facetrail.store.models import FaceTemplate, Identity, NegativeExample, Watchlist, WatchlistMember
 from facetrail.store.people import Forgotten, PurgeReport, forget_identity, purge_expired
 
@@ -68,6 +69,17 @@ def forget(gallery: Gallery, reference: str, *, actor: str, reason: str) -> Forg
     gallery.remove_from_index(forgotten.template_ids)
     gallery.save_index()
     return forgotten
+
+
+def withdraw_door_consent(gallery: Gallery, consent_id: int, *, actor: str) -> Withdrawal:
+    """Withdraw a door consent; the person's templates leave the database and the index unless another consent
+    is in force."""
+    with gallery.db.session() as session:
+        withdrawal = withdraw_consent(session, consent_id, actor=actor)
+    if withdrawal.template_ids:
+        gallery.remove_from_index(withdrawal.template_ids)
+        gallery.save_index()
+    return withdrawal
 
 
 def add_negative(gallery: Gallery, reference: str, vector: np.ndarray, *, actor: str,

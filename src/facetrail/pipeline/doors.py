@@ -40,13 +40,14 @@ from facetrail.pipeline.analyzer import AnalysedFrame, FrameAnalyzer
 from facetrail.pipeline.matcher import GalleryMatcher
 from facetrail.pipeline.pictures import jpeg
 from facetrail.store.db import Database
-from facetrail.store.doors import active_consents
+from facetrail.store.doors import FORCED, active_consents, record_door_state
 from facetrail.store.models import DoorDecisionRecord, Event, Watchlist, WatchlistMember, utcnow
 from facetrail.vision.landmarks106 import Landmarks106
 
 log = logging.getLogger(__name__)
 ALLOWED_REFRESH_S = 5.0
 FACTOR_POLL_S = 0.25
+FACTOR_GRACE_S = 5.0  # a second factor's grant is still acted on this long after its time-out
 
 
 @dataclass(frozen=True)
@@ -105,10 +106,14 @@ class DoorService:
         return {door.config.camera for door in self.doors.values()}
 
     def start(self) -> None:
-        """Connect the MQTT senders and load who may pass."""
+        """Connect the MQTT senders, load who may pass, and close the log of commands a stopped run left open."""
         for sender in self._mqtt.values():
             sender.start()
         self.refresh_allowed()
+        with self.db.session() as session:
+            session.execute(update(DoorDecisionRecord).where(
+                DoorDecisionRecord.door.in_(list(self.doors)), DoorDecisionRecord.command == "sending").values(
+                command="failed", command_error="facetrail stopped before the command's outcome was known"))
 
     def stop(self) -> None:
         """Let commands in flight finish (each has a deadline), then disconnect."""
@@ -210,6 +215,12 @@ class DoorService:
                     DoorDecisionRecord.door == door.name, DoorDecisionRecord.outcome == "pending",
                     DoorDecisionRecord.decided_at < expired).values(
                     outcome="deny", reason=f"no second factor within {door.config.factor_timeout_s:g} s"))
+                # A grant found long after its face (this service was stopped meanwhile) must not open the door.
+                stale = expired - timedelta(seconds=FACTOR_GRACE_S)
+                session.execute(update(DoorDecisionRecord).where(
+                    DoorDecisionRecord.door == door.name, DoorDecisionRecord.outcome == "grant",
+                    DoorDecisionRecord.command.is_(None), DoorDecisionRecord.decided_at < stale).values(
+                    command="failed", command_error="not sent: the second factor's grant was seen too late"))
                 granted = session.execute(select(DoorDecisionRecord.id).where(
                     DoorDecisionRecord.door == door.name, DoorDecisionRecord.outcome == "grant",
                     DoorDecisionRecord.command.is_(None))).scalars().all()
@@ -255,18 +266,12 @@ class DoorService:
         self._commands.submit(self._deliver, door, decision_id, command, timing)
 
     def _deliver(self, door: _Door, decision_id: int, command: DoorCommand, timing: DoorTiming | None) -> None:
-        errors, attempts, delivered = [], 0, bool(door.senders)
-        for sender in door.senders:
-            try:
-                result = sender.send(command)
-            except Exception as error:  # a stopped sender or a bug: reported like a failed delivery
-                errors.append(f"{type(error).__name__}: {error}")
-                delivered = False
-                continue
-            attempts += result.attempts
-            if not result.delivered:
-                delivered = False
-                errors.append(result.error or "not delivered")
+        # Every channel at once: one slow channel must not eat the other's deadline.
+        with ThreadPoolExecutor(max_workers=max(1, len(door.senders)), thread_name_prefix="door-channel") as pool:
+            results = list(pool.map(lambda sender: _send_one(sender, command), door.senders))
+        errors = [error for _attempts, error in results if error is not None]
+        attempts = sum(n for n, _error in results)
+        delivered = bool(door.senders) and not errors
         if not door.senders:
             errors.append("no command channel configured for this door")
         if timing is not None:
@@ -278,6 +283,16 @@ class DoorService:
             session.execute(update(DoorDecisionRecord).where(DoorDecisionRecord.id == decision_id).values(
                 command="delivered" if delivered else "failed", command_error="; ".join(errors) or None,
                 command_attempts=attempts))
+
+    def _on_state(self, door: str, state: str, at: datetime) -> None:
+        """A controller reported its door's state over MQTT (on paho's thread): keep it; 'forced' is an event."""
+        known = self.doors.get(door)
+        if known is None:
+            return
+        if state == FORCED:
+            log.warning("door %s reports it was forced open", door)
+        with self.db.session() as session:
+            record_door_state(session, door, state, source="mqtt", camera=known.config.camera, at=at)
 
     # -- set-up -------------------------------------------------------------------------------------------
 
@@ -301,12 +316,21 @@ class DoorService:
                     host=config.mqtt.host, port=config.mqtt.port, topic_prefix=command.topic_prefix,
                     client_id=f"{config.mqtt.client_id}-doors-{uuid.uuid4().hex[:6]}", username=config.mqtt.user,
                     password=config.mqtt.password, tls=config.mqtt.tls,
-                    require_state_ack=command.require_state_ack))
+                    require_state_ack=command.require_state_ack), on_state=self._on_state)
             senders.append(self._mqtt[key])
         if command.http_url:
             senders.append(HttpDoorSender(HttpDoorSettings(command.http_url, secret=command.http_secret,
                                                            timeout_s=command.deadline_s)))
         return senders
+
+
+def _send_one(sender: DoorCommandSender, command: DoorCommand) -> tuple[int, str | None]:
+    """(attempts, why it failed or None) of one channel."""
+    try:
+        result = sender.send(command)
+    except Exception as error:  # a stopped sender or a bug: reported like a failed delivery
+        return 0, f"{type(error).__name__}: {error}"
+    return result.attempts, None if result.delivered else (result.error or "not delivered")
 
 
 def _describe(door: DoorConfig) -> str:

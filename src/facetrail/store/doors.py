@@ -1,20 +1,33 @@
-"""Door records: residents' consents (and their second factor, hashed), and the log of door decisions."""
+"""Door records: residents' consents (and their second factor, hashed), the log of door decisions, door states."""
 
 from __future__ import annotations
 
 import hashlib
 import hmac
 import secrets
+import uuid
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import or_, select
+from sqlalchemy import delete, func, or_, select
 from sqlalchemy.orm import Session
 
 from facetrail.store import audit
 from facetrail.store.errors import StoreError
-from facetrail.store.models import DoorConsent, DoorDecisionRecord, Identity, utcnow
+from facetrail.store.models import (
+    CameraState,
+    DoorConsent,
+    DoorDecisionRecord,
+    DoorStateRecord,
+    Event,
+    FaceTemplate,
+    Identity,
+    NegativeExample,
+    utcnow,
+)
 
 ANY_DOOR = "*"
+FORCED = "forced"  # a door opened without a command: raised as an event
 FACTOR_ITERATIONS = 100_000  # PBKDF2-SHA256; a PIN is short, so its hash is slow to try
 
 
@@ -53,17 +66,48 @@ def record_consent(session: Session, identity_id: int, door: str, *, method: str
     return consent
 
 
-def withdraw_consent(session: Session, consent_id: int, *, actor: str) -> DoorConsent:
-    """Withdraw a consent (audited); the caller removes the person's templates if nothing else needs them."""
+@dataclass(frozen=True)
+class Withdrawal:
+    """A withdrawn consent, and the face templates removed with it (none while another consent is in force)."""
+
+    consent: DoorConsent
+    template_ids: list[int]
+    other_consents: int
+
+
+def withdraw_consent(session: Session, consent_id: int, *, actor: str) -> Withdrawal:
+    """Withdraw a consent (audited) and, unless another consent is still in force, remove the person's templates.
+
+    The templates were kept for door access; without a consent there is no purpose left for them. The identity,
+    its consent history and the decision log stay (the log until retention removes it). The caller removes the
+    returned template ids from the search index.
+    """
     consent = session.get(DoorConsent, consent_id)
     if consent is None:
         raise StoreError(f"no consent with id {consent_id}")
     if consent.withdrawn_at is not None:
         raise StoreError(f"consent {consent_id} was already withdrawn")
     consent.withdrawn_at, consent.withdrawn_by = utcnow(), actor
+    others = session.scalar(select(func.count()).select_from(DoorConsent).where(
+        DoorConsent.identity_id == consent.identity_id, DoorConsent.withdrawn_at.is_(None),
+        DoorConsent.id != consent_id)) or 0
+    template_ids: list[int] = []
+    if not others:
+        template_ids = list(session.scalars(select(FaceTemplate.id).where(
+            FaceTemplate.identity_id == consent.identity_id)))
+        session.execute(delete(FaceTemplate).where(FaceTemplate.identity_id == consent.identity_id))
+        session.execute(delete(NegativeExample).where(NegativeExample.identity_id == consent.identity_id))
     audit.record(session, actor=actor, action="door.consent_withdrawn", target=f"identity:{consent.identity_id}",
-                 purpose=f"door access: {consent.door}", details={"consent": consent_id})
-    return consent
+                 purpose=f"door access: {consent.door}", result_count=len(template_ids),
+                 details={"consent": consent_id, "templates_removed": len(template_ids),
+                          "other_consents": int(others)})
+    return Withdrawal(consent, template_ids, int(others))
+
+
+def consents_of(session: Session, identity_id: int) -> list[DoorConsent]:
+    """A person's consents, in force and withdrawn, oldest first."""
+    return list(session.scalars(select(DoorConsent).where(DoorConsent.identity_id == identity_id)
+                                .order_by(DoorConsent.id)))
 
 
 def active_consents(session: Session, door: str) -> list[DoorConsent]:
@@ -95,3 +139,21 @@ def present_factor(session: Session, door: str, code: str, *, timeout: timedelta
     audit.record(session, actor=actor, action="door.factor", target=f"door:{door}", purpose="door access",
                  result_count=0, details={"pending": len(pending)})
     return None
+
+
+def record_door_state(session: Session, door: str, state: str, *, source: str, camera: str,
+                      command_id: str | None = None, at: datetime | None = None) -> DoorStateRecord:
+    """Keep the state a door's controller reported; a door reported ``forced`` also raises an event for review."""
+    moment = at or utcnow()
+    row = session.get(DoorStateRecord, door)
+    previous = row.state if row is not None else None
+    if row is None:
+        row = DoorStateRecord(door=door, state=state, source=source, command_id=command_id, reported_at=moment)
+        session.add(row)
+    else:
+        row.state, row.source, row.command_id, row.reported_at = state, source, command_id, moment
+    if state == FORCED and previous != FORCED:
+        view = session.get(CameraState, camera)  # the door camera's latest frame is the evidence
+        session.add(Event(uid=uuid.uuid4().hex, kind="door_forced", camera=camera, started_at=moment,
+                          snapshot_jpeg=view.frame_jpeg if view is not None else None, reviewers_required=1))
+    return row

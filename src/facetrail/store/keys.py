@@ -20,8 +20,10 @@ from facetrail.store import audit
 from facetrail.store.errors import StoreError
 from facetrail.store.models import ApiKey, utcnow
 
-Role = Literal["admin", "operator", "viewer"]
+Role = Literal["admin", "operator", "viewer", "door"]
 ROLES: tuple[Role, ...] = ("viewer", "operator", "admin")  # each role may do what the ones before it may
+DOOR: Role = "door"  # a keypad, card reader or door controller: sends second factors and door states, reads nothing
+KEY_ROLES: tuple[Role, ...] = (*ROLES, DOOR)
 
 
 @dataclass(frozen=True)
@@ -32,14 +34,16 @@ class Caller:
     role: Role
 
     def may(self, needed: Role) -> bool:
-        """True when this caller's role includes ``needed``."""
+        """True when this caller's role includes ``needed`` (a door key may only do door work; admins may too)."""
+        if self.role == DOOR or needed == DOOR:
+            return self.role in (DOOR, "admin")
         return ROLES.index(self.role) >= ROLES.index(needed)
 
 
 def create_key(session: Session, name: str, role: Role, *, actor: str) -> str:
     """Make a key; returns the only copy of its secret."""
-    if role not in ROLES:
-        raise StoreError(f"a key's role is one of {', '.join(ROLES)}, not {role!r}")
+    if role not in KEY_ROLES:
+        raise StoreError(f"a key's role is one of {', '.join(KEY_ROLES)}, not {role!r}")
     if not name.strip():
         raise StoreError("a key needs a name (who or what uses it)")
     if session.scalar(select(ApiKey.id).where(ApiKey.name == name)) is not None:

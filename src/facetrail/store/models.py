@@ -334,3 +334,15 @@ class DoorDecisionRecord(Base):
     command: Mapped[str | None] = mapped_column(String(16))  # delivered, failed, or None (nothing sent)
     command_error: Mapped[str | None] = mapped_column(Text)
     command_attempts: Mapped[int] = mapped_column(Integer, default=0)
+
+
+class DoorStateRecord(Base):
+    """The latest state a door's controller reported (open, closed, forced, ...), over MQTT or the API."""
+
+    __tablename__ = "door_states"
+
+    door: Mapped[str] = mapped_column(String(200), primary_key=True)
+    state: Mapped[str] = mapped_column(String(32))
+    source: Mapped[str] = mapped_column(String(8))  # mqtt or http
+    command_id: Mapped[str | None] = mapped_column(String(64))  # the command it answers, if any
+    reported_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)

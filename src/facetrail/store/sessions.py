@@ -14,7 +14,7 @@ from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
 from facetrail.store import audit
-from facetrail.store.keys import Caller, Role, check_key
+from facetrail.store.keys import DOOR, Caller, Role, check_key
 from facetrail.store.models import ApiKey, WebSession, as_utc, utcnow
 
 SESSION_LIFETIME = timedelta(hours=12)
@@ -22,9 +22,9 @@ SESSION_LIFETIME = timedelta(hours=12)
 
 def open_session(session: Session, key: str, *, lifetime: timedelta = SESSION_LIFETIME,
                  now: datetime | None = None) -> tuple[str, Caller] | None:
-    """A new session's token for a valid key (audited as a login), or None."""
+    """A new session's token for a valid key (audited as a login), or None; a door device's key opens none."""
     caller = check_key(session, key)
-    if caller is None:
+    if caller is None or caller.role == DOOR:
         return None
     moment = now or utcnow()
     key_id = session.scalar(select(ApiKey.id).where(ApiKey.name == caller.name))

@@ -1,0 +1,48 @@
+"""Door rows as the API shows them; the dashboard's door view renders the same shapes."""
+
+from __future__ import annotations
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from facetrail.api.schemas import ConsentOut, DoorDecisionOut, DoorOut
+from facetrail.config.schema import FacetrailConfig
+from facetrail.store.models import DoorConsent, DoorDecisionRecord, DoorStateRecord, Identity
+
+
+def decision_out(session: Session, row: DoorDecisionRecord) -> DoorDecisionOut:
+    """A door decision with its person's name."""
+    identity = session.get(Identity, row.identity_id) if row.identity_id is not None else None
+    return DoorDecisionOut(
+        id=row.id, door=row.door, camera=row.camera, outcome=row.outcome,
+        reason=row.reason, rule=row.rule, identity_id=row.identity_id,
+        identity_name=identity.display_name if identity else None, score=row.score,
+        matched_shots=row.matched_shots, liveness=row.liveness, liveness_reason=row.liveness_reason,
+        blinks=row.blinks, depth_residual=row.depth_residual, tailgating=row.tailgating,
+        others_present=row.others_present, decided_at=row.decided_at, command=row.command,
+        command_error=row.command_error, command_attempts=row.command_attempts,
+        has_snapshot=row.snapshot_jpeg is not None)
+
+
+def consent_out(row: DoorConsent) -> ConsentOut:
+    """A consent without its second factor."""
+    return ConsentOut(id=row.id, identity_id=row.identity_id, door=row.door, method=row.method,
+                      recorded_by=row.recorded_by, recorded_at=row.recorded_at,
+                      has_second_factor=row.factor_hash is not None, withdrawn_at=row.withdrawn_at,
+                      withdrawn_by=row.withdrawn_by)
+
+
+def doors_out(session: Session, config: FacetrailConfig | None) -> list[DoorOut]:
+    """The configured doors (and any other door that reported a state), with their last reported state."""
+    states = {row.door: row for row in session.scalars(select(DoorStateRecord))}
+    doors = config.doors if config is not None else {}
+    shown = []
+    for name in sorted(set(doors) | set(states)):
+        door, state = doors.get(name), states.get(name)
+        shown.append(DoorOut(
+            name=name, configured=door is not None, camera=door.camera if door else None,
+            allow=list(door.allow) if door else [], hours=list(door.hours) if door else [],
+            timezone=door.timezone if door else None, second_factor=door.second_factor if door else False,
+            tailgating=door.tailgating if door else None, state=state.state if state else None,
+            state_source=state.source if state else None, state_at=state.reported_at if state else None))
+    return shown

@@ -35,8 +35,10 @@ class Caller:
 
     def may(self, needed: Role) -> bool:
         """True when this caller's role includes ``needed`` (a door key may only do door work; admins may too)."""
-        if self.role == DOOR or needed == DOOR:
-            return self.role in (DOOR, "admin")
+        if self.role == DOOR:
+            return needed == DOOR
+        if needed == DOOR:
+            return self.role == "admin"
         return ROLES.index(self.role) >= ROLES.index(needed)
 
 

@@ -49,7 +49,8 @@ def doors(tmp_path_factory: pytest.TempPathFactory, engine: FaceEngine) -> Itera
     data = tmp_path_factory.mktemp("doors-api")
     enrol(data, engine, "Yao Ming", sample_image("yaoming.jpg"), watchlist="residents")
     config = parse_config(
-        f"purpose: door access tests\ndata_dir: {data}\ncameras:\n  entrance:\n    inputs:\n      - path: {data / 'unused.mp4'}\n"
+        f"purpose: door access tests\ndata_dir: {data}\n"
+        f"cameras:\n  entrance:\n    inputs:\n      - path: {data / 'unused.mp4'}\n"
         "doors:\n  front:\n    camera: entrance\n    allow: [residents]\n    second_factor: true\n"
         "    factor_timeout_s: 30\n  side:\n    camera: entrance\n    allow: [residents]\n    second_factor: true\n",
         "doors.yml")

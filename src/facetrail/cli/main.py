@@ -13,6 +13,7 @@ from facetrail.cli import (
     compare,
     config_cmd,
     demo,
+    doors_cmd,
     enroll,
     evaluate,
     events_cmd,
@@ -32,7 +33,7 @@ from facetrail.store.errors import StoreError
 from facetrail.vision.errors import VisionError
 
 SUBCOMMANDS = (demo, run_cmd, config_cmd, serve, faces, compare, evaluate, enroll, search, sightings, events_cmd,
-               people, watchlist, audit_cmd)
+               doors_cmd, people, watchlist, audit_cmd)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -117,10 +117,12 @@ class DoorDecider:
     def __init__(self, rule: DoorRule) -> None:
         self.rule = rule
         self._approaches: dict[int, _Approach] = {}
+        self._latest: datetime | None = None  # the time of the last frame observed (the clock decisions use)
 
     def observe(self, at: datetime, shots: list[Shot]) -> list[DoorDecision]:
         """Take one frame's shots (every track in the zone); returns the decisions made now."""
         decisions: list[DoorDecision] = []
+        self._latest = at
         for shot in shots:
             approach = self._approaches.get(shot.track_id)
             if approach is None:
@@ -143,6 +145,19 @@ class DoorDecider:
         if approach is None or approach.decided:
             return None
         return self._no_decision(approach, at)
+
+    def reopen(self, track_id: int) -> bool:
+        """Decide this track afresh (its pending decision expired while the person is still at the door).
+
+        The next decision needs new consecutive matching shots; the liveness seen so far still counts. False when
+        the track has gone.
+        """
+        approach = self._approaches.get(track_id)
+        if approach is None:
+            return False
+        approach.decided, approach.first_at = False, self._latest or approach.first_at
+        approach.streak_identity, approach.streak_scores, approach.unmatched = None, [], 0
+        return True
 
     def _take(self, approach: _Approach, shot: Shot) -> None:
         rule = self.rule

@@ -210,11 +210,20 @@ class DoorService:
             for door in self.doors.values():
                 if not door.config.second_factor:
                     continue
-                expired = utcnow() - timedelta(seconds=door.config.factor_timeout_s)
-                session.execute(update(DoorDecisionRecord).where(
+                now = utcnow()
+                expired = now - timedelta(seconds=door.config.factor_timeout_s)
+                lapsed = session.execute(select(DoorDecisionRecord.id, DoorDecisionRecord.track_uid).where(
                     DoorDecisionRecord.door == door.name, DoorDecisionRecord.outcome == "pending",
-                    DoorDecisionRecord.decided_at < expired).values(
-                    outcome="deny", reason=f"no second factor within {door.config.factor_timeout_s:g} s"))
+                    DoorDecisionRecord.decided_at < expired)).all()
+                if lapsed:
+                    session.execute(update(DoorDecisionRecord).where(
+                        DoorDecisionRecord.id.in_([row.id for row in lapsed])).values(
+                        outcome="deny", reason=f"no second factor within {door.config.factor_timeout_s:g} s"))
+                    # Whoever is still at the door gets a new decision (and a new chance to type the code).
+                    tracks = {uid: track for track, uid in door.uids.items()}
+                    for row in lapsed:
+                        if row.track_uid in tracks:
+                            door.decider.reopen(tracks[row.track_uid])
                 # A grant found long after its face (this service was stopped meanwhile) must not open the door.
                 stale = expired - timedelta(seconds=FACTOR_GRACE_S)
                 session.execute(update(DoorDecisionRecord).where(

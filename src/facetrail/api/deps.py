@@ -56,3 +56,4 @@ Admin = Annotated[Caller, Depends(require("admin"))]
 # Row ids as the database can hold them: 32-bit for people and watchlists, 64-bit for video data.
 PersonId = Annotated[int, Path(ge=1, le=2**31 - 1, description="an identity's id")]
 RowId = Annotated[int, Path(ge=1, le=2**63 - 1)]
+ConsentId = Annotated[int, Path(ge=1, le=2**31 - 1, description="a door consent's id")]

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from fastapi import Request
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from facetrail.api.errors import ApiError
 from facetrail.api.schemas import ConsentOut, DoorDecisionOut, DoorOut
+from facetrail.config.doors import DoorConfig
 from facetrail.config.schema import FacetrailConfig
 from facetrail.store.models import DoorConsent, DoorDecisionRecord, DoorStateRecord, Identity
 
@@ -46,3 +49,22 @@ def doors_out(session: Session, config: FacetrailConfig | None) -> list[DoorOut]
             tailgating=door.tailgating if door else None, state=state.state if state else None,
             state_source=state.source if state else None, state_at=state.reported_at if state else None))
     return shown
+
+
+def server_config(request: Request) -> FacetrailConfig | None:
+    """The configuration this server was started with (``serve --config``), if any."""
+    config: FacetrailConfig | None = request.app.state.settings.config
+    return config
+
+
+def configured_door(request: Request, name: str) -> DoorConfig:
+    """The door ``name`` of the server's configuration; 404 ApiError when the server has none or not this one."""
+    config = server_config(request)
+    if config is None:
+        raise ApiError(404, "not_found", "this server does not know its doors; start it with "
+                                         "`facetrail serve --config CONFIG`")
+    door = config.doors.get(name)
+    if door is None:
+        raise ApiError(404, "not_found", f"no door {name!r} in the configuration (doors: "
+                                         f"{', '.join(sorted(config.doors)) or 'none'})")
+    return door

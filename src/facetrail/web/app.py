@@ -13,14 +13,14 @@ from fastapi.staticfiles import StaticFiles
 from facetrail.api.app import PREFIX
 from facetrail.api.errors import invalid_request, problems
 from facetrail.web.auth import LoginRequired, PageForbidden
-from facetrail.web.pages import admin, cameras, events, login, people, search, watchlists
+from facetrail.web.pages import admin, cameras, doors, events, login, people, search, watchlists
 from facetrail.web.render import page
 
 
 def install_dashboard(app: FastAPI) -> None:
     """Add the dashboard's pages (outside the OpenAPI schema) and /static to ``app`` (made by ``create_app``)."""
     app.mount("/static", StaticFiles(directory=str(files("facetrail.web") / "static")), name="static")
-    for module in (login, events, people, search, cameras, watchlists, admin):
+    for module in (login, events, people, search, cameras, doors, watchlists, admin):
         app.include_router(module.router, include_in_schema=False)
 
     @app.exception_handler(LoginRequired)

@@ -21,6 +21,7 @@ MENU: tuple[tuple[str, str, str], ...] = (  # path, label, role needed
     ("/people", "People", "viewer"),
     ("/search", "Search", "operator"),
     ("/cameras", "Cameras", "viewer"),
+    ("/doors", "Doors", "viewer"),
     ("/watchlists", "Watchlists", "viewer"),
     ("/enrol", "Enrol", "operator"),
     ("/audit", "Audit log", "admin"),

@@ -10,14 +10,14 @@ from __future__ import annotations
 from datetime import timedelta
 from typing import Annotated, Literal
 
-from fastapi import APIRouter, Depends, Path, Query, Request, Response
+from fastapi import APIRouter, Depends, Query, Request, Response
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from facetrail.api import pagination
 from facetrail.api.auth import LoginLimiter
-from facetrail.api.deps import GalleryDep, Operator, PersonId, RowId, Viewer, require
-from facetrail.api.door_views import consent_out, decision_out, doors_out
+from facetrail.api.deps import ConsentId, GalleryDep, Operator, PersonId, RowId, Viewer, require
+from facetrail.api.door_views import configured_door, consent_out, decision_out, doors_out, server_config
 from facetrail.api.errors import ApiError
 from facetrail.api.schemas import (
     ConsentIn,
@@ -30,8 +30,6 @@ from facetrail.api.schemas import (
     FactorOut,
     WithdrawalOut,
 )
-from facetrail.config.doors import DoorConfig
-from facetrail.config.schema import FacetrailConfig
 from facetrail.door.commands import parse_state_report
 from facetrail.gallery.people import withdraw_door_consent
 from facetrail.store.doors import ANY_DOOR, consents_of, present_factor, record_consent, record_door_state
@@ -40,7 +38,6 @@ from facetrail.store.models import DoorDecisionRecord, Identity
 
 router = APIRouter(tags=["doors"])
 DoorDevice = Annotated[Caller, Depends(require(DOOR))]
-ConsentId = Annotated[int, Path(ge=1, le=2**31 - 1, description="a consent's id")]
 Outcome = Literal["grant", "deny", "no_decision", "pending"]
 
 
@@ -48,7 +45,7 @@ Outcome = Literal["grant", "deny", "no_decision", "pending"]
 def list_doors(request: Request, store: GalleryDep, _who: Viewer) -> list[DoorOut]:
     """Configured doors with their rule and the state their controller last reported."""
     with store.db.session() as session:
-        return doors_out(session, _config(request))
+        return doors_out(session, server_config(request))
 
 
 @router.get("/doors/decisions", response_model=pagination.Page[DoorDecisionOut])
@@ -96,7 +93,7 @@ def present_second_factor(door: str, body: FactorIn, request: Request, store: Ga
                           who: DoorDevice) -> FactorOut:
     """A keypad or reader at ``door`` read a PIN or card: it grants the pending decision of the person it belongs
     to (audited). Wrong codes are limited per door; then 429 until the minute has passed."""
-    rule = _door(request, door)
+    rule = configured_door(request, door)
     limiter: LoginLimiter = request.app.state.factor_limiter
     limiter.check(door)
     with store.db.session() as session:
@@ -115,7 +112,7 @@ def present_second_factor(door: str, body: FactorIn, request: Request, store: Ga
 @router.post("/doors/{door}/state", response_model=DoorStateOut)
 def report_state(door: str, body: DoorStateIn, request: Request, store: GalleryDep, _who: DoorDevice) -> DoorStateOut:
     """A door controller reports the door's state (open, closed, forced, ...); ``forced`` raises an event."""
-    rule = _door(request, door)
+    rule = configured_door(request, door)
     try:
         report = parse_state_report(body.model_dump_json(exclude_none=True).encode(), door=door)
     except ValueError as error:
@@ -142,7 +139,7 @@ def add_consent(identity_id: PersonId, body: ConsentIn, request: Request, store:
     """Record a person's consent to be recognised at a door (or ``*``, every door), how it was given and, if the
     door asks for it, their PIN or card number (stored hashed). Audited."""
     if body.door != ANY_DOOR:
-        _door(request, body.door)
+        configured_door(request, body.door)
     with store.db.session() as session:
         return consent_out(record_consent(session, identity_id, body.door, method=body.method, actor=who.name,
                                           factor=body.factor))
@@ -155,23 +152,6 @@ def withdraw(consent_id: ConsentId, store: GalleryDep, who: Operator) -> Withdra
     withdrawal = withdraw_door_consent(store, consent_id, actor=who.name)
     return WithdrawalOut(consent=consent_out(withdrawal.consent), templates_removed=len(withdrawal.template_ids),
                          other_consents=withdrawal.other_consents)
-
-
-def _config(request: Request) -> FacetrailConfig | None:
-    config: FacetrailConfig | None = request.app.state.settings.config
-    return config
-
-
-def _door(request: Request, name: str) -> DoorConfig:
-    config = _config(request)
-    if config is None:
-        raise ApiError(404, "not_found", "this server does not know its doors; start it with "
-                                         "`facetrail serve --config CONFIG`")
-    door = config.doors.get(name)
-    if door is None:
-        raise ApiError(404, "not_found", f"no door {name!r} in the configuration (doors: "
-                                         f"{', '.join(sorted(config.doors)) or 'none'})")
-    return door
 
 
 def _decision(session: Session, decision_id: int) -> DoorDecisionRecord:

@@ -6,6 +6,7 @@ from fastapi import Request
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from facetrail.api import pagination
 from facetrail.api.errors import ApiError
 from facetrail.api.schemas import ConsentOut, DoorDecisionOut, DoorOut
 from facetrail.config.doors import DoorConfig
@@ -25,6 +26,21 @@ def decision_out(session: Session, row: DoorDecisionRecord) -> DoorDecisionOut:
         others_present=row.others_present, decided_at=row.decided_at, command=row.command,
         command_error=row.command_error, command_attempts=row.command_attempts,
         has_snapshot=row.snapshot_jpeg is not None)
+
+
+def decisions_page(session: Session, *, limit: int, after: int | None = None, door: str | None = None,
+                   outcome: str | None = None, identity_id: int | None = None) -> pagination.Page[DoorDecisionOut]:
+    """Door decisions newest first, after the cursor's id, filtered by door, outcome and person."""
+    query = select(DoorDecisionRecord).order_by(DoorDecisionRecord.id.desc()).limit(limit + 1)
+    if door:
+        query = query.where(DoorDecisionRecord.door == door)
+    if outcome:
+        query = query.where(DoorDecisionRecord.outcome == outcome)
+    if identity_id is not None:
+        query = query.where(DoorDecisionRecord.identity_id == identity_id)
+    if after is not None:
+        query = query.where(DoorDecisionRecord.id < after)
+    return pagination.page(list(session.scalars(query)), limit, lambda row: decision_out(session, row))
 
 
 def consent_out(row: DoorConsent) -> ConsentOut:

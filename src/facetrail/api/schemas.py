@@ -210,13 +210,16 @@ class DoorOut(BaseModel):
     state_at: datetime | None
 
 
+DoorOutcome = Literal["grant", "deny", "no_decision", "pending"]
+
+
 class DoorDecisionOut(BaseModel):
     """One door decision with its evidence."""
 
     id: int
     door: str
     camera: str
-    outcome: Literal["grant", "deny", "no_decision", "pending"]
+    outcome: DoorOutcome
     reason: str
     rule: str = Field(description="the door's rule as it was applied")
     identity_id: int | None

@@ -8,22 +8,29 @@ both use a key with the ``door`` role, which can do nothing else.
 from __future__ import annotations
 
 from datetime import timedelta
-from typing import Annotated, Literal
+from typing import Annotated
 
 from fastapi import APIRouter, Depends, Query, Request, Response
-from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from facetrail.api import pagination
 from facetrail.api.auth import LoginLimiter
 from facetrail.api.deps import ConsentId, GalleryDep, Operator, PersonId, RowId, Viewer, require
-from facetrail.api.door_views import configured_door, consent_out, decision_out, doors_out, server_config
+from facetrail.api.door_views import (
+    configured_door,
+    consent_out,
+    decision_out,
+    decisions_page,
+    doors_out,
+    server_config,
+)
 from facetrail.api.errors import ApiError
 from facetrail.api.schemas import (
     ConsentIn,
     ConsentOut,
     DoorDecisionOut,
     DoorOut,
+    DoorOutcome,
     DoorStateIn,
     DoorStateOut,
     FactorIn,
@@ -38,7 +45,6 @@ from facetrail.store.models import DoorDecisionRecord, Identity
 
 router = APIRouter(tags=["doors"])
 DoorDevice = Annotated[Caller, Depends(require(DOOR))]
-Outcome = Literal["grant", "deny", "no_decision", "pending"]
 
 
 @router.get("/doors", response_model=list[DoorOut])
@@ -51,22 +57,14 @@ def list_doors(request: Request, store: GalleryDep, _who: Viewer) -> list[DoorOu
 @router.get("/doors/decisions", response_model=pagination.Page[DoorDecisionOut])
 def list_decisions(store: GalleryDep, _who: Viewer, limit: Annotated[int, Query(ge=1, le=200)] = 50,
                    cursor: str | None = None, door: Annotated[str | None, Query(max_length=200)] = None,
-                   outcome: Outcome | None = None,
+                   outcome: DoorOutcome | None = None,
                    identity_id: Annotated[int | None, Query(ge=1, le=2**31 - 1)] = None,
                    ) -> pagination.Page[DoorDecisionOut]:
     """Door decisions, newest first, with their reasons and evidence."""
     after = pagination.decode(cursor)
     with store.db.session() as session:
-        query = select(DoorDecisionRecord).order_by(DoorDecisionRecord.id.desc()).limit(limit + 1)
-        if door:
-            query = query.where(DoorDecisionRecord.door == door)
-        if outcome:
-            query = query.where(DoorDecisionRecord.outcome == outcome)
-        if identity_id is not None:
-            query = query.where(DoorDecisionRecord.identity_id == identity_id)
-        if after is not None:
-            query = query.where(DoorDecisionRecord.id < after)
-        return pagination.page(list(session.scalars(query)), limit, lambda row: decision_out(session, row))
+        return decisions_page(session, limit=limit, after=after, door=door, outcome=outcome,
+                              identity_id=identity_id)
 
 
 @router.get("/doors/decisions/{decision_id}", response_model=DoorDecisionOut)

@@ -7,14 +7,12 @@ from urllib.parse import urlencode
 
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import HTMLResponse, Response
-from sqlalchemy import select
 
 from facetrail.api import pagination
 from facetrail.api.deps import GalleryDep
-from facetrail.api.door_views import decision_out, doors_out, server_config
+from facetrail.api.door_views import decisions_page, doors_out, server_config
 from facetrail.api.errors import ApiError
-from facetrail.api.routers.doors import Outcome
-from facetrail.store.models import DoorDecisionRecord
+from facetrail.api.schemas import DoorOutcome
 from facetrail.web.auth import PageViewer
 from facetrail.web.render import page
 
@@ -26,7 +24,7 @@ OUTCOMES: tuple[tuple[str, str], ...] = (("grant", "granted"), ("deny", "denied"
 
 @router.get("/doors", response_class=HTMLResponse)
 def doors(request: Request, store: GalleryDep, who: PageViewer,
-          door: Annotated[str | None, Query(max_length=200)] = None, outcome: Outcome | None = None,
+          door: Annotated[str | None, Query(max_length=200)] = None, outcome: DoorOutcome | None = None,
           cursor: str | None = None) -> Response:
     """The doors, and their decisions newest first (filtered by door and outcome, older ones a page at a time)."""
     try:
@@ -36,14 +34,7 @@ def doors(request: Request, store: GalleryDep, who: PageViewer,
     door = door or None
     with store.db.session() as session:
         shown = doors_out(session, server_config(request))
-        query = select(DoorDecisionRecord).order_by(DoorDecisionRecord.id.desc()).limit(PAGE_SIZE + 1)
-        if door:
-            query = query.where(DoorDecisionRecord.door == door)
-        if outcome:
-            query = query.where(DoorDecisionRecord.outcome == outcome)
-        if after is not None:
-            query = query.where(DoorDecisionRecord.id < after)
-        listed = pagination.page(list(session.scalars(query)), PAGE_SIZE, lambda row: decision_out(session, row))
+        listed = decisions_page(session, limit=PAGE_SIZE, after=after, door=door, outcome=outcome)
     older = link(door, outcome, listed.next_cursor) if listed.next_cursor else None
     return page(request, "doors.html", who, doors=shown, decisions=listed.items, door=door, outcome=outcome,
                 outcomes=OUTCOMES, link=link, older=older, newest=cursor is not None)

@@ -11,21 +11,15 @@ from facetrail.gallery.enrol import EnrolOptions, Outcome, enrol_person
 from facetrail.gallery.gallery import Gallery, GallerySettings
 from facetrail.gallery.watchlists import add_member, create_watchlist
 from facetrail.pipeline.runner import Pipeline, PipelineStats
-from facetrail.synth.scenes import Appearance, composite_scene, face_crop
+from facetrail.synth.door_clips import head_and_shoulders
+from facetrail.synth.scenes import Appearance, composite_scene
 from facetrail.synth.writer import write_clip
 from facetrail.vision.engine import FaceEngine
-from facetrail.vision.image import BGRImage, load_image
+from facetrail.vision.image import BGRImage
+
+__all__ = ["config_for", "enrol", "head_and_shoulders", "make_clip", "run", "walk_in"]
 
 FPS = 10.0
-
-
-def head_and_shoulders(engine: FaceEngine, path: Path) -> BGRImage:
-    """The main person of a photo, cut out with some margin, ready to walk into a scene."""
-    image = load_image(path)
-    faces = engine.analyze(image)
-    index = faces.primary()
-    assert index is not None, f"no face in {path}"
-    return face_crop(image, faces.detections.xyxy[index], margin=0.8)
 
 
 def walk_in(image: BGRImage, start_s: float, end_s: float, x: float, *, scale: float = 0.55) -> Appearance:

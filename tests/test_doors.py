@@ -19,18 +19,14 @@ from facetrail.gallery.gallery import Gallery, GallerySettings
 from facetrail.pipeline.runner import Pipeline
 from facetrail.store.doors import record_consent
 from facetrail.store.models import DoorDecisionRecord, Event, Identity
-from facetrail.synth.scenes import Appearance, composite_scene
-from facetrail.synth.spoof import moved_photo
-from facetrail.synth.writer import write_clip
+from facetrail.synth import door_clips
+from facetrail.synth.door_clips import EYES, FPS, RESIDENT_PHOTOS, head_and_shoulders
 from facetrail.vision.engine import EngineConfig, FaceEngine
-from facetrail.vision.image import BGRImage, load_image
-from pipeline_kit import config_for, enrol, head_and_shoulders
+from facetrail.vision.image import BGRImage
+from pipeline_kit import config_for, enrol
 from services import MOSQUITTO, Mosquitto, Subscriber, free_port, wait_until
 
 pytestmark = pytest.mark.models
-FPS = 10.0
-SIZE = (1280, 720)
-EYES = "conditions/eyes"
 
 
 @pytest.fixture(scope="module")
@@ -57,40 +53,14 @@ def photo(data_dir: Path, relative: str) -> Path:
 
 def resident_clip(engine: FaceEngine, data_dir: Path, path: Path, *, stranger: BGRImage | None = None) -> Path:
     """The resident blinking and turning her head in front of the door (optionally a stranger beside her)."""
-    cut = {name: head_and_shoulders(engine, photo(data_dir, f"{EYES}/{name}"))
-           for name in ("open_eyes.png", "close_open_eyes.jpeg", "close_eyes.jpeg")}
-    turned = head_and_shoulders(engine, photo(data_dir, "conditions/pose/left_face.jpeg"))
-    steps = [(cut["open_eyes.png"], 0.0, 0.8), (cut["close_open_eyes.jpeg"], 0.8, 1.0),
-             (cut["close_eyes.jpeg"], 1.0, 1.3), (cut["open_eyes.png"], 1.3, 2.0), (turned, 2.0, 2.5),
-             (cut["open_eyes.png"], 2.5, 3.5)]
-    x = 0.33 if stranger is not None else 0.5
-    scenes = [Appearance(image, start, end - 0.001, (x, 0.5), (x, 0.5), 0.85, 0.85) for image, start, end in steps]
-    if stranger is not None:
-        scenes.append(Appearance(stranger, 0.0, 3.5, (0.72, 0.5), (0.72, 0.5), 0.8, 0.8))
-    write_clip(path, composite_scene(scenes, duration_s=4.0, fps=FPS, size=SIZE, noise=2.0), fps=FPS)
-    return path
+    for relative in RESIDENT_PHOTOS:
+        photo(data_dir, relative)
+    return door_clips.resident_clip(engine, data_dir, path, stranger=stranger)
 
 
 def printed_photo_clip(data_dir: Path, path: Path) -> Path:
     """A real photo held up and tilted in front of the camera: 30 frames of a plane moving."""
-    image = load_image(photo(data_dir, "faces/obama/obama.jpg"))
-    canvas = cv2_resize_to(image, SIZE)
-    frames = moved_photo(canvas, frames=30)
-    write_clip(path, iter(frames), fps=FPS)
-    return path
-
-
-def cv2_resize_to(image: BGRImage, size: tuple[int, int]) -> BGRImage:
-    import cv2
-    import numpy as np
-
-    width, height = size
-    scale = min(width / image.shape[1], height / image.shape[0]) * 0.9
-    small = cv2.resize(image, (int(image.shape[1] * scale), int(image.shape[0] * scale)))
-    canvas = np.full((height, width, 3), 90, np.uint8)
-    top, left = (height - small.shape[0]) // 2, (width - small.shape[1]) // 2
-    canvas[top:top + small.shape[0], left:left + small.shape[1]] = small
-    return canvas
+    return door_clips.printed_photo_clip(photo(data_dir, "faces/obama/obama.jpg"), path)
 
 
 def door_config(port: int, extra: str = "") -> str:
@@ -132,7 +102,8 @@ def test_a_live_resident_is_let_in_and_the_command_reaches_the_controller(
     enrol_resident(tmp_path / "data", door_engine, data_dir)
     controller = Subscriber(broker.port, "facetrail/doors/#").connect()
     try:
-        rows = run_door(tmp_path / "data", clip, door_engine, broker.port)
+        rows = run_door(tmp_path / "data", clip, door_engine, broker.port,
+                        extra="    liveness:\n      require_blink: true\n")
         wait_until(lambda: bool(controller.payloads("facetrail/doors/front/command")), "the door command")
         command = json.loads(controller.payloads("facetrail/doors/front/command")[0])
     finally:

@@ -102,6 +102,7 @@ class _Approach:
     track_id: int
     first_at: datetime
     liveness: LivenessCheck
+    points: list[npt.NDArray[np.floating]] = field(default_factory=list)  # landmarks fed to liveness, for a merge
     streak_identity: int | None = None
     streak_scores: list[float] = field(default_factory=list)
     judged: int = 0
@@ -146,6 +147,37 @@ class DoorDecider:
             return None
         return self._no_decision(approach, at)
 
+    def merge(self, survivor_id: int, absorbed_id: int) -> None:
+        """The tracker found that track ``absorbed_id`` (newer) is the person of ``survivor_id``: one approach.
+
+        The absorbed track's frames follow the survivor's, so its landmarks are replayed into the survivor's
+        liveness check and its matching shots continue the survivor's streak. A person already decided stays so.
+        """
+        absorbed = self._approaches.pop(absorbed_id, None)
+        if absorbed is None:
+            return
+        survivor = self._approaches.get(survivor_id)
+        if survivor is None:
+            absorbed.track_id = survivor_id
+            self._approaches[survivor_id] = absorbed
+            return
+        if survivor.decided or absorbed.decided:
+            survivor.decided = True
+            return
+        for points in absorbed.points:
+            survivor.liveness.add(points)
+        survivor.points.extend(absorbed.points)
+        if absorbed.streak_scores:
+            if absorbed.streak_identity != survivor.streak_identity:
+                survivor.streak_identity, survivor.streak_scores = absorbed.streak_identity, []
+            survivor.streak_scores.extend(absorbed.streak_scores)
+        if absorbed.judged:
+            survivor.unmatched, survivor.allowed_now = absorbed.unmatched, absorbed.allowed_now
+        survivor.judged += absorbed.judged
+        for problem, count in absorbed.unusable.items():
+            survivor.unusable[problem] = survivor.unusable.get(problem, 0) + count
+        survivor.first_at = min(survivor.first_at, absorbed.first_at)
+
     def reopen(self, track_id: int) -> bool:
         """Decide this track afresh (its pending decision expired while the person is still at the door).
 
@@ -168,6 +200,7 @@ class DoorDecider:
             return
         if shot.points106 is not None:
             approach.liveness.add(shot.points106)
+            approach.points.append(shot.points106)
         if not shot.embedded:
             return
         approach.judged += 1

@@ -180,6 +180,20 @@ class DoorService:
                 door.first_usable.pop(track_id, None)
                 door.best.pop(track_id, None)
 
+    def merged(self, camera: str, survivor_id: int, absorbed_id: int) -> None:
+        """The tracker joined track ``absorbed_id`` to ``survivor_id`` (the same person): one approach, not two."""
+        for door in self.doors.values():
+            if door.config.camera != camera:
+                continue
+            door.decider.merge(survivor_id, absorbed_id)
+            door.uids.pop(absorbed_id, None)
+            first = door.first_usable.pop(absorbed_id, None)
+            if first is not None:
+                door.first_usable[survivor_id] = min(first, door.first_usable.get(survivor_id, first))
+            best = door.best.pop(absorbed_id, None)
+            if best is not None and best[0] > door.best.get(survivor_id, (-1.0, b""))[0]:
+                door.best[survivor_id] = best
+
     # -- housekeeping -------------------------------------------------------------------------------------
 
     def housekeeping(self) -> None:

@@ -220,6 +220,7 @@ class Pipeline:
             survivor = runtime.tracker.set_embedding(track, shot.shot_id, vector)
             if survivor is not track:
                 self._merge_records(survivor, track)
+                self._merge_door_faces(runtime, survivor, track)
             self._decide(runtime, survivor, frame, result, i)
         for (runtime, frame), result in zip(frames, analysed, strict=True):
             if runtime.name in self._door_cameras:
@@ -300,6 +301,16 @@ class Pipeline:
             kept.last_seen = max(kept.last_seen, gone.last_seen)
             kept.dirty = True
             self.stats.tracks -= 1
+
+    def _merge_door_faces(self, runtime: _CameraRuntime, survivor: Track, absorbed: Track) -> None:
+        """At a door camera, the absorbed track's face in this frame belongs to the survivor from now on."""
+        if runtime.name not in self._door_cameras:
+            return
+        record = survivor.payload.get("record")
+        uid = record.uid if isinstance(record, TrackRecord) else str(survivor.track_id)
+        runtime.door_faces = [DoorFace(survivor.track_id, uid, f.index) if f.track_id == absorbed.track_id else f
+                              for f in runtime.door_faces]
+        self.doors.merged(runtime.name, survivor.track_id, absorbed.track_id)
 
     def _decide(self, runtime: _CameraRuntime, track: Track, frame: Frame, result: AnalysedFrame, i: int) -> None:
         record = track.payload["record"]

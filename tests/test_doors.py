@@ -167,6 +167,13 @@ def test_a_command_to_a_broker_that_is_down_is_retried_and_reported(tmp_path: Pa
     assert [r.outcome for r in rows] == ["grant"]
     assert rows[0].command == "failed" and rows[0].command_error
     assert "127.0.0.1" in rows[0].command_error
+    gallery = Gallery(GallerySettings(data), engine=door_engine)
+    with gallery.db.session() as session:
+        raised = session.execute(select(Event.kind, Event.identity_id, Event.snapshot_jpeg)
+                                 .where(Event.kind != "watchlist_hit")).all()
+    gallery.close()
+    assert [(kind, who) for kind, who, _ in raised] == [("door_command_failed", rows[0].identity_id)]
+    assert raised[0][2], "the event carries the best shot, for the person who reviews it"
 
 
 

@@ -303,9 +303,15 @@ class DoorService:
             log.warning("door %s: the open command of decision %d failed: %s", door.name, decision_id,
                         "; ".join(errors))
         with self.db.session() as session:
-            session.execute(update(DoorDecisionRecord).where(DoorDecisionRecord.id == decision_id).values(
-                command="delivered" if delivered else "failed", command_error="; ".join(errors) or None,
-                command_attempts=attempts))
+            row = session.get(DoorDecisionRecord, decision_id)
+            if row is None:  # deleted meanwhile (the person was forgotten): nothing left to report on
+                return
+            row.command = "delivered" if delivered else "failed"
+            row.command_error, row.command_attempts = "; ".join(errors) or None, attempts
+            if not delivered:  # someone is standing at a door that did not open: tell a person, not just the log
+                session.add(Event(uid=uuid.uuid4().hex, kind="door_command_failed", camera=row.camera,
+                                  identity_id=row.identity_id, score=row.score, started_at=utcnow(),
+                                  snapshot_jpeg=row.snapshot_jpeg, reviewers_required=1))
 
     def _on_state(self, door: str, state: str, at: datetime) -> None:
         """A controller reported its door's state over MQTT (on paho's thread): keep it; 'forced' is an event."""

@@ -12,6 +12,7 @@ import shutil
 import subprocess
 import sys
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -64,8 +65,16 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
     config = folder / "config.yml"
     config.write_text(f"purpose: dashboard test\ndata_dir: {data}\ncameras:\n  door:\n    inputs:\n"
                       f"      - path: {clip}\n    detect:\n      fps: 5\n")
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    with facetrail_serve("--data", data) as url:
+        yield Site(url, keys, config, data)
+
+
+@contextmanager
+def facetrail_serve(*args: str | Path) -> Iterator[str]:
+    """The real `facetrail serve ARGS` on a free loopback port until the block ends; yields its URL."""
     port = free_port()
-    server = subprocess.Popen(facetrail("serve", "--data", data, "--port", port), stdin=subprocess.DEVNULL,
+    server = subprocess.Popen(facetrail("serve", *args, "--port", str(port)), stdin=subprocess.DEVNULL,
                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
     def up() -> bool:
@@ -75,19 +84,27 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
             assert server.poll() is None, f"facetrail serve exited: {server.stdout.read() if server.stdout else ''}"
             return False
 
-    wait_until(up, "facetrail serve")
-    SHOTS.mkdir(parents=True, exist_ok=True)
-    yield Site(f"http://127.0.0.1:{port}", keys, config, data)
-    server.terminate()
-    server.wait(timeout=30)
+    try:
+        wait_until(up, "facetrail serve", timeout=120)
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+
+
+@contextmanager
+def chromium() -> Iterator[object]:
+    """Debian's Chromium driven by Playwright, headless."""
+    with sync_api.sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
+        yield browser
+        browser.close()
 
 
 @pytest.fixture(scope="module")
 def browser(site: Site) -> Iterator[object]:
-    with sync_api.sync_playwright() as playwright:
-        chromium = playwright.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
-        yield chromium
-        chromium.close()
+    with chromium() as launched:
+        yield launched
 
 
 def logged_in(browser: object, site: Site, role: str) -> object:

@@ -9,14 +9,12 @@ test-artifacts/dashboard/.
 
 from __future__ import annotations
 
-import subprocess
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
 
 import cv2
-import httpx
 import pytest
 from sqlalchemy import func, select
 
@@ -29,8 +27,7 @@ from facetrail.store.models import DoorDecisionRecord, FaceTemplate, Identity, u
 from facetrail.vision.engine import EngineConfig, FaceEngine
 from facetrail.vision.image import BGRImage, load_image
 from pipeline_kit import enrol, make_clip
-from services import free_port, wait_until
-from test_dashboard import CHROMIUM, facetrail, logged_in, shot, sync_api
+from test_dashboard import chromium, facetrail_serve, logged_in, shot
 
 pytestmark = pytest.mark.models
 NAME = "Ana Resident"
@@ -121,29 +118,14 @@ def site(tmp_path_factory: pytest.TempPathFactory, data_dir: Path) -> Iterator[D
     gallery.close()
     config = folder / "config.yml"
     config.write_text(door_config(data, make_clip(folder / "entrance.mp4", [], 2.0)))
-    port = free_port()
-    server = subprocess.Popen(facetrail("serve", "--config", config, "--port", str(port)), stdin=subprocess.DEVNULL,
-                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-
-    def up() -> bool:
-        try:
-            return httpx.get(f"http://127.0.0.1:{port}/login", timeout=2).status_code == 200
-        except httpx.TransportError:
-            assert server.poll() is None, f"facetrail serve exited: {server.stdout.read() if server.stdout else ''}"
-            return False
-
-    wait_until(up, "facetrail serve --config", timeout=120)
-    yield DoorSite(f"http://127.0.0.1:{port}", keys, data, person, consent, grant, deny, int(crop.shape[1]))
-    server.terminate()
-    server.wait(timeout=30)
+    with facetrail_serve("--config", config) as url:
+        yield DoorSite(url, keys, data, person, consent, grant, deny, int(crop.shape[1]))
 
 
 @pytest.fixture(scope="module")
 def browser(site: DoorSite) -> Iterator[object]:
-    with sync_api.sync_playwright() as playwright:
-        chromium = playwright.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
-        yield chromium
-        chromium.close()
+    with chromium() as launched:
+        yield launched
 
 
 def test_a_viewer_sees_the_forced_door_and_the_decisions_with_their_evidence(browser: object, site: DoorSite) -> None:

@@ -41,7 +41,7 @@ class CameraMotion:
         corners = cv2.goodFeaturesToTrack(previous, MAX_CORNERS, 0.01, 8)
         if corners is None or len(corners) < MIN_POINTS:
             return None
-        moved, found, _ = cv2.calcOpticalFlowPyrLK(previous, grey, corners, None,  # type: ignore[call-overload]
+        moved, found, _ = cv2.calcOpticalFlowPyrLK(previous, grey, corners, None,
                                                    winSize=(21, 21), maxLevel=4)
         good = found.reshape(-1) == 1
         if good.sum() < MIN_POINTS:

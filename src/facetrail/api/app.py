@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from fastapi import FastAPI
+from fastapi_offline import FastAPIOffline
 
 from facetrail import __version__
 from facetrail.api import errors
@@ -43,11 +44,14 @@ class ApiSettings:
 
 def create_app(settings: ApiSettings, *, gallery: Gallery | None = None) -> FastAPI:
     """The API over one gallery (opened here unless given)."""
-    app = FastAPI(title="facetrail", version=__version__, openapi_url=f"{PREFIX}/openapi.json",
-                  docs_url=f"{PREFIX}/docs", redoc_url=None,
-                  description="Self-hosted face recognition, accountable by design. Every route needs an API key "
-                              "(or the dashboard's session cookie); "
-                              "every search, enrolment, review and deletion is audited with the caller.")
+    # The docs page loads Swagger UI from an installed package, never from a CDN: it works offline. No ReDoc:
+    # its page fetches a logo from its vendor's CDN whatever the options.
+    app = FastAPIOffline(title="facetrail", version=__version__, openapi_url=f"{PREFIX}/openapi.json",
+                         docs_url=f"{PREFIX}/docs", redoc_url=None, static_url=f"{PREFIX}/docs-assets",
+                         swagger_ui_oauth2_redirect_url=f"{PREFIX}/docs/oauth2-redirect",
+                         description="Self-hosted face recognition, accountable by design. Every route needs an API "
+                                     "key (or the dashboard's session cookie); "
+                                     "every search, enrolment, review and deletion is audited with the caller.")
     app.state.settings = settings
     app.state.gallery = gallery or Gallery(GallerySettings(settings.data_dir, settings.db_url,
                                                            settings.recogniser))

@@ -15,6 +15,8 @@ from facetrail.vision.lowlight import LowLightConfig
 from facetrail.vision.samples import sample_image
 from services import MOSQUITTO, Mosquitto, free_port
 
+pytest_plugins = ["strict_skips"]
+
 
 def shared_data_dir() -> Path:
     """../shared/data beside the checkout, or FACETRAIL_SHARED_DATA."""

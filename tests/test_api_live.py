@@ -115,7 +115,7 @@ def test_retention_shows_what_is_kept_and_an_admin_purge_deletes_what_is_past_it
     assert after["stored"]["events"] == 0 and after["stored"]["known_sightings"] == 0
     assert after["last_deletion_at"] is not None
     with live.server.gallery.db.session() as session:
-        runs = session.scalars(select(AuditEntry).where(AuditEntry.action == "retention.run")).all()
+        runs = session.scalars(select(AuditEntry).where(AuditEntry.action == "retention.purge")).all()
     assert [(r.actor, r.result_count) for r in runs] == [("admin-key", sum(purged.json()["counts"].values()))]
 
 

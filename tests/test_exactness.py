@@ -1,7 +1,8 @@
 """facetrail's embeddings equal InsightFace's own pipeline on the same faces and weights.
 
 This is what lets facetrail claim the models' published accuracy: no detail of
-decoding, alignment or normalisation may cost anything. (Faces rolled past
+decoding, alignment or normalisation may cost anything. Both paths are covered:
+the engine's (photos) and the video pipeline's (``FrameAnalyzer``). (Faces rolled past
 ``upright.ROLL_LIMIT`` are re-detected upright on purpose; the photos here are
 within it, and ``test_vision_models`` shows the re-detection is the better one.)
 """
@@ -15,9 +16,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from facetrail.pipeline.analyzer import FrameAnalyzer
+from facetrail.video.sources import open_source
 from facetrail.vision.engine import FaceEngine
 from facetrail.vision.image import BGRImage, load_image
+from facetrail.vision.lowlight import LowLightConfig
 from facetrail.vision.registry import SCRFD_500M, W600K_MBF
+from facetrail.vision.types import FaceDetections
 
 pytestmark = pytest.mark.models
 
@@ -41,16 +46,21 @@ def _iou(a: np.ndarray, b: np.ndarray) -> float:
 
 
 def _compare(app: object, engine: FaceEngine, image: BGRImage) -> list[float]:
-    reference = app.get(image)  # type: ignore[attr-defined]
     ours = engine.analyze(image)
-    assert len(ours) == len(reference)
+    return _cosines(app, image, ours.detections, ours.embeddings.vectors)
+
+
+def _cosines(app: object, image: BGRImage, faces: FaceDetections, vectors: np.ndarray) -> list[float]:
+    """Cosine of each reference face's embedding with ours of the same face (matched by box)."""
+    reference = app.get(image)  # type: ignore[attr-defined]
+    assert len(faces) == len(reference) == len(vectors)
     cosines = []
     for face in reference:
-        ious = [_iou(face.bbox, box) for box in ours.detections.xyxy]
+        ious = [_iou(face.bbox, box) for box in faces.xyxy]
         match = int(np.argmax(ious))
         assert ious[match] > 0.9
-        assert np.allclose(ours.detections.landmarks[match], face.kps, atol=0.05)
-        cosines.append(float(ours.embeddings.vectors[match] @ face.normed_embedding))
+        assert np.allclose(faces.landmarks[match], face.kps, atol=0.05)
+        cosines.append(float(vectors[match] @ face.normed_embedding))
     return cosines
 
 
@@ -67,3 +77,21 @@ def test_embeddings_match_insightface_on_shared_photos(insightface_app: object, 
                                                        data_dir: Path, relative: str) -> None:
     cosines = _compare(insightface_app, plain_engine, load_image(data_dir / relative))
     assert cosines and min(cosines) >= 0.999
+
+
+def test_the_video_pipelines_path_matches_insightface_on_a_street_frame(insightface_app: object,
+                                                                         plain_engine: FaceEngine, players: BGRImage,
+                                                                         data_dir: Path) -> None:
+    """The pipeline's own path (FrameAnalyzer: frames of two cameras in one batch, faces embedded on demand)."""
+    source = open_source(str(data_dir / "video" / "street.mp4"), fps=5)
+    try:
+        frame = next(image for t, image in source if t >= 3.0)  # people close enough to be recognised
+    finally:
+        source.close()
+    analyzer = FrameAnalyzer(plain_engine)
+    frames = analyzer.analyse([frame, players], [LowLightConfig(enabled=False)] * 2)
+    for image, analysed in zip((frame, players), frames, strict=True):
+        assert not analysed.enhanced and analysed.image is image
+        vectors = analyzer.embed([(analysed, i) for i in range(len(analysed))])
+        cosines = _cosines(insightface_app, image, analysed.faces, vectors)
+        assert len(cosines) >= 5 and min(cosines) >= 0.999

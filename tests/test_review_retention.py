@@ -2,13 +2,19 @@
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
 from datetime import timedelta
+from pathlib import Path
 
 import numpy as np
 import pytest
 from sqlalchemy import func, select
 
+from facetrail.config.schema import RetentionConfig
 from facetrail.events.review import ReviewError, review_event
+from facetrail.store import audit
 from facetrail.store.audit import verify_chain
 from facetrail.store.db import Database
 from facetrail.store.models import (
@@ -169,4 +175,43 @@ def test_forgetting_removes_sightings_events_and_reviews(db_url: str) -> None:
         assert session.scalar(select(func.count()).select_from(Event)) == 0
         assert session.scalar(select(func.count()).select_from(EventReview)) == 0
         assert session.scalar(select(func.count()).select_from(Watchlist)) == 0
+    db.dispose()
+
+
+def test_facetrail_purge_applies_the_last_runs_retention_to_video_data_and_audits_it(db_url: str,
+                                                                                     tmp_path: Path) -> None:
+    day = timedelta(days=1)
+    db = Database(db_url)
+    with db.session() as session:
+        # The last pipeline run kept events 30 days (the default is 90): `facetrail purge` must apply that.
+        audit.record(session, actor="pipeline", action="run.start", target="cameras:door", purpose="test",
+                     details={"retention": RetentionConfig(events_days=30).model_dump()})
+        person = Identity(display_name="Known", created_by="t")
+        leaver = Identity(display_name="Leaver", created_by="t", retain_until=utcnow() - day)
+        session.add_all([person, leaver])
+        session.flush()
+        _sighting(session, uid="old-unknown", age=10 * day)
+        _sighting(session, uid="new-unknown", age=timedelta(hours=1))
+        _sighting(session, uid="old-known", age=10 * day, identity_id=person.id)
+        for uid, age in (("old-event", 40 * day), ("recent-event", 10 * day)):
+            session.add(Event(uid=uid, kind="watchlist_hit", camera="door", identity_id=person.id,
+                              started_at=utcnow() - age, state="pending", reviewers_required=1,
+                              snapshot_jpeg=b"jpeg"))
+    db.dispose()
+    purged = subprocess.run([sys.executable, "-m", "facetrail.cli.main", "purge", "--data", str(tmp_path / "data"),
+                             "--db", db_url, "--actor", "cli-test"], capture_output=True, text=True, timeout=300,
+                            stdin=subprocess.DEVNULL)
+    assert purged.returncode == 0, purged.stderr
+    assert "retention (last pipeline run)" in purged.stdout and "1 identity past retention" in purged.stdout
+    db = Database(db_url)
+    with db.session() as session:
+        assert dict(session.execute(select(Sighting.track_uid, Sighting.thumbnail_jpeg)).all()) == {
+            "new-unknown": b"jpeg", "old-known": None}
+        assert dict(session.execute(select(Event.uid, Event.snapshot_jpeg)).all()) == {"recent-event": None}
+        assert set(session.scalars(select(Identity.display_name))) == {"Known"}
+        entry = session.scalars(select(AuditEntry).where(AuditEntry.action == "retention.purge")).one()
+        assert (entry.actor, entry.result_count) == ("cli-test", 5)
+        assert json.loads(entry.details) == {"sightings": 1, "events": 1, "thumbnails": 1, "snapshots": 1,
+                                             "identities": 1}
+        assert verify_chain(session).ok
     db.dispose()

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -10,11 +9,9 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from facetrail.api.schemas import CameraOut, EventOut, IdentityOut, PurgeOut, RetentionOut
-from facetrail.config.schema import FacetrailConfig, RetentionConfig
+from facetrail.config.schema import FacetrailConfig
 from facetrail.gallery.gallery import Gallery
-from facetrail.gallery.people import purge as purge_people
-from facetrail.pipeline.settings import retention_policy
-from facetrail.store import audit
+from facetrail.gallery.retention import apply_retention, retention_in_effect
 from facetrail.store.cameras import camera_states
 from facetrail.store.models import (
     AuditEntry,
@@ -30,7 +27,6 @@ from facetrail.store.models import (
     as_utc,
     utcnow,
 )
-from facetrail.store.retention import purge_data
 from facetrail.video.errors import mask_credentials
 
 SILENT_AFTER = timedelta(seconds=30)  # a pipeline reports every 2 s; this long without one means it is gone
@@ -83,19 +79,9 @@ def _camera(name: str, config: FacetrailConfig | None, row: CameraState | None) 
                      state=state, error=row.error, attempts=row.attempts, last_frame_at=row.last_frame_at,
                      analysed_fps=round(row.analysed_fps, 2), frames_analysed=row.frames_analysed,
                      frames_skipped_motion=row.frames_skipped_motion, frames_dropped=row.frames_dropped,
-                     faces_in_frame=row.faces_in_frame, frame_at=row.frame_at, reported_at=row.updated_at)
-
-
-def retention_in_effect(session: Session, config: FacetrailConfig | None) -> tuple[str, RetentionConfig]:
-    """This server's configuration, else the last pipeline run's (from its audit entry), else the defaults."""
-    if config is not None:
-        return "configuration", config.retention
-    details = session.scalar(select(AuditEntry.details).where(AuditEntry.action == "run.start")
-                             .order_by(AuditEntry.id.desc()).limit(1))
-    recorded = json.loads(details).get("retention") if details else None
-    if recorded:
-        return "last pipeline run", RetentionConfig.model_validate(recorded)
-    return "defaults", RetentionConfig()
+                     faces_in_frame=row.faces_in_frame, frame_at=row.frame_at, faults=row.faults or 0,
+                     last_fault=row.last_fault, failing=[p for p in (row.failing or "").split(", ") if p],
+                     reported_at=row.updated_at)
 
 
 def retention_out(session: Session, config: FacetrailConfig | None) -> RetentionOut:
@@ -127,9 +113,6 @@ def purge(gallery: Gallery, config: FacetrailConfig | None, *, actor: str) -> Pu
     """Apply the retention in effect now, and expire people and watchlists past their date (audited)."""
     with gallery.db.session() as session:
         _source, retention = retention_in_effect(session, config)
-        report = purge_data(session, retention_policy(retention), actor=actor)
-        audit.record(session, actor=actor, action="retention.run", target="all data", purpose="retention",
-                     result_count=report.total, details=report.counts)
-    people = purge_people(gallery, actor=actor)
-    return PurgeOut(counts=report.counts, identities_forgotten=len(people.forgotten),
-                    watchlists_expired=len(people.expired_watchlists))
+    outcome = apply_retention(gallery, retention, actor=actor)
+    return PurgeOut(counts=outcome.data.counts, identities_forgotten=len(outcome.people.forgotten),
+                    watchlists_expired=len(outcome.people.expired_watchlists))

@@ -7,7 +7,8 @@ import hashlib
 from pathlib import Path
 
 from facetrail.cli.common import actor_of, add_gallery_options, opened_gallery, out, require_face
-from facetrail.gallery.people import add_negative, forget, list_identities, purge
+from facetrail.gallery.people import add_negative, forget, list_identities
+from facetrail.gallery.retention import apply_retention, retention_in_effect
 from facetrail.vision.image import load_image
 
 
@@ -35,7 +36,14 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     add_gallery_options(correcting)
     correcting.set_defaults(run=run_correct)
 
-    purging = sub.add_parser("purge", help="apply retention now: expired watchlists, people past retention")
+    purging = sub.add_parser(
+        "purge", help="apply retention now: video data, expired watchlists, people past retention",
+        description="Delete sightings, thumbnails, events and door decisions past their retention, watchlists past "
+                    "their expiry and people past their retention date; one audit entry records the counts. The "
+                    "retention is the configuration's (--config), else the last `facetrail run`'s, else the defaults.")
+    purging.add_argument("--config", type=Path, default=None,
+                         help="take the retention from this configuration (its data_dir and database replace "
+                              "--data and --db)")
     add_gallery_options(purging)
     purging.set_defaults(run=run_purge)
 
@@ -73,10 +81,21 @@ def run_correct(args: argparse.Namespace) -> int:
 
 
 def run_purge(args: argparse.Namespace) -> int:
-    """Run the retention purge and report it."""
+    """Apply the retention in effect and report what it removed."""
+    config = None
+    if args.config is not None:
+        from facetrail.config.loader import load_config
+
+        config = load_config(args.config)
+        args.data, args.db, args.recogniser = config.data_dir, config.database.url, config.recogniser
     with opened_gallery(args) as gallery:
-        report = purge(gallery, actor=actor_of(args))
-    out.print(f"purged {len(report.expired_watchlists)} expired watchlist(s) and "
-              f"{len(report.forgotten)} identit{'y' if len(report.forgotten) == 1 else 'ies'} "
-              f"past retention ({len(report.template_ids)} template(s))")
+        with gallery.db.session() as session:
+            source, retention = retention_in_effect(session, config)
+        outcome = apply_retention(gallery, retention, actor=actor_of(args))
+    people = outcome.people
+    data = ", ".join(f"{count} {name.replace('_', ' ')}" for name, count in outcome.data.counts.items())
+    out.print(f"retention ({source}): removed {data or 'no video data'}", markup=False)
+    out.print(f"purged {len(people.expired_watchlists)} expired watchlist(s) and "
+              f"{len(people.forgotten)} identit{'y' if len(people.forgotten) == 1 else 'ies'} "
+              f"past retention ({len(people.template_ids)} template(s))")
     return 0

@@ -23,7 +23,7 @@ import numpy as np
 from sqlalchemy import func, select
 
 from facetrail.gallery.errors import GalleryError
-from facetrail.gallery.faiss_index import FaissIndex
+from facetrail.gallery.index import Index
 from facetrail.gallery.sync import apply, differences, fingerprint, open_index, template_ids
 from facetrail.store.db import Database, sqlite_url
 from facetrail.store.models import FaceTemplate, Identity
@@ -68,7 +68,7 @@ class Gallery:
         settings.data_dir.mkdir(parents=True, exist_ok=True)
         self.db = Database(settings.db_url or sqlite_url(settings.data_dir))
         self.index_path = settings.data_dir / INDEX_FILENAME.format(model=self.spec.name)
-        self.index: FaissIndex = open_index(self.db, self.model_id, self.dim, self.index_path)
+        self.index: Index = open_index(self.db, self.model_id, self.dim, self.index_path)
         self._engine = engine
         self.lock = threading.Lock()
         self._fingerprint = fingerprint(self.db, self.model_id)

@@ -3,8 +3,9 @@
 An index maps int64 ids (the database's face ids) to L2-normalised float32
 embeddings and answers top-k cosine similarity queries. It holds no other
 state: the database is the source of truth, and an index can always be
-rebuilt from it. ``FaissIndex`` (``facetrail.gallery.faiss_index``) is the
-backend; the input checks below are shared by any other.
+rebuilt from it. The gallery holds an ``Index``; ``FaissIndex``
+(``facetrail.gallery.faiss_index``) is one implementation, and the input
+checks below are shared by any other.
 """
 
 from __future__ import annotations

@@ -14,7 +14,7 @@ from facetrail.gallery.gallery import Gallery
 from facetrail.store import audit
 from facetrail.store.doors import Withdrawal, withdraw_consent
 from facetrail.store.models import FaceTemplate, Identity, NegativeExample, Watchlist, WatchlistMember
-from facetrail.store.people import Forgotten, PurgeReport, forget_identity, purge_expired
+from facetrail.store.people import Forgotten, forget_identity
 
 
 @dataclass(frozen=True)
@@ -95,12 +95,3 @@ def add_negative(gallery: Gallery, reference: str, vector: np.ndarray, *, actor:
         audit.record(session, actor=actor, action="correct.not_match", target=f"identity:{identity.id}",
                      result_count=1, details={"negative_example": negative.id})
         return negative.id
-
-
-def purge(gallery: Gallery, *, now: datetime | None = None, actor: str = "retention") -> PurgeReport:
-    """Run the retention purge and drop what it removed from the index."""
-    with gallery.db.session() as session:
-        report = purge_expired(session, now=now, actor=actor)
-    gallery.remove_from_index(report.template_ids)
-    gallery.save_index()
-    return report

@@ -16,6 +16,7 @@ from sqlalchemy import func, select
 
 from facetrail.gallery.errors import IndexCorruptError
 from facetrail.gallery.faiss_index import FaissIndex, load_index
+from facetrail.gallery.index import Index
 from facetrail.store.db import Database
 from facetrail.store.models import FaceTemplate
 
@@ -46,8 +47,8 @@ def load_vectors(db: Database, model_id: str, ids: np.ndarray, dim: int) -> np.n
     return out
 
 
-def open_index(db: Database, model_id: str, dim: int, path: Path) -> FaissIndex:
-    """The index for ``model_id`` at ``path``, repaired or rebuilt from the database as needed."""
+def open_index(db: Database, model_id: str, dim: int, path: Path) -> Index:
+    """The index for ``model_id`` at ``path`` (the FAISS backend), repaired or rebuilt from the database as needed."""
     truth = template_ids(db, model_id)
     try:
         index = load_index(path, dim)
@@ -71,13 +72,13 @@ def open_index(db: Database, model_id: str, dim: int, path: Path) -> FaissIndex:
     return index
 
 
-def differences(index: FaissIndex, truth: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def differences(index: Index, truth: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """(ids the index lacks, ids it holds that the database no longer has)."""
     present = index.ids()
     return (np.setdiff1d(truth, present, assume_unique=True), np.setdiff1d(present, truth, assume_unique=True))
 
 
-def apply(db: Database, model_id: str, dim: int, index: FaissIndex, missing: np.ndarray, extra: np.ndarray) -> None:
+def apply(db: Database, model_id: str, dim: int, index: Index, missing: np.ndarray, extra: np.ndarray) -> None:
     """Bring the index in line with the database: drop ``extra``, add ``missing`` from their stored vectors."""
     if len(extra):
         index.remove(extra)
@@ -93,7 +94,7 @@ def fingerprint(db: Database, model_id: str) -> tuple[int, int]:
     return int(count or 0), int(largest or 0)
 
 
-def rebuild(db: Database, model_id: str, dim: int, path: Path, ids: np.ndarray | None = None) -> FaissIndex:
+def rebuild(db: Database, model_id: str, dim: int, path: Path, ids: np.ndarray | None = None) -> Index:
     """A new index holding every template of ``model_id``, saved to ``path``."""
     ids = template_ids(db, model_id) if ids is None else ids
     index = FaissIndex(dim)

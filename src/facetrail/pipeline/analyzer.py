@@ -3,7 +3,8 @@
 The pipeline detects every frame it analyses, but aligns and scores only the
 faces of confirmed tracks large enough to recognise (a crowd of tiny faces
 costs one detector pass and nothing more), and embeds only the shots a track
-asks for.
+asks for. Each step is the face engine's own (``FaceEngine.detect_frames``,
+``align_faces_of``, ``FaceEngine.embed_faces``): one path from image to embedding.
 """
 
 from __future__ import annotations
@@ -14,13 +15,11 @@ from dataclasses import dataclass, field
 import cv2
 import numpy as np
 
-from facetrail.vision.align import AlignedFaces, align_faces
-from facetrail.vision.engine import FaceEngine
+from facetrail.vision.align import AlignedFaces
+from facetrail.vision.engine import FaceEngine, align_faces_of
 from facetrail.vision.image import BGRImage
-from facetrail.vision.lowlight import LowLightConfig, enhance, is_dark
-from facetrail.vision.quality import assess
+from facetrail.vision.lowlight import LowLightConfig
 from facetrail.vision.types import FaceDetections, FaceQuality
-from facetrail.vision.upright import verify_upright
 
 THUMBNAIL_PX = 128  # side of the stored best-shot thumbnail
 THUMBNAIL_MARGIN = 0.35  # context around the face box, as a fraction of its size
@@ -52,14 +51,16 @@ class AnalysedFrame:
     def shot(self, i: int) -> FaceShot:
         """Face ``i`` aligned to 112x112 with its quality (computed once)."""
         if i not in self._shots:
-            keep = np.zeros(len(self.faces), bool)
-            keep[i] = True
-            one = self.faces.select(keep)
-            aligned = align_faces(self.image, one.landmarks)
-            quality = assess(one, aligned)[0]
-            usable = bool(aligned.residuals[0] <= self.max_residual)
-            self._shots[i] = FaceShot(aligned.crops[0], aligned, quality, usable)
+            shaped = align_faces_of(self.image, self.one(i), self.max_residual)
+            self._shots[i] = FaceShot(shaped.aligned.crops[0], shaped.aligned, shaped.qualities[0],
+                                      bool(shaped.fits[0]))
         return self._shots[i]
+
+    def one(self, i: int) -> FaceDetections:
+        """Face ``i`` alone."""
+        keep = np.zeros(len(self.faces), bool)
+        keep[i] = True
+        return self.faces.select(keep)
 
     def area(self, i: int) -> float:
         """Box area of face ``i`` in pixels²."""
@@ -87,24 +88,17 @@ class FrameAnalyzer:
         self.max_residual = max_alignment_residual or engine.config.max_alignment_residual
 
     def analyse(self, images: Sequence[BGRImage], low_light: Sequence[LowLightConfig]) -> list[AnalysedFrame]:
-        """Detect the faces of several frames (one detector batch)."""
-        work: list[tuple[BGRImage, bool]] = []
-        for image, light in zip(images, low_light, strict=True):
-            dark = light.enabled and is_dark(image, light)
-            work.append((enhance(image, light), True) if dark else (image, False))
-        found = self.engine.detector.detect_many([image for image, _ in work])
-        return [AnalysedFrame(image, verify_upright(self.engine.detector, image, faces), enhanced, self.max_residual)
-                for (image, enhanced), faces in zip(work, found, strict=True)]
+        """Detect the faces of several frames (one detector batch), each with its camera's low-light setting.
+
+        Video is never searched for turned faces (a camera hangs as it hangs), whatever the engine's setting.
+        """
+        return [AnalysedFrame(frame.image, frame.faces, frame.enhanced, self.max_residual)
+                for frame in self.engine.detect_frames(images, low_light, try_rotations=False)]
 
     def embed(self, requests: Sequence[tuple[AnalysedFrame, int]]) -> np.ndarray:
         """Unit embeddings (n, d) of the requested faces (frame, face index), in one shared batch."""
         if not requests:
             return np.zeros((0, int(self.engine.recogniser.embedding_size or 0)), np.float32)
-        items, aligned = [], []
-        for frame, i in requests:
-            keep = np.zeros(len(frame), bool)
-            keep[i] = True
-            items.append((frame.image, frame.faces.select(keep)))
-            aligned.append(frame.shot(i).aligned)
-        embeddings = self.engine.embedder.embed_many(items, aligned)
+        embeddings = self.engine.embed_faces([(frame.image, frame.one(i), frame.shot(i).aligned)
+                                              for frame, i in requests])
         return np.concatenate([e.vectors for e in embeddings]).astype(np.float32)

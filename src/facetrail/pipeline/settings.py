@@ -4,11 +4,10 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta
 
-from facetrail.config.schema import CameraConfig, FaceRecognitionConfig, FacetrailConfig, RetentionConfig
+from facetrail.config.schema import CameraConfig, FaceRecognitionConfig, FacetrailConfig
 from facetrail.events.mqtt import MqttSettings
 from facetrail.events.webhooks import WebhookTarget
 from facetrail.pipeline.recorder import Channels, EventRules
-from facetrail.store.retention import RetentionPolicy
 from facetrail.track.bestshot import BestShotSettings
 from facetrail.track.tracker import TrackerSettings
 from facetrail.video.camera import CameraSettings, ReconnectSettings
@@ -77,19 +76,9 @@ def best_shot_settings(config: FacetrailConfig, recognition: FaceRecognitionConf
                             min_area=float(recognition.min_area))
 
 
-def retention_policy(retention: RetentionConfig) -> RetentionPolicy:
-    """How long each class of video data is kept."""
-    return RetentionPolicy(unknown_sightings=timedelta(days=retention.unknown_sightings_days),
-                           known_sightings=timedelta(days=retention.known_sightings_days),
-                           thumbnails=timedelta(days=retention.thumbnails_days),
-                           events=timedelta(days=retention.events_days),
-                           only_watchlist_hits=retention.only_watchlist_hits)
-
-
 def channels(config: FacetrailConfig) -> Channels:
     """The message channels that are configured."""
-    return Channels(mqtt_prefix=config.mqtt.topic_prefix if config.mqtt.enabled else None,
-                    webhooks={hook.name: frozenset(hook.events) for hook in config.webhooks})
+    return Channels.from_config(config)
 
 
 def event_rules(config: FacetrailConfig) -> EventRules:

@@ -1,8 +1,10 @@
 """Retention per data class: how long sightings, thumbnails and events are kept.
 
-``purge_data`` deletes what is past its time in one transaction and writes
-one audit entry with the counts, so every automatic deletion is on record.
-Identities and watchlists have their own expiry (``people.purge_expired``).
+``delete_expired`` deletes what is past its time in the caller's transaction;
+``purge_data`` does the same and writes one audit entry with the counts, so
+every automatic deletion is on record. Identities and watchlists have their
+own expiry (``people.purge_expired``); ``facetrail.gallery.retention`` applies
+both and is what ``run``, the API and ``facetrail purge`` call.
 """
 
 from __future__ import annotations
@@ -46,7 +48,22 @@ class RetentionReport:
 
 def purge_data(session: Session, policy: RetentionPolicy, *, now: datetime | None = None,
                actor: str = "retention") -> RetentionReport:
-    """Delete sightings, visitors, events, thumbnails and delivered messages past their retention."""
+    """Delete sightings, visitors, events, thumbnails and delivered messages past their retention (audited)."""
+    report = delete_expired(session, policy, now=now)
+    record_purge(session, report.counts, actor=actor)
+    return report
+
+
+def record_purge(session: Session, counts: dict[str, int], *, actor: str) -> None:
+    """The one audit entry of a purge, with its counts; a purge that removed nothing is not logged."""
+    total = sum(counts.values())
+    if total:
+        audit.record(session, actor=actor, action="retention.purge", target="expired data", purpose="retention",
+                     result_count=total, details=counts)
+
+
+def delete_expired(session: Session, policy: RetentionPolicy, *, now: datetime | None = None) -> RetentionReport:
+    """Delete sightings, visitors, events, thumbnails and delivered messages past their retention (not audited)."""
     moment = now or utcnow()
     counts: dict[str, int] = {}
     unknown_before = moment - policy.unknown_sightings
@@ -81,11 +98,7 @@ def purge_data(session: Session, policy: RetentionPolicy, *, now: datetime | Non
     counts["messages"] = _rowcount(session.execute(
         delete(OutboxMessage).where(OutboxMessage.delivered_at.is_not(None),
                                     OutboxMessage.delivered_at < moment - policy.delivered_messages)))
-    report = RetentionReport({k: v for k, v in counts.items() if v})
-    if report.total:
-        audit.record(session, actor=actor, action="retention.purge", target="video data", purpose="retention",
-                     result_count=report.total, details=report.counts)
-    return report
+    return RetentionReport({k: v for k, v in counts.items() if v})
 
 
 def _delete_sightings(session: Session, condition: ColumnElement[bool]) -> int:

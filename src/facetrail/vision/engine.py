@@ -1,8 +1,10 @@
 """The face engine: detect, enhance when dark, align, embed and assess faces.
 
-``FaceEngine.analyze_many`` is the batched entry point later layers use:
-detection runs per canvas size in one batch, and every face of every image
-is embedded in one call.
+There is one path from an image to an embedding: ``detect_frames`` (enhance
+dark images, detect in one batch, look for turned faces when asked, re-check
+rolled faces upright), ``align_faces_of`` (crop, score, check the fit) and
+``embed_faces``. ``analyze_many`` runs all three for photos; the video
+pipeline calls them in turn, aligning and embedding only the faces it needs.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 import numpy as np
+import numpy.typing as npt
 
 from facetrail.vision.align import AlignedFaces, align_faces
 from facetrail.vision.detector import ScrfdDetector
@@ -87,6 +90,30 @@ class ImageFaces:
         return int(np.argmax(weight))
 
 
+@dataclass(frozen=True, eq=False)
+class DetectedFrame:
+    """The faces detected in one image, before alignment."""
+
+    image: BGRImage  # the image as analysed (enhanced when it was dark)
+    faces: FaceDetections
+    enhanced: bool
+
+
+@dataclass(frozen=True, eq=False)
+class AlignedFaceSet:
+    """Faces aligned to 112x112 crops, each with its quality and whether its landmarks fit a face."""
+
+    aligned: AlignedFaces
+    qualities: list[FaceQuality]
+    fits: npt.NDArray[np.bool_]  # False: residual above max_alignment_residual (never embedded)
+
+
+def align_faces_of(image: BGRImage, faces: FaceDetections, max_residual: float) -> AlignedFaceSet:
+    """The engine's alignment step: 112x112 crops of ``faces``, their qualities, and which fit a face."""
+    aligned = align_faces(image, faces.landmarks)
+    return AlignedFaceSet(aligned, assess(faces, aligned), aligned.residuals <= max_residual)
+
+
 class FaceEngine:
     """Detector plus recogniser, built once and reused. Thread-safe for the ArcFace backend."""
 
@@ -116,35 +143,53 @@ class FaceEngine:
 
     def analyze_many(self, images: Sequence[BGRImage]) -> list[ImageFaces]:
         """Faces of several images, detected per canvas batch and embedded in one call."""
-        work = [self._maybe_enhance(img) for img in images]
-        found = self.detector.detect_many([w for w, _ in work])
-        if self.config.try_rotations:
-            found = [d if len(d) else self._detect_rotated(w) for d, (w, _) in zip(found, work,
-                                                                                   strict=True)]
-        found = [verify_upright(self.detector, w, d) for d, (w, _) in zip(found, work, strict=True)]
-        aligned: list[AlignedFaces] = []
+        frames = self.detect_frames(images)
+        kept: list[tuple[BGRImage, FaceDetections, AlignedFaces]] = []
+        qualities: list[list[FaceQuality]] = []
         dropped: list[int] = []
-        for i, ((image, _), faces) in enumerate(zip(work, found, strict=True)):
-            crops = align_faces(image, faces.landmarks)
-            good = crops.residuals <= self.config.max_alignment_residual
+        for i, frame in enumerate(frames):
+            shaped = align_faces_of(frame.image, frame.faces, self.config.max_alignment_residual)
+            good = shaped.fits
+            faces, crops = frame.faces, shaped.aligned
             dropped.append(faces.dropped + int((~good).sum()))
             if not good.all():
                 log.debug("image %d: dropped %d face(s) whose landmarks do not fit a face",
                           i, int((~good).sum()))
                 faces = faces.select(good)
                 crops = AlignedFaces(crops.crops[good], crops.matrices[good], crops.residuals[good])
-            found[i] = faces
-            aligned.append(crops)
-        items = [(image, faces) for (image, _), faces in zip(work, found, strict=True)]
-        embeddings = self.embedder.embed_many(items, aligned)
-        return [ImageFaces(faces, emb, assess(faces, crops), enhanced, drop, crops,
+            kept.append((frame.image, faces, crops))
+            qualities.append([q for q, fit in zip(shaped.qualities, good, strict=True) if fit])
+        embeddings = self.embed_faces(kept)
+        return [ImageFaces(faces, emb, quality, frame.enhanced, drop, crops,
                            (int(image.shape[1]), int(image.shape[0])))
-                for faces, emb, crops, (image, enhanced), drop
-                in zip(found, embeddings, aligned, work, dropped, strict=True)]
+                for (image, faces, crops), emb, quality, frame, drop
+                in zip(kept, embeddings, qualities, frames, dropped, strict=True)]
 
-    def _maybe_enhance(self, image: BGRImage) -> tuple[BGRImage, bool]:
-        if is_dark(image, self.config.low_light):
-            return enhance(image, self.config.low_light), True
+    def detect_frames(self, images: Sequence[BGRImage], low_light: Sequence[LowLightConfig] | None = None, *,
+                      try_rotations: bool | None = None) -> list[DetectedFrame]:
+        """Faces of several images in one detector batch, before alignment.
+
+        Dark images are enhanced first (by ``low_light``, one per image, else the engine's setting);
+        with ``try_rotations`` (default: the engine's) an image without an upright face is searched
+        turned; rolled faces are re-checked upright.
+        """
+        lights = list(low_light) if low_light is not None else [self.config.low_light] * len(images)
+        work = [self._maybe_enhance(image, light) for image, light in zip(images, lights, strict=True)]
+        found = self.detector.detect_many([w for w, _ in work])
+        if self.config.try_rotations if try_rotations is None else try_rotations:
+            found = [d if len(d) else self._detect_rotated(w) for d, (w, _) in zip(found, work,
+                                                                                   strict=True)]
+        return [DetectedFrame(image, verify_upright(self.detector, image, faces), enhanced)
+                for faces, (image, enhanced) in zip(found, work, strict=True)]
+
+    def embed_faces(self, items: Sequence[tuple[BGRImage, FaceDetections, AlignedFaces]]) -> list[FaceEmbeddings]:
+        """Unit embeddings of aligned faces, per (image, its faces, their crops), in shared batches."""
+        return self.embedder.embed_many([(image, faces) for image, faces, _ in items],
+                                        [aligned for _, _, aligned in items])
+
+    def _maybe_enhance(self, image: BGRImage, light: LowLightConfig) -> tuple[BGRImage, bool]:
+        if is_dark(image, light):
+            return enhance(image, light), True
         return image, False
 
     def _detect_rotated(self, image: BGRImage) -> FaceDetections:

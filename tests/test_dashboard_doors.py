@@ -93,7 +93,7 @@ def door_records(gallery: Gallery, person: int, best_shot: bytes) -> tuple[int, 
             decided_at=utcnow() - timedelta(minutes=1))
         session.add_all([grant, deny])
         session.flush()
-        record_door_state(session, "front", "forced", source="http", camera="entrance")
+        record_door_state(session, "front", "forced", source="http")
         return consent, grant.id, deny.id
 
 

@@ -10,6 +10,7 @@ from rich.table import Table
 from sqlalchemy import select
 
 from facetrail.cli.common import CommandError, actor_of, add_gallery_options, opened_gallery, out
+from facetrail.events.outlet import EventOutlet
 from facetrail.events.review import ReviewError, review_event
 from facetrail.store.models import Event, EventReview, Identity, Watchlist
 
@@ -28,6 +29,9 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     review.add_argument("event", type=int, help="event id (see `facetrail events list`)")
     review.add_argument("verdict", choices=["confirm", "dismiss"])
     review.add_argument("--note", help="why: what you checked, what you saw")
+    review.add_argument("--config", type=Path, default=None,
+                        help="announce the review on this configuration's MQTT and webhooks (sent by the "
+                             "`facetrail run` on the same database); without it, the review is only stored")
     add_gallery_options(review)
     review.set_defaults(run=run_review)
     snapshot = actions.add_parser("snapshot", help="save an event's evidence snapshot as a JPEG")
@@ -74,11 +78,16 @@ def run_list(args: argparse.Namespace) -> int:
 
 
 def run_review(args: argparse.Namespace) -> int:
-    """Record one verdict."""
+    """Record one verdict (announced on the channels of ``--config``, if given)."""
+    outlet = EventOutlet()
+    if args.config is not None:
+        from facetrail.config.loader import load_config
+
+        outlet = EventOutlet.for_config(load_config(args.config))
     with opened_gallery(args) as gallery, gallery.db.session() as session:
         try:
             outcome = review_event(session, args.event, reviewer=actor_of(args), verdict=args.verdict,
-                                   note=args.note)
+                                   note=args.note, outlet=outlet)
         except ReviewError as error:
             raise CommandError(str(error)) from None
     waiting = f"; waiting for {outcome.waiting} more confirmation(s) from someone else" if outcome.waiting else ""

@@ -11,7 +11,7 @@ from __future__ import annotations
 import base64
 import re
 from pathlib import Path
-from typing import Literal
+from typing import Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -19,9 +19,11 @@ from facetrail.config.doors import DoorConfig
 from facetrail.video.sources import is_stream
 
 SLUG = re.compile(r"^[a-z0-9][a-z0-9_-]*$")
-EventKind = Literal["watchlist_hit", "unknown_visitor", "seen_again"]
+# Every kind of event, plus "review": a person confirmed or dismissed an event (of any kind).
+EventKind = Literal["watchlist_hit", "unknown_visitor", "seen_again", "tailgating", "door_forced",
+                    "door_command_failed", "review"]
 Role = Literal["detect", "record"]
-ALL_EVENTS: tuple[EventKind, ...] = ("watchlist_hit", "unknown_visitor", "seen_again")
+ALL_EVENTS: tuple[EventKind, ...] = get_args(EventKind)
 DETECT: Role = "detect"
 
 
@@ -164,8 +166,11 @@ class WebhookConfig(_Strict):
     secret: str = Field(title="Secret",
                         description="Signing secret, whsec_ followed by base64; write {FACETRAIL_WEBHOOK_SECRET} "
                                     "to take it from the environment.")
-    events: list[EventKind] = Field(default_factory=lambda: list(ALL_EVENTS),
-                                    title="Events", description="Which kinds of event this receiver gets.")
+    events: list[EventKind] = Field(
+        default_factory=lambda: list(ALL_EVENTS), title="Events",
+        description="Which kinds of event this receiver gets (new, update, end and the reviews of each): "
+                    "watchlist_hit, unknown_visitor, seen_again, tailgating, door_forced, door_command_failed; "
+                    "review: every confirmation or dismissal, whatever the event's kind. Default: all of them.")
     timeout_s: float = Field(5, gt=0, le=120, title="Timeout", description="Seconds to wait for the receiver.")
 
     @field_validator("name")

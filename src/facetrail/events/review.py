@@ -3,7 +3,10 @@
 An event on a watchlist with ``reviewers_required=2`` (the four-eyes rule of
 the EU AI Act for remote biometric identification) is confirmed only when two
 different people confirmed it; one dismissal settles it as dismissed. Every
-review is written to the audit log with the reviewer and the note.
+review is written to the audit log with the reviewer and the note, and
+announced through the outlet in the same transaction: an MQTT ``update`` whose
+``before.review`` / ``after.review`` show the state and confirmations, and a
+``<kind>.reviewed`` webhook to receivers of the event's kind and of ``review``.
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ from typing import Literal
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from facetrail.events.outlet import EventOutlet, view_of
 from facetrail.store import audit
 from facetrail.store.models import Event, EventReview, utcnow
 
@@ -42,8 +46,11 @@ class ReviewOutcome:
 
 
 def review_event(session: Session, event_id: int, *, reviewer: str, verdict: Verdict, note: str | None = None,
-                 at: datetime | None = None) -> ReviewOutcome:
-    """Record one reviewer's verdict and settle the event when the rule is met."""
+                 at: datetime | None = None, outlet: EventOutlet | None = None) -> ReviewOutcome:
+    """Record one reviewer's verdict, settle the event when the rule is met, and announce it through ``outlet``.
+
+    Without an ``outlet`` the review is stored and audited but announced nowhere.
+    """
     if verdict not in ("confirm", "dismiss"):
         raise ReviewError(f"a review is 'confirm' or 'dismiss', not {verdict!r}")
     if not reviewer.strip():
@@ -58,8 +65,9 @@ def review_event(session: Session, event_id: int, *, reviewer: str, verdict: Ver
     if earlier is not None:
         raise ReviewError(f"{reviewer} already reviewed event {event_id}; a second confirmation must come from "
                           "someone else")
-    session.add(EventReview(event_id=event_id, reviewer=reviewer, decision=verdict, note=note,
-                            at=at or utcnow()))
+    moment = at or utcnow()
+    before = view_of(session, event).as_dict()
+    session.add(EventReview(event_id=event_id, reviewer=reviewer, decision=verdict, note=note, at=moment))
     session.flush()
     confirmations = len(list(session.scalars(select(EventReview.id).where(
         EventReview.event_id == event_id, EventReview.decision == "confirm"))))
@@ -70,4 +78,6 @@ def review_event(session: Session, event_id: int, *, reviewer: str, verdict: Ver
     audit.record(session, actor=reviewer, action=f"event.{verdict}", target=f"event:{event_id}",
                  details={"state": event.state, "confirmations": confirmations,
                           "required": event.reviewers_required, "note": note or ""})
+    if outlet is not None:
+        outlet.update(session, view_of(session, event), before=before, reviewed=True, at=moment)
     return ReviewOutcome(event_id, event.state, confirmations, event.reviewers_required)

@@ -8,14 +8,16 @@ thread (so a slow controller never holds the cameras), and the command's
 fate is written back to the decision. A second factor arrives through the
 API, which turns a pending decision into a grant in the store; this service
 sees it there and sends the command, or denies it when the time is up.
+Tailgating, a failed command and a forced door are events, raised through the
+:class:`~facetrail.events.outlet.EventOutlet` like every other event.
 """
 
 from __future__ import annotations
 
 import logging
 import threading
-import time
 import uuid
+from collections import deque
 from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -24,6 +26,7 @@ from datetime import datetime, timedelta
 import numpy as np
 from sqlalchemy import select, update
 
+from facetrail.clock import Clock, SystemClock
 from facetrail.config.doors import DoorConfig
 from facetrail.config.schema import FacetrailConfig
 from facetrail.door.commands import (
@@ -36,18 +39,21 @@ from facetrail.door.commands import (
 )
 from facetrail.door.decision import DoorDecider, DoorDecision, DoorRule, Shot
 from facetrail.door.liveness import LivenessSettings
+from facetrail.events.messages import EventView
+from facetrail.events.outlet import EventOutlet, new_uid
 from facetrail.pipeline.analyzer import AnalysedFrame, FrameAnalyzer
 from facetrail.pipeline.matcher import GalleryMatcher
 from facetrail.pipeline.pictures import jpeg
 from facetrail.store.db import Database
 from facetrail.store.doors import FORCED, active_consents, record_door_state
-from facetrail.store.models import DoorDecisionRecord, Event, Watchlist, WatchlistMember, utcnow
+from facetrail.store.models import DoorDecisionRecord, Watchlist, WatchlistMember
 from facetrail.vision.landmarks106 import Landmarks106
 
 log = logging.getLogger(__name__)
 ALLOWED_REFRESH_S = 5.0
 FACTOR_POLL_S = 0.25
 FACTOR_GRACE_S = 5.0  # a second factor's grant is still acted on this long after its time-out
+TIMINGS_KEPT = 1000  # the newest decisions' timings (for the benchmark); older ones are dropped
 
 
 @dataclass(frozen=True)
@@ -61,7 +67,8 @@ class DoorFace:
 
 @dataclass
 class DoorTiming:
-    """Wall-clock moments of one decision, for the benchmark: first usable shot, decision, command done."""
+    """Moments (the service's monotonic clock) of one decision, for the benchmark: first usable shot, decision,
+    command done."""
 
     door: str
     outcome: str
@@ -85,16 +92,22 @@ class DoorService:
     """Every configured door of one pipeline."""
 
     def __init__(self, config: FacetrailConfig, db: Database, matcher: GalleryMatcher, analyzer: FrameAnalyzer,
-                 *, default_threshold: float) -> None:
+                 *, default_threshold: float, outlet: EventOutlet | None = None, clock: Clock | None = None) -> None:
+        """``outlet``: where door events go (share the recorder's so the runner sees what was enqueued);
+        default: one of its own on ``config``'s channels. ``clock``: what time-outs and refreshes are measured by
+        (default: the system's; tests pass a ``ManualClock``)."""
         self.db, self.matcher, self.analyzer = db, matcher, analyzer
+        self.clock: Clock = clock or SystemClock()
+        self.outlet = outlet if outlet is not None else EventOutlet.for_config(config)
         self.default_threshold = default_threshold
+        self.snapshot_quality = config.events.snapshot_quality  # the best shots' JPEG quality, as for events
         self.landmarks = Landmarks106() if config.doors else None
         self._mqtt: dict[tuple[str, int, str], MqttDoorSender] = {}
         self.doors: dict[str, _Door] = {}
         for name, door in config.doors.items():
             self.doors[name] = _Door(name, door, DoorDecider(self._rule(name, door, frozenset())),
                                      self._senders(config, name, door))
-        self.timings: list[DoorTiming] = []
+        self.timings: deque[DoorTiming] = deque(maxlen=TIMINGS_KEPT)
         self._commands = ThreadPoolExecutor(max_workers=2, thread_name_prefix="door-command")
         self._last_allowed = -float("inf")
         self._last_factor_poll = -float("inf")
@@ -153,7 +166,7 @@ class DoorService:
         if usable and self.landmarks is not None:
             found = self.landmarks.predict_many(result.image, result.faces.xyxy[usable])
             points = dict(zip(usable, found, strict=True))
-        now = time.monotonic()
+        now = self.clock.monotonic()
         for door in doors:
             door_shots = []
             for face in inside[door.name]:
@@ -163,7 +176,8 @@ class DoorService:
                 if face.index in matches and quality.face_px >= door.decider.rule.min_face_px:
                     door.first_usable.setdefault(face.track_id, now)
                     if quality.score > door.best.get(face.track_id, (-1.0, b""))[0]:
-                        door.best[face.track_id] = (quality.score, jpeg(result.thumbnail(face.index), 85))
+                        door.best[face.track_id] = (quality.score, jpeg(result.thumbnail(face.index),
+                                                                         self.snapshot_quality))
                 door_shots.append(Shot(face.track_id, at, quality.face_px, quality.score, quality.yaw,
                                        face.index in matches, identity, score, points.get(face.index)))
             for decision in door.decider.observe(at, door_shots):
@@ -198,7 +212,7 @@ class DoorService:
 
     def housekeeping(self) -> None:
         """Refresh who may pass; send the commands of decisions a second factor granted; expire the others."""
-        now = time.monotonic()
+        now = self.clock.monotonic()
         if now - self._last_allowed >= ALLOWED_REFRESH_S:
             self.refresh_allowed()
         if now - self._last_factor_poll >= FACTOR_POLL_S and any(d.config.second_factor
@@ -208,7 +222,7 @@ class DoorService:
 
     def refresh_allowed(self) -> None:
         """Members of each door's watchlists who have a consent in force for it."""
-        self._last_allowed = time.monotonic()
+        self._last_allowed = self.clock.monotonic()
         with self.db.session() as session:
             for door in self.doors.values():
                 members = set(session.scalars(
@@ -224,7 +238,7 @@ class DoorService:
             for door in self.doors.values():
                 if not door.config.second_factor:
                     continue
-                now = utcnow()
+                now = self.clock.now()
                 expired = now - timedelta(seconds=door.config.factor_timeout_s)
                 lapsed = session.execute(select(DoorDecisionRecord.id, DoorDecisionRecord.track_uid).where(
                     DoorDecisionRecord.door == door.name, DoorDecisionRecord.outcome == "pending",
@@ -269,15 +283,18 @@ class DoorService:
             command="sending" if decision.outcome == "grant" else None)
         with self.db.session() as session:
             session.add(row)
-            if decision.tailgating and door.config.tailgating == "event":
-                session.add(Event(uid=uuid.uuid4().hex, kind="tailgating", camera=door.config.camera,
-                                  identity_id=decision.identity_id, score=decision.score, started_at=decision.at,
-                                  snapshot_jpeg=best[1] if best else None, reviewers_required=1))
             session.flush()
             decision_id = row.id
+            if decision.tailgating and door.config.tailgating == "event":
+                self.outlet.new(session, EventView(
+                    uid=new_uid(), kind="tailgating", camera=door.config.camera, start_time=decision.at,
+                    identity_id=decision.identity_id, score=decision.score, frame_time=decision.at,
+                    snapshot_quality=best[0] if best else None,
+                    extra={"door": door.name, "decision_id": decision_id, "others_present": decision.others_present}),
+                    snapshot=best[1] if best else None)
         log.info("door %s: %s (%s)", door.name, decision.outcome, decision.reason)
-        timing = DoorTiming(door.name, decision.outcome, door.first_usable.get(decision.track_id, time.monotonic()),
-                            time.monotonic())
+        now = self.clock.monotonic()
+        timing = DoorTiming(door.name, decision.outcome, door.first_usable.get(decision.track_id, now), now)
         with self._lock:
             self.timings.append(timing)
         if decision.outcome == "grant":
@@ -298,7 +315,7 @@ class DoorService:
         if not door.senders:
             errors.append("no command channel configured for this door")
         if timing is not None:
-            timing.command_done = time.monotonic()
+            timing.command_done = self.clock.monotonic()
         if not delivered:
             log.warning("door %s: the open command of decision %d failed: %s", door.name, decision_id,
                         "; ".join(errors))
@@ -309,9 +326,12 @@ class DoorService:
             row.command = "delivered" if delivered else "failed"
             row.command_error, row.command_attempts = "; ".join(errors) or None, attempts
             if not delivered:  # someone is standing at a door that did not open: tell a person, not just the log
-                session.add(Event(uid=uuid.uuid4().hex, kind="door_command_failed", camera=row.camera,
-                                  identity_id=row.identity_id, score=row.score, started_at=utcnow(),
-                                  snapshot_jpeg=row.snapshot_jpeg, reviewers_required=1))
+                now = self.clock.now()
+                self.outlet.new(session, EventView(
+                    uid=new_uid(), kind="door_command_failed", camera=row.camera, start_time=now,
+                    identity_id=row.identity_id, score=row.score, frame_time=now,
+                    extra={"door": door.name, "decision_id": decision_id, "error": row.command_error}),
+                    snapshot=row.snapshot_jpeg)
 
     def _on_state(self, door: str, state: str, at: datetime) -> None:
         """A controller reported its door's state over MQTT (on paho's thread): keep it; 'forced' is an event."""
@@ -321,7 +341,8 @@ class DoorService:
         if state == FORCED:
             log.warning("door %s reports it was forced open", door)
         with self.db.session() as session:
-            record_door_state(session, door, state, source="mqtt", camera=known.config.camera, at=at)
+            if record_door_state(session, door, state, source="mqtt", at=at).became_forced:
+                self.outlet.door_forced(session, door=door, camera=known.config.camera, at=at)
 
     # -- set-up -------------------------------------------------------------------------------------------
 

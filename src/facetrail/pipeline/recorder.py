@@ -3,13 +3,13 @@
 Each change is one transaction: the sighting, the events it raises and the
 outbox messages announcing them commit together, so a crash can lose a
 frame's work but never leave an event without its message, or a message
-about an event that does not exist.
+about an event that does not exist. Events are written through the
+:class:`~facetrail.events.outlet.EventOutlet`, as every other producer's are.
 """
 
 from __future__ import annotations
 
 import logging
-import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -18,24 +18,17 @@ import numpy as np
 from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
-from facetrail.events.outbox import enqueue
+from facetrail.events.messages import Channels, EventView
+from facetrail.events.outlet import EventOutlet, new_uid
 from facetrail.pipeline.matcher import WatchlistRule
-from facetrail.pipeline.messages import Change, EventView, mqtt_event, slug, webhook_event
 from facetrail.pipeline.pictures import boxed_jpeg, jpeg
 from facetrail.store.db import Database
-from facetrail.store.models import Event, Sighting, Visitor, as_utc
+from facetrail.store.models import Sighting, Visitor, as_utc
 from facetrail.track.unknowns import UnknownClusters
 from facetrail.track.unknowns import Visitor as Cluster
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class Channels:
-    """Where messages go: the MQTT topic prefix (None: MQTT off) and webhooks with the event kinds they want."""
-
-    mqtt_prefix: str | None = None
-    webhooks: dict[str, frozenset[str]] = field(default_factory=dict)
+__all__ = ["Channels", "EventRules", "Evidence", "Recorder", "TrackRecord"]  # Channels: from facetrail.events
 
 
 @dataclass(frozen=True)
@@ -89,12 +82,17 @@ class Recorder:
                  keep_unknowns: bool = True) -> None:
         self.db = db
         self.channels = channels
+        self.outlet = EventOutlet(channels)  # the door service shares it: one count of what was enqueued
         self.rules = rules
         self.clusters = clusters
         self.keep_unknowns = keep_unknowns
         self._present: dict[tuple[str, int], int] = {}  # (camera, identity) -> active named tracks
         self._in_view: dict[str, set[int]] = {}  # camera -> visitors of its open tracks
-        self.enqueued = 0  # outbox messages written so far (the runner wakes the dispatcher when it grows)
+
+    @property
+    def enqueued(self) -> int:
+        """Outbox messages written so far through the outlet (the runner wakes the dispatcher when it grows)."""
+        return self.outlet.enqueued
 
     def load_visitors(self, since: datetime) -> int:
         """Seed the unknown clusters with the visitors seen since ``since``; returns how many."""
@@ -154,11 +152,8 @@ class Recorder:
                 if sighting is not None:
                     sighting.last_seen, sighting.frames = record.last_seen, record.frames
             for view in record.events.values():
-                view.end_time = record.last_seen
-                row = session.scalar(select(Event).where(Event.uid == view.uid))
-                if row is not None:
-                    row.ended_at = record.last_seen
-                self._announce(session, "end", view, before=None, frame_time=at)
+                view.frame_time = at
+                self.outlet.end(session, view, at=record.last_seen)
             if record.status == "named" and record.identity_id is not None:
                 self._presence(session, (record.camera, record.identity_id), -1, at)
 
@@ -239,49 +234,33 @@ class Recorder:
         record.watchlist_hit = sighting.watchlist_hit = True
         view = record.events.get(key)
         if view is None:
-            view = EventView(uid=_uid(), kind="watchlist_hit", camera=record.camera, start_time=at,
+            view = EventView(uid=new_uid(), kind="watchlist_hit", camera=record.camera, start_time=at,
                              identity_id=record.identity_id, identity_name=record.identity_name,
                              watchlist=rule.name, score=record.score, frame_time=at,
-                             reviewers_required=rule.reviewers_required, sighting_id=sighting.id, has_snapshot=True)
-            session.add(Event(uid=view.uid, kind=view.kind, camera=view.camera, sighting_id=sighting.id,
-                              identity_id=record.identity_id, watchlist_id=rule.watchlist_id, score=record.score,
-                              started_at=at, snapshot_jpeg=self._snapshot(evidence), state="pending",
-                              reviewers_required=rule.reviewers_required))
+                             reviewers_required=rule.reviewers_required, sighting_id=sighting.id,
+                             snapshot_quality=evidence.quality)
+            self.outlet.new(session, view, snapshot=self._snapshot(evidence), watchlist_id=rule.watchlist_id)
             record.events[key] = view
-            self._announce(session, "new", view, before=None, frame_time=at)
             log.info("%s: %s on watchlist %s (score %.3f)", record.camera, record.identity_name, rule.name,
                      record.score or 0.0)
             return
+        # An update says what changed: a higher score, a better best shot; the outlet sends nothing otherwise.
         before = view.as_dict()
-        view.score, view.frame_time = record.score, at
-        row = session.scalar(select(Event).where(Event.uid == view.uid))
-        if row is not None:
-            row.score, row.snapshot_jpeg = record.score, self._snapshot(evidence)
-        self._announce(session, "update", view, before=before, frame_time=at)
+        view.frame_time = at
+        if record.score is not None and (view.score is None or record.score > view.score):
+            view.score = record.score
+        snapshot = None
+        if view.snapshot_quality is None or evidence.quality > view.snapshot_quality:
+            snapshot, view.snapshot_quality = self._snapshot(evidence), evidence.quality
+        self.outlet.update(session, view, before=before, snapshot=snapshot)
 
     def _visitor_event(self, session: Session, record: TrackRecord, kind: str, evidence: Evidence, at: datetime,
                        *, count: int) -> None:
-        view = EventView(uid=_uid(), kind=kind, camera=record.camera, start_time=at, visitor_id=record.visitor_id,
-                         frame_time=at, sighting_id=record.sighting_id, has_snapshot=True,
-                         extra={"visits": count})
-        session.add(Event(uid=view.uid, kind=kind, camera=record.camera, visitor_id=record.visitor_id,
-                          started_at=at, snapshot_jpeg=self._snapshot(evidence), state="pending",
-                          reviewers_required=1))
+        view = EventView(uid=new_uid(), kind=kind, camera=record.camera, start_time=at,
+                         visitor_id=record.visitor_id, frame_time=at, sighting_id=record.sighting_id,
+                         snapshot_quality=evidence.quality, extra={"visits": count})
+        self.outlet.new(session, view, snapshot=self._snapshot(evidence))
         record.events[kind] = view
-        self._announce(session, "new", view, before=None, frame_time=at)
-
-    def _announce(self, session: Session, change: Change, view: EventView, *, before: dict[str, object] | None,
-                  frame_time: datetime) -> None:
-        after = view.as_dict()
-        after["frame_time"] = frame_time.timestamp()
-        if self.channels.mqtt_prefix is not None:
-            enqueue(session, channel="mqtt", destination=f"{self.channels.mqtt_prefix}/events",
-                    payload=mqtt_event(change, before, after))
-            self.enqueued += 1
-        for name, kinds in self.channels.webhooks.items():
-            if view.kind in kinds:
-                enqueue(session, channel="webhook", destination=name, payload=webhook_event(change, after, frame_time))
-                self.enqueued += 1
 
     def _presence(self, session: Session, key: tuple[str, int], delta: int, at: datetime) -> None:
         count = max(0, self._present.get(key, 0) + delta)
@@ -289,10 +268,7 @@ class Recorder:
         if self.channels.mqtt_prefix is None:
             return
         camera, identity_id = key
-        name = self._name_of(session, identity_id)
-        enqueue(session, channel="mqtt", destination=f"{self.channels.mqtt_prefix}/{camera}/{slug(name)}",
-                payload=str(count))
-        self.enqueued += 1
+        self.outlet.presence(session, camera, self._name_of(session, identity_id), count)
 
     def _name_of(self, session: Session, identity_id: int) -> str:
         from facetrail.store.models import Identity
@@ -302,6 +278,3 @@ class Recorder:
     def _snapshot(self, evidence: Evidence) -> bytes:
         return boxed_jpeg(evidence.frame, [evidence.box], quality=self.rules.snapshot_quality)
 
-
-def _uid() -> str:
-    return uuid.uuid4().hex

@@ -5,7 +5,6 @@ from __future__ import annotations
 import hashlib
 import hmac
 import secrets
-import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -15,11 +14,9 @@ from sqlalchemy.orm import Session
 from facetrail.store import audit
 from facetrail.store.errors import StoreError
 from facetrail.store.models import (
-    CameraState,
     DoorConsent,
     DoorDecisionRecord,
     DoorStateRecord,
-    Event,
     FaceTemplate,
     Identity,
     NegativeExample,
@@ -27,7 +24,7 @@ from facetrail.store.models import (
 )
 
 ANY_DOOR = "*"
-FORCED = "forced"  # a door opened without a command: raised as an event
+FORCED = "forced"  # a door opened without a command: the caller raises an event
 FACTOR_ITERATIONS = 100_000  # PBKDF2-SHA256; a PIN is short, so its hash is slow to try
 
 
@@ -141,9 +138,21 @@ def present_factor(session: Session, door: str, code: str, *, timeout: timedelta
     return None
 
 
-def record_door_state(session: Session, door: str, state: str, *, source: str, camera: str,
-                      command_id: str | None = None, at: datetime | None = None) -> DoorStateRecord:
-    """Keep the state a door's controller reported; a door reported ``forced`` also raises an event for review."""
+@dataclass(frozen=True)
+class RecordedState:
+    """A door's state as kept, and whether this report is the one that found it forced (raise an event then)."""
+
+    row: DoorStateRecord
+    became_forced: bool
+
+
+def record_door_state(session: Session, door: str, state: str, *, source: str,
+                      command_id: str | None = None, at: datetime | None = None) -> RecordedState:
+    """Keep the state a door's controller reported.
+
+    A door that just became ``forced`` is an event for review: the caller raises it through
+    :class:`facetrail.events.outlet.EventOutlet` (the store sits below the events).
+    """
     moment = at or utcnow()
     row = session.get(DoorStateRecord, door)
     previous = row.state if row is not None else None
@@ -152,8 +161,4 @@ def record_door_state(session: Session, door: str, state: str, *, source: str, c
         session.add(row)
     else:
         row.state, row.source, row.command_id, row.reported_at = state, source, command_id, moment
-    if state == FORCED and previous != FORCED:
-        view = session.get(CameraState, camera)  # the door camera's latest frame is the evidence
-        session.add(Event(uid=uuid.uuid4().hex, kind="door_forced", camera=camera, started_at=moment,
-                          snapshot_jpeg=view.frame_jpeg if view is not None else None, reviewers_required=1))
-    return row
+    return RecordedState(row, state == FORCED and previous != FORCED)

@@ -38,6 +38,7 @@ from facetrail.api.schemas import (
     WithdrawalOut,
 )
 from facetrail.door.commands import parse_state_report
+from facetrail.events.outlet import EventOutlet
 from facetrail.gallery.people import withdraw_door_consent
 from facetrail.store.doors import ANY_DOOR, consents_of, present_factor, record_consent, record_door_state
 from facetrail.store.keys import DOOR, Caller
@@ -115,9 +116,12 @@ def report_state(door: str, body: DoorStateIn, request: Request, store: GalleryD
         report = parse_state_report(body.model_dump_json(exclude_none=True).encode(), door=door)
     except ValueError as error:
         raise ApiError(422, "invalid", str(error)) from None
+    outlet = EventOutlet.for_config(server_config(request))  # its channels announce a door_forced event
     with store.db.session() as session:
-        row = record_door_state(session, report.door, report.state, source="http", camera=rule.camera,
-                                command_id=report.command_id)
+        recorded = record_door_state(session, report.door, report.state, source="http", command_id=report.command_id)
+        if recorded.became_forced:
+            outlet.door_forced(session, door=report.door, camera=rule.camera, at=recorded.row.reported_at)
+        row = recorded.row
         return DoorStateOut(door=row.door, state=row.state, source=row.source, command_id=row.command_id,
                             reported_at=row.reported_at)
 

@@ -13,9 +13,11 @@ from sqlalchemy import func, select
 
 from facetrail.api import pagination
 from facetrail.api.deps import GalleryDep, Operator, RowId, Viewer
+from facetrail.api.door_views import server_config
 from facetrail.api.errors import ApiError
 from facetrail.api.schemas import EventOut, ReviewIn, ReviewOut
 from facetrail.api.views import event_out
+from facetrail.events.outlet import EventOutlet
 from facetrail.events.review import review_event
 from facetrail.gallery.gallery import Gallery
 from facetrail.store.models import Event
@@ -62,10 +64,13 @@ async def stream(request: Request, store: GalleryDep, _who: Viewer,
 
 
 @router.post("/{event_id}/review", response_model=ReviewOut)
-def review(event_id: RowId, body: ReviewIn, store: GalleryDep, who: Operator) -> ReviewOut:
+def review(event_id: RowId, body: ReviewIn, request: Request, store: GalleryDep, who: Operator) -> ReviewOut:
     """Confirm or dismiss (audited); a four-eyes watchlist needs two different reviewers to confirm."""
+    # Announced (MQTT update, webhooks) on the channels of the server's --config; without one, only stored.
+    outlet = EventOutlet.for_config(server_config(request))
     with store.db.session() as session:
-        outcome = review_event(session, event_id, reviewer=who.name, verdict=body.verdict, note=body.note)
+        outcome = review_event(session, event_id, reviewer=who.name, verdict=body.verdict, note=body.note,
+                               outlet=outlet)
     return ReviewOut(event_id=outcome.event_id, state=outcome.state, confirmations=outcome.confirmations,
                      required=outcome.required)
 

@@ -9,7 +9,9 @@ from fastapi.responses import HTMLResponse, Response
 from sqlalchemy import func, select
 
 from facetrail.api.deps import GalleryDep, RowId
+from facetrail.api.door_views import server_config
 from facetrail.api.views import event_out
+from facetrail.events.outlet import EventOutlet
 from facetrail.events.review import ReviewError, review_event
 from facetrail.store.models import Event, EventReview
 from facetrail.web.auth import PageOperator, PageViewer
@@ -51,13 +53,15 @@ def card(request: Request, event_id: RowId, store: GalleryDep, who: PageViewer) 
 
 
 @router.post("/events/{event_id}/review")
-def review(event_id: RowId, store: GalleryDep, who: PageOperator,
+def review(request: Request, event_id: RowId, store: GalleryDep, who: PageOperator,
            verdict: Annotated[Literal["confirm", "dismiss"], Form()],
            note: Annotated[str, Form(max_length=2000)] = "") -> Response:
     """Confirm or dismiss (audited with the reviewer), then back to the event."""
+    outlet = EventOutlet.for_config(server_config(request))  # announced as the API's review is
     try:
         with store.db.session() as session:
-            outcome = review_event(session, event_id, reviewer=who.name, verdict=verdict, note=note.strip() or None)
+            outcome = review_event(session, event_id, reviewer=who.name, verdict=verdict, note=note.strip() or None,
+                                   outlet=outlet)
     except ReviewError as error:
         return back(f"/#event-{event_id}", problem=str(error))
     done = "confirmed" if verdict == "confirm" else "dismissed"

@@ -71,6 +71,8 @@ from facetrail.door.liveness import LivenessSettings
 from facetrail.gallery.enrol import EnrolOptions, Outcome, enrol_person
 from facetrail.gallery.gallery import Gallery, GallerySettings
 from facetrail.gallery.watchlists import add_member, create_watchlist
+from facetrail.pipeline.batch import FrameBatch
+from facetrail.pipeline.consumers import Consumer
 from facetrail.pipeline.doors import DoorTiming
 from facetrail.pipeline.runner import Pipeline
 from facetrail.store.doors import record_consent
@@ -245,6 +247,19 @@ class Run:
     background: float | None
 
 
+class MergeWatcher(Consumer):
+    """Notes every track the tracker joined to an older one (absorbed uid -> survivor uid), from the seam."""
+
+    name = "merge watcher"
+
+    def __init__(self, merged: dict[str, str]) -> None:
+        self.merged = merged
+
+    def on_frame(self, batch: FrameBatch) -> None:
+        for merge in batch.merges:
+            self.merged[merge.absorbed_uid] = merge.survivor_uid
+
+
 class Probe:
     """Watches one pipeline's door without changing what it does.
 
@@ -261,7 +276,7 @@ class Probe:
         self.service = pipeline.doors
         self.door = self.service.doors[DOOR]
         self.sender, self.pool = naive_sender, pool
-        frame, observe, merge = self.service.frame, self.door.decider.observe, pipeline._merge_records
+        frame, observe = self.service.frame, self.door.decider.observe
 
         def watched_frame(camera: str, at: datetime, *args: Any, **kwargs: Any) -> None:
             entered = time.monotonic()
@@ -275,15 +290,9 @@ class Probe:
             self.naive(shots)
             return observe(at, shots)
 
-        def watched_merge(survivor: Any, absorbed: Any) -> None:
-            kept, gone = survivor.payload.get("record"), absorbed.payload.get("record")
-            if kept is not None and gone is not None:
-                self.merged[gone.uid] = kept.uid
-            merge(survivor, absorbed)
-
         self.service.frame = watched_frame  # type: ignore[method-assign]
         self.door.decider.observe = watched_observe  # type: ignore[method-assign]
-        pipeline._merge_records = watched_merge  # type: ignore[method-assign]
+        pipeline.consumers.append(MergeWatcher(self.merged))
 
     def root(self, uid: str) -> str:
         """The track ``uid`` was finally joined to (itself if none)."""

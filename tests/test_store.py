@@ -34,7 +34,7 @@ REVIEWED_COLUMNS: dict[str, set[str]] = {
         "entry_hash"},
     "camera_states": {"camera", "run_id", "state", "source", "error", "attempts", "last_frame_at", "analysed_fps",
         "frames_analysed", "frames_skipped_motion", "frames_dropped", "faces_in_frame", "frame_jpeg", "frame_at",
-        "updated_at"},
+        "faults", "last_fault", "failing", "updated_at"},
     "door_consents": {"id", "identity_id", "door", "method", "recorded_by", "recorded_at", "factor_hash",
         "withdrawn_at", "withdrawn_by"},
     "door_decisions": {"id", "door", "camera", "track_uid", "outcome", "reason", "rule", "identity_id", "score",

@@ -169,6 +169,11 @@ class CameraOut(BaseModel):
     frames_dropped: int
     faces_in_frame: int
     frame_at: datetime | None = Field(description="when the latest frame (GET .../frame) was taken")
+    faults: int = Field(0, description="errors in the camera's analysis, tracking or consumers in its pipeline's "
+                                       "run; each is retried on the next frame, the other cameras go on")
+    last_fault: str | None = Field(None, description="the latest such error: the part that failed and why")
+    failing: list[str] = Field(default_factory=list, description="parts that failed several times in a row and "
+                                                                 "have not recovered since")
     reported_at: datetime | None
 
 

@@ -1,10 +1,16 @@
-"""The pipeline: every camera's frames through detection, tracking, recognition and the event rules.
+"""The pipeline: every camera's frames through detection, tracking, recognition and the consumers.
 
 One reader thread per camera (``facetrail.video``) decodes and samples; this
 loop takes at most one frame per camera per step, detects faces in all of
 them in one batch, tracks per camera, and embeds the shots that tracks ask
-for in one shared batch. A slow or broken camera never holds the others: its
-reader is on its own thread, and the loop only takes what is ready.
+for in one shared batch. Each camera's tracking stage then hands one
+:class:`~facetrail.pipeline.batch.FrameBatch` to every consumer (sightings
+and events, doors, camera status): the loop knows none of their insides.
+
+A slow or broken camera never holds the others: its reader is on its own
+thread, the loop only takes what is ready, and every stage and consumer call
+is guarded per camera (:mod:`facetrail.pipeline.health`): an error is
+logged, counted in that camera's status and retried on the next frame.
 """
 
 from __future__ import annotations
@@ -14,32 +20,35 @@ import logging
 import threading
 import time
 import uuid
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any
+from functools import partial
 
+import numpy as np
+
+from facetrail.clock import Clock, SystemClock
 from facetrail.config.schema import FacetrailConfig
 from facetrail.events.dispatcher import Dispatcher
 from facetrail.events.mqtt import MqttPublisher
 from facetrail.events.webhooks import WebhookSender
 from facetrail.gallery.gallery import Gallery, GallerySettings
-from facetrail.gallery.people import purge as purge_people
+from facetrail.gallery.retention import apply_retention
 from facetrail.pipeline import settings as cfg
 from facetrail.pipeline.analyzer import AnalysedFrame, FrameAnalyzer
-from facetrail.pipeline.doors import DoorFace, DoorService
+from facetrail.pipeline.batch import EndedTrack, FrameBatch
+from facetrail.pipeline.consumers import CameraStatus, Consumer, Doors, Sightings
+from facetrail.pipeline.doors import DoorService
+from facetrail.pipeline.health import PipelineHealth
 from facetrail.pipeline.matcher import GalleryMatcher
-from facetrail.pipeline.pictures import boxed_jpeg
-from facetrail.pipeline.recorder import Evidence, Recorder, TrackRecord
+from facetrail.pipeline.recorder import Recorder
+from facetrail.pipeline.tracking import CameraTracking, EmbedRequest, RecognitionRule
 from facetrail.store import audit
-from facetrail.store.cameras import CameraReport, report_cameras
 from facetrail.store.models import utcnow
-from facetrail.store.retention import purge_data
-from facetrail.track.bestshot import Shot
-from facetrail.track.camera_motion import CameraMotion
-from facetrail.track.decision import decide
-from facetrail.track.tracker import FaceTracker, Track
+from facetrail.track.tracker import FaceTracker
 from facetrail.track.unknowns import UnknownClusters
-from facetrail.video.camera import Camera, CameraStatus
+from facetrail.video.camera import Camera
+from facetrail.video.camera import CameraStatus as ReaderStatus
 from facetrail.video.frames import Frame
 from facetrail.vision.engine import FaceEngine
 from facetrail.vision.lowlight import LowLightConfig
@@ -47,10 +56,7 @@ from facetrail.vision.lowlight import LowLightConfig
 log = logging.getLogger(__name__)
 
 IDLE_WAIT_S = 0.01
-FLUSH_EVERY_S = 1.0
-REPORT_EVERY_S = 2.0  # cameras' status and latest frame, for the API and the dashboard
 GALLERY_REFRESH_S = 5.0  # people enrolled or deleted by another process are picked up this often
-FRAME_QUALITY = 70
 
 
 @dataclass
@@ -70,24 +76,23 @@ class PipelineStats:
 class _CameraRuntime:
     name: str
     camera: Camera
-    tracker: FaceTracker
+    tracking: CameraTracking
     low_light: LowLightConfig
-    recognition_threshold: float
-    unknown_score: float
-    motion: CameraMotion = field(default_factory=CameraMotion)
-    last_t: float = 0.0
-    last_at: datetime | None = None
     closed: bool = False
-    latest: AnalysedFrame | None = None  # newest analysed frame not yet reported
-    door_faces: list[DoorFace] = field(default_factory=list)  # this frame's confirmed faces, at a door camera
 
 
 class Pipeline:
-    """Cameras, engine, gallery, recorder and delivery, run from one configuration."""
+    """Cameras, engine, gallery, the consumers and delivery, run from one configuration."""
 
     def __init__(self, config: FacetrailConfig, *, engine: FaceEngine | None = None,
-                 start_time: datetime | None = None, actor: str = "pipeline") -> None:
-        """Open the gallery and cameras of ``config``; nothing runs until ``start`` (or ``run``)."""
+                 start_time: datetime | None = None, actor: str = "pipeline",
+                 consumers: Sequence[Consumer] = (), clock: Clock | None = None) -> None:
+        """Open the gallery and cameras of ``config``; nothing runs until ``start`` (or ``run``).
+
+        ``consumers``: more stages after the tracker, after the built-in ones (sightings and events, doors,
+        camera status). ``clock``: what housekeeping intervals and door time-outs are measured by.
+        """
+        self.clock: Clock = clock or SystemClock()
         self.config = config
         self.actor = actor
         self.run_id = uuid.uuid4().hex[:12]
@@ -97,26 +102,23 @@ class Pipeline:
         calibrated = self.engine.threshold
         self.analyzer = FrameAnalyzer(self.engine)
         self.matcher = GalleryMatcher(self.gallery, default_threshold=calibrated)
-        unknowns = config.unknowns
-        keep_unknowns = not config.retention.only_watchlist_hits
-        clusters = None
-        if unknowns.enabled and keep_unknowns:
-            threshold = unknowns.cluster_threshold if unknowns.cluster_threshold is not None else max(
-                calibrated, cfg.DEFAULT_CLUSTER_THRESHOLD)
-            clusters = UnknownClusters(threshold, timedelta(days=unknowns.window_days))
-        self.recorder = Recorder(self.gallery.db, channels=cfg.channels(config), rules=cfg.event_rules(config),
-                                 clusters=clusters, keep_unknowns=keep_unknowns)
-        self.recorder.load_visitors(utcnow() - timedelta(days=unknowns.window_days))
+        self.recorder = self._recorder(config, calibrated)
         self.cameras: list[_CameraRuntime] = []
+        shot_ids = itertools.count(1)
         for name, camera in config.cameras.items():
             if not camera.enabled:
                 continue
             recognition = config.camera_recognition(name)
             named, unknown = cfg.thresholds(recognition, calibrated)
             tracker = FaceTracker(cfg.tracker_settings(config), cfg.best_shot_settings(config, recognition))
+            tracking = CameraTracking(name, tracker, self.matcher,
+                                      RecognitionRule(named, unknown, config.tracking.decision),
+                                      run_id=self.run_id, model_id=self.gallery.model_id,
+                                      embedding_size=self.gallery.dim, shot_ids=shot_ids)
             door = any(d.camera == name for d in config.doors.values())
             reader = Camera(cfg.camera_settings(name, camera, start_time=start_time, watches_door=door))
-            self.cameras.append(_CameraRuntime(name, reader, tracker, cfg.low_light(recognition), named, unknown))
+            self.cameras.append(_CameraRuntime(name, reader, tracking, cfg.low_light(recognition)))
+        self.health = PipelineHealth(runtime.name for runtime in self.cameras)
         self.mqtt: MqttPublisher | None = None
         mqtt = cfg.mqtt_settings(config)
         if mqtt is not None:
@@ -127,22 +129,35 @@ class Pipeline:
             self.dispatcher = Dispatcher(self.gallery.db, mqtt=self.mqtt,
                                          webhooks=WebhookSender(targets) if targets else None)
         self.doors = DoorService(config, self.gallery.db, self.matcher, self.analyzer,
-                                 default_threshold=calibrated)
-        self._door_cameras = self.doors.cameras
+                                 default_threshold=calibrated, outlet=self.recorder.outlet)
+        self.sightings = Sightings(self.recorder, self.matcher)
+        self.camera_status = CameraStatus(self.gallery.db, self.run_id, [r.camera for r in self.cameras],
+                                          self.health)
+        self.consumers: list[Consumer] = [self.sightings, Doors(self.doors), self.camera_status, *consumers]
         self.stats = PipelineStats()
-        self._shot_ids = itertools.count(1)
         self._turn = 0
-        self._last_flush = time.monotonic()
         self._last_purge = -float("inf")
-        self._last_report = -float("inf")
-        self._last_refresh = time.monotonic()
+        self._last_refresh = self.clock.monotonic()
         self._started = False
         self._announced = 0
+
+    def _recorder(self, config: FacetrailConfig, calibrated: float) -> Recorder:
+        unknowns = config.unknowns
+        keep_unknowns = not config.retention.only_watchlist_hits
+        clusters = None
+        if unknowns.enabled and keep_unknowns:
+            threshold = unknowns.cluster_threshold if unknowns.cluster_threshold is not None else max(
+                calibrated, cfg.DEFAULT_CLUSTER_THRESHOLD)
+            clusters = UnknownClusters(threshold, timedelta(days=unknowns.window_days))
+        recorder = Recorder(self.gallery.db, channels=cfg.channels(config), rules=cfg.event_rules(config),
+                            clusters=clusters, keep_unknowns=keep_unknowns)
+        recorder.load_visitors(utcnow() - timedelta(days=unknowns.window_days))
+        return recorder
 
     # -- lifecycle -----------------------------------------------------------------------------------------
 
     def start(self) -> None:
-        """Record the run in the audit log, then start delivery and the camera readers."""
+        """Record the run in the audit log, then start delivery, the consumers and the camera readers."""
         with self.gallery.db.session() as session:
             audit.record(session, actor=self.actor, action="run.start",
                          target="cameras:" + ",".join(c.name for c in self.cameras), purpose=self.config.purpose,
@@ -152,25 +167,29 @@ class Pipeline:
             self.mqtt.start()
         if self.dispatcher is not None:
             self.dispatcher.start()
-        self.doors.start()
+        for consumer in self.consumers:
+            consumer.start()
         for runtime in self.cameras:
             runtime.camera.start()
         self._started = True
 
     def stop(self) -> None:
-        """End every open track, stop cameras and delivery (after a last drain), close the gallery."""
+        """End every open track, stop cameras, consumers and delivery (after a last drain), close the gallery."""
         for runtime in self.cameras:
             runtime.camera.stop()
             self._close_camera(runtime)
         if self._started:
-            self.report_cameras()
-        self.doors.stop()
+            for consumer in self.consumers:
+                self.health.guard(None, f"{consumer.name} (stop)", consumer.stop)
+        else:
+            self.doors.stop()
         if self.dispatcher is not None:
             self.dispatcher.drain_once()
             self.dispatcher.stop()
         if self.mqtt is not None:
             self.mqtt.stop()
         if self._started:
+            self.stats.events = self.sightings.events
             with self.gallery.db.session() as session:
                 audit.record(session, actor=self.actor, action="run.stop", target=f"run:{self.run_id}",
                              details={"frames": self.stats.frames, "tracks": self.stats.tracks,
@@ -182,7 +201,7 @@ class Pipeline:
         """True when every camera has finished or failed and its tracks are closed."""
         return all(runtime.closed for runtime in self.cameras)
 
-    def status(self) -> list[CameraStatus]:
+    def status(self) -> list[ReaderStatus]:
         """Each camera's reader status."""
         return [runtime.camera.status() for runtime in self.cameras]
 
@@ -210,29 +229,68 @@ class Pipeline:
             time.sleep(IDLE_WAIT_S)
             self._housekeeping()
             return 0
-        analysed = self.analyzer.analyse([f.image for _, f in frames], [r.low_light for r, _ in frames])
-        requests: list[tuple[_CameraRuntime, Track, Shot, Frame, AnalysedFrame, int]] = []
-        for (runtime, frame), result in zip(frames, analysed, strict=True):
-            requests.extend(self._track(runtime, frame, result))
-        vectors = self.analyzer.embed([(result, i) for _, _, _, _, result, i in requests])
-        self.stats.embedded += len(requests)
-        for (runtime, track, shot, frame, result, i), vector in zip(requests, vectors, strict=True):
-            survivor = runtime.tracker.set_embedding(track, shot.shot_id, vector)
-            if survivor is not track:
-                self._merge_records(survivor, track)
-                self._merge_door_faces(runtime, survivor, track)
-            self._decide(runtime, survivor, frame, result, i)
-        for (runtime, frame), result in zip(frames, analysed, strict=True):
-            if runtime.name in self._door_cameras:
-                made = {i: vector for (_, _, _, _, shot_of, i), vector in zip(requests, vectors, strict=True)
-                        if shot_of is result}
-                self.doors.frame(runtime.name, frame.captured_at, result, runtime.door_faces, made)
+        analysed = self._analyse(frames)
+        observed: list[tuple[_CameraRuntime, list[EmbedRequest]]] = []
+        for runtime, frame in frames:
+            result = analysed.get(runtime.name)
+            if result is None:
+                continue
+            requests = self.health.guard(runtime.name, "tracking", partial(runtime.tracking.observe, frame, result))
+            if requests is not None:
+                observed.append((runtime, requests))
+        vectors = self._embed([request for _, requests in observed for request in requests])
+        offset = 0
+        for runtime, requests in observed:
+            mine = vectors[offset:offset + len(requests)]
+            offset += len(requests)
+            batch = self.health.guard(runtime.name, "tracking", partial(runtime.tracking.complete, requests, mine))
+            if batch is not None:
+                self._deliver(runtime.name, batch)
         for runtime, _frame in frames:
-            for ended in runtime.tracker.end_stale(runtime.last_t):
-                self._end_track(runtime, ended)
+            self._ended(runtime, runtime.tracking.end_stale)
+        self._count(frames)
         self._wake_dispatcher()
         self._housekeeping()
         return len(frames)
+
+    def _analyse(self, frames: list[tuple[_CameraRuntime, Frame]]) -> dict[str, AnalysedFrame]:
+        """Detect the faces of every frame in one batch; when that fails, frame by frame to find the culprit."""
+        try:
+            results = self.analyzer.analyse([f.image for _, f in frames], [r.low_light for r, _ in frames])
+            return {runtime.name: result for (runtime, _), result in zip(frames, results, strict=True)}
+        except Exception:
+            log.warning("the shared detector batch failed; analysing each camera's frame on its own")
+        analysed: dict[str, AnalysedFrame] = {}
+        for runtime, frame in frames:
+            alone = self.health.guard(runtime.name, "analysis",
+                                      partial(self.analyzer.analyse, [frame.image], [runtime.low_light]))
+            if alone is not None:
+                analysed[runtime.name] = alone[0]
+        return analysed
+
+    def _embed(self, requests: list[EmbedRequest]) -> np.ndarray:
+        """Embed every requested shot in one batch (the requests' order)."""
+        return self.analyzer.embed([(request.frame, request.face) for request in requests])
+
+    def _deliver(self, camera: str, batch: FrameBatch) -> None:
+        for consumer in self.consumers:
+            self.health.guard(camera, consumer.name, partial(consumer.on_frame, batch))
+
+    def _ended(self, runtime: _CameraRuntime, end: Callable[[], list[EndedTrack]]) -> None:
+        for track in self.health.guard(runtime.name, "tracking", end) or []:
+            for consumer in self.consumers:
+                self.health.guard(runtime.name, consumer.name, partial(consumer.on_track_ended, track))
+
+    def _count(self, frames: list[tuple[_CameraRuntime, Frame]]) -> None:
+        counts = [runtime.tracking.counts for runtime in self.cameras]
+        self.stats.frames = sum(c.frames for c in counts)
+        self.stats.faces = sum(c.faces for c in counts)
+        self.stats.embedded = sum(c.embedded for c in counts)
+        self.stats.tracks = sum(c.tracks for c in counts)
+        self.stats.named_tracks = sum(c.named_tracks for c in counts)
+        self.stats.events = self.sightings.events
+        for runtime, _ in frames:
+            self.stats.per_camera_frames[runtime.name] = runtime.tracking.counts.frames
 
     def _wake_dispatcher(self) -> None:
         """Have what was just enqueued delivered now rather than at the dispatcher's next poll."""
@@ -253,151 +311,35 @@ class Pipeline:
         self._turn += 1
         return taken
 
-    def _track(self, runtime: _CameraRuntime, frame: Frame,
-               result: AnalysedFrame) -> list[tuple[_CameraRuntime, Track, Shot, Frame, AnalysedFrame, int]]:
-        t = frame.captured_at.timestamp()
-        runtime.last_t, runtime.last_at = t, frame.captured_at
-        runtime.latest = result
-        self.stats.frames += 1
-        self.stats.faces += len(result)
-        self.stats.per_camera_frames[runtime.name] = self.stats.per_camera_frames.get(runtime.name, 0) + 1
-        requests = []
-        runtime.door_faces = []
-        camera_motion = runtime.motion.estimate(frame.image)
-        for track in runtime.tracker.update(result.faces.xyxy, result.faces.scores, t, camera_motion):
-            i = track.detection
-            if i is None or not track.confirmed:
-                continue
-            record = self._record(runtime, track, frame)
-            self.recorder.touch(record, frame.captured_at)
-            if runtime.name in self._door_cameras:
-                runtime.door_faces.append(DoorFace(track.track_id, record.uid, i))
-            if result.area(i) < track.shots.settings.min_area:
-                continue  # too small to recognise: tracked, never aligned or embedded
-            face = result.shot(i)
-            if not face.usable:
-                continue
-            shot = Shot(shot_id=next(self._shot_ids), t=t, quality=face.quality.score, area=result.area(i),
-                        crop=face.crop, thumbnail=None)
-            if track.shots.offer(shot):
-                requests.append((runtime, track, shot, frame, result, i))
-        return requests
-
-    def _record(self, runtime: _CameraRuntime, track: Track, frame: Frame) -> TrackRecord:
-        record = track.payload.get("record")
-        if record is None:
-            record = TrackRecord(uid=f"{self.run_id}:{runtime.name}:{track.track_id}", camera=runtime.name,
-                                 first_seen=frame.captured_at, last_seen=frame.captured_at)
-            track.payload["record"] = record
-            self.stats.tracks += 1
-        assert isinstance(record, TrackRecord)
-        return record
-
-    def _merge_records(self, survivor: Track, absorbed: Track) -> None:
-        kept = survivor.payload.get("record")
-        gone = absorbed.payload.get("record")
-        if isinstance(kept, TrackRecord) and isinstance(gone, TrackRecord):
-            kept.frames += gone.frames
-            kept.last_seen = max(kept.last_seen, gone.last_seen)
-            kept.dirty = True
-            self.stats.tracks -= 1
-
-    def _merge_door_faces(self, runtime: _CameraRuntime, survivor: Track, absorbed: Track) -> None:
-        """At a door camera, the absorbed track's face in this frame belongs to the survivor from now on."""
-        if runtime.name not in self._door_cameras:
-            return
-        record = survivor.payload.get("record")
-        uid = record.uid if isinstance(record, TrackRecord) else str(survivor.track_id)
-        runtime.door_faces = [DoorFace(survivor.track_id, uid, f.index) if f.track_id == absorbed.track_id else f
-                              for f in runtime.door_faces]
-        self.doors.merged(runtime.name, survivor.track_id, absorbed.track_id)
-
-    def _decide(self, runtime: _CameraRuntime, track: Track, frame: Frame, result: AnalysedFrame, i: int) -> None:
-        record = track.payload["record"]
-        assert isinstance(record, TrackRecord)
-        decision = decide(track.shots.embedded(), self.matcher, method=self.config.tracking.decision,
-                          threshold=runtime.recognition_threshold)
-        if decision.identity_id is not None:
-            status, identity, name = "named", decision.identity_id, self.matcher.name(decision.identity_id)
-            rules = self.matcher.watchlists_of(decision.identity_id)
-            if record.status != "named":
-                self.stats.named_tracks += 1
-        else:
-            status = "unknown" if decision.score <= runtime.unknown_score else "uncertain"
-            identity, name, rules = None, None, []
-        best = track.shots.best()
-        embedded = [shot for shot in track.shots.embedded() if shot.embedding is not None]
-        vector = max(embedded, key=lambda s: s.quality).embedding if embedded else None
-        if vector is None:
-            return
-        x1, y1, x2, y2 = (float(v) for v in result.faces.xyxy[i])
-        evidence = Evidence(frame=result.image, box=(x1, y1, x2, y2), thumbnail=result.thumbnail(i),
-                            embedding=vector, quality=best.quality if best else 0.0, model_id=self.gallery.model_id)
-        before = len(record.events)
-        self.recorder.decided(record, status=status, identity_id=identity, identity_name=name,
-                              score=decision.score if identity is not None else None, rules=rules,
-                              evidence=evidence, frame_time=frame.captured_at)
-        self.stats.events += len(record.events) - before
-
-    def _end_track(self, runtime: _CameraRuntime, track: Track) -> None:
-        if runtime.name in self._door_cameras:
-            self.doors.ended(runtime.name, track.track_id, runtime.last_at or utcnow())
-        record = track.payload.get("record")
-        if isinstance(record, TrackRecord):
-            self.recorder.ended(record, runtime.last_at or record.last_seen)
-
     def _close_camera(self, runtime: _CameraRuntime) -> None:
         if runtime.closed:
             return
-        for track in runtime.tracker.end_all():
-            self._end_track(runtime, track)
+        self._ended(runtime, runtime.tracking.end_all)
         runtime.closed = True
         self._wake_dispatcher()
 
     def _housekeeping(self) -> None:
-        now = time.monotonic()
-        if now - self._last_flush >= FLUSH_EVERY_S:
-            self._last_flush = now
-            self.recorder.flush(track.payload["record"] for runtime in self.cameras
-                                for track in runtime.tracker.active if "record" in track.payload)
+        now = self.clock.monotonic()
+        for consumer in self.consumers:
+            self.health.guard(None, f"{consumer.name} (housekeeping)", partial(consumer.housekeeping, now))
         if now - self._last_refresh >= GALLERY_REFRESH_S:
             self._last_refresh = now
-            added, removed = self.gallery.refresh()
-            if added or removed:
-                log.info("gallery changed: %d template(s) added, %d removed", added, removed)
-        self.doors.housekeeping()
-        if now - self._last_report >= REPORT_EVERY_S:
-            self._last_report = now
-            self.report_cameras()
+            self.health.guard(None, "gallery refresh", self._refresh_gallery)
         if now - self._last_purge >= self.config.retention.purge_interval_s:
             self._last_purge = now
-            self.purge()
+            self.health.guard(None, "retention", self.purge)
+
+    def _refresh_gallery(self) -> None:
+        added, removed = self.gallery.refresh()
+        if added or removed:
+            log.info("gallery changed: %d template(s) added, %d removed", added, removed)
 
     def report_cameras(self) -> None:
         """Write each camera's status, and its newest analysed frame with the faces boxed, to the store."""
-        reports = []
-        for runtime in self.cameras:
-            status = runtime.camera.status()
-            picture: dict[str, Any] = {}
-            if runtime.latest is not None:
-                latest, runtime.latest = runtime.latest, None
-                boxes = [[float(v) for v in box] for box in latest.faces.xyxy]
-                picture = {"frame_jpeg": boxed_jpeg(latest.image, boxes, quality=FRAME_QUALITY),
-                           "frame_at": runtime.last_at, "faces_in_frame": len(latest)}
-            reports.append(CameraReport(
-                camera=runtime.name, run_id=self.run_id, state=str(status.state), source=status.path,
-                error=status.error, attempts=status.attempts, last_frame_at=status.last_frame_at,
-                analysed_fps=status.analysed_fps, frames_analysed=status.frames_analysed,
-                frames_skipped_motion=status.frames_skipped_motion, frames_dropped=status.frames_dropped,
-                **picture))
-        with self.gallery.db.session() as session:
-            report_cameras(session, reports)
+        self.camera_status.report()
 
     def purge(self) -> None:
-        """Apply retention now: video data per class, then expired watchlists and identities."""
-        with self.gallery.db.session() as session:
-            report = purge_data(session, cfg.retention_policy(self.config.retention))
-        people = purge_people(self.gallery)
-        if report.total or people.forgotten or people.expired_watchlists:
-            log.info("retention purge: %s; %d identities forgotten, %d watchlists expired", report.counts,
-                     len(people.forgotten), len(people.expired_watchlists))
+        """Apply retention now: video data per class, then expired watchlists and identities (one audit entry)."""
+        outcome = apply_retention(self.gallery, self.config.retention, actor=self.actor)
+        if outcome.total:
+            log.info("retention purge: %s", outcome.counts)

@@ -29,6 +29,9 @@ class CameraReport:
     faces_in_frame: int = 0
     frame_jpeg: bytes | None = None
     frame_at: datetime | None = None
+    faults: int = 0  # errors in the camera's stages and consumers this run (each retried on the next frame)
+    last_fault: str | None = None
+    failing: str | None = None  # the parts failing now, comma-separated
 
 
 def report_cameras(session: Session, reports: list[CameraReport]) -> None:

@@ -285,6 +285,9 @@ class CameraState(Base):
     faces_in_frame: Mapped[int] = mapped_column(Integer, default=0)
     frame_jpeg: Mapped[bytes | None] = mapped_column(LargeBinary)  # latest analysed frame, faces boxed
     frame_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    faults: Mapped[int] = mapped_column(Integer, default=0)  # errors in its stages and consumers this run
+    last_fault: Mapped[str | None] = mapped_column(Text)
+    failing: Mapped[str | None] = mapped_column(String(500))  # parts failing now, comma-separated
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow, index=True)
 
 

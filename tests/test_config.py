@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import subprocess
 import sys
@@ -12,7 +13,10 @@ import pytest
 
 from facetrail.config.errors import ConfigError
 from facetrail.config.loader import load_config, parse_config
-from facetrail.config.schema import FacetrailConfig
+from facetrail.config.schema import CameraConfig, CameraInput, FacetrailConfig
+from facetrail.pipeline.settings import camera_settings
+from facetrail.video.camera import DEFAULT_TIMEOUT_S, DetectSettings, ReconnectSettings, VideoInput
+from facetrail.video.motion import MotionSettings
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "config.yml"
 MINIMAL = "purpose: tests\ncameras:\n  door:\n    inputs:\n      - path: door.mp4\n"
@@ -152,3 +156,104 @@ def test_inconsistent_values_are_rejected_and_numbers_become_ffmpeg_text() -> No
 def test_an_unquoted_secret_says_to_quote_it() -> None:
     lines = problems(MINIMAL + "mqtt:\n  password: {FACETRAIL_MQTT_PASSWORD}\n")
     assert lines[0].startswith("site.yml, line 7, mqtt.password: a {FACETRAIL_...} reference must be in quotes")
+
+
+def test_video_settings_are_defined_once_and_reach_the_camera_reader_unchanged() -> None:
+    camera_fields = CameraConfig.model_fields
+    assert camera_fields["motion"].annotation is MotionSettings
+    assert camera_fields["detect"].annotation is DetectSettings
+    assert camera_fields["reconnect"].annotation is ReconnectSettings
+    assert issubclass(CameraInput, VideoInput)
+    assert camera_fields["timeout_s"].default == DEFAULT_TIMEOUT_S
+    # The schema users read is the runtime class's own metadata.
+    schema = FacetrailConfig.model_json_schema()["$defs"]
+    threshold = MotionSettings.__pydantic_fields__["threshold"]
+    assert schema["MotionSettings"]["properties"]["threshold"] == {
+        "default": threshold.default, "title": threshold.title, "description": threshold.description,
+        "minimum": 1, "maximum": 255, "type": "integer"}
+    assert schema["CameraConfig"]["properties"]["timeout_s"]["description"] == "Seconds to open or read a stream."
+
+    config = parse_config(MINIMAL.replace("door.mp4", "rtsp://cam/1") + "        input_args:\n"
+                          "          rtsp_transport: tcp\n    detect:\n      fps: 8\n      width: 640\n"
+                          "    motion:\n      threshold: 40\n      max_skip_s: 1.5\n"
+                          "    reconnect:\n      initial_s: 0.5\n      max_attempts: 4\n    timeout_s: 3\n")
+    camera = config.cameras["door"]
+    settings = camera_settings("door", camera)
+    assert settings.input is camera.detect_input and settings.input.input_args == {"rtsp_transport": "tcp"}
+    assert settings.detect is camera.detect and settings.detect == DetectSettings(fps=8, width=640)
+    assert settings.motion is camera.motion and settings.motion == MotionSettings(threshold=40, max_skip_s=1.5)
+    assert settings.reconnect is camera.reconnect and settings.reconnect.max_attempts == 4
+    assert settings.timeout_s == 3 and settings.live
+    door = camera_settings("door", camera, watches_door=True)
+    assert door.motion == dataclasses.replace(camera.motion, enabled=False) and camera.motion.enabled
+
+
+def test_delivery_event_retention_and_door_settings_are_defined_once() -> None:
+    from datetime import time, timedelta
+
+    from pydantic import TypeAdapter
+
+    from facetrail.config.doors import DoorCommandConfig, DoorConfig, DoorLivenessConfig
+    from facetrail.config.schema import EventsConfig, MqttConfig, RetentionConfig, UnknownsConfig, WebhookConfig
+    from facetrail.door.commands import MqttDoorChannel, MqttDoorSettings
+    from facetrail.door.decision import DoorRule, DoorSettings
+    from facetrail.door.liveness import LivenessRequirements, LivenessSettings
+    from facetrail.events.mqtt import MqttSettings
+    from facetrail.events.rules import EventRules
+    from facetrail.events.webhooks import WebhookTarget
+    from facetrail.pipeline.settings import event_rules, mqtt_settings, values_of, webhook_targets
+    from facetrail.store.retention import RetentionPolicy
+    from facetrail.track.unknowns import UnknownsSettings
+
+    # Each section is the runtime class, or inherits it and adds only what the configuration alone knows.
+    assert EventsConfig is EventRules and UnknownsConfig is UnknownsSettings
+    assert DoorLivenessConfig is LivenessRequirements
+    for section, runtime, added in ((MqttConfig, MqttSettings, {"enabled"}), (WebhookConfig, WebhookTarget, {"events"}),
+                                    (RetentionConfig, RetentionPolicy, {"purge_interval_s"}),
+                                    (DoorConfig, DoorSettings, {"allow", "factor_timeout_s", "command"}),
+                                    (DoorCommandConfig, MqttDoorChannel, {"mqtt", "http_url", "http_secret",
+                                                                           "deadline_s"})):
+        assert issubclass(section, runtime)
+        assert {f.name for f in dataclasses.fields(section)} - {f.name for f in dataclasses.fields(runtime)} == added
+    assert issubclass(MqttDoorSettings, MqttDoorChannel) and issubclass(LivenessSettings, LivenessRequirements)
+    assert issubclass(DoorRule, DoorSettings)
+    # The schema users read is the runtime classes' own metadata.
+    schema = FacetrailConfig.model_json_schema()["$defs"]
+    assert schema["MqttConfig"]["properties"]["port"]["description"] == \
+        MqttSettings.__pydantic_fields__["port"].description
+    assert schema["RetentionConfig"]["properties"]["events_days"]["default"] == 90
+
+    secret = "whsec_" + "MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
+    config = parse_config(
+        MINIMAL + "unknowns:\n  window_days: 3\nevents:\n  seen_again: true\n  seen_again_after_s: 90\n"
+        "mqtt:\n  enabled: true\n  host: broker.lan\n  qos: 2\n  keepalive: 15\n"
+        f"webhooks:\n  - name: desk\n    url: https://x/y\n    secret: {secret}\n    timeout_s: 3\n"
+        "retention:\n  events_days: 30\n  only_watchlist_hits: true\n"
+        "doors:\n  front:\n    camera: door\n    allow: [residents]\n    hours: ['07:00-24:00']\n"
+        "    threshold: 0.5\n    consecutive: 4\n    liveness:\n      require_depth: true\n      min_frames: 6\n"
+        "    command:\n      topic_prefix: site/doors\n      require_state_ack: true\n")
+    # YAML values reach the runtime objects unchanged, in the YAML's units.
+    assert mqtt_settings(config) is config.mqtt and config.mqtt.keepalive == 15 and config.mqtt.qos == 2
+    assert webhook_targets(config) == config.webhooks and config.webhooks[0].timeout_s == 3
+    rules = event_rules(config)
+    assert rules is config.events and rules.seen_again_after == timedelta(seconds=90)
+    assert config.unknowns.window_days == 3
+    retention = config.retention
+    assert retention.events == timedelta(days=30) and retention.unknown_sightings == timedelta(days=7)
+    recorded = json.loads(json.dumps(dataclasses.asdict(retention)))  # as the runner audits it, read back
+    assert TypeAdapter(RetentionConfig).validate_python(recorded) == retention
+    door = config.doors["front"]
+    rule = DoorRule.for_door("front", door, allowed=frozenset({7}), calibrated=0.3)
+    assert (rule.threshold, rule.consecutive, rule.camera, rule.allowed) == (0.5, 4, "door", frozenset({7}))
+    assert rule.opening_hours() == ((time(7), time(23, 59, 59, 999999)),)
+    assert isinstance(rule.liveness, LivenessSettings)
+    assert (rule.liveness.require_depth, rule.liveness.min_frames) == (True, 6)
+    assert DoorRule.for_door("front", dataclasses.replace(door, threshold=None), allowed=frozenset(),
+                             calibrated=0.3).threshold == 0.3
+    channel = MqttDoorSettings(**values_of(door.command, MqttDoorChannel))
+    assert (channel.topic_prefix, channel.require_state_ack) == ("site/doors", True)
+    # Bounds and messages of the runtime classes are the configuration's.
+    assert "a topic prefix has no +, # or leading/trailing /" in problems(MINIMAL + "mqtt:\n  topic_prefix: a/#\n")[0]
+    assert "greater than or equal to 3" in problems(MINIMAL.replace("door.mp4", "d.mp4") + "doors:\n  d:\n"
+                                                    "    camera: door\n    allow: [x]\n    liveness:\n"
+                                                    "      min_frames: 2\n")[0]

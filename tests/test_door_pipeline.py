@@ -7,6 +7,7 @@ back over MQTT. A face too far from the door gets "no decision", with the reason
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import threading
 from pathlib import Path
@@ -50,9 +51,10 @@ def test_a_pending_decision_times_out_then_the_pin_opens_the_door(tmp_path: Path
         f"mqtt:\n  enabled: false\n  host: 127.0.0.1\n  port: {broker.port}\n"
         "doors:\n  front:\n    camera: entrance\n    allow: [residents]\n    second_factor: true\n"
         f"    factor_timeout_s: {TIMEOUT_S}\n    command:\n      deadline_s: 1.5\n"))
-    config.cameras["entrance"].inputs[0].loop = True  # the resident comes back every 4 s
-    config.cameras["entrance"].inputs[0].realtime = True
-    config.cameras["entrance"].detect.fps = 10
+    entrance = config.cameras["entrance"]
+    # Looped: the resident comes back every 4 s.
+    entrance.inputs = [dataclasses.replace(entrance.inputs[0], loop=True, realtime=True)]
+    entrance.detect = dataclasses.replace(entrance.detect, fps=10)
     gallery = Gallery(GallerySettings(data), engine=engine)
     keys = make_keys(gallery, ("keypad", "door"))
     with gallery.db.session() as session:
@@ -120,7 +122,7 @@ def test_a_face_too_far_from_the_door_gets_no_decision_with_the_reason(tmp_path:
     enrol(data, engine, "Resident", photo, watchlist="residents")
     config = config_for(data, {"entrance": far}, extra=(
         "mqtt:\n  enabled: false\ndoors:\n  front:\n    camera: entrance\n    allow: [residents]\n"))
-    config.cameras["entrance"].detect.fps = 10
+    config.cameras["entrance"].detect = dataclasses.replace(config.cameras["entrance"].detect, fps=10)
     Pipeline(config, engine=engine, actor="tester").run(until_done=True)
     gallery = Gallery(GallerySettings(data), engine=engine)
     try:

@@ -7,6 +7,7 @@ photo is a real photo moved in front of the camera as a flat plane.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 from collections.abc import Iterator
@@ -72,7 +73,7 @@ def door_config(port: int, extra: str = "") -> str:
 
 def run_door(data: Path, clip: Path, engine: FaceEngine, port: int, extra: str = "") -> list[DoorDecisionRecord]:
     config = config_for(data, {"entrance": clip}, extra=door_config(port, extra))
-    config.cameras["entrance"].detect.fps = FPS
+    config.cameras["entrance"].detect = dataclasses.replace(config.cameras["entrance"].detect, fps=FPS)
     Pipeline(config, engine=engine, actor="tester").run(until_done=True)
     gallery = Gallery(GallerySettings(data), engine=engine)
     try:
@@ -197,7 +198,7 @@ def test_door_decisions_follow_retention_and_a_forgotten_person_leaves_none(tmp_
                                                reason="test", rule="test", identity_id=identity,
                                                decided_at=utcnow() - timedelta(days=days), snapshot_jpeg=b"jpeg"))
         with gallery.db.session() as session:
-            report = purge_data(session, RetentionPolicy(events=timedelta(days=90), thumbnails=timedelta(days=7)))
+            report = purge_data(session, RetentionPolicy(events_days=90, thumbnails_days=7))
         assert report.counts["door_decisions"] == 1 and report.counts["door_snapshots"] == 1
         with gallery.db.session() as session:
             kept = session.scalars(select(DoorDecisionRecord).order_by(DoorDecisionRecord.id)).all()

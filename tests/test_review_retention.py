@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import subprocess
 import sys
@@ -185,7 +186,7 @@ def test_facetrail_purge_applies_the_last_runs_retention_to_video_data_and_audit
     with db.session() as session:
         # The last pipeline run kept events 30 days (the default is 90): `facetrail purge` must apply that.
         audit.record(session, actor="pipeline", action="run.start", target="cameras:door", purpose="test",
-                     details={"retention": RetentionConfig(events_days=30).model_dump()})
+                     details={"retention": dataclasses.asdict(RetentionConfig(events_days=30))})
         person = Identity(display_name="Known", created_by="t")
         leaver = Identity(display_name="Leaver", created_by="t", retain_until=utcnow() - day)
         session.add_all([person, leaver])

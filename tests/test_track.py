@@ -125,7 +125,7 @@ def shot(shot_id: int, quality: float, area: float = 5000.0) -> Shot:
 
 
 def test_best_shots_embed_only_on_clear_improvement() -> None:
-    shots = BestShots(BestShotSettings(keep=2, max_embeddings=2, reembed_margin=0.1, min_quality=0.3,
+    shots = BestShots(BestShotSettings(best_shots=2, max_embeddings=2, reembed_margin=0.1, min_quality=0.3,
                                        min_area=1000))
     assert not shots.offer(shot(1, 0.2))  # too poor
     assert not shots.offer(shot(2, 0.9, area=500))  # too small

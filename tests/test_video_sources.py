@@ -22,11 +22,13 @@ from facetrail.video import (
     Camera,
     CameraSettings,
     CameraStatus,
+    DetectSettings,
     Frame,
     MotionSettings,
     RateSampler,
     ReconnectSettings,
     SourceOpenError,
+    VideoInput,
     mask_credentials,
     open_source,
     stream_options,
@@ -113,8 +115,8 @@ def clips(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 
 def test_file_is_sampled_by_media_time_with_captured_at_from_start_time(clips: dict[str, Path]) -> None:
     start = datetime(2024, 5, 1, 12, 0, tzinfo=UTC)
-    frames, status = run_to_end(CameraSettings("gate", str(clips["moving"]), fps=5, motion=NO_MOTION_GATE,
-                                               start_time=start))
+    frames, status = run_to_end(CameraSettings("gate", VideoInput(str(clips["moving"])), DetectSettings(fps=5),
+                                               motion=NO_MOTION_GATE, start_time=start))
 
     assert [f.index for f in frames] == list(range(10))
     assert [f.pts for f in frames] == pytest.approx([i * 0.2 for i in range(10)])
@@ -185,7 +187,8 @@ def test_image_folder_in_natural_order_skips_a_corrupt_image(tmp_path: Path, cap
     (tmp_path / "notes.txt").write_text("not an image")
 
     with caplog.at_level(logging.WARNING, logger="facetrail.video"):
-        frames, status = run_to_end(CameraSettings("hall", str(tmp_path), fps=2, motion=NO_MOTION_GATE))
+        frames, status = run_to_end(CameraSettings("hall", VideoInput(str(tmp_path)), DetectSettings(fps=2),
+                                                   motion=NO_MOTION_GATE))
 
     greys = [int(np.median(f.image)) for f in frames]
     assert greys == pytest.approx([10, 20, 40, 100], abs=3)
@@ -205,7 +208,8 @@ def test_an_empty_folder_cannot_be_opened(tmp_path: Path) -> None:
 def test_motion_gate_lets_only_the_first_frame_and_heartbeats_through_a_static_scene(
         clips: dict[str, Path]) -> None:
     motion = MotionSettings(max_skip_s=1.0)
-    frames, status = run_to_end(CameraSettings("still", str(clips["static"]), fps=5, motion=motion))
+    frames, status = run_to_end(CameraSettings("still", VideoInput(str(clips["static"])), DetectSettings(fps=5),
+                                               motion=motion))
 
     assert [(round(f.pts, 3), f.motion) for f in frames] == [(0.0, True), (1.0, False), (2.0, False), (3.0, False)]
     assert [f.index for f in frames] == [0, 1, 2, 3]
@@ -213,7 +217,7 @@ def test_motion_gate_lets_only_the_first_frame_and_heartbeats_through_a_static_s
 
 
 def test_motion_gate_passes_a_moving_object(clips: dict[str, Path]) -> None:
-    frames, status = run_to_end(CameraSettings("moving", str(clips["moving"]), fps=5))
+    frames, status = run_to_end(CameraSettings("moving", VideoInput(str(clips["moving"])), DetectSettings(fps=5)))
     assert len(frames) == 10 and all(f.motion for f in frames)
     assert (status.frames_analysed, status.frames_skipped_motion) == (10, 0)
 
@@ -228,12 +232,14 @@ def test_damaged_files_retry_then_fail_while_a_good_camera_delivers_everything(
     cut_ts = truncate(clips["ts"], tmp_path / "half.ts")
     received: dict[str, list[Frame]] = {"broken": [], "cut_ts": []}
     cameras = {
-        "unopenable": Camera(CameraSettings("unopenable", str(unopenable), reconnect=FAST_RETRY)),
-        "broken": Camera(CameraSettings("broken", str(broken), fps=None, motion=NO_MOTION_GATE, reconnect=FAST_RETRY),
+        "unopenable": Camera(CameraSettings("unopenable", VideoInput(str(unopenable)), reconnect=FAST_RETRY)),
+        "broken": Camera(CameraSettings("broken", VideoInput(str(broken)), DetectSettings(fps=RATE),  # every frame
+                                        motion=NO_MOTION_GATE, reconnect=FAST_RETRY),
                          sink=received["broken"].append),
-        "cut_ts": Camera(CameraSettings("cut_ts", str(cut_ts), motion=NO_MOTION_GATE, reconnect=FAST_RETRY),
+        "cut_ts": Camera(CameraSettings("cut_ts", VideoInput(str(cut_ts)), motion=NO_MOTION_GATE, reconnect=FAST_RETRY),
                          sink=received["cut_ts"].append),
-        "good": Camera(CameraSettings("good", str(clips["moving"]), motion=NO_MOTION_GATE, reconnect=FAST_RETRY)),
+        "good": Camera(CameraSettings("good", VideoInput(str(clips["moving"])), motion=NO_MOTION_GATE,
+                                      reconnect=FAST_RETRY)),
     }
     with caplog.at_level(logging.INFO, logger="facetrail.video"):
         for camera in cameras.values():
@@ -265,7 +271,7 @@ def test_rtsp_to_a_closed_port_retries_with_the_password_masked(caplog: pytest.L
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
     url = f"rtsp://admin:s3cret-pw@127.0.0.1:{port}/live"
-    camera = Camera(CameraSettings("yard", url, reconnect=ReconnectSettings(initial_s=60)))
+    camera = Camera(CameraSettings("yard", VideoInput(url), reconnect=ReconnectSettings(initial_s=60, max_s=60)))
     with caplog.at_level(logging.INFO, logger="facetrail.video"):
         camera.start()
         wait_for(lambda: camera.status().state == "retrying", "the camera to report retrying")
@@ -326,7 +332,7 @@ def flaky_stream(clips: dict[str, Path]) -> Iterator[FlakyStream]:
 
 def test_http_stream_that_drops_is_reconnected(flaky_stream: FlakyStream) -> None:
     seen: list[tuple[Frame, CameraStatus]] = []
-    settings = CameraSettings("door", flaky_stream.url, fps=10, motion=NO_MOTION_GATE,
+    settings = CameraSettings("door", VideoInput(flaky_stream.url), DetectSettings(fps=10), motion=NO_MOTION_GATE,
                               reconnect=ReconnectSettings(initial_s=0.05, max_s=0.2))
     camera = Camera(settings, sink=lambda frame: seen.append((frame, camera.status())))
     assert settings.live
@@ -350,8 +356,8 @@ def test_http_stream_that_drops_is_reconnected(flaky_stream: FlakyStream) -> Non
 
 
 def test_realtime_queue_keeps_only_the_newest_frames(clips: dict[str, Path]) -> None:
-    camera = Camera(CameraSettings("lobby", str(clips["short"]), fps=10, realtime=True, motion=NO_MOTION_GATE),
-                    queue_size=2)
+    camera = Camera(CameraSettings("lobby", VideoInput(str(clips["short"]), realtime=True), DetectSettings(fps=10),
+                                   motion=NO_MOTION_GATE), queue_size=2)
     camera.start()
     try:
         wait_for(lambda: camera.status().state == "finished", "the paced file to end")

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING
 
 from rich.console import Console
 
+from facetrail.vision.detector import INPUT_SIZE
 from facetrail.vision.engine import EngineConfig, FaceEngine, ImageFaces
 from facetrail.vision.errors import ImageError
 from facetrail.vision.image import load_image
@@ -32,9 +33,9 @@ def add_engine_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--recogniser", choices=["arcface", "dlib"], default="arcface",
                        help="arcface: w600k_mbf, 512-d, non-commercial weights (default); "
                             "dlib: ResNet 128-d, permissive (needs facetrail[dlib])")
-    group.add_argument("--det-size", type=int, default=640, metavar="PX",
+    group.add_argument("--det-size", type=int, default=INPUT_SIZE, metavar="PX",
                        help="detector input: the image is letterboxed into PX x PX "
-                            "(larger finds smaller faces, costs more; default 640)")
+                            f"(larger finds smaller faces, costs more; default {INPUT_SIZE})")
     group.add_argument("--no-rotations", action="store_true",
                        help="do not look for faces turned by 90/180/270 degrees when none is upright")
     group.add_argument("--no-low-light", action="store_true",

@@ -8,6 +8,7 @@ string is replaced by that variable (only names starting with FACETRAIL_).
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import re
 from pathlib import Path
@@ -130,7 +131,7 @@ def _problem(source: str, error: Any, lines: dict[Path_, int]) -> ConfigProblem:
             line = lines[loc[:end]]
             break
     message = str(error.get("msg", "invalid"))
-    if error.get("type") == "extra_forbidden":
+    if error.get("type") in ("extra_forbidden", "unexpected_keyword_argument"):  # a model's, a dataclass's
         message = "unknown setting (check the spelling; `facetrail config schema` lists every setting)"
     elif error.get("type") == "missing":
         message = "this setting is required"
@@ -149,7 +150,7 @@ def _resolve_paths(config: FacetrailConfig, base: Path) -> FacetrailConfig:
     if not config.data_dir.is_absolute():
         config.data_dir = (base / config.data_dir).resolve()
     for camera in config.cameras.values():
-        for source in camera.inputs:
-            if not source.is_stream and not Path(source.path).is_absolute():
-                source.path = str((base / source.path).resolve())
+        camera.inputs = [source if source.is_stream or Path(source.path).is_absolute()
+                         else dataclasses.replace(source, path=str((base / source.path).resolve()))
+                         for source in camera.inputs]
     return config

@@ -48,6 +48,8 @@ from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
+from pydantic import ConfigDict, Field, field_validator, model_validator
+from pydantic.dataclasses import dataclass as pydantic_dataclass
 from standardwebhooks import Webhook
 
 from facetrail import __version__
@@ -239,8 +241,26 @@ def _pause(delay: float, deadline: float) -> float:
 # --- MQTT -----------------------------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class MqttDoorSettings:
+@pydantic_dataclass(frozen=True, config=ConfigDict(extra="forbid"))
+class MqttDoorChannel:
+    """A door's MQTT topics, and what counts as delivered (settings of a door's ``command:``)."""
+
+    topic_prefix: str = Field(default="facetrail/doors", min_length=1, title="Topic prefix",
+                              description="Commands on <prefix>/<door>/command, states on <prefix>/<door>/state.")
+    require_state_ack: bool = Field(default=False, title="Wait for the door's state",
+                                    description="Count a command delivered only when the controller reports the "
+                                                "door's state back.")
+
+    @field_validator("topic_prefix")
+    @classmethod
+    def _prefix(cls, prefix: str) -> str:
+        if prefix.endswith("/") or any(c in prefix for c in "+#\0"):
+            raise ValueError(f"invalid MQTT topic prefix {prefix!r}")
+        return prefix
+
+
+@pydantic_dataclass(frozen=True, config=ConfigDict(extra="forbid"))
+class MqttDoorSettings(MqttDoorChannel):
     """Where and how to reach the broker.
 
     ``qos``: 1 or 2 (0 has no acknowledgement). ``require_state_ack``: a command counts as delivered only once
@@ -252,26 +272,23 @@ class MqttDoorSettings:
 
     host: str = "127.0.0.1"
     port: int = 1883
-    topic_prefix: str = "facetrail/doors"
     client_id: str = "facetrail-doors"
     username: str | None = None
     password: str | None = None
     qos: int = 1
-    require_state_ack: bool = False
     mqtt_v5: bool = True
     tls: bool = False
     keepalive: int = 10
     reconnect_min_s: int = 1
     reconnect_max_s: int = 4
 
-    def __post_init__(self) -> None:
+    @model_validator(mode="after")
+    def _consistent(self) -> MqttDoorSettings:
         if self.qos not in (1, 2):
             raise ValueError(f"door commands need MQTT QoS 1 or 2 (an acknowledgement), not {self.qos}")
-        prefix = self.topic_prefix
-        if not prefix or prefix.endswith("/") or any(c in prefix for c in "+#\0"):
-            raise ValueError(f"invalid MQTT topic prefix {prefix!r}")
         if not 1 <= self.reconnect_min_s <= self.reconnect_max_s:
             raise ValueError("reconnect delays must satisfy 1 <= reconnect_min_s <= reconnect_max_s")
+        return self
 
 
 @dataclass(eq=False)

@@ -11,42 +11,92 @@ rule asks) a second factor arrived in time. It never decides on one frame.
 
 from __future__ import annotations
 
+import dataclasses
+import re
 from dataclasses import dataclass, field
 from datetime import datetime, time
 from typing import Literal
-from zoneinfo import ZoneInfo
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import numpy as np
 import numpy.typing as npt
+from pydantic import ConfigDict, Field, field_validator
+from pydantic.dataclasses import dataclass as pydantic_dataclass
 
-from facetrail.door.liveness import LivenessCheck, LivenessSettings, LivenessVerdict
+from facetrail.door.liveness import LivenessCheck, LivenessRequirements, LivenessSettings, LivenessVerdict
 
 # "pending": face and liveness passed, the second factor has not arrived yet (the door service settles it).
 Outcome = Literal["grant", "deny", "no_decision", "pending"]
 Tailgating = Literal["deny", "event", "allow"]
 # Why a shot could not be judged, in the words the decision log uses.
 TOO_SMALL, TOO_BLURRED, TURNED_AWAY = "face too small", "face too blurred", "face turned away"
+HOURS = re.compile(r"^(\d{2}):(\d{2})-(\d{2}):(\d{2})$")
 
 
-@dataclass(frozen=True)
-class DoorRule:
-    """Who may pass a door, when, how sure the match must be, and what else is required."""
+@pydantic_dataclass(frozen=True, config=ConfigDict(extra="forbid"))
+class DoorSettings:
+    """One door: its camera and the rule of who may pass (the configuration's door, less who is allowed, the
+    second factor's time-out and where the command goes)."""
 
-    door: str
-    camera: str
-    allowed: frozenset[int]  # identity ids (members of the door's watchlists with a recorded consent)
-    threshold: float
-    consecutive: int = 3
-    zone: tuple[float, float, float, float] | None = None  # x1, y1, x2, y2 as fractions of the frame
-    hours: tuple[tuple[time, time], ...] = ()  # local opening hours; empty: always
-    timezone: str = "UTC"
-    min_face_px: float = 100.0  # FaceQuality.face_px (2.5 x the eye distance); liveness needs 40 px between the eyes
-    min_quality: float = 0.35
-    max_yaw: float = 35.0
-    second_factor: bool = False
-    tailgating: Tailgating = "deny"
-    decide_within_s: float = 8.0  # from the first observation; then "no decision"
-    liveness: LivenessSettings = field(default_factory=LivenessSettings)
+    camera: str = Field(title="Camera", description="The camera that watches the door.")
+    zone: tuple[float, float, float, float] | None = Field(
+        default=None, title="Zone",
+        description="x1, y1, x2, y2 as fractions of the frame; faces outside are ignored.")
+    hours: list[str] = Field(default_factory=list, title="Hours",
+                             description="Opening hours, e.g. ['07:00-22:00']; empty: always.")
+    timezone: str = Field(default="UTC", title="Time zone", description="For the hours, e.g. Europe/Paris.")
+    threshold: float | None = Field(default=None, ge=-1, le=1, title="Threshold",
+                                    description="Cosine a shot must reach; empty: the model's calibrated one.")
+    consecutive: int = Field(default=3, ge=1, le=20, title="Consecutive shots",
+                             description="Shots in a row that must match the same allowed person.")
+    # FaceQuality.face_px (2.5 x the eye distance); liveness needs 40 px between the eyes
+    min_face_px: float = Field(default=100, ge=20, title="Smallest face",
+                               description="Face size in pixels (2.5 times the eye distance); liveness needs 100.")
+    second_factor: bool = Field(default=False, title="Second factor",
+                                description="Also require the person's PIN or card, sent by the keypad or reader.")
+    tailgating: Tailgating = Field(
+        default="deny", title="Tailgating",
+        description="An authorised and an unauthorised person at the door together: deny, or deny and raise an "
+                    "event for review, or allow.")
+    decide_within_s: float = Field(default=8, gt=0, le=120, title="Decide within",
+                                   description="Seconds after which an undecided approach is logged as no decision.")
+    liveness: LivenessRequirements = Field(default_factory=LivenessRequirements, title="Liveness",
+                                           description="Liveness requirements.")
+
+    @field_validator("zone")
+    @classmethod
+    def _zone(cls, zone: tuple[float, float, float, float] | None) -> tuple[float, float, float, float] | None:
+        if zone is not None and not (0 <= zone[0] < zone[2] <= 1 and 0 <= zone[1] < zone[3] <= 1):
+            raise ValueError("a zone is x1, y1, x2, y2 with 0 <= x1 < x2 <= 1 and 0 <= y1 < y2 <= 1")
+        return zone
+
+    @field_validator("hours")
+    @classmethod
+    def _hours(cls, hours: list[str]) -> list[str]:
+        for span in hours:
+            found = HOURS.match(span)
+            if not found or int(found[1]) > 23 or int(found[3]) > 24 or int(found[2]) > 59 or int(found[4]) > 59:
+                raise ValueError(f"hours {span!r}: write HH:MM-HH:MM, e.g. 07:00-22:00")
+        return hours
+
+    @field_validator("timezone")
+    @classmethod
+    def _timezone(cls, name: str) -> str:
+        try:
+            ZoneInfo(name)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"unknown time zone {name!r}; use an IANA name such as Europe/Paris") from None
+        return name
+
+    def opening_hours(self) -> tuple[tuple[time, time], ...]:
+        """The hours as (start, end) local times; 24:00 is read as the end of the day."""
+        spans = []
+        for span in self.hours:
+            found = HOURS.match(span)
+            assert found is not None
+            end = time(23, 59, 59, 999999) if found[3] == "24" else time(int(found[3]), int(found[4]))
+            spans.append((time(int(found[1]), int(found[2])), end))
+        return tuple(spans)
 
     def open_at(self, moment: datetime) -> bool:
         """Whether ``moment`` falls within the door's hours."""
@@ -54,7 +104,30 @@ class DoorRule:
             return True
         local = moment.astimezone(ZoneInfo(self.timezone)).time()
         return any(start <= local < end if start <= end else (local >= start or local < end)
-                   for start, end in self.hours)
+                   for start, end in self.opening_hours())
+
+
+@pydantic_dataclass(frozen=True, kw_only=True, config=ConfigDict(extra="forbid"))
+class DoorRule(DoorSettings):
+    """Who may pass a door, when, how sure the match must be, and what else is required: a door's settings, with
+    who is allowed now, the threshold in force and the liveness thresholds."""
+
+    door: str = Field(title="Door", description="The door's name.")
+    allowed: frozenset[int] = Field(title="Allowed", description="Identity ids that may pass: members of the door's "
+                                                                 "watchlists with a recorded consent.")
+    threshold: float = Field(title="Threshold", description="The configured threshold, else the calibrated one.")
+    liveness: LivenessSettings = Field(default_factory=LivenessSettings, title="Liveness",
+                                       description="The door's liveness requirements and the signals' thresholds.")
+    min_quality: float = 0.35
+    max_yaw: float = 35.0
+
+    @classmethod
+    def for_door(cls, name: str, door: DoorSettings, *, allowed: frozenset[int], calibrated: float) -> DoorRule:
+        """The rule of the door ``name`` as configured: its threshold, else ``calibrated``."""
+        settings = {f.name: getattr(door, f.name) for f in dataclasses.fields(DoorSettings)}
+        settings.update(threshold=door.threshold if door.threshold is not None else calibrated,
+                        liveness=LivenessSettings.of(door.liveness))
+        return cls(door=name, allowed=allowed, **settings)
 
     def in_zone(self, box: npt.ArrayLike, width: int, height: int) -> bool:
         """Whether a face box's centre lies in the door's zone."""

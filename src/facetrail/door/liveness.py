@@ -19,12 +19,15 @@ screen held still, or a 3D mask, passes them.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from typing import Literal
 
 import cv2
 import numpy as np
 import numpy.typing as npt
+from pydantic import ConfigDict, Field, model_validator
+from pydantic.dataclasses import dataclass as pydantic_dataclass
 
 from facetrail.vision.align import similarity_transform
 
@@ -140,21 +143,34 @@ def count_blinks(openness: npt.ArrayLike, *, closed_fraction: float = CLOSED_FRA
     return blinks
 
 
-@dataclass(frozen=True)
-class LivenessSettings:
-    """How much evidence a track needs.
+@pydantic_dataclass(frozen=True, config=ConfigDict(extra="forbid"))
+class LivenessRequirements:
+    """What proves a live face at this door (see the README for what it stops and what it does not).
 
     ``min_frames``: usable frames before any verdict (at 5 analysed frames a
     second, 8 is 1.6 s). ``require_blink`` / ``require_depth``: "live" needs
     that signal; by default either one is enough. Requiring depth stops a
     video replayed on a screen held still (it blinks), at the cost of asking
-    people to turn their head. The thresholds are explained where their
-    defaults are defined, in eye distances or fractions of the open baseline.
+    people to turn their head. These are a door's ``liveness:`` settings.
     """
 
-    min_frames: int = MIN_FRAMES
-    require_blink: bool = False
-    require_depth: bool = False
+    require_blink: bool = Field(default=False, title="Require a blink",
+                                description="Grant only after an eye blink (an active check; slower).")
+    require_depth: bool = Field(default=False, title="Require depth",
+                                description="Grant only after head movement in depth (stops a replayed video held "
+                                            "still; asks people to turn their head a little).")
+    min_frames: int = Field(default=MIN_FRAMES, ge=3, le=100, title="Frames",
+                            description="Frames of the face needed to judge.")
+
+
+@pydantic_dataclass(frozen=True, config=ConfigDict(extra="forbid"))
+class LivenessSettings(LivenessRequirements):
+    """How much evidence a track needs: a door's requirements, and the thresholds of the signals.
+
+    The thresholds are explained where their defaults are defined, in eye distances or fractions of the open
+    baseline; they are not configuration settings.
+    """
+
     closed_fraction: float = CLOSED_FRACTION
     open_fraction: float = OPEN_FRACTION
     min_open_baseline: float = MIN_OPEN_BASELINE
@@ -164,15 +180,24 @@ class LivenessSettings:
     parallax_live_min: float = PARALLAX_LIVE_MIN
     min_eye_distance_px: float = MIN_EYE_DISTANCE_PX
 
-    def __post_init__(self) -> None:
-        if self.min_frames < 2 or self.min_moved_frames < 1:
-            raise ValueError("min_frames must be at least 2 and min_moved_frames at least 1")
+    @model_validator(mode="after")
+    def _consistent(self) -> LivenessSettings:
+        if self.min_moved_frames < 1:
+            raise ValueError("min_moved_frames must be at least 1")
         if not 0 < self.closed_fraction < self.open_fraction <= 1:
             raise ValueError("need 0 < closed_fraction < open_fraction <= 1")
         if not 0 <= self.planar_spoof_max < self.parallax_live_min:
             raise ValueError("need 0 <= planar_spoof_max < parallax_live_min")
         if self.min_motion <= 0 or self.min_eye_distance_px < 0:
             raise ValueError("min_motion must be positive and min_eye_distance_px not negative")
+        return self
+
+    @classmethod
+    def of(cls, requirements: LivenessRequirements) -> LivenessSettings:
+        """A door's requirements with the default thresholds (or the settings themselves)."""
+        if isinstance(requirements, LivenessSettings):
+            return requirements
+        return cls(**{f.name: getattr(requirements, f.name) for f in dataclasses.fields(LivenessRequirements)})
 
 
 @dataclass(frozen=True)

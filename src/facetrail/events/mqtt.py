@@ -15,12 +15,13 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 import paho.mqtt.client as paho
 from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
 from paho.mqtt.reasoncodes import ReasonCode
+from pydantic import ConfigDict, Field, field_validator, model_validator
+from pydantic.dataclasses import dataclass
 
 from facetrail.events.errors import ChannelUnavailableError, DeliveryError
 
@@ -29,27 +30,43 @@ log = logging.getLogger(__name__)
 _FORBIDDEN_IN_LEVEL = ("/", "+", "#", "\0")
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, config=ConfigDict(extra="forbid"))
 class MqttSettings:
-    """Where and how to connect. ``reconnect_*_s``: paho's back-off between reconnection attempts."""
+    """MQTT delivery, in Frigate's topic style: where and how to connect (the ``mqtt:`` section of the configuration,
+    less ``enabled``)."""
 
-    host: str = "127.0.0.1"
-    port: int = 1883
-    user: str | None = None
-    password: str | None = None
-    topic_prefix: str = "facetrail"
-    client_id: str = "facetrail"
-    qos: int = 1
-    tls: bool = False
-    keepalive: int = 30
-    reconnect_min_s: int = 1
-    reconnect_max_s: int = 30
+    host: str = Field(default="127.0.0.1", title="Host", description="Broker host name or address.")
+    port: int = Field(default=1883, ge=1, le=65535, title="Port", description="Broker port.")
+    user: str | None = Field(default=None, title="User", description="User name, if the broker needs one.")
+    password: str | None = Field(default=None, title="Password",
+                                 description="Password; write {FACETRAIL_MQTT_PASSWORD} to take it from the "
+                                             "environment.")
+    topic_prefix: str = Field(default="facetrail", title="Topic prefix", description="First level of every topic.")
+    client_id: str = Field(default="facetrail", title="Client id", description="MQTT client id.")
+    qos: Literal[0, 1, 2] = Field(default=1, title="QoS", description="MQTT quality of service for events.")
+    tls: bool = Field(default=False, title="TLS", description="Connect with TLS.")
+    keepalive: int = Field(default=30, ge=1, le=65535, title="Keep-alive",
+                           description="Seconds between pings when nothing else is sent; the broker drops a client "
+                                       "silent for 1.5 times this.")
+    reconnect_min_s: int = Field(default=1, ge=1, title="First reconnection wait",
+                                 description="Seconds before the first reconnection attempt; doubled after each "
+                                             "failed one.")
+    reconnect_max_s: int = Field(default=30, ge=1, title="Longest reconnection wait",
+                                 description="Reconnection attempts never wait longer than this (seconds).")
 
-    def __post_init__(self) -> None:
-        if self.qos not in (0, 1, 2):
-            raise ValueError(f"MQTT QoS must be 0, 1 or 2, not {self.qos}")
-        if not self.topic_prefix or any(c in self.topic_prefix for c in "+#\0"):
-            raise ValueError(f"invalid MQTT topic prefix {self.topic_prefix!r}")
+    @field_validator("topic_prefix")
+    @classmethod
+    def _topic(cls, value: str) -> str:
+        if not value or any(c in value for c in "+#\0") or value.startswith("/") or value.endswith("/"):
+            raise ValueError("a topic prefix has no +, # or leading/trailing /")
+        return value
+
+    @model_validator(mode="after")
+    def _backoff(self) -> MqttSettings:
+        if self.reconnect_max_s < self.reconnect_min_s:
+            raise ValueError(f"reconnect_max_s ({self.reconnect_max_s}) must not be below reconnect_min_s "
+                             f"({self.reconnect_min_s})")
+        return self
 
 
 class MqttPublisher:

@@ -10,26 +10,59 @@ spec means the endpoint is gone: that message is abandoned, not retried.
 
 from __future__ import annotations
 
+import base64
+import re
 from collections.abc import Sequence
-from dataclasses import dataclass
 from datetime import datetime
 
 import httpx
+from pydantic import ConfigDict, Field, field_validator
+from pydantic.dataclasses import dataclass
 from standardwebhooks import Webhook
 
 from facetrail import __version__
 from facetrail.events.errors import DeliveryError, PermanentDeliveryError
 from facetrail.store.models import as_utc, utcnow
 
+NAME = re.compile(r"^[a-z0-9][a-z0-9_-]*$")
 
-@dataclass(frozen=True)
+
+@dataclass(frozen=True, config=ConfigDict(extra="forbid"))
 class WebhookTarget:
-    """A named receiver. ``secret``: ``whsec_`` and base64, as the spec's libraries expect."""
+    """A receiver of signed webhooks (Standard Webhooks)."""
 
-    name: str
-    url: str
-    secret: str
-    timeout_s: float = 5.0
+    name: str = Field(title="Name", description="Short name of the receiver (letters, digits, - and _).")
+    url: str = Field(title="URL", description="http(s) address the events are POSTed to.")
+    secret: str = Field(title="Secret",
+                        description="Signing secret, whsec_ followed by base64; write {FACETRAIL_WEBHOOK_SECRET} "
+                                    "to take it from the environment.")
+    timeout_s: float = Field(default=5, gt=0, le=120, title="Timeout",
+                             description="Seconds to wait for the receiver.")
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, value: str) -> str:
+        if not NAME.match(value):
+            raise ValueError("use lower-case letters, digits, - and _")
+        return value
+
+    @field_validator("url")
+    @classmethod
+    def _url(cls, value: str) -> str:
+        if not re.match(r"^https?://[^\s/]+", value):
+            raise ValueError("a webhook URL starts with http:// or https://")
+        return value
+
+    @field_validator("secret")
+    @classmethod
+    def _secret(cls, value: str) -> str:
+        body = value.removeprefix("whsec_")
+        try:
+            if not base64.b64decode(body, validate=True):
+                raise ValueError
+        except ValueError:
+            raise ValueError("a Standard Webhooks secret is whsec_ followed by base64") from None
+        return value
 
 
 class WebhookSender:

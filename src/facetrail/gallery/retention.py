@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime
 
+from pydantic import TypeAdapter
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
@@ -40,15 +41,6 @@ class RetentionOutcome:
         return sum(self.counts.values())
 
 
-def retention_policy(retention: RetentionConfig) -> RetentionPolicy:
-    """How long each class of video data is kept, from the configuration."""
-    return RetentionPolicy(unknown_sightings=timedelta(days=retention.unknown_sightings_days),
-                           known_sightings=timedelta(days=retention.known_sightings_days),
-                           thumbnails=timedelta(days=retention.thumbnails_days),
-                           events=timedelta(days=retention.events_days),
-                           only_watchlist_hits=retention.only_watchlist_hits)
-
-
 def retention_in_effect(session: Session, config: FacetrailConfig | None) -> tuple[str, RetentionConfig]:
     """(where it comes from, the retention): the configuration, else the last pipeline run's, else the defaults."""
     if config is not None:
@@ -57,22 +49,22 @@ def retention_in_effect(session: Session, config: FacetrailConfig | None) -> tup
                              .order_by(AuditEntry.id.desc()).limit(1))
     recorded = json.loads(details).get("retention") if details else None
     if recorded:
-        return "last pipeline run", RetentionConfig.model_validate(recorded)
+        return "last pipeline run", TypeAdapter(RetentionConfig).validate_python(recorded)
     return "defaults", RetentionConfig()
 
 
-def apply_retention(gallery: Gallery, retention: RetentionConfig | RetentionPolicy, *, actor: str = "retention",
+def apply_retention(gallery: Gallery, retention: RetentionPolicy, *, actor: str = "retention",
                     now: datetime | None = None) -> RetentionOutcome:
     """Delete everything past its retention in one transaction, with one ``retention.purge`` audit entry.
 
     Video data (sightings, visitors, events, thumbnails, snapshots, door decisions, delivered messages)
-    goes by ``retention``; watchlists past their expiry and people past their ``retain_until`` are
-    removed too (each also logged on its own), and their templates leave the vector index.
+    goes by ``retention`` (the configuration's ``retention:`` section is one); watchlists past their expiry
+    and people past their ``retain_until`` are removed too (each also logged on its own), and their templates
+    leave the vector index.
     """
-    policy = retention if isinstance(retention, RetentionPolicy) else retention_policy(retention)
     moment = now or utcnow()
     with gallery.db.session() as session:
-        data = delete_expired(session, policy, now=moment)
+        data = delete_expired(session, retention, now=moment)
         people = purge_expired(session, now=moment, actor=actor)
         outcome = RetentionOutcome(data, people)
         record_purge(session, outcome.counts, actor=actor)

@@ -34,16 +34,17 @@ from facetrail.door.commands import (
     DoorCommandSender,
     HttpDoorSender,
     HttpDoorSettings,
+    MqttDoorChannel,
     MqttDoorSender,
     MqttDoorSettings,
 )
 from facetrail.door.decision import DoorDecider, DoorDecision, DoorRule, Shot
-from facetrail.door.liveness import LivenessSettings
 from facetrail.events.messages import EventView
 from facetrail.events.outlet import EventOutlet, new_uid
 from facetrail.pipeline.analyzer import AnalysedFrame, FrameAnalyzer
 from facetrail.pipeline.matcher import GalleryMatcher
 from facetrail.pipeline.pictures import jpeg
+from facetrail.pipeline.settings import values_of
 from facetrail.store.db import Database
 from facetrail.store.doors import FORCED, active_consents, record_door_state
 from facetrail.store.models import DoorDecisionRecord, Watchlist, WatchlistMember
@@ -347,14 +348,7 @@ class DoorService:
     # -- set-up -------------------------------------------------------------------------------------------
 
     def _rule(self, name: str, door: DoorConfig, allowed: frozenset[int]) -> DoorRule:
-        return DoorRule(
-            door=name, camera=door.camera, allowed=allowed,
-            threshold=door.threshold if door.threshold is not None else self.default_threshold,
-            consecutive=door.consecutive, zone=door.zone, hours=door.opening_hours(), timezone=door.timezone,
-            min_face_px=door.min_face_px, second_factor=door.second_factor, tailgating=door.tailgating,
-            decide_within_s=door.decide_within_s,
-            liveness=LivenessSettings(min_frames=door.liveness.min_frames, require_blink=door.liveness.require_blink,
-                                      require_depth=door.liveness.require_depth))
+        return DoorRule.for_door(name, door, allowed=allowed, calibrated=self.default_threshold)
 
     def _senders(self, config: FacetrailConfig, name: str, door: DoorConfig) -> list[DoorCommandSender]:
         senders: list[DoorCommandSender] = []
@@ -363,10 +357,9 @@ class DoorService:
             key = (config.mqtt.host, config.mqtt.port, command.topic_prefix)
             if key not in self._mqtt:
                 self._mqtt[key] = MqttDoorSender(MqttDoorSettings(
-                    host=config.mqtt.host, port=config.mqtt.port, topic_prefix=command.topic_prefix,
+                    **values_of(command, MqttDoorChannel), host=config.mqtt.host, port=config.mqtt.port,
                     client_id=f"{config.mqtt.client_id}-doors-{uuid.uuid4().hex[:6]}", username=config.mqtt.user,
-                    password=config.mqtt.password, tls=config.mqtt.tls,
-                    require_state_ack=command.require_state_ack), on_state=self._on_state)
+                    password=config.mqtt.password, tls=config.mqtt.tls), on_state=self._on_state)
             senders.append(self._mqtt[key])
         if command.http_url:
             senders.append(HttpDoorSender(HttpDoorSettings(command.http_url, secret=command.http_secret,

@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import datetime
 
 import numpy as np
 from sqlalchemy import delete, select
@@ -20,6 +20,7 @@ from sqlalchemy.orm import Session
 
 from facetrail.events.messages import Channels, EventView
 from facetrail.events.outlet import EventOutlet, new_uid
+from facetrail.events.rules import EventRules
 from facetrail.pipeline.matcher import WatchlistRule
 from facetrail.pipeline.pictures import boxed_jpeg, jpeg
 from facetrail.store.db import Database
@@ -28,18 +29,8 @@ from facetrail.track.unknowns import UnknownClusters
 from facetrail.track.unknowns import Visitor as Cluster
 
 log = logging.getLogger(__name__)
-__all__ = ["Channels", "EventRules", "Evidence", "Recorder", "TrackRecord"]  # Channels: from facetrail.events
-
-
-@dataclass(frozen=True)
-class EventRules:
-    """Which rules raise events, and the gap after which an unknown visitor is 'seen again'."""
-
-    watchlist_hit: bool = True
-    unknown_visitor: bool = False
-    seen_again: bool = False
-    seen_again_after: timedelta = timedelta(minutes=5)
-    snapshot_quality: int = 85
+# Channels and EventRules: from facetrail.events
+__all__ = ["Channels", "EventRules", "Evidence", "Recorder", "TrackRecord"]
 
 
 @dataclass

@@ -21,7 +21,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from datetime import datetime, timedelta
 from functools import partial
 
@@ -109,7 +109,7 @@ class Pipeline:
             if not camera.enabled:
                 continue
             recognition = config.camera_recognition(name)
-            named, unknown = cfg.thresholds(recognition, calibrated)
+            named, unknown = recognition.resolve(calibrated)
             tracker = FaceTracker(cfg.tracker_settings(config), cfg.best_shot_settings(config, recognition))
             tracking = CameraTracking(name, tracker, self.matcher,
                                       RecognitionRule(named, unknown, config.tracking.decision),
@@ -162,7 +162,7 @@ class Pipeline:
             audit.record(session, actor=self.actor, action="run.start",
                          target="cameras:" + ",".join(c.name for c in self.cameras), purpose=self.config.purpose,
                          details={"run": self.run_id, "recogniser": self.gallery.model_id,
-                                  "retention": self.config.retention.model_dump()})
+                                  "retention": asdict(self.config.retention)})
         if self.mqtt is not None:
             self.mqtt.start()
         if self.dispatcher is not None:

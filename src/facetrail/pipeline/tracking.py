@@ -22,7 +22,7 @@ from facetrail.pipeline.batch import PENDING, EndedTrack, FrameBatch, Merge, Tra
 from facetrail.pipeline.matcher import GalleryMatcher
 from facetrail.track.bestshot import Shot
 from facetrail.track.camera_motion import CameraMotion
-from facetrail.track.decision import decide
+from facetrail.track.decision import DecisionMethod, decide
 from facetrail.track.tracker import FaceTracker, Track
 from facetrail.video.frames import Frame
 
@@ -54,7 +54,7 @@ class RecognitionRule:
 
     threshold: float
     unknown_score: float
-    method: Literal["aggregate", "vote"] = "aggregate"
+    method: DecisionMethod
 
 
 class CameraTracking:

@@ -9,9 +9,13 @@ both and is what ``run``, the API and ``facetrail purge`` call.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import dataclasses
+from dataclasses import field
 from datetime import datetime, timedelta
+from typing import ClassVar
 
+from pydantic import ConfigDict, Field
+from pydantic.dataclasses import dataclass
 from sqlalchemy import ColumnElement, delete, exists, select, update
 from sqlalchemy.orm import Session
 
@@ -20,21 +24,48 @@ from facetrail.store.cameras import blank_frames
 from facetrail.store.models import DoorDecisionRecord, Event, EventReview, OutboxMessage, Sighting, Visitor, utcnow
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, config=ConfigDict(extra="forbid"))
 class RetentionPolicy:
     """How long each class of data is kept; ``only_watchlist_hits`` deletes every other face."""
 
-    unknown_sightings: timedelta = timedelta(days=7)
-    known_sightings: timedelta = timedelta(days=30)
-    thumbnails: timedelta = timedelta(days=7)
-    events: timedelta = timedelta(days=90)
-    only_watchlist_hits: bool = False
-    delivered_messages: timedelta = timedelta(days=1)
-    # Sightings without a watchlist hit survive this long under only_watchlist_hits (a track still running).
-    open_track_grace: timedelta = timedelta(minutes=2)
+    unknown_sightings_days: float = Field(default=7, gt=0, title="Unknown sightings",
+                                          description="Days sightings of unknown faces (and visitor ids) are kept.")
+    known_sightings_days: float = Field(default=30, gt=0, title="Known sightings",
+                                        description="Days sightings of enrolled people are kept.")
+    thumbnails_days: float = Field(default=7, gt=0, title="Thumbnails",
+                                   description="Days best-shot thumbnails and event snapshots keep their image.")
+    events_days: float = Field(default=90, gt=0, title="Events",
+                               description="Days events and their reviews are kept.")
+    only_watchlist_hits: bool = Field(default=False, title="Only watchlist hits",
+                                      description="Keep only sightings that hit a watchlist: every other face is "
+                                                  "deleted when its track ends, and no visitor ids are made.")
+    # Not settings: delivered outbox messages are kept a day, for looking into a delivery; sightings without a
+    # watchlist hit survive this long under only_watchlist_hits (a track still running).
+    delivered_messages: ClassVar[timedelta] = timedelta(days=1)
+    open_track_grace: ClassVar[timedelta] = timedelta(minutes=2)
+
+    @property
+    def unknown_sightings(self) -> timedelta:
+        """How long sightings of unknown faces (and visitor ids) are kept."""
+        return timedelta(days=self.unknown_sightings_days)
+
+    @property
+    def known_sightings(self) -> timedelta:
+        """How long sightings of enrolled people are kept."""
+        return timedelta(days=self.known_sightings_days)
+
+    @property
+    def thumbnails(self) -> timedelta:
+        """How long thumbnails and snapshots keep their image."""
+        return timedelta(days=self.thumbnails_days)
+
+    @property
+    def events(self) -> timedelta:
+        """How long events, their reviews and door decisions are kept."""
+        return timedelta(days=self.events_days)
 
 
-@dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True)
 class RetentionReport:
     """Rows removed (or images blanked) per data class."""
 

@@ -11,17 +11,38 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import numpy as np
+from pydantic import ConfigDict, Field
+from pydantic.dataclasses import dataclass as pydantic_dataclass
+
+# Settings are validated pydantic dataclasses: the configuration file's schema is built from these very classes.
+STRICT = ConfigDict(extra="forbid")
 
 
-@dataclass(frozen=True)
-class BestShotSettings:
-    """How many shots a track keeps and when it asks for an embedding."""
+@pydantic_dataclass(frozen=True, config=STRICT)
+class ShotSelection:
+    """Which shots of a track are kept and how often it is embedded (the configuration's ``tracking:``)."""
 
-    keep: int = 3
-    max_embeddings: int = 6
-    reembed_margin: float = 0.1
-    min_quality: float = 0.25
-    min_area: float = 1600.0  # px² of the face box
+    best_shots: int = Field(default=3, ge=1, le=20, title="Best shots kept", description="Best shots kept per track.")
+    max_embeddings: int = Field(default=6, ge=1, le=50, title="Embeddings per track",
+                                description="A track is embedded at most this many times.")
+    reembed_margin: float = Field(default=0.1, ge=0, le=1, title="Re-embed margin",
+                                  description="A new shot is embedded when its quality beats the best embedded "
+                                              "one by this much.")
+
+
+@pydantic_dataclass(frozen=True, config=STRICT)
+class ShotGate:
+    """When a face is good enough to recognise (the configuration's ``face_recognition:``, per camera)."""
+
+    min_area: int = Field(default=1600, ge=0, title="Minimum face area",
+                          description="Face box area in pixels² below which a face is tracked but not recognised.")
+    min_quality: float = Field(default=0.25, ge=0, le=1, title="Minimum quality",
+                               description="Quality score (0-1: size, sharpness, pose) a shot needs to be embedded.")
+
+
+@pydantic_dataclass(frozen=True, config=STRICT)
+class BestShotSettings(ShotSelection, ShotGate):
+    """Everything a track's best shots need: the selection and the gate."""
 
 
 @dataclass(eq=False)
@@ -57,7 +78,7 @@ class BestShots:
             return False
         self.kept.append(shot)
         self.kept.sort(key=lambda s: -s.quality)
-        del self.kept[self.settings.keep:]
+        del self.kept[self.settings.best_shots:]
         if self.embeddings_used >= self.settings.max_embeddings:
             return False
         best_embedded = max((s.quality for s in self.embedded_shots), default=None)
@@ -96,7 +117,7 @@ class BestShots:
 
     def merge(self, other: BestShots) -> None:
         """Take over another track's shots (the same face, re-joined)."""
-        self.kept = sorted([*self.kept, *other.kept], key=lambda s: -s.quality)[:self.settings.keep]
+        self.kept = sorted([*self.kept, *other.kept], key=lambda s: -s.quality)[:self.settings.best_shots]
         self.embedded_shots = sorted([*self.embedded_shots, *other.embedded_shots], key=lambda s: s.t)
         self.embeddings_used += other.embeddings_used
         self.pending.update(other.pending)

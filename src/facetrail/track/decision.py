@@ -13,10 +13,39 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 import numpy as np
+from pydantic import Field, model_validator
+from pydantic.dataclasses import dataclass as pydantic_dataclass
 
-from facetrail.track.bestshot import Shot
+from facetrail.track.bestshot import STRICT, Shot
 
 Matcher = Callable[[np.ndarray], list[tuple[int | None, float]]]
+DecisionMethod = Literal["aggregate", "vote"]
+UNKNOWN_FRACTION = 0.8  # default unknown_score as a fraction of the recognition threshold
+
+
+@pydantic_dataclass(frozen=True, config=STRICT)
+class RecognitionThresholds:
+    """When a track is named, and when it is an unknown visitor (the configuration's ``face_recognition:``)."""
+
+    recognition_threshold: float | None = Field(default=None, ge=-1, le=1, title="Recognition threshold",
+        description="Cosine similarity at or above which a person is named. Empty: the recogniser's calibrated "
+                    "threshold.")
+    unknown_score: float | None = Field(default=None, ge=-1, le=1, title="Unknown score",
+        description="At or below this similarity a face is an unknown visitor; between this and the recognition "
+                    "threshold it is uncertain (neither). Empty: 0.8 x the recognition threshold.")
+
+    @model_validator(mode="after")
+    def _ordered(self) -> RecognitionThresholds:
+        named, unknown = self.recognition_threshold, self.unknown_score
+        if named is not None and unknown is not None and unknown > named:
+            raise ValueError(f"unknown_score ({unknown}) must not be above recognition_threshold ({named})")
+        return self
+
+    def resolve(self, calibrated: float) -> tuple[float, float]:
+        """(recognition threshold, unknown score), the recogniser's ``calibrated`` threshold filling in."""
+        named = self.recognition_threshold if self.recognition_threshold is not None else calibrated
+        unknown = self.unknown_score if self.unknown_score is not None else UNKNOWN_FRACTION * named
+        return named, min(unknown, named)
 
 
 @dataclass(frozen=True)
@@ -39,7 +68,7 @@ def aggregate_template(shots: Sequence[Shot]) -> np.ndarray:
     return np.asarray(mean / max(float(np.linalg.norm(mean)), 1e-12), np.float32)
 
 
-def decide(shots: Sequence[Shot], matcher: Matcher, *, method: Literal["aggregate", "vote"],
+def decide(shots: Sequence[Shot], matcher: Matcher, *, method: DecisionMethod,
            threshold: float) -> Decision:
     """Name the track when its shots match someone at or above ``threshold``."""
     embedded = [s for s in shots if s.embedding is not None]

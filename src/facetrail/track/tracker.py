@@ -12,18 +12,32 @@ track whose first embedding matches it) for ``rejoin_s``; after both it ends.
 from __future__ import annotations
 
 import itertools
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import dataclass
 
 import numpy as np
+from pydantic import Field
+from pydantic.dataclasses import dataclass as pydantic_dataclass
 
-from facetrail.track.bestshot import BestShots, BestShotSettings
+from facetrail.track.bestshot import STRICT, BestShots, BestShotSettings
 from facetrail.track.kalman import BoxKalman, buffered, greedy_match, iou_matrix, size_ratio
 
 
-@dataclass(frozen=True)
-class TrackerSettings:
-    """Association thresholds and track lifetimes (seconds)."""
+@pydantic_dataclass(frozen=True, config=STRICT)
+class TrackLifetimes:
+    """How long a track lives unseen (the configuration's ``tracking:``)."""
+
+    max_lost_s: float = Field(default=1.5, gt=0, le=60, title="Lost after",
+                              description="A track not seen for this many seconds is no longer matched by position.")
+    rejoin_s: float = Field(default=3.0, ge=0, le=60, title="Re-join window",
+                            description="A new track whose face matches a track lost at most this long ago "
+                                        "continues it (a person hidden for a moment).")
+    rejoin_similarity: float = Field(default=0.35, ge=-1, le=1, title="Re-join similarity",
+                                     description="Cosine similarity a re-joined face needs.")
+
+
+@pydantic_dataclass(frozen=True, config=STRICT)
+class TrackerSettings(TrackLifetimes):
+    """Association thresholds (fixed, measured) on top of the configurable lifetimes."""
 
     high_score: float = 0.6
     low_score: float = 0.35
@@ -36,9 +50,6 @@ class TrackerSettings:
     new_track_buffer: float = 1.5  # a track seen once has no velocity yet: search wider
     max_size_ratio: float = 1.35
     min_hits: int = 2
-    max_lost_s: float = 1.5
-    rejoin_s: float = 3.0
-    rejoin_similarity: float = 0.35
 
 
 @dataclass(eq=False)
@@ -47,8 +58,9 @@ class Track:
 
     ``box``: the Kalman estimate (xyxy), predicted while unseen. ``lost``: a
     confirmed track missed in the latest update. ``detection``: index of its
-    detection in the latest update, None when unmatched there. ``payload``:
-    free for the pipeline.
+    detection in the latest update, None when unmatched there. What the
+    pipeline knows of a track lives in its tracking stage, keyed by
+    ``track_id``, never on the track.
     """
 
     track_id: int
@@ -61,7 +73,6 @@ class Track:
     confirmed: bool = False
     lost: bool = False
     detection: int | None = None
-    payload: dict[str, Any] = field(default_factory=dict)
 
     def mean_embedding(self) -> np.ndarray | None:
         """Unit mean of the track's embeddings, None before the first."""
@@ -139,7 +150,7 @@ class FaceTracker:
 
         Only a track's first embedding is compared, with the tracks lost at
         most ``rejoin_s`` ago and last seen before this one appeared. On a
-        merge the older track (id, ``first_seen``, ``payload``) continues with
+        merge the older track (id, ``first_seen``) continues with
         both tracks' shots and is returned; the newer one is gone.
         """
         first = not track.shots.embedded()

@@ -13,6 +13,26 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 import numpy as np
+from pydantic import ConfigDict, Field
+from pydantic.dataclasses import dataclass as pydantic_dataclass
+
+# Unknown faces are joined into one visitor only when clearly alike: a wrong merge of two strangers
+# is worse than one person holding two visitor ids.
+DEFAULT_CLUSTER_THRESHOLD = 0.4
+
+
+@pydantic_dataclass(frozen=True, config=ConfigDict(extra="forbid"))
+class UnknownsSettings:
+    """Anonymous ids for unknown visitors (the configuration's ``unknowns:``)."""
+
+    enabled: bool = Field(default=True, title="Cluster unknowns",
+                          description="Give unknown faces an anonymous visitor id that is kept when they return.")
+    cluster_threshold: float | None = Field(
+        default=None, ge=-1, le=1, title="Cluster threshold",
+        description=f"Similarity for the same visitor. Empty: {DEFAULT_CLUSTER_THRESHOLD}, or the recognition "
+                    "threshold if that is higher.")
+    window_days: float = Field(default=7, gt=0, title="Window",
+                               description="Visitors not seen for this many days get a new id when they return.")
 
 
 @dataclass

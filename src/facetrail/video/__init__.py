@@ -4,7 +4,15 @@
 moved, ``camera`` runs a reader thread per camera with reconnects and status.
 """
 
-from facetrail.video.camera import Camera, CameraSettings, CameraState, CameraStatus, ReconnectSettings
+from facetrail.video.camera import (
+    Camera,
+    CameraSettings,
+    CameraState,
+    CameraStatus,
+    DetectSettings,
+    ReconnectSettings,
+    VideoInput,
+)
 from facetrail.video.errors import (
     SourceError,
     SourceOpenError,
@@ -22,6 +30,7 @@ __all__ = [
     "CameraSettings",
     "CameraState",
     "CameraStatus",
+    "DetectSettings",
     "Frame",
     "FrameSource",
     "MotionDecision",
@@ -35,6 +44,7 @@ __all__ = [
     "SourceReadError",
     "StreamEndedError",
     "VideoError",
+    "VideoInput",
     "is_stream",
     "mask_credentials",
     "open_source",

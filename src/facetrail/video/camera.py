@@ -14,68 +14,56 @@ import logging
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass as plain_dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Literal
+from typing import Annotated, Literal
+
+from pydantic import ConfigDict, Field, field_validator, model_validator
+from pydantic.dataclasses import dataclass
 
 from facetrail.video.errors import SourceError, StreamEndedError, mask_credentials
 from facetrail.video.frames import Frame
 from facetrail.video.motion import MotionGate, MotionSettings
-from facetrail.video.sources import FrameSource, SourceKind, open_source, source_kind
+from facetrail.video.sources import FrameSource, SourceKind, is_stream, open_source, source_kind
 from facetrail.vision.image import BGRImage
 
 log = logging.getLogger(__name__)
 
 CameraState = Literal["connecting", "connected", "retrying", "failed", "finished", "stopped"]
 FPS_WINDOW_S = 10.0
-_LOOP_GAP_S = 0.04  # media time between the end of a looped file and its next pass, when fps is None
+
+# The settings below are also the configuration file's (config/schema.py uses them as its camera sections),
+# so each is defined once, here, with its title, description and bounds.
+_SETTINGS = ConfigDict(extra="forbid")
+DEFAULT_TIMEOUT_S = 10.0
+StreamTimeout = Annotated[float, Field(gt=0, le=300, title="Timeout", description="Seconds to open or read a stream.")]
 
 
-@dataclass(frozen=True)
-class ReconnectSettings:
-    """Back-off after a failure: ``initial_s * factor**(n-1)`` capped at ``max_s``; ``max_attempts`` None: forever."""
+@dataclass(frozen=True, config=_SETTINGS)
+class VideoInput:
+    """One input of a camera."""
 
-    initial_s: float = 1.0
-    max_s: float = 30.0
-    factor: float = 2.0
-    max_attempts: int | None = None
+    path: str = Field(title="Path", description="Video file, image folder, or stream URL (rtsp://, http://...).")
+    input_args: dict[str, str] = Field(default_factory=dict, title="Input arguments",
+                                       description="FFmpeg options, e.g. rtsp_transport: tcp.")
+    loop: bool = Field(default=False, title="Loop", description="Files: start again at the end.")
+    realtime: bool | None = Field(default=None, title="Real time",
+                                  description="Read at the source's own speed and drop frames when behind. Empty: "
+                                              "yes for streams, no for files (every sampled frame is analysed).")
 
-    def __post_init__(self) -> None:
-        if self.initial_s < 0 or self.max_s < 0 or self.factor < 1:
-            raise ValueError("reconnect needs initial_s >= 0, max_s >= 0 and factor >= 1")
-        if self.max_attempts is not None and self.max_attempts < 1:
-            raise ValueError(f"reconnect max_attempts must be at least 1 (or None), got {self.max_attempts}")
+    @field_validator("input_args", mode="before")
+    @classmethod
+    def _as_text(cls, value: object) -> object:
+        # FFmpeg takes every option as text; `timeout: 5000000` in YAML is a number.
+        if isinstance(value, dict):
+            return {k: str(v).lower() if isinstance(v, bool) else str(v) if isinstance(v, int | float) else v
+                    for k, v in value.items()}
+        return value
 
-    def delay(self, failures: int) -> float:
-        """Seconds to wait after the ``failures``-th consecutive failure (1-based)."""
-        return float(min(self.max_s, self.initial_s * self.factor ** max(0, failures - 1)))
-
-
-@dataclass(frozen=True)
-class CameraSettings:
-    """One camera's reader settings; ``realtime`` None means True for streams, False for files and folders."""
-
-    name: str
-    path: str
-    fps: float | None = 5.0  # analysis rate; None analyses every frame
-    width: int | None = None
-    height: int | None = None
-    input_args: dict[str, str] = field(default_factory=dict)
-    loop: bool = False
-    realtime: bool | None = None
-    timeout_s: float = 10.0
-    motion: MotionSettings = field(default_factory=MotionSettings)
-    reconnect: ReconnectSettings = field(default_factory=ReconnectSettings)
-    start_time: datetime | None = None  # files not read in real time: captured_at = start_time + pts
-
-    def __post_init__(self) -> None:
-        if self.fps is not None and self.fps <= 0:
-            raise ValueError(f"camera {self.name}: fps must be positive, got {self.fps}")
-        if self.timeout_s <= 0:
-            raise ValueError(f"camera {self.name}: timeout_s must be positive, got {self.timeout_s}")
-        for side in (self.width, self.height):
-            if side is not None and side < 1:
-                raise ValueError(f"camera {self.name}: width and height must be positive, got {side}")
+    @property
+    def is_stream(self) -> bool:
+        """True for network inputs."""
+        return is_stream(self.path)
 
     @property
     def kind(self) -> SourceKind:
@@ -88,7 +76,61 @@ class CameraSettings:
         return self.kind == "stream" if self.realtime is None else self.realtime
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, config=_SETTINGS)
+class DetectSettings:
+    """How often, and at what size, a camera is analysed."""
+
+    fps: float = Field(default=5.0, gt=0, le=60, title="Analysis rate", description="Frames analysed per second.")
+    width: int | None = Field(default=None, ge=64, le=7680, title="Width", description="Resize to this width first.")
+    height: int | None = Field(default=None, ge=64, le=4320, title="Height", description="Resize to this height first.")
+
+
+@dataclass(frozen=True, config=_SETTINGS)
+class ReconnectSettings:
+    """Retrying a camera that fails."""
+
+    initial_s: float = Field(default=1.0, gt=0, title="First wait", description="Seconds before the first retry.")
+    max_s: float = Field(default=30.0, gt=0, title="Longest wait", description="Back-off never waits longer than this.")
+    factor: float = Field(default=2.0, ge=1, title="Factor", description="Each failed retry waits this much longer.")
+    max_attempts: int | None = Field(default=None, ge=1, title="Attempts",
+                                     description="Give up (state failed) after this many failures in a row. Empty: "
+                                                 "retry forever.")
+
+    @model_validator(mode="after")
+    def _bounds(self) -> ReconnectSettings:
+        if self.max_s < self.initial_s:
+            raise ValueError(f"max_s ({self.max_s}) must not be below initial_s ({self.initial_s})")
+        return self
+
+    def delay(self, failures: int) -> float:
+        """Seconds after the ``failures``-th failure in a row: ``initial_s * factor**(failures-1)``, up to ``max_s``."""
+        return float(min(self.max_s, self.initial_s * self.factor ** max(0, failures - 1)))
+
+
+@dataclass(frozen=True, config=_SETTINGS)
+class CameraSettings:
+    """One camera's reader: its detect input, analysis rate and size, timeout, motion gate and back-off."""
+
+    name: str
+    input: VideoInput
+    detect: DetectSettings = Field(default_factory=DetectSettings)
+    timeout_s: StreamTimeout = DEFAULT_TIMEOUT_S
+    motion: MotionSettings = Field(default_factory=MotionSettings)
+    reconnect: ReconnectSettings = Field(default_factory=ReconnectSettings)
+    start_time: datetime | None = None  # files not read in real time: captured_at = start_time + pts
+
+    @property
+    def kind(self) -> SourceKind:
+        """``stream``, ``folder`` or ``file``."""
+        return self.input.kind
+
+    @property
+    def live(self) -> bool:
+        """True when frames are read at the source's own pace and old ones may be dropped."""
+        return self.input.live
+
+
+@plain_dataclass(frozen=True)
 class CameraStatus:
     """A camera's state as operators see it; ``error`` is the last failure while not connected."""
 
@@ -122,7 +164,7 @@ class Camera:
                  queue_size: int = 2) -> None:
         self.settings = settings
         self._sink = sink
-        self._label = mask_credentials(settings.path)
+        self._label = mask_credentials(settings.input.path)
         self._live = settings.live  # resolved once: kind looks at the file system
         self._queue: collections.deque[Frame] = collections.deque()
         self._queue_size = max(1, queue_size)
@@ -249,6 +291,7 @@ class Camera:
 
     def _read(self) -> None:
         settings = self.settings
+        source_input, detect = settings.input, settings.detect
         stream = settings.kind == "stream"
         gate = MotionGate(settings.motion)
         resume: float | None = None  # files: media time of this pass already delivered
@@ -256,15 +299,15 @@ class Camera:
         last: tuple[float, float] | None = None  # (pts, monotonic) of the latest frame
         while True:
             try:
-                source = open_source(settings.path, input_args=settings.input_args, timeout_s=settings.timeout_s,
-                                     fps=settings.fps, width=settings.width, height=settings.height,
-                                     start_after=resume)
+                source = open_source(source_input.path, input_args=source_input.input_args,
+                                     timeout_s=settings.timeout_s, fps=detect.fps, width=detect.width,
+                                     height=detect.height, start_after=resume)
             except SourceError as error:
                 self._fail(str(error))
                 continue
             except Exception as error:
                 log.exception("camera %s: unexpected error opening %s", settings.name, self._label)
-                self._fail(mask_credentials(f"cannot open {settings.path}: {type(error).__name__}: {error}"))
+                self._fail(mask_credentials(f"cannot open {source_input.path}: {type(error).__name__}: {error}"))
                 continue
             with self._cond:
                 self._check_stop()
@@ -296,19 +339,19 @@ class Camera:
                 raise
             except Exception as error:
                 log.exception("camera %s: unexpected error reading %s", settings.name, self._label)
-                self._fail(mask_credentials(f"error reading {settings.path}: {type(error).__name__}: {error}"))
+                self._fail(mask_credentials(f"error reading {source_input.path}: {type(error).__name__}: {error}"))
                 continue
             finally:
                 source.close()
                 with self._cond:
                     self._decoded_closed += source.frames_decoded
                     self._source = None
-            if settings.loop and delivered:
+            if source_input.loop and delivered:
                 assert last is not None
-                offset = last[0] + (1.0 / settings.fps if settings.fps else _LOOP_GAP_S)
+                offset = last[0] + 1.0 / detect.fps
                 resume = None
                 continue
-            if settings.loop:
+            if source_input.loop:
                 self._fail(f"{self._label}: no frames to loop over")
                 continue
             with self._cond:

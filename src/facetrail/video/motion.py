@@ -8,12 +8,13 @@ every ``max_skip_s`` seconds anyway (a heartbeat).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Literal, cast
 
 import cv2
 import numpy as np
 import numpy.typing as npt
+from pydantic import ConfigDict, Field
+from pydantic.dataclasses import dataclass
 
 from facetrail.vision.image import BGRImage
 
@@ -21,23 +22,19 @@ MotionDecision = Literal["motion", "heartbeat", "skip"]
 GreyImage = npt.NDArray[np.uint8]
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, config=ConfigDict(extra="forbid"))
 class MotionSettings:
-    """``threshold``: grey-level change (1-255) that counts; ``min_changed``: fraction of pixels that must change."""
+    """The motion gate: detection is skipped where nothing moved."""
 
-    enabled: bool = True
-    threshold: int = 25
-    min_changed: float = 0.002
-    downscale_width: int = 160
-    max_skip_s: float = 2.0
-
-    def __post_init__(self) -> None:
-        if not 0 <= self.threshold <= 255:
-            raise ValueError(f"motion threshold must be 0-255, got {self.threshold}")
-        if not 0 <= self.min_changed <= 1:
-            raise ValueError(f"motion min_changed is a fraction 0-1, got {self.min_changed}")
-        if self.downscale_width < 8:
-            raise ValueError(f"motion downscale_width must be at least 8, got {self.downscale_width}")
+    enabled: bool = Field(default=True, title="Enabled", description="Skip detection on frames without motion.")
+    threshold: int = Field(default=25, ge=1, le=255, title="Pixel threshold",
+                           description="Grey-level change that counts as motion.")
+    min_changed: float = Field(default=0.002, ge=0, le=1, title="Changed fraction",
+                               description="Fraction of pixels that must change.")
+    downscale_width: int = Field(default=160, ge=16, le=1920, title="Comparison width",
+                                 description="Frames are compared at this width.")
+    max_skip_s: float = Field(default=2.0, gt=0, title="Heartbeat",
+                              description="Analyse one frame at least this often even without motion.")
 
 
 class MotionGate:

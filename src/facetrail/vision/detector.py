@@ -12,12 +12,16 @@ from dataclasses import dataclass
 
 import cv2
 import numpy as np
+from pydantic import ConfigDict, Field
+from pydantic.dataclasses import dataclass as pydantic_dataclass
 
 from facetrail.vision.image import BGRImage
 from facetrail.vision.registry import SCRFD_500M, ModelSpec
 from facetrail.vision.runtime import create_session
 from facetrail.vision.types import FaceDetections, FloatArray
 
+INPUT_SIZE = 640  # InsightFace's canvas: frames are letterboxed into 640x640
+SCORE_THRESHOLD = 0.5
 STRIDES = (8, 16, 32)
 ANCHORS_PER_LOCATION = 2
 
@@ -35,6 +39,17 @@ class _Letterbox:
     _source_height: int = 1
 
 
+@pydantic_dataclass(frozen=True, config=ConfigDict(extra="forbid"))
+class DetectorSettings:
+    """The detector's canvas and confidence (the configuration's ``detector:``)."""
+
+    input_size: int = Field(default=INPUT_SIZE, ge=160, le=1920, multiple_of=32, title="Detector input size",
+                            description="Frames are letterboxed into this square (pixels); larger finds smaller "
+                                        "faces and costs more.")
+    score_threshold: float = Field(default=SCORE_THRESHOLD, gt=0, lt=1, title="Detection score threshold",
+                                   description="Faces the detector is less sure of than this are ignored.")
+
+
 class ScrfdDetector:
     """Finds faces in BGR images of any size.
 
@@ -48,8 +63,8 @@ class ScrfdDetector:
     """
 
     def __init__(self, spec: ModelSpec = SCRFD_500M, *,
-                 input_size: tuple[int, int] | int = (640, 640),
-                 score_threshold: float = 0.5, nms_threshold: float = 0.4,
+                 input_size: tuple[int, int] | int = (INPUT_SIZE, INPUT_SIZE),
+                 score_threshold: float = SCORE_THRESHOLD, nms_threshold: float = 0.4,
                  providers: Sequence[str] | str = "auto", threads: int = 0) -> None:
         if isinstance(input_size, int):
             if input_size < 32:

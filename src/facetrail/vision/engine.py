@@ -18,7 +18,7 @@ import numpy as np
 import numpy.typing as npt
 
 from facetrail.vision.align import AlignedFaces, align_faces
-from facetrail.vision.detector import ScrfdDetector
+from facetrail.vision.detector import INPUT_SIZE, SCORE_THRESHOLD, ScrfdDetector
 from facetrail.vision.embedder import ArcFaceEmbedder, Embedder
 from facetrail.vision.image import BGRImage, rotate
 from facetrail.vision.lowlight import LowLightConfig, enhance, is_dark
@@ -46,8 +46,8 @@ class EngineConfig:
     """
 
     recogniser: Recogniser = "arcface"
-    detector_input: tuple[int, int] | int = (640, 640)
-    score_threshold: float = 0.5
+    detector_input: tuple[int, int] | int = (INPUT_SIZE, INPUT_SIZE)
+    score_threshold: float = SCORE_THRESHOLD
     low_light: LowLightConfig = field(default_factory=LowLightConfig)
     try_rotations: bool = False
     max_alignment_residual: float = MAX_RESIDUAL_PX

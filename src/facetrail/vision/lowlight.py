@@ -8,12 +8,19 @@ grey infrared frames (three equal channels) stay grey.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import cast
+from typing import Annotated, cast
 
 import cv2
 import numpy as np
+from pydantic import Field
 
 from facetrail.vision.image import BGRImage
+
+ENHANCE_DARK_FRAMES = True
+# The on/off switch, as the configuration file shows it (``face_recognition.low_light``).
+LowLightSwitch = Annotated[bool, Field(title="Low-light enhancement",
+                                       description="Brighten dark frames (CLAHE and gamma) before detection; "
+                                                   "infrared stays grey.")]
 
 
 @dataclass(frozen=True)
@@ -25,7 +32,7 @@ class LowLightConfig:
     more noise); ``target_mean``: the brightness the gamma lift aims for.
     """
 
-    enabled: bool = True
+    enabled: LowLightSwitch = ENHANCE_DARK_FRAMES
     dark_below: float = 40.0
     clip_limit: float = 2.0
     tile_grid: int = 8

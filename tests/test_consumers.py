@@ -1,4 +1,4 @@
-"""The consumers after the seam, fed hand-made frame batches (no models): sightings, events, merges, ends.
+"""The consumers after the seam, fed hand-made frame batches (no models): sightings, events, doors, merges, ends.
 
 A real SQLite file; the batches are built the way the tracking stage builds them.
 """
@@ -16,7 +16,8 @@ from sqlalchemy import select
 from facetrail.gallery.gallery import Gallery, GallerySettings
 from facetrail.pipeline.analyzer import AnalysedFrame
 from facetrail.pipeline.batch import PENDING, EndedTrack, FrameBatch, Merge, TrackVerdict
-from facetrail.pipeline.consumers import Sightings
+from facetrail.pipeline.consumers import Doors, Sightings
+from facetrail.pipeline.doors import DoorFace
 from facetrail.pipeline.matcher import GalleryMatcher
 from facetrail.pipeline.recorder import Channels, EventRules, Recorder
 from facetrail.store.models import Event, Identity, Sighting, Watchlist, WatchlistMember
@@ -65,7 +66,7 @@ def vector(seed: int) -> np.ndarray:
 
 
 def batch(at: datetime, tracks: Sequence[int], verdicts: Sequence[TrackVerdict], decided: Sequence[bool],
-          merges: tuple[Merge, ...] = ()) -> FrameBatch:
+          merges: tuple[Merge, ...] = (), embedded: Sequence[bool] | None = None) -> FrameBatch:
     """One frame of camera 'door' with ``tracks`` in view (face k is track k's)."""
     n = len(tracks)
     analysed = frame(n)
@@ -74,7 +75,8 @@ def batch(at: datetime, tracks: Sequence[int], verdicts: Sequence[TrackVerdict],
         track_ids=np.array(tracks, np.int64), uids=tuple(f"run:door:{t}" for t in tracks),
         face_index=np.arange(n, dtype=np.int64), boxes=np.asarray(analysed.faces.xyxy, np.float32),
         landmarks=np.zeros((n, 5, 2), np.float32), quality=np.full(n, 0.8, np.float32),
-        embeddings=np.zeros((n, DIM), np.float32), embedded=np.zeros(n, bool), verdicts=tuple(verdicts),
+        embeddings=np.zeros((n, DIM), np.float32), embedded=np.array(embedded or [False] * n, bool),
+        verdicts=tuple(verdicts),
         decided=np.array(decided, bool), started=np.zeros(n, bool), merges=merges)
 
 
@@ -144,3 +146,39 @@ def test_a_batch_refuses_columns_of_different_lengths() -> None:
                    verdicts=good.verdicts, decided=good.decided, started=good.started)
     with pytest.raises(ValueError, match="read-only"):
         good.boxes[0, 0] = 1.0
+
+
+class RecordingDoors:
+    """Stands in for DoorService at the seam: notes what the Doors consumer hands it (no models, no broker)."""
+
+    cameras = frozenset({"door"})
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, object]] = []
+
+    def frame(self, camera: str, at: datetime, result: AnalysedFrame, faces: list[DoorFace],
+              embedded: dict[int, np.ndarray]) -> None:
+        self.calls.append(("frame", (camera, at, [(f.track_id, f.track_uid, f.index) for f in faces],
+                                     sorted(embedded))))
+
+    def merged(self, camera: str, survivor: int, absorbed: int) -> None:
+        self.calls.append(("merged", (camera, survivor, absorbed)))
+
+    def ended(self, camera: str, track_id: int, at: datetime) -> None:
+        self.calls.append(("ended", (camera, track_id, at)))
+
+
+def test_the_doors_consumer_hands_each_door_frame_its_faces_embeddings_merges_and_ends() -> None:
+    service = RecordingDoors()
+    doors = Doors(service)  # type: ignore[arg-type]
+    doors.on_frame(batch(T0, [7, 9], [PENDING, PENDING], [False, False], embedded=[False, True],
+                         merges=(Merge(7, 8, "run:door:7", "run:door:8"),)))
+    other = batch(T0, [1], [PENDING], [False])
+    doors.on_frame(FrameBatch(**{**vars(other), "camera": "lobby"}))  # not a door camera: ignored
+    doors.on_track_ended(EndedTrack("door", 9, "run:door:9", T0 + timedelta(seconds=2)))
+    doors.on_track_ended(EndedTrack("lobby", 1, "run:lobby:1", T0))
+    assert service.calls == [
+        ("merged", ("door", 7, 8)),  # before the frame: the absorbed track's approach is the survivor's
+        ("frame", ("door", T0, [(7, "run:door:7", 0), (9, "run:door:9", 1)], [1])),
+        ("ended", ("door", 9, T0 + timedelta(seconds=2))),
+    ]

@@ -77,3 +77,19 @@ def test_image_without_a_face(data_dir: Path) -> None:
         result = facetrail(*command)
         assert result.returncode == 1 and "no face found" in result.stderr
         assert "Traceback" not in result.stderr
+
+
+def test_a_data_folder_that_is_a_file_or_a_corrupt_database_is_one_line(tmp_path: Path) -> None:
+    a_file = _write(tmp_path / "not-a-folder", b"hello")
+    corrupt = tmp_path / "corrupt"
+    corrupt.mkdir()
+    _write(corrupt / "facetrail.db", b"this is not a database, " * 100)
+    for command, message in ((("serve", "--data", a_file), "a file is where a folder is needed"),
+                             (("identities", "--data", a_file / "sub"), "a file is where a folder is needed"),
+                             (("serve", "--data", corrupt), "file is not a database"),
+                             (("identities", "--data", corrupt), "file is not a database")):
+        result = facetrail(*command)
+        assert result.returncode == 1, result.stderr
+        assert "Traceback" not in result.stderr
+        lines = result.stderr.strip().splitlines()
+        assert len(lines) == 1 and message in lines[0], lines

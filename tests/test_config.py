@@ -67,6 +67,32 @@ def test_yaml_syntax_error_names_the_line() -> None:
                                       "cameras:, ...)"]
 
 
+def alias_bomb(levels: int) -> str:
+    """A "billion laughs": each level lists the one before nine times (9**levels strings from a few hundred bytes)."""
+    lines = ["purpose: x", 'l0: &l0 ["lol","lol","lol","lol","lol","lol","lol","lol","lol"]']
+    lines += [f"l{n}: &l{n} [{','.join([f'*l{n - 1}'] * 9)}]" for n in range(1, levels)]
+    return "\n".join(lines) + "\n"
+
+
+def test_yaml_aliases_are_refused_with_one_line() -> None:
+    lines = problems(alias_bomb(4))
+    assert lines == ["site.yml, line 3: not valid YAML: YAML aliases (*l0) are not allowed here; write the value "
+                     "out in full"]
+    shared = MINIMAL + "  gate:\n    inputs: *door\n"
+    assert "YAML aliases (*door)" in problems(shared.replace("    inputs:\n", "    inputs: &door\n", 1))[0]
+
+
+def test_the_cli_refuses_a_one_kilobyte_alias_bomb(tmp_path: Path) -> None:
+    bomb = tmp_path / "bomb.yml"
+    bomb.write_text(alias_bomb(10))
+    assert len(bomb.read_bytes()) < 1100
+    result = subprocess.run([sys.executable, "-m", "facetrail.cli.main", "config", "validate", str(bomb)],
+                            capture_output=True, text=True, timeout=120)  # before: past 800 MB, for minutes
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert result.stderr.strip().splitlines() == [f"error: {bomb}, line 3: not valid YAML: YAML aliases (*l0) are "
+                                                  "not allowed here; write the value out in full"]
+
+
 def test_secrets_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     text = MINIMAL + "mqtt:\n  password: \"{FACETRAIL_BROKER_PW}\"\n"
     monkeypatch.setenv("FACETRAIL_BROKER_PW", "hunter2")

@@ -35,6 +35,8 @@ REVIEWED_COLUMNS: dict[str, set[str]] = {
     "camera_states": {"camera", "run_id", "state", "source", "error", "attempts", "last_frame_at", "analysed_fps",
         "frames_analysed", "frames_skipped_motion", "frames_dropped", "faces_in_frame", "frame_jpeg", "frame_at",
         "faults", "last_fault", "failing", "updated_at"},
+    "dispatch_leases": {"name", "holder", "acquired_at", "expires_at"},
+    "data_keys": {"id", "owner_kind", "owner_id", "wrapped", "created_at"},
     "door_consents": {"id", "identity_id", "door", "method", "recorded_by", "recorded_at", "factor_hash",
         "withdrawn_at", "withdrawn_by"},
     "door_decisions": {"id", "door", "camera", "track_uid", "outcome", "reason", "rule", "identity_id", "score",

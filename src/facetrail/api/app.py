@@ -5,12 +5,15 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from fastapi import FastAPI
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse
 from fastapi_offline import FastAPIOffline
 
 from facetrail import __version__
 from facetrail.api import errors
-from facetrail.api.auth import LoginLimiter
+from facetrail.api.auth import LoginLimiter, recording_key_use
+from facetrail.api.guard import GuardRules, RequestGuard
+from facetrail.api.heavy import Busy, HeavyWork
 from facetrail.api.routers import (
     audit,
     cameras,
@@ -31,7 +34,7 @@ PREFIX = "/api/v1"
 
 @dataclass(frozen=True)
 class ApiSettings:
-    """Where the data is, and the largest upload accepted."""
+    """Where the data is, the largest upload and request body accepted, and how many searches run at once."""
 
     data_dir: Path
     db_url: str | None = None
@@ -40,6 +43,14 @@ class ApiSettings:
     config: FacetrailConfig | None = None  # the cameras and retention this server shows, when it was given them
     login_attempts: int = 5  # failed logins per client address per minute
     factor_attempts: int = 5  # wrong second factors per door per minute
+    max_body_bytes: int | None = None  # any request's whole body; None: the upload limit + 1 MB (multipart's overhead)
+    search_workers: int = 2  # searches and enrolments analysed at once
+    search_queue: int = 8  # more waiting for a worker; beyond that, 503 with Retry-After
+
+    @property
+    def body_limit(self) -> int:
+        """The largest request body accepted, in bytes."""
+        return self.max_body_bytes if self.max_body_bytes is not None else self.max_upload_bytes + 1_000_000
 
 
 def create_app(settings: ApiSettings, *, gallery: Gallery | None = None) -> FastAPI:
@@ -49,6 +60,7 @@ def create_app(settings: ApiSettings, *, gallery: Gallery | None = None) -> Fast
     app = FastAPIOffline(title="facetrail", version=__version__, openapi_url=f"{PREFIX}/openapi.json",
                          docs_url=f"{PREFIX}/docs", redoc_url=None, static_url=f"{PREFIX}/docs-assets",
                          swagger_ui_oauth2_redirect_url=f"{PREFIX}/docs/oauth2-redirect",
+                         lifespan=recording_key_use,  # key uses still in memory are written at shutdown
                          description="Self-hosted face recognition, accountable by design. Every route needs an API "
                                      "key (or the dashboard's session cookie); "
                                      "every search, enrolment, review and deletion is audited with the caller.")
@@ -57,8 +69,22 @@ def create_app(settings: ApiSettings, *, gallery: Gallery | None = None) -> Fast
                                                            settings.recogniser))
     app.state.login_limiter = LoginLimiter(settings.login_attempts)
     app.state.factor_limiter = LoginLimiter(settings.factor_attempts, what="wrong codes at this door")
+    app.state.heavy = HeavyWork(settings.search_workers, settings.search_queue)
     errors.install(app)
+    app.add_exception_handler(Busy, _busy)
+    # Before any body byte is read: the caller's key or session is checked, and the body's size bounded.
+    app.state.guard = GuardRules(PREFIX, settings.body_limit, public={
+        ("POST", f"{PREFIX}/session"), ("DELETE", f"{PREFIX}/session"), ("*", f"{PREFIX}/openapi.json"),
+        ("*", f"{PREFIX}/docs"), ("*", f"{PREFIX}/docs/oauth2-redirect")}, public_folders=[f"{PREFIX}/docs-assets/"])
+    app.add_middleware(RequestGuard, rules=app.state.guard)
     for router in (session.router, identities.router, watchlists.router, search.router, people.router,
                    events.router, cameras.router, doors.router, retention.router, audit.router):
         app.include_router(router, prefix=PREFIX)
     return app
+
+
+async def _busy(_request: Request, error: Exception) -> JSONResponse:
+    assert isinstance(error, Busy)
+    response = errors.envelope(error.status, error.code, error.message, error.details)
+    response.headers["retry-after"] = str(error.retry_after_s)
+    return response

@@ -3,6 +3,9 @@
 A session cookie is ``HttpOnly`` and ``SameSite=Strict``; on top of that, a
 request that changes something and carries the cookie must come from this
 server's own pages (its ``Origin``, when the browser sends one, is this host).
+
+Finding the caller only reads: a key's use is noted in memory (``KeyUse``,
+one per app) and written in batches, so reads work on a read-only database.
 """
 
 from __future__ import annotations
@@ -10,13 +13,15 @@ from __future__ import annotations
 import threading
 import time
 from collections import deque
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from urllib.parse import urlsplit
 
-from fastapi import Request, Response
+from fastapi import FastAPI, Request, Response
 
 from facetrail.api.errors import ApiError
 from facetrail.gallery.gallery import Gallery
-from facetrail.store.keys import Caller, check_key
+from facetrail.store.keys import Caller, KeyUse, check_key
 from facetrail.store.sessions import SESSION_LIFETIME, check_session, close_session, open_session
 
 COOKIE = "facetrail_session"
@@ -101,7 +106,10 @@ def authenticate(request: Request, gallery: Gallery, key: str | None) -> Caller 
     """The caller behind an API key, else behind the session cookie; None when neither is valid."""
     if key:
         with gallery.db.session() as session:
-            return check_key(session, key)
+            found = check_key(session, key)
+        if found is not None:
+            key_use(request.app, gallery).note(found.name)
+        return found
     token = request.cookies.get(COOKIE)
     if not token:
         return None
@@ -109,6 +117,29 @@ def authenticate(request: Request, gallery: Gallery, key: str | None) -> Caller 
         raise ApiError(403, "cross_origin", "a change with a session cookie must come from facetrail's own pages")
     with gallery.db.session() as session:
         return check_session(session, token)
+
+
+_KEY_USE_LOCK = threading.Lock()
+
+
+def key_use(app: FastAPI, gallery: Gallery) -> KeyUse:
+    """The app's record of key use (made on first use), written to ``gallery``'s database in batches."""
+    with _KEY_USE_LOCK:
+        found: KeyUse | None = getattr(app.state, "key_use", None)
+        if found is None:
+            found = app.state.key_use = KeyUse(gallery.db)
+        return found
+
+
+@asynccontextmanager
+async def recording_key_use(app: FastAPI) -> AsyncIterator[None]:
+    """The app's lifespan: when the server stops, the key uses still in memory are written."""
+    try:
+        yield
+    finally:
+        found: KeyUse | None = getattr(app.state, "key_use", None)
+        if found is not None:
+            found.close()
 
 
 def _same_origin(request: Request) -> bool:

@@ -26,6 +26,9 @@ def caller(request: Request, store: GalleryDep,
            authorization: Annotated[str | None, Header(description="Bearer ft_...")] = None,
            x_api_key: Annotated[str | None, Header(description="ft_... (instead of Authorization)")] = None) -> Caller:
     """The caller behind the API key (or the dashboard's session cookie); 401 without one."""
+    checked: Caller | None = getattr(request.state, "caller", None)  # the request guard's, found before the body
+    if checked is not None:
+        return checked
     key = x_api_key
     if key is None and authorization and authorization.lower().startswith("bearer "):
         key = authorization[7:].strip()

@@ -1,11 +1,22 @@
-"""The shapes the API answers with."""
+"""The shapes the API answers with, and the bodies it accepts.
+
+Every time is a ``Moment``: read back from SQLite without its zone, it is
+given UTC's, so each time in the JSON carries an offset. Every string a body
+carries is one of ``facetrail.api.strings``' bounded, NUL-free types.
+"""
 
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import BaseModel, Field
+from pydantic import AfterValidator, BaseModel, Field
+
+from facetrail.api.strings import Code, DoorState, Factor, Name, Text
+from facetrail.store.models import as_utc
+
+Moment = Annotated[datetime, AfterValidator(as_utc)]
+"""A time in UTC with its zone (a naive time is taken to be UTC)."""
 
 
 class IdentityOut(BaseModel):
@@ -15,7 +26,7 @@ class IdentityOut(BaseModel):
     display_name: str
     templates: int
     watchlists: list[str]
-    created_at: datetime
+    created_at: Moment
 
 
 class TemplateOut(BaseModel):
@@ -26,7 +37,7 @@ class TemplateOut(BaseModel):
     quality: float
     source_name: str | None
     has_photo: bool
-    created_at: datetime
+    created_at: Moment
 
 
 class EnrolmentOut(BaseModel):
@@ -40,11 +51,11 @@ class EnrolmentOut(BaseModel):
 class WatchlistIn(BaseModel):
     """A new watchlist."""
 
-    name: str = Field(min_length=1, max_length=200)
-    purpose: str = Field(min_length=1, description="why this list exists (stored and audited)")
+    name: Name
+    purpose: Text = Field(description="why this list exists (stored and audited)")
     threshold: float | None = Field(None, ge=-1, le=1)
     reviewers_required: Literal[1, 2] = Field(1, description="2: two different people confirm each alert")
-    expires_at: datetime | None = None
+    expires_at: Moment | None = None
 
 
 class WatchlistOut(BaseModel):
@@ -55,7 +66,7 @@ class WatchlistOut(BaseModel):
     purpose: str
     threshold: float | None
     reviewers_required: int
-    expires_at: datetime | None
+    expires_at: Moment | None
     members: int
 
 
@@ -80,8 +91,8 @@ class SightingOut(BaseModel):
 
     id: int
     camera: str
-    first_seen: datetime
-    last_seen: datetime
+    first_seen: Moment
+    last_seen: Moment
     identity_id: int | None
     identity_name: str | None
     visitor_id: int | None
@@ -103,8 +114,8 @@ class EventOut(BaseModel):
     watchlist_id: int | None
     watchlist_name: str | None
     score: float | None
-    started_at: datetime
-    ended_at: datetime | None
+    started_at: Moment
+    ended_at: Moment | None
     state: str
     reviewers_required: int
     has_snapshot: bool
@@ -114,7 +125,7 @@ class ReviewIn(BaseModel):
     """A reviewer's verdict."""
 
     verdict: Literal["confirm", "dismiss"]
-    note: str | None = Field(None, max_length=2000)
+    note: Text | None = None
 
 
 class ReviewOut(BaseModel):
@@ -130,7 +141,7 @@ class AuditOut(BaseModel):
     """One audit log entry."""
 
     id: int
-    at: datetime
+    at: Moment
     actor: str
     action: str
     target: str
@@ -141,7 +152,7 @@ class AuditOut(BaseModel):
 class LoginIn(BaseModel):
     """A dashboard login: the API key opens a session (a cookie)."""
 
-    key: str = Field(min_length=1, max_length=200)
+    key: Name
 
 
 class WhoOut(BaseModel):
@@ -162,19 +173,19 @@ class CameraOut(BaseModel):
                                    "pipeline stopped reporting; 'not running' when no pipeline has reported it")
     error: str | None
     attempts: int
-    last_frame_at: datetime | None
+    last_frame_at: Moment | None
     analysed_fps: float
     frames_analysed: int
     frames_skipped_motion: int
     frames_dropped: int
     faces_in_frame: int
-    frame_at: datetime | None = Field(description="when the latest frame (GET .../frame) was taken")
+    frame_at: Moment | None = Field(description="when the latest frame (GET .../frame) was taken")
     faults: int = Field(0, description="errors in the camera's analysis, tracking or consumers in its pipeline's "
                                        "run; each is retried on the next frame, the other cameras go on")
     last_fault: str | None = Field(None, description="the latest such error: the part that failed and why")
     failing: list[str] = Field(default_factory=list, description="parts that failed several times in a row and "
                                                                  "have not recovered since")
-    reported_at: datetime | None
+    reported_at: Moment | None
 
 
 class RetentionOut(BaseModel):
@@ -187,8 +198,8 @@ class RetentionOut(BaseModel):
     events_days: float
     only_watchlist_hits: bool
     stored: dict[str, int] = Field(description="rows (or images) held now, per data class")
-    oldest: dict[str, datetime | None] = Field(description="the oldest sighting and event held")
-    last_deletion_at: datetime | None = Field(description="when a purge last deleted something (audit log)")
+    oldest: dict[str, Moment | None] = Field(description="the oldest sighting and event held")
+    last_deletion_at: Moment | None = Field(description="when a purge last deleted something (audit log)")
 
 
 class PurgeOut(BaseModel):
@@ -212,7 +223,7 @@ class DoorOut(BaseModel):
     tailgating: str | None
     state: str | None = Field(description="open, closed, forced, ... as the controller last reported; None if never")
     state_source: str | None = Field(description="mqtt or http")
-    state_at: datetime | None
+    state_at: Moment | None
 
 
 DoorOutcome = Literal["grant", "deny", "no_decision", "pending"]
@@ -237,7 +248,7 @@ class DoorDecisionOut(BaseModel):
     depth_residual: float | None = Field(description="landmark motion a plane cannot explain (0 for a flat photo)")
     tailgating: bool
     others_present: int
-    decided_at: datetime
+    decided_at: Moment
     command: str | None = Field(description="sending, delivered, failed; None when nothing was sent")
     command_error: str | None
     command_attempts: int
@@ -247,7 +258,7 @@ class DoorDecisionOut(BaseModel):
 class FactorIn(BaseModel):
     """A PIN or card number a keypad or reader at the door read."""
 
-    code: str = Field(min_length=1, max_length=64)
+    code: Code
 
 
 class FactorOut(BaseModel):
@@ -261,8 +272,8 @@ class FactorOut(BaseModel):
 class DoorStateIn(BaseModel):
     """A controller's report of the door's state."""
 
-    state: str = Field(min_length=1, max_length=32, description="open, closed, forced, ...")
-    command_id: str | None = Field(None, max_length=64, description="the command this report answers, if any")
+    state: DoorState = Field(description="open, closed, forced, ...")
+    command_id: Code | None = Field(None, description="the command this report answers, if any")
 
 
 class DoorStateOut(BaseModel):
@@ -272,15 +283,15 @@ class DoorStateOut(BaseModel):
     state: str
     source: str
     command_id: str | None
-    reported_at: datetime
+    reported_at: Moment
 
 
 class ConsentIn(BaseModel):
     """A person's consent to be recognised at a door, as recorded by an admin."""
 
-    door: str = Field(min_length=1, max_length=200, description="a door's name, or * for every door")
-    method: str = Field(min_length=1, max_length=2000, description="how it was given, e.g. 'signed form 2026-114'")
-    factor: str | None = Field(None, min_length=4, max_length=64,
+    door: Name = Field(description="a door's name, or * for every door")
+    method: Text = Field(description="how it was given, e.g. 'signed form 2026-114'")
+    factor: Factor | None = Field(None,
                                description="the person's PIN or card number, if a door asks for a second factor; "
                                            "stored only as a salted hash")
 
@@ -293,9 +304,9 @@ class ConsentOut(BaseModel):
     door: str
     method: str
     recorded_by: str
-    recorded_at: datetime
+    recorded_at: Moment
     has_second_factor: bool
-    withdrawn_at: datetime | None
+    withdrawn_at: Moment | None
     withdrawn_by: str | None
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 
+from rich.markup import escape
 from sqlalchemy import select
 
 from facetrail.cli.common import add_gallery_options, opened_gallery, out
@@ -15,7 +16,8 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Add the subcommand group."""
     parser = sub.add_parser("audit", help="verify or read the audit log")
     actions = parser.add_subparsers(dest="audit_action", metavar="ACTION", required=True)
-    verify = actions.add_parser("verify", help="check the hash chain; exit 1 if any entry was tampered with")
+    verify = actions.add_parser("verify", help="check the keyed hash chain and the last signed checkpoint; exit 1 "
+                                "if entries were altered, inserted or removed, or the log truncated")
     add_gallery_options(verify)
     verify.set_defaults(run=run_verify)
     listing = actions.add_parser("list", help="print the latest entries")
@@ -25,14 +27,17 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
 
 def run_verify(args: argparse.Namespace) -> int:
-    """Verify the whole chain."""
+    """Verify the whole chain with the audit key, and its head against the last signed checkpoint."""
     with opened_gallery(args) as gallery, gallery.db.session() as session:
         check = verify_chain(session)
     if check.ok:
-        out.print(f"audit log intact: {check.checked} entries verified")
+        note = f" ({check.note})" if check.note else ""
+        out.print(f"audit log intact: {check.checked} entries verified{note}", markup=False)
         return 0
-    out.print(f"[red]audit log TAMPERED[/red] at entry {check.first_bad_id}: {check.reason} "
-              f"({check.checked} entries before it verified)")
+    for problem in check.problems:
+        out.print(f"[red]audit log TAMPERED[/red]: {escape(problem)}")
+    if check.cannot_check:
+        out.print(f"[red]audit log CANNOT BE CHECKED[/red]: {escape(check.cannot_check)}")
     return 1
 
 

@@ -35,6 +35,9 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser.add_argument("--min-quality", type=float, default=0.2, metavar="Q",
                         help="refuse faces under this quality score, 0-1 (default 0.2)")
     parser.add_argument("--no-thumbnails", action="store_true", help="do not keep a 112x112 face thumbnail")
+    parser.add_argument("--allow-duplicate-face", action="store_true",
+                        help="enrol a face even when it is already enrolled under another identity (without it, "
+                             "such a photo is skipped and the other identity named)")
     add_gallery_options(parser)
     parser.set_defaults(run=run)
 
@@ -42,7 +45,8 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 def run(args: argparse.Namespace) -> int:
     """Enrol and print a report per file; exit 1 when no file is (or already was) enrolled."""
     options = EnrolOptions(actor=actor_of(args), take_largest=args.largest, min_quality=args.min_quality,
-                           watchlist=args.watchlist, thumbnails=not args.no_thumbnails)
+                           watchlist=args.watchlist, thumbnails=not args.no_thumbnails,
+                           allow_duplicate_face=args.allow_duplicate_face)
     if args.name is None:
         if len(args.sources) != 1 or not args.sources[0].is_dir():
             raise CommandError("without --name, give exactly one folder laid out as DIR/<person name>/*.jpg")
@@ -90,3 +94,6 @@ def _print_report(report: EnrolReport) -> None:
     counts = ", ".join(f"{report.count(o)} {o}" for o in Outcome if report.count(o))
     out.print(f"{len(report.files)} file(s): {counts or 'nothing to do'}; "
               f"{len(report.identities)} identit{'y' if len(report.identities) == 1 else 'ies'} updated")
+    if report.count(Outcome.DUPLICATE_FACE):
+        out.print("faces already enrolled under another identity were skipped; if they really are different "
+                  "people, enrol them again with --allow-duplicate-face")

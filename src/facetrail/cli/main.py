@@ -63,6 +63,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (VisionError, GalleryError, StoreError, CommandError, EventsError) as error:
         err.print(f"error: {error}", markup=False)
         return 1
+    except (FileExistsError, NotADirectoryError) as error:  # the data folder (or a folder above it) is a file
+        err.print(f"error: {error.filename}: a file is where a folder is needed; point --data (or the "
+                  "configuration's data_dir) at a folder, or a path where one can be made", markup=False)
+        return 1
     except KeyboardInterrupt:
         err.print("interrupted")
         return 130

@@ -52,15 +52,18 @@ def run(args: argparse.Namespace) -> int:
 
     worker = threading.Thread(target=work, name="pipeline", daemon=True)
     worker.start()
+    notice = DeliveryNotice()
     if stdout_is_tty():
         with Live(status_table(pipeline.status(), pipeline.stats), console=out, refresh_per_second=2) as live:
             while worker.is_alive():
                 worker.join(0.5)
+                notice.check(pipeline)
                 live.update(status_table(pipeline.status(), pipeline.stats))
     else:
         last = time.monotonic()
         while worker.is_alive():
             worker.join(0.5)
+            notice.check(pipeline)
             if time.monotonic() - last >= STATUS_EVERY_S:
                 last = time.monotonic()
                 for status in pipeline.status():
@@ -74,6 +77,22 @@ def run(args: argparse.Namespace) -> int:
     out.print(f"analysed {stats.frames} frame(s), {stats.faces} face(s), embedded {stats.embedded}; "
               f"{stats.tracks} track(s), {stats.named_tracks} named; {stats.events} event(s)")
     return 0
+
+
+class DeliveryNotice:
+    """Says in one line when another run on the same database delivers the events, and when this one takes over."""
+
+    def __init__(self) -> None:
+        self._elsewhere = False
+
+    def check(self, pipeline: Pipeline) -> None:
+        holder = pipeline.delivery_elsewhere
+        if holder is not None and not self._elsewhere:
+            err.print(f"delivery: another facetrail run on this database delivers the events ({holder}); this run "
+                      "runs its cameras and leaves its messages in the outbox for it", markup=False)
+        elif holder is None and self._elsewhere:
+            err.print("delivery: the other run stopped delivering; this run delivers the events now", markup=False)
+        self._elsewhere = holder is not None
 
 
 def status_line(status: CameraStatus) -> str:

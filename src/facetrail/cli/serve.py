@@ -5,12 +5,13 @@ from __future__ import annotations
 import argparse
 import logging
 import threading
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from sqlalchemy import select
 
-from facetrail.cli.common import actor_of, add_gallery_options, opened_gallery, out
+from facetrail.cli.common import actor_of, add_gallery_options, err, opened_gallery, out
 from facetrail.store.keys import KEY_ROLES, create_key, revoke_key
 from facetrail.store.models import ApiKey
 
@@ -26,6 +27,16 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     serve.add_argument("--host", default="127.0.0.1", help="address to listen on (default: loopback only)")
     serve.add_argument("--port", type=int, default=8765)
     serve.add_argument("--max-upload-mb", type=float, default=10.0, help="largest image upload accepted")
+    serve.add_argument("--max-body-mb", type=float, default=None,
+                       help="largest request body accepted, uploads included (default: the upload limit + 1 MB); "
+                            "a dashboard batch enrolment sends all its photos in one body")
+    serve.add_argument("--search-workers", type=int, default=2,
+                       help="searches and enrolments analysed at once (default 2)")
+    serve.add_argument("--search-queue", type=int, default=8,
+                       help="more that wait for a worker; beyond that they get 503 with Retry-After (default 8)")
+    serve.add_argument("--forwarded-allow-ips", default=None, metavar="IPS",
+                       help="comma-separated addresses of reverse proxies whose X-Forwarded-For/-Proto are trusted "
+                            "(default: none; headers from anyone else are ignored)")
     serve.add_argument("--config", type=Path, default=None,
                        help="also run the pipeline of this configuration in this process (its data_dir and "
                             "database replace --data and --db); without it, run `facetrail run CONFIG` beside")
@@ -56,6 +67,9 @@ def run_serve(args: argparse.Namespace) -> int:
     from facetrail.web.app import install_dashboard
 
     upload_limit = int(args.max_upload_mb * 1_000_000)
+    if args.search_workers < 1 or args.search_queue < 0:
+        err.print("error: --search-workers must be 1 or more and --search-queue 0 or more", markup=False)
+        return 2
     pipeline = worker = None
     stop = threading.Event()
     if args.config is not None:
@@ -68,6 +82,8 @@ def run_serve(args: argparse.Namespace) -> int:
         worker = threading.Thread(target=_run_pipeline, args=(pipeline, stop), name="pipeline", daemon=True)
     else:
         settings = ApiSettings(args.data, args.db, args.recogniser, upload_limit)
+    settings = replace(settings, search_workers=args.search_workers, search_queue=args.search_queue,
+                       max_body_bytes=None if args.max_body_mb is None else int(args.max_body_mb * 1_000_000))
     app = create_app(settings, gallery=pipeline.gallery if pipeline else None)
     install_dashboard(app)
     if worker is not None:
@@ -75,7 +91,10 @@ def run_serve(args: argparse.Namespace) -> int:
     out.print(f"facetrail dashboard on http://{args.host}:{args.port}/ (API: /api/v1, docs: /api/v1/docs)"
               + (f"; watching {len(pipeline.cameras)} camera(s)" if pipeline else ""))
     try:
-        uvicorn.run(app, host=args.host, port=args.port, log_level="warning")
+        # uvicorn would trust X-Forwarded-* from loopback by default; only the listed proxies' headers count.
+        proxies = args.forwarded_allow_ips
+        uvicorn.run(app, host=args.host, port=args.port, log_level="warning", proxy_headers=bool(proxies),
+                    forwarded_allow_ips=proxies or None)
     finally:
         stop.set()
         if worker is not None:

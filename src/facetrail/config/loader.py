@@ -4,6 +4,8 @@ The YAML is composed into nodes first, so every key and value keeps its
 line; pydantic's errors are then mapped back to those lines. Secrets come
 from the environment, Frigate-style: ``{FACETRAIL_MQTT_PASSWORD}`` inside a
 string is replaced by that variable (only names starting with FACETRAIL_).
+YAML aliases (``*name``) are refused: a few of them nested expand to
+gigabytes (a "billion laughs"), and a configuration never needs them.
 """
 
 from __future__ import annotations
@@ -41,7 +43,7 @@ def load_config(path: Path) -> FacetrailConfig:
 def parse_config(text: str, source: str = "<string>", *, base_dir: Path | None = None) -> FacetrailConfig:
     """Validate YAML text; ``base_dir`` resolves relative paths (default: the working folder)."""
     try:
-        node = yaml.compose(text, Loader=yaml.SafeLoader)
+        node = yaml.compose(text, Loader=_NoAliasLoader)
     except yaml.MarkedYAMLError as error:
         mark = error.problem_mark or error.context_mark
         line = mark.line + 1 if mark is not None else None
@@ -63,6 +65,18 @@ def parse_config(text: str, source: str = "<string>", *, base_dir: Path | None =
         problems.sort(key=lambda p: (p.line or 0, p.field or ""))
         raise ConfigError.from_problems(problems)
     return _resolve_paths(config, base_dir or Path.cwd())
+
+
+class _NoAliasLoader(yaml.SafeLoader):
+    """The safe loader, refusing aliases as it meets them (before anything is expanded)."""
+
+    def compose_node(self, parent: yaml.Node | None, index: int) -> yaml.Node | None:
+        if self.check_event(yaml.AliasEvent):
+            event = self.peek_event()  # type: ignore[no-untyped-call]
+            raise yaml.composer.ComposerError(
+                None, None, f"YAML aliases (*{event.anchor}) are not allowed here; write the value out in full",
+                event.start_mark)
+        return super().compose_node(parent, index)
 
 
 class _Builder:

@@ -13,6 +13,8 @@ The outbox stores full topics; :meth:`MqttPublisher.topic` builds them.
 from __future__ import annotations
 
 import logging
+import os
+import secrets
 import threading
 from collections.abc import Callable
 from typing import Any, Literal
@@ -42,7 +44,13 @@ class MqttSettings:
                                  description="Password; write {FACETRAIL_MQTT_PASSWORD} to take it from the "
                                              "environment.")
     topic_prefix: str = Field(default="facetrail", title="Topic prefix", description="First level of every topic.")
-    client_id: str = Field(default="facetrail", title="Client id", description="MQTT client id.")
+    client_id: str = Field(default="facetrail", title="Client id",
+                           description="MQTT client id; each publisher adds -<pid>-<random> to it (see "
+                                       "unique_client_id), so that two processes never share one.")
+    unique_client_id: bool = Field(default=True, title="Unique client id",
+                                   description="Add -<pid>-<random> to client_id. Turn off only when the broker "
+                                               "needs a fixed id, and then run one process per id: a broker "
+                                               "drops a client when another connects with its id.")
     qos: Literal[0, 1, 2] = Field(default=1, title="QoS", description="MQTT quality of service for events.")
     tls: bool = Field(default=False, title="TLS", description="Connect with TLS.")
     keepalive: int = Field(default=30, ge=1, le=65535, title="Keep-alive",
@@ -69,6 +77,13 @@ class MqttSettings:
         return self
 
 
+def process_client_id(settings: MqttSettings) -> str:
+    """The client id one publisher connects with: ``client_id``, plus ``-<pid>-<random>`` unless turned off."""
+    if not settings.unique_client_id:
+        return settings.client_id
+    return f"{settings.client_id}-{os.getpid()}-{secrets.token_hex(2)}"
+
+
 class MqttPublisher:
     """A paho client with its own network thread that reconnects by itself.
 
@@ -80,7 +95,8 @@ class MqttPublisher:
     def __init__(self, settings: MqttSettings) -> None:
         self.settings = settings
         self.last_error: str | None = None
-        self._client = paho.Client(CallbackAPIVersion.VERSION2, client_id=settings.client_id, clean_session=True)
+        self.client_id = process_client_id(settings)
+        self._client = paho.Client(CallbackAPIVersion.VERSION2, client_id=self.client_id, clean_session=True)
         if settings.user is not None:
             self._client.username_pw_set(settings.user, settings.password)
         if settings.tls:

@@ -18,7 +18,8 @@ Delivery guarantees:
   one waits for a retry, the later ones to the same destination wait too.
 
 One dispatcher per database: two processes draining the same outbox would
-both send every message.
+both send every message, so a dispatcher delivers only while it holds the
+database's lease (:mod:`facetrail.events.lease`).
 """
 
 from __future__ import annotations
@@ -83,8 +84,10 @@ def enqueue(
     return message
 
 
-def due(session: Session, *, channel: str, now: datetime, limit: int = 100) -> list[OutboxMessage]:
-    """Undelivered messages of ``channel`` whose time has come, in id order.
+def due(
+    session: Session, *, channel: str, now: datetime, limit: int = 100, destination: str | None = None,
+) -> list[OutboxMessage]:
+    """Undelivered messages of ``channel`` (to ``destination``, if given) whose time has come, in id order.
 
     A message is held back while an earlier undelivered message to the same
     destination is waiting for its retry, so retries never reorder a destination.
@@ -109,6 +112,8 @@ def due(session: Session, *, channel: str, now: datetime, limit: int = 100) -> l
         .order_by(OutboxMessage.id)
         .limit(limit)
     )
+    if destination is not None:
+        query = query.where(OutboxMessage.destination == destination)
     return list(session.scalars(query))
 
 

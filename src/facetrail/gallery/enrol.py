@@ -2,7 +2,13 @@
 
 One person is one database transaction (identity, templates, watchlist
 membership and the audit entry together), so a crash never leaves half a
-person. Image hashes make re-running the same enrolment a no-op.
+person. Image hashes make re-running the same enrolment a no-op. A face
+already enrolled under ANOTHER identity (by embedding similarity, so a
+re-encoded or resized copy of the photo counts) is refused as
+``DUPLICATE_FACE``, naming that identity, unless the caller confirms it
+(``EnrolOptions.allow_duplicate_face``). Templates and thumbnails are sealed
+under the identity's data key (``facetrail.store.crypto``) in the same
+transaction.
 """
 
 from __future__ import annotations
@@ -20,8 +26,10 @@ from sqlalchemy.orm import Session
 
 from facetrail.gallery.errors import GalleryError
 from facetrail.gallery.gallery import Gallery
+from facetrail.gallery.search import Match, match_many
 from facetrail.store import audit
 from facetrail.store.models import FaceTemplate, Identity, Watchlist, WatchlistMember
+from facetrail.store.sealed import seal_into
 from facetrail.vision.engine import ImageFaces
 from facetrail.vision.errors import ImageError
 from facetrail.vision.image import load_image
@@ -38,6 +46,7 @@ class Outcome(StrEnum):
     SEVERAL_FACES = "several faces"
     LOW_QUALITY = "too low quality"
     DUPLICATE = "duplicate image"
+    DUPLICATE_FACE = "duplicate face"
     UNREADABLE = "unreadable"
 
 
@@ -50,6 +59,7 @@ class FileReport:
     outcome: Outcome
     detail: str = ""
     template_id: int | None = None
+    other: Match | None = None  # DUPLICATE_FACE: the other identity that already has this face
 
 
 @dataclass(frozen=True)
@@ -59,7 +69,9 @@ class EnrolOptions:
     ``take_largest``: on a photo with several faces, enrol the largest instead
     of refusing the photo. ``min_quality``: faces under this quality score
     (0-1, see ``facetrail.vision.quality``) are refused. ``watchlist``: add
-    the person to this existing watchlist.
+    the person to this existing watchlist. ``allow_duplicate_face``: enrol a
+    face even when it is already enrolled under another identity (confirmed by
+    the operator); otherwise it is refused as ``Outcome.DUPLICATE_FACE``.
     """
 
     actor: str
@@ -67,6 +79,7 @@ class EnrolOptions:
     min_quality: float = 0.2
     watchlist: str | None = None
     thumbnails: bool = True
+    allow_duplicate_face: bool = False
 
 
 @dataclass
@@ -87,6 +100,8 @@ class _Candidate:
     digest: str
     template: FaceTemplate | None = None
     vector: np.ndarray | None = None
+    thumbnail: bytes | None = None
+    note: str = ""
 
 
 def person_folders(root: Path) -> list[tuple[str, list[Path]]]:
@@ -121,15 +136,19 @@ def enrol_person(gallery: Gallery, name: str, images: Sequence[Path], options: E
     if not name:
         raise GalleryError("a person needs a non-empty name")
     accepted = _accepted_faces(gallery, name, images, options, report, progress)
+    accepted = _not_enrolled_elsewhere(gallery, name, accepted, options, report)
     if not accepted:
         return report
     with gallery.db.session() as session:
         identity = _identity_for(session, name, options.actor)
         watchlist = _watchlist(session, options.watchlist) if options.watchlist else None
         for candidate in accepted:
-            assert candidate.template is not None  # set by _accepted_faces
+            assert candidate.template is not None and candidate.vector is not None  # set by _accepted_faces
             candidate.template.identity_id = identity.id
             session.add(candidate.template)
+            session.flush()  # the row id is the ciphertexts' associated data
+            seal_into(gallery.keys, session, candidate.template, "embedding", candidate.vector.tobytes())
+            seal_into(gallery.keys, session, candidate.template, "thumbnail_jpeg", candidate.thumbnail)
         if watchlist is not None and session.get(WatchlistMember, (watchlist.id, identity.id)) is None:
             session.add(WatchlistMember(watchlist_id=watchlist.id, identity_id=identity.id,
                                         added_by=options.actor))
@@ -141,9 +160,45 @@ def enrol_person(gallery: Gallery, name: str, images: Sequence[Path], options: E
     ids = [int(c.template.id) for c in accepted if c.template is not None]
     gallery.add_to_index(ids, np.stack([c.vector for c in accepted if c.vector is not None]))
     report.identities[name] = identity_id
-    report.files.extend(FileReport(c.path, name, Outcome.ENROLLED, template_id=t)
+    report.files.extend(FileReport(c.path, name, Outcome.ENROLLED, c.note, template_id=t)
                         for c, t in zip(accepted, ids, strict=True))
     return report
+
+
+def _not_enrolled_elsewhere(gallery: Gallery, name: str, accepted: list[_Candidate], options: EnrolOptions,
+                            report: EnrolReport) -> list[_Candidate]:
+    """Candidates whose face is not already enrolled under another identity (or confirmed anyway).
+
+    "Already enrolled" is the recogniser's calibrated same-person decision
+    (the one search makes): a face that search would take for someone else is
+    the ambiguity to warn about, whether it is the same photo re-encoded or
+    another photo of that person.
+    """
+    if not accepted:
+        return accepted
+    gallery.refresh()  # enrolments made by other processes count too
+    with gallery.db.session() as session:
+        own = session.scalar(select(Identity.id).where(Identity.display_name == name))
+    threshold = duplicate_threshold(gallery)
+    matches = match_many(gallery, np.stack([c.vector for c in accepted if c.vector is not None]))
+    kept = []
+    for candidate, match in zip(accepted, matches, strict=True):
+        if match is None or match.identity_id == own or match.score < threshold:
+            kept.append(candidate)
+            continue
+        said = (f"this face is already enrolled as {match.display_name!r} (identity {match.identity_id}, "
+                f"similarity {match.score:.2f})")
+        if options.allow_duplicate_face:
+            candidate.note = f"{said}; confirmed"
+            kept.append(candidate)
+        else:
+            report.files.append(FileReport(candidate.path, name, Outcome.DUPLICATE_FACE, said, other=match))
+    return kept
+
+
+def duplicate_threshold(gallery: Gallery) -> float:
+    """Similarity at or above which a face counts as already enrolled: the recogniser's calibrated threshold."""
+    return gallery.spec.calibration.threshold if gallery.spec.calibration else 0.5
 
 
 def _accepted_faces(gallery: Gallery, name: str, images: Iterable[Path], options: EnrolOptions,
@@ -200,10 +255,10 @@ def _candidate(gallery: Gallery, path: Path, digest: str, faces: ImageFaces, ind
     if options.thumbnails and faces.aligned is not None:
         ok, encoded = cv2.imencode(".jpg", faces.aligned.crops[index], [cv2.IMWRITE_JPEG_QUALITY, 85])
         thumbnail = encoded.tobytes() if ok else None
-    template = FaceTemplate(embedding=vector.tobytes(), dim=int(vector.shape[0]), model_id=gallery.model_id,
+    template = FaceTemplate(embedding=b"", dim=int(vector.shape[0]), model_id=gallery.model_id,  # sealed later
                             quality=float(faces.qualities[index].score), image_sha256=digest,
-                            source_name=path.name, thumbnail_jpeg=thumbnail)
-    return _Candidate(path, digest, template, vector)
+                            source_name=path.name)
+    return _Candidate(path, digest, template, vector, thumbnail)
 
 
 def _already_enrolled(gallery: Gallery, digest: str) -> bool:

@@ -6,6 +6,11 @@ database transaction, committed before the index is touched, so a crash can
 leave the index behind the database but never ahead of it; the next open
 repairs it (``facetrail.gallery.sync``).
 
+Faces are encrypted at rest (``facetrail.store.crypto``): opening a gallery
+loads the master key (or refuses, in one line, without it), seals any face an
+earlier version stored in plaintext, and builds the index in memory from the
+decrypted templates; the index is never written to disk.
+
 Thread-safety: index mutations are serialised by a lock; searches may run
 concurrently.
 """
@@ -24,15 +29,18 @@ from sqlalchemy import func, select
 
 from facetrail.gallery.errors import GalleryError
 from facetrail.gallery.index import Index
-from facetrail.gallery.sync import apply, differences, fingerprint, open_index, template_ids
+from facetrail.gallery.sync import apply, build_index, differences, fingerprint, remove_index_files, template_ids
+from facetrail.store.audit_anchor import AuditAnchor
+from facetrail.store.audit_anchor import attach as attach_audit_anchor
+from facetrail.store.crypto import CryptoError, KeyRing, open_keyring
 from facetrail.store.db import Database, sqlite_url
 from facetrail.store.models import FaceTemplate, Identity
+from facetrail.store.sealed import seal_existing
 from facetrail.vision.engine import EngineConfig, FaceEngine
 from facetrail.vision.registry import RECOGNISERS, ModelSpec
 
 log = logging.getLogger(__name__)
 
-INDEX_FILENAME = "index-{model}.faiss"
 
 
 def default_actor() -> str:
@@ -48,7 +56,8 @@ class GallerySettings:
     """Where the gallery lives and which recogniser it uses.
 
     ``data_dir`` holds the SQLite file (unless ``db_url`` names another
-    database) and the index files; ``recogniser`` picks the embedding model.
+    database) and, unless FACETRAIL_MASTER_KEY is set, ``master.key``;
+    ``recogniser`` picks the embedding model.
     """
 
     data_dir: Path
@@ -67,8 +76,17 @@ class Gallery:
         self.dim = int(self.spec.embedding_size or 0)
         settings.data_dir.mkdir(parents=True, exist_ok=True)
         self.db = Database(settings.db_url or sqlite_url(settings.data_dir))
-        self.index_path = settings.data_dir / INDEX_FILENAME.format(model=self.spec.name)
-        self.index: Index = open_index(self.db, self.model_id, self.dim, self.index_path)
+        attach_audit_anchor(self.db.engine, AuditAnchor.for_data_dir(settings.data_dir))  # keys the audit chain
+        try:
+            with self.db.session() as session:
+                self.keys: KeyRing = open_keyring(session, settings.data_dir)
+            self.db.keys = self.keys
+            seal_existing(self.db, self.keys)
+            remove_index_files(settings.data_dir)
+            self.index: Index = build_index(self.db, self.model_id, self.dim)
+        except CryptoError as error:  # no or a wrong master key, or a face that does not open: one line
+            self.db.dispose()
+            raise GalleryError(str(error)) from None
         self._engine = engine
         self.lock = threading.Lock()
         self._fingerprint = fingerprint(self.db, self.model_id)
@@ -114,9 +132,7 @@ class Gallery:
         return len(missing), len(extra)
 
     def save_index(self) -> None:
-        """Write the index file atomically."""
-        with self.lock:
-            self.index.save(self.index_path)
+        """Nothing to do: the index lives in memory only (a file would hold the faces in plaintext)."""
 
     def counts(self) -> tuple[int, int]:
         """(identities, templates of this gallery's model) in the database."""
@@ -127,6 +143,5 @@ class Gallery:
         return int(identities), int(templates)
 
     def close(self) -> None:
-        """Save the index and release the database."""
-        self.save_index()
+        """Release the database."""
         self.db.dispose()

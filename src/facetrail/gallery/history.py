@@ -20,6 +20,7 @@ from facetrail.gallery.gallery import Gallery
 from facetrail.gallery.people import resolve_identity
 from facetrail.store import audit
 from facetrail.store.models import Identity, Sighting, Visitor, as_utc
+from facetrail.store.sealed import open_column, open_from
 
 VISITOR_PREFIX = "visitor:"
 
@@ -74,11 +75,12 @@ def search_history(gallery: Gallery, vector: np.ndarray, *, purpose: str, actor:
         gallery.spec.calibration.threshold if gallery.spec.calibration else 0.5)
     query = np.asarray(vector, np.float32).reshape(-1)
     with gallery.db.session() as session:
-        stored = session.execute(select(Sighting.id, Sighting.embedding).where(
-            Sighting.model_id == gallery.model_id, Sighting.embedding.is_not(None))).all()
+        stored = [(int(i), bytes(b or b"")) for i, b in session.execute(select(Sighting.id, Sighting.embedding).where(
+            Sighting.model_id == gallery.model_id, Sighting.embedding.is_not(None)))]
         scored: list[tuple[float, int]] = []
         if stored:
-            matrix = np.stack([np.frombuffer(blob or b"", np.float32) for _, blob in stored])
+            plain = open_column(gallery.keys, session, "sightings", "embedding", stored)
+            matrix = np.stack([np.frombuffer(blob, np.float32) for blob in plain])
             scores = matrix @ query
             order = np.argsort(-scores)[:top]
             scored = [(float(scores[k]), int(stored[k][0])) for k in order if scores[k] >= threshold]
@@ -91,9 +93,10 @@ def search_history(gallery: Gallery, vector: np.ndarray, *, purpose: str, actor:
 
 
 def thumbnail(gallery: Gallery, sighting_id: int) -> bytes | None:
-    """The best-shot JPEG of a sighting, if retention has not removed it."""
+    """The best-shot JPEG of a sighting (decrypted), if retention has not removed it."""
     with gallery.db.session() as session:
-        return session.scalar(select(Sighting.thumbnail_jpeg).where(Sighting.id == sighting_id))
+        blob = session.scalar(select(Sighting.thumbnail_jpeg).where(Sighting.id == sighting_id))
+        return open_from(gallery.keys, session, "sightings", "thumbnail_jpeg", sighting_id, blob)
 
 
 def _views(session: Session, query: Select[Sighting]) -> list[SightingView]:

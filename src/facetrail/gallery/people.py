@@ -15,6 +15,7 @@ from facetrail.store import audit
 from facetrail.store.doors import Withdrawal, withdraw_consent
 from facetrail.store.models import FaceTemplate, Identity, NegativeExample, Watchlist, WatchlistMember
 from facetrail.store.people import Forgotten, forget_identity
+from facetrail.store.sealed import seal_into
 
 
 @dataclass(frozen=True)
@@ -60,7 +61,8 @@ def list_identities(gallery: Gallery) -> list[IdentitySummary]:
 
 
 def forget(gallery: Gallery, reference: str, *, actor: str, reason: str) -> Forgotten:
-    """Remove a person from the database and the index; the audit log keeps a tombstone only."""
+    """Remove a person from the database and the index, destroying their data key; the audit log keeps a
+    tombstone only."""
     if not reason.strip():
         raise GalleryError("say why this person is forgotten (--reason), e.g. 'deletion request'")
     with gallery.db.session() as session:
@@ -87,11 +89,11 @@ def add_negative(gallery: Gallery, reference: str, vector: np.ndarray, *, actor:
     """Record that the face ``vector`` is NOT ``reference``; returns the negative example's id."""
     with gallery.db.session() as session:
         identity = resolve_identity(session, reference)
-        negative = NegativeExample(identity_id=identity.id, embedding=np.asarray(vector, np.float32).tobytes(),
-                                   dim=int(vector.shape[-1]), model_id=gallery.model_id,
-                                   image_sha256=image_sha256, created_by=actor)
+        negative = NegativeExample(identity_id=identity.id, embedding=b"", dim=int(vector.shape[-1]),
+                                   model_id=gallery.model_id, image_sha256=image_sha256, created_by=actor)
         session.add(negative)
         session.flush()
+        seal_into(gallery.keys, session, negative, "embedding", np.asarray(vector, np.float32).tobytes())
         audit.record(session, actor=actor, action="correct.not_match", target=f"identity:{identity.id}",
                      result_count=1, details={"negative_example": negative.id})
         return negative.id

@@ -16,6 +16,7 @@ from facetrail.gallery.errors import GalleryError
 from facetrail.gallery.gallery import Gallery
 from facetrail.gallery.index import SearchHits
 from facetrail.store import audit
+from facetrail.store.crypto import KeyRing
 from facetrail.store.models import (
     FaceTemplate,
     Identity,
@@ -25,6 +26,7 @@ from facetrail.store.models import (
     as_utc,
     utcnow,
 )
+from facetrail.store.sealed import open_column
 
 # Templates fetched per requested identity: one person may hold several templates.
 _OVERSAMPLE = 10
@@ -77,7 +79,7 @@ def search_embedding(gallery: Gallery, vector: np.ndarray, *, purpose: str, acto
     with gallery.db.session() as session:
         threshold, members = _scope(session, gallery, watchlist)
         best_per_identity = _best_per_identity(session, hits, members) if hits is not None else {}
-        suppressed = _negatives(session, query[0], best_per_identity, gallery.model_id)
+        suppressed = _negatives(session, gallery.keys, query[0], best_per_identity, gallery.model_id)
         names = dict(session.execute(select(Identity.id, Identity.display_name)
                                      .where(Identity.id.in_(list(best_per_identity)))).all())
         matches = sorted((Match(identity_id, names.get(identity_id, "?"), score, template_id)
@@ -106,7 +108,7 @@ def match_many(gallery: Gallery, vectors: np.ndarray) -> list[Match | None]:
         for row in range(len(queries)):
             one = SearchHits(hits.scores[row:row + 1], hits.ids[row:row + 1])
             best = _best_per_identity(session, one, None)
-            suppressed = _negatives(session, queries[row], best, gallery.model_id)
+            suppressed = _negatives(session, gallery.keys, queries[row], best, gallery.model_id)
             ranked = sorted(((score, template_id, identity_id) for identity_id, (score, template_id) in best.items()
                              if identity_id not in suppressed), reverse=True)
             if not ranked:
@@ -151,16 +153,17 @@ def _best_per_identity(session: Session, hits: SearchHits, members: set[int] | N
     return best
 
 
-def _negatives(session: Session, query: np.ndarray, candidates: dict[int, tuple[float, int]],
+def _negatives(session: Session, keys: KeyRing, query: np.ndarray, candidates: dict[int, tuple[float, int]],
                model_id: str) -> set[int]:
     """Candidates the query must not match: it is closer to a face known NOT to be them than to them."""
     if not candidates:
         return set()
-    rows = session.execute(select(NegativeExample.identity_id, NegativeExample.embedding)
+    rows = session.execute(select(NegativeExample.id, NegativeExample.identity_id, NegativeExample.embedding)
                            .where(NegativeExample.identity_id.in_(list(candidates)),
                                   NegativeExample.model_id == model_id)).all()
+    plain = open_column(keys, session, "negative_examples", "embedding", [(r.id, r.embedding) for r in rows])
     suppressed = set()
-    for identity_id, blob in rows:
+    for (_, identity_id, _), blob in zip(rows, plain, strict=True):
         if float(np.frombuffer(blob, np.float32) @ query) >= candidates[identity_id][0]:
             suppressed.add(identity_id)
     return suppressed

@@ -1,9 +1,9 @@
 """Keeping the vector index true to the database, which is the source of truth.
 
-On open the index file is loaded and compared with the database's template
-ids for the current model; a missing, corrupt or stale file is repaired
-(incrementally when only a little is off, rebuilt otherwise) with a log line
-saying what happened.
+The index is built in memory from the decrypted templates when the gallery
+opens, and a long-running process catches up with changes made elsewhere by
+comparing the index's ids with the database's (``differences`` / ``apply``).
+Nothing of it is saved: an index file would hold every face in plaintext.
 """
 
 from __future__ import annotations
@@ -14,11 +14,11 @@ from pathlib import Path
 import numpy as np
 from sqlalchemy import func, select
 
-from facetrail.gallery.errors import IndexCorruptError
-from facetrail.gallery.faiss_index import FaissIndex, load_index
+from facetrail.gallery.faiss_index import FaissIndex
 from facetrail.gallery.index import Index
 from facetrail.store.db import Database
 from facetrail.store.models import FaceTemplate
+from facetrail.store.sealed import keys_of, open_column
 
 log = logging.getLogger(__name__)
 
@@ -34,42 +34,40 @@ def template_ids(db: Database, model_id: str) -> np.ndarray:
 
 
 def load_vectors(db: Database, model_id: str, ids: np.ndarray, dim: int) -> np.ndarray:
-    """Embeddings (len(ids), dim) for the given template ids, in the same order."""
+    """Embeddings (len(ids), dim) for the given template ids, in the same order, decrypted."""
+    keys = keys_of(db)
     out = np.empty((len(ids), dim), np.float32)
     position = {int(i): n for n, i in enumerate(ids)}
     for start in range(0, len(ids), _BATCH):
         chunk = [int(i) for i in ids[start:start + _BATCH]]
         with db.session() as session:
-            rows = session.execute(select(FaceTemplate.id, FaceTemplate.embedding)
-                                   .where(FaceTemplate.id.in_(chunk), FaceTemplate.model_id == model_id))
-            for template_id, blob in rows:
-                out[position[template_id]] = np.frombuffer(blob, np.float32)
+            rows = [(int(i), bytes(b)) for i, b in session.execute(
+                select(FaceTemplate.id, FaceTemplate.embedding)
+                .where(FaceTemplate.id.in_(chunk), FaceTemplate.model_id == model_id))]
+            for (template_id, _), plain in zip(rows, open_column(keys, session, "face_templates", "embedding", rows),
+                                               strict=True):
+                out[position[template_id]] = np.frombuffer(plain, np.float32)
     return out
 
 
-def open_index(db: Database, model_id: str, dim: int, path: Path) -> Index:
-    """The index for ``model_id`` at ``path`` (the FAISS backend), repaired or rebuilt from the database as needed."""
+def build_index(db: Database, model_id: str, dim: int) -> Index:
+    """The index for ``model_id`` (the FAISS backend), built in memory from the decrypted templates.
+
+    It is never written to disk: a file would hold the faces in plaintext, beyond the reach of ``forget``.
+    """
     truth = template_ids(db, model_id)
-    try:
-        index = load_index(path, dim)
-    except IndexCorruptError as error:
-        if path.exists():
-            log.warning("vector index %s is unusable (%s); rebuilding it from the database", path, error)
-        elif len(truth):
-            log.warning("vector index %s is missing; rebuilding it from the database", path)
-        return rebuild(db, model_id, dim, path, truth)
-    missing, extra = differences(index, truth)
-    if len(missing) + len(extra) == 0:
-        return index
-    if len(missing) + len(extra) > max(1000, len(truth) // 10):
-        log.warning("vector index %s is stale (%d missing, %d extra); rebuilding it from the database",
-                    path, len(missing), len(extra))
-        return rebuild(db, model_id, dim, path, truth)
-    log.warning("vector index %s was stale (%d missing, %d extra); repaired from the database",
-                path, len(missing), len(extra))
-    apply(db, model_id, dim, index, missing, extra)
-    index.save(path)
+    index = FaissIndex(dim)
+    if len(truth):
+        index.add(truth, load_vectors(db, model_id, truth, dim))
+    log.info("vector index of %s built in memory with %d templates", model_id, len(truth))
     return index
+
+
+def remove_index_files(data_dir: Path) -> None:
+    """Delete index files earlier versions saved (they hold the faces in plaintext)."""
+    for stale in data_dir.glob("index-*.faiss*"):
+        stale.unlink(missing_ok=True)
+        log.warning("removed %s: the vector index now lives in memory only (it held faces in plaintext)", stale)
 
 
 def differences(index: Index, truth: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -92,14 +90,3 @@ def fingerprint(db: Database, model_id: str) -> tuple[int, int]:
         count, largest = session.execute(select(func.count(FaceTemplate.id), func.max(FaceTemplate.id))
                                          .where(FaceTemplate.model_id == model_id)).one()
     return int(count or 0), int(largest or 0)
-
-
-def rebuild(db: Database, model_id: str, dim: int, path: Path, ids: np.ndarray | None = None) -> Index:
-    """A new index holding every template of ``model_id``, saved to ``path``."""
-    ids = template_ids(db, model_id) if ids is None else ids
-    index = FaissIndex(dim)
-    if len(ids):
-        index.add(ids, load_vectors(db, model_id, ids, dim))
-    index.save(path)
-    log.info("vector index %s rebuilt with %d templates", path, len(ids))
-    return index

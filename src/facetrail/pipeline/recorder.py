@@ -25,6 +25,7 @@ from facetrail.pipeline.matcher import WatchlistRule
 from facetrail.pipeline.pictures import boxed_jpeg, jpeg
 from facetrail.store.db import Database
 from facetrail.store.models import Sighting, Visitor, as_utc
+from facetrail.store.sealed import keys_of, open_column, owner_of, reseal, seal_into
 from facetrail.track.unknowns import UnknownClusters
 from facetrail.track.unknowns import Visitor as Cluster
 
@@ -91,8 +92,10 @@ class Recorder:
             return 0
         with self.db.session() as session:
             rows = list(session.scalars(select(Visitor).where(Visitor.last_seen >= since)))
-        self.clusters.load(Cluster(r.id, np.frombuffer(r.centroid, np.float32).copy(), r.sightings,
-                                   as_utc(r.first_seen), as_utc(r.last_seen)) for r in rows)
+            centroids = open_column(keys_of(self.db), session, "visitors", "centroid",
+                                    [(r.id, r.centroid) for r in rows])
+        self.clusters.load(Cluster(r.id, np.frombuffer(c, np.float32).copy(), r.sightings, as_utc(r.first_seen),
+                                   as_utc(r.last_seen)) for r, c in zip(rows, centroids, strict=True))
         return len(rows)
 
     def decided(self, record: TrackRecord, *, status: str, identity_id: int | None, identity_name: str | None,
@@ -169,17 +172,22 @@ class Recorder:
             sighting = Sighting(track_uid=record.uid, camera=record.camera, first_seen=record.first_seen,
                                 last_seen=record.last_seen, frames=record.frames, quality=evidence.quality)
             session.add(sighting)
+            session.flush()
+        previous = owner_of(sighting)
         sighting.identity_id = record.identity_id if record.status == "named" else None
         sighting.visitor_id = record.visitor_id
         sighting.score = record.score
         sighting.last_seen, sighting.frames = record.last_seen, record.frames
         sighting.watchlist_hit = record.watchlist_hit
+        keys = keys_of(self.db)  # faces are sealed: a named sighting's under the identity's key, else its own
         if evidence.quality >= sighting.quality or sighting.embedding is None:
             sighting.quality = evidence.quality
-            sighting.embedding = np.asarray(evidence.embedding, np.float32).tobytes()
+            seal_into(keys, session, sighting, "embedding", np.asarray(evidence.embedding, np.float32).tobytes())
             sighting.dim = int(evidence.embedding.shape[-1])
             sighting.model_id = evidence.model_id
-            sighting.thumbnail_jpeg = jpeg(evidence.thumbnail, self.rules.snapshot_quality)
+            seal_into(keys, session, sighting, "thumbnail_jpeg", jpeg(evidence.thumbnail, self.rules.snapshot_quality))
+        else:
+            reseal(keys, session, sighting, ("embedding", "thumbnail_jpeg"), previous)
         session.flush()
         record.sighting_id = sighting.id
         return sighting
@@ -190,10 +198,11 @@ class Recorder:
         in_view = self._in_view.setdefault(record.camera, set())
         match = self.clusters.match(vector, at, exclude=in_view)
         if match is None:
-            row = Visitor(model_id=evidence.model_id, centroid=vector.tobytes(), dim=int(vector.shape[-1]),
+            row = Visitor(model_id=evidence.model_id, centroid=b"", dim=int(vector.shape[-1]),
                           sightings=1, first_seen=at, last_seen=at)
             session.add(row)
             session.flush()
+            seal_into(keys_of(self.db), session, row, "centroid", vector.tobytes())
             self.clusters.add(row.id, vector, at)
             record.visitor_id = row.id
             in_view.add(row.id)
@@ -204,13 +213,14 @@ class Recorder:
         cluster = self.clusters.update(match, vector, at)
         existing = session.get(Visitor, cluster.key)
         if existing is None:  # purged meanwhile: start again under a new id
-            row = Visitor(model_id=evidence.model_id, centroid=vector.tobytes(), dim=int(vector.shape[-1]),
+            row = Visitor(model_id=evidence.model_id, centroid=b"", dim=int(vector.shape[-1]),
                           sightings=1, first_seen=at, last_seen=at)
             session.add(row)
             session.flush()
+            seal_into(keys_of(self.db), session, row, "centroid", vector.tobytes())
         else:
             row = existing
-            row.centroid = np.asarray(cluster.centroid, np.float32).tobytes()
+            seal_into(keys_of(self.db), session, row, "centroid", np.asarray(cluster.centroid, np.float32).tobytes())
             row.sightings, row.last_seen = cluster.count, at
         record.visitor_id = row.id
         in_view.add(row.id)

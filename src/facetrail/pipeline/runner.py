@@ -197,6 +197,11 @@ class Pipeline:
         self.gallery.close()
 
     @property
+    def delivery_elsewhere(self) -> str | None:
+        """Who delivers this database's outbox when another process holds the lease (this run then only stores)."""
+        return self.dispatcher.held_by if self.dispatcher is not None else None
+
+    @property
     def done(self) -> bool:
         """True when every camera has finished or failed and its tracks are closed."""
         return all(runtime.closed for runtime in self.cameras)

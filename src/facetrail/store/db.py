@@ -10,14 +10,17 @@ import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import Engine, create_engine, event, text
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import ArgumentError, OperationalError, SQLAlchemyError
+from sqlalchemy.exc import ArgumentError, DBAPIError, OperationalError, SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
 from facetrail.store.errors import DatabaseUnavailableError
+
+if TYPE_CHECKING:
+    from facetrail.store.crypto import KeyRing
 
 log = logging.getLogger(__name__)
 
@@ -42,22 +45,26 @@ class Database:
         except ArgumentError:
             raise DatabaseUnavailableError(f"not a database URL: {url!r}") from None
         self.url = url
+        self.keys: KeyRing | None = None  # set by whoever opens it with the master key (the gallery)
         self.dialect = parsed.get_backend_name()
-        if self.dialect == "sqlite" and parsed.database:
+        if self.dialect == "sqlite" and parsed.database and not parsed.database.startswith("file:"):
             Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
         self.engine: Engine = create_engine(url, pool_pre_ping=True)
         if self.dialect == "sqlite":
             event.listen(self.engine, "connect", _sqlite_pragmas)
             event.listen(self.engine, "begin", _sqlite_begin_immediate)
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
+        shown = parsed.render_as_string(hide_password=True)
         try:
             with self.engine.connect() as connection:
                 connection.execute(text("select 1"))
-        except OperationalError as exc:
-            raise DatabaseUnavailableError(
-                f"cannot open database {parsed.render_as_string(hide_password=True)}: {exc.orig}") from None
-        if migrate:
-            self.migrate()
+            if migrate:
+                self.migrate()
+        except DBAPIError as exc:  # unreachable, refused, or not a database at all (a corrupt or foreign file)
+            reason = str(exc.orig).splitlines()[0]
+            hint = ("; restore it from a backup, or move it away to start an empty one"
+                    if "not a database" in reason or "malformed" in reason else "")
+            raise DatabaseUnavailableError(f"cannot open database {shown}: {reason}{hint}") from None
 
     def migrate(self) -> None:
         """Bring the schema to the newest Alembic revision."""
@@ -86,7 +93,12 @@ class Database:
 def _sqlite_begin_immediate(connection: Any) -> None:
     # Take the write lock when a transaction starts: two writers then queue (busy_timeout)
     # instead of failing when a reader tries to upgrade its lock.
-    connection.exec_driver_sql("BEGIN IMMEDIATE")
+    try:
+        connection.exec_driver_sql("BEGIN IMMEDIATE")
+    except OperationalError as error:
+        if "readonly" not in str(error.orig):
+            raise
+        connection.exec_driver_sql("BEGIN")  # a read-only database: reads go on, a write fails with its reason
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
@@ -97,6 +109,7 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor.execute("PRAGMA synchronous=NORMAL")
     cursor.execute("PRAGMA foreign_keys=ON")
     cursor.execute("PRAGMA busy_timeout=30000")
+    cursor.execute("PRAGMA secure_delete=ON")  # deleted rows (a destroyed data key) are zeroed in the file
     cursor.close()
 
 

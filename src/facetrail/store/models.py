@@ -349,3 +349,31 @@ class DoorStateRecord(Base):
     source: Mapped[str] = mapped_column(String(8))  # mqtt or http
     command_id: Mapped[str | None] = mapped_column(String(64))  # the command it answers, if any
     reported_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class DispatchLeaseRecord(Base):
+    """Who may drain the outbox (SQLite; PostgreSQL uses an advisory lock): the holder renews ``expires_at``."""
+
+    __tablename__ = "dispatch_leases"
+
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    holder: Mapped[str] = mapped_column(String(200))
+    acquired_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    expires_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
+class DataKey(Base):
+    """One owner's data key (an identity, an unknown sighting or a visitor), wrapped by the master key.
+
+    Deleting the row is what makes the owner's sealed faces unreadable (``store/crypto.py``).
+    """
+
+    __tablename__ = "data_keys"
+    __table_args__ = (UniqueConstraint("owner_kind", "owner_id", name="uq_data_key_owner"),
+                      {"sqlite_autoincrement": True})  # an id is never reused for another key
+
+    id: Mapped[int] = mapped_column(_BIG_ID, primary_key=True)
+    owner_kind: Mapped[str] = mapped_column(String(16))  # identity, sighting or visitor
+    owner_id: Mapped[int] = mapped_column(BigInteger)
+    wrapped: Mapped[bytes] = mapped_column(LargeBinary)  # nonce + AES-GCM(master key, data key, owner)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)

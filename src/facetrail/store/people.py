@@ -13,6 +13,7 @@ from sqlalchemy import delete, func, select
 from sqlalchemy.orm import Session
 
 from facetrail.store import audit
+from facetrail.store.crypto import IDENTITY, destroy_keys, sweep_orphans
 from facetrail.store.models import (
     DoorConsent,
     DoorDecisionRecord,
@@ -57,7 +58,9 @@ def forget_identity(session: Session, identity_id: int, *, actor: str, reason: s
     """Remove a person completely: templates, negatives, memberships, sightings, events, door records, the identity.
 
     The audit log keeps a tombstone with the identity id and counts only: no
-    name, no image, no embedding.
+    name, no image, no embedding. The identity's data key is destroyed with
+    the rows, so a copy of them (a backup made afterwards, a page not yet
+    overwritten) can no longer be opened.
     """
     template_ids = list(session.scalars(
         select(FaceTemplate.id).where(FaceTemplate.identity_id == identity_id)))
@@ -80,6 +83,8 @@ def forget_identity(session: Session, identity_id: int, *, actor: str, reason: s
     session.execute(delete(NegativeExample).where(NegativeExample.identity_id == identity_id))
     session.execute(delete(WatchlistMember).where(WatchlistMember.identity_id == identity_id))
     session.execute(delete(Identity).where(Identity.id == identity_id))
+    destroy_keys(session, IDENTITY, [identity_id])
+    sweep_orphans(session)  # the keys of its sightings sealed while they were still unknown
     audit.record(session, actor=actor, action="forget", target=f"identity:{identity_id}", purpose=reason,
                  result_count=len(template_ids),
                  details={"templates": len(template_ids), "negatives": negatives, "memberships": memberships,

@@ -21,6 +21,7 @@ from sqlalchemy.orm import Session
 
 from facetrail.store import audit
 from facetrail.store.cameras import blank_frames
+from facetrail.store.crypto import sweep_orphans
 from facetrail.store.models import DoorDecisionRecord, Event, EventReview, OutboxMessage, Sighting, Visitor, utcnow
 
 
@@ -129,6 +130,7 @@ def delete_expired(session: Session, policy: RetentionPolicy, *, now: datetime |
     counts["messages"] = _rowcount(session.execute(
         delete(OutboxMessage).where(OutboxMessage.delivered_at.is_not(None),
                                     OutboxMessage.delivered_at < moment - policy.delivered_messages)))
+    sweep_orphans(session)  # the data keys of deleted sightings and visitors: their faces are gone for good
     return RetentionReport({k: v for k, v in counts.items() if v})
 
 

@@ -1,7 +1,8 @@
 """Dashboard logins: an API key opens a session whose random token lives in a cookie.
 
 Only the token's sha256 is stored. A session dies with its key: revoking the
-key ends every session opened with it, at the next request.
+key ends every session opened with it, at the next request. Checking a
+session only reads; logging in and out write.
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ import hashlib
 import secrets
 from datetime import datetime, timedelta
 
-from sqlalchemy import delete, select
+from sqlalchemy import delete, select, update
 from sqlalchemy.orm import Session
 
 from facetrail.store import audit
@@ -31,6 +32,7 @@ def open_session(session: Session, key: str, *, lifetime: timedelta = SESSION_LI
     assert key_id is not None
     token = secrets.token_urlsafe(32)
     session.execute(delete(WebSession).where(WebSession.expires_at < moment))
+    session.execute(update(ApiKey).where(ApiKey.id == key_id).values(last_used_at=moment))
     session.add(WebSession(token_sha256=_digest(token), api_key_id=key_id, created_at=moment,
                            expires_at=moment + lifetime))
     audit.record(session, actor=caller.name, action="session.login", target=f"key:{caller.name}")
@@ -38,7 +40,7 @@ def open_session(session: Session, key: str, *, lifetime: timedelta = SESSION_LI
 
 
 def check_session(session: Session, token: str, *, now: datetime | None = None) -> Caller | None:
-    """The caller behind a live session's token; None when unknown, expired or its key revoked."""
+    """The caller behind a live session's token; None when unknown, expired or its key revoked; writes nothing."""
     row = session.execute(select(WebSession.expires_at, ApiKey.name, ApiKey.role, ApiKey.revoked_at)
                           .join(ApiKey, ApiKey.id == WebSession.api_key_id)
                           .where(WebSession.token_sha256 == _digest(token))).first()

@@ -12,6 +12,7 @@ from fastapi.staticfiles import StaticFiles
 
 from facetrail.api.app import PREFIX
 from facetrail.api.errors import invalid_request, problems
+from facetrail.api.guard import GuardRules
 from facetrail.web.auth import LoginRequired, PageForbidden
 from facetrail.web.pages import admin, cameras, doors, events, login, people, search, watchlists
 from facetrail.web.render import page
@@ -20,6 +21,10 @@ from facetrail.web.render import page
 def install_dashboard(app: FastAPI) -> None:
     """Add the dashboard's pages (outside the OpenAPI schema) and /static to ``app`` (made by ``create_app``)."""
     app.mount("/static", StaticFiles(directory=str(files("facetrail.web") / "static")), name="static")
+    guard: GuardRules = app.state.guard  # the login page and static files are open; other pages need a session
+    guard.public |= {("*", "/login"), ("POST", "/logout")}
+    guard.public_folders.append("/static/")
+    guard.login_page = "/login"
     for module in (login, events, people, search, cameras, doors, watchlists, admin):
         app.include_router(module.router, include_in_schema=False)
 

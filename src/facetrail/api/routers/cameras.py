@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Request, Response
+from typing import Annotated
+
+from fastapi import APIRouter, Path, Request, Response
 
 from facetrail.api.deps import GalleryDep, Viewer
 from facetrail.api.errors import ApiError
 from facetrail.api.schemas import CameraOut
+from facetrail.api.strings import Name
 from facetrail.api.views import cameras_out
 from facetrail.config.schema import FacetrailConfig
 from facetrail.store.models import CameraState
@@ -24,7 +27,8 @@ def list_cameras(request: Request, store: GalleryDep, _who: Viewer) -> list[Came
 
 @router.get("/{name}/frame", response_class=Response,
             responses={200: {"content": {"image/jpeg": {}}, "description": "latest analysed frame, faces boxed"}})
-def latest_frame(name: str, store: GalleryDep, _who: Viewer) -> Response:
+def latest_frame(name: Annotated[Name, Path(description="the camera's name")], store: GalleryDep,
+                 _who: Viewer) -> Response:
     """The camera's latest analysed frame with its faces boxed (JPEG), while retention keeps it."""
     with store.db.session() as session:
         row = session.get(CameraState, name)

@@ -10,7 +10,7 @@ from __future__ import annotations
 from datetime import timedelta
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Query, Request, Response
+from fastapi import APIRouter, Depends, Path, Query, Request, Response
 from sqlalchemy.orm import Session
 
 from facetrail.api import pagination
@@ -37,6 +37,7 @@ from facetrail.api.schemas import (
     FactorOut,
     WithdrawalOut,
 )
+from facetrail.api.strings import Name
 from facetrail.door.commands import parse_state_report
 from facetrail.events.outlet import EventOutlet
 from facetrail.gallery.people import withdraw_door_consent
@@ -46,6 +47,7 @@ from facetrail.store.models import DoorDecisionRecord, Identity
 
 router = APIRouter(tags=["doors"])
 DoorDevice = Annotated[Caller, Depends(require(DOOR))]
+DoorName = Annotated[Name, Path(description="a configured door's name")]
 
 
 @router.get("/doors", response_model=list[DoorOut])
@@ -57,7 +59,8 @@ def list_doors(request: Request, store: GalleryDep, _who: Viewer) -> list[DoorOu
 
 @router.get("/doors/decisions", response_model=pagination.Page[DoorDecisionOut])
 def list_decisions(store: GalleryDep, _who: Viewer, limit: Annotated[int, Query(ge=1, le=200)] = 50,
-                   cursor: str | None = None, door: Annotated[str | None, Query(max_length=200)] = None,
+                   cursor: str | None = None,
+                   door: Annotated[Name | None, Query(description="only this door's decisions")] = None,
                    outcome: DoorOutcome | None = None,
                    identity_id: Annotated[int | None, Query(ge=1, le=2**31 - 1)] = None,
                    ) -> pagination.Page[DoorDecisionOut]:
@@ -88,7 +91,7 @@ def decision_snapshot(decision_id: RowId, store: GalleryDep, _who: Viewer) -> Re
 
 
 @router.post("/doors/{door}/factor", response_model=FactorOut)
-def present_second_factor(door: str, body: FactorIn, request: Request, store: GalleryDep,
+def present_second_factor(door: DoorName, body: FactorIn, request: Request, store: GalleryDep,
                           who: DoorDevice) -> FactorOut:
     """A keypad or reader at ``door`` read a PIN or card: it grants the pending decision of the person it belongs
     to (audited). Wrong codes are limited per door; then 429 until the minute has passed."""
@@ -109,7 +112,8 @@ def present_second_factor(door: str, body: FactorIn, request: Request, store: Ga
 
 
 @router.post("/doors/{door}/state", response_model=DoorStateOut)
-def report_state(door: str, body: DoorStateIn, request: Request, store: GalleryDep, _who: DoorDevice) -> DoorStateOut:
+def report_state(door: DoorName, body: DoorStateIn, request: Request, store: GalleryDep,
+                 _who: DoorDevice) -> DoorStateOut:
     """A door controller reports the door's state (open, closed, forced, ...); ``forced`` raises an event."""
     rule = configured_door(request, door)
     try:

@@ -12,12 +12,15 @@ from sqlalchemy import select
 from facetrail.api import pagination
 from facetrail.api.deps import Admin, GalleryDep, Operator, PersonId, RowId, Viewer
 from facetrail.api.errors import ApiError
+from facetrail.api.heavy import heavy_work
 from facetrail.api.routers.uploads import read_upload
 from facetrail.api.schemas import EnrolmentOut, IdentityOut, TemplateOut
+from facetrail.api.strings import Name, Text, upload_name
 from facetrail.api.views import identity_out
 from facetrail.gallery.enrol import EnrolOptions, Outcome, enrol_person
 from facetrail.gallery.people import forget
 from facetrail.store.models import FaceTemplate, Identity
+from facetrail.store.sealed import open_from
 
 router = APIRouter(prefix="/identities", tags=["identities"])
 
@@ -49,9 +52,11 @@ def get_identity(identity_id: PersonId, store: GalleryDep, _who: Viewer) -> Iden
 def photo(identity_id: PersonId, store: GalleryDep, _who: Viewer) -> Response:
     """The face of the person's best enrolment photo (JPEG), to set beside a sighting."""
     with store.db.session() as session:
-        data = session.scalar(select(FaceTemplate.thumbnail_jpeg)
-                              .where(FaceTemplate.identity_id == identity_id, FaceTemplate.thumbnail_jpeg.is_not(None))
-                              .order_by(FaceTemplate.quality.desc()).limit(1))
+        best = session.execute(select(FaceTemplate.id, FaceTemplate.thumbnail_jpeg)
+                               .where(FaceTemplate.identity_id == identity_id, FaceTemplate.thumbnail_jpeg.is_not(None))
+                               .order_by(FaceTemplate.quality.desc()).limit(1)).first()
+        data = open_from(store.keys, session, "face_templates", "thumbnail_jpeg", best.id,
+                         best.thumbnail_jpeg) if best is not None else None
     if data is None:
         raise ApiError(404, "not_found", f"no enrolment photo for identity {identity_id}")
     return Response(data, media_type="image/jpeg")
@@ -77,19 +82,32 @@ def template_photo(identity_id: PersonId, template_id: RowId, store: GalleryDep,
         row = session.get(FaceTemplate, template_id)
         if row is None or row.identity_id != identity_id or row.thumbnail_jpeg is None:
             raise ApiError(404, "not_found", f"no photo for template {template_id} of identity {identity_id}")
-        return Response(row.thumbnail_jpeg, media_type="image/jpeg")
+        data = open_from(store.keys, session, "face_templates", "thumbnail_jpeg", row.id, row.thumbnail_jpeg)
+        return Response(data, media_type="image/jpeg")
 
 
 @router.post("/enrolments", response_model=EnrolmentOut, status_code=201)
-def enrol(request: Request, store: GalleryDep, who: Operator, name: Annotated[str, Form(min_length=1)],
-          image: Annotated[UploadFile, File(description="a photo with one face")]) -> EnrolmentOut:
-    """Enrol one photo as ``name`` (created if new). Nothing is written unless a usable face is found."""
+def enrol(request: Request, store: GalleryDep, who: Operator,
+          name: Annotated[Name, Form(description="the person's name")],
+          image: Annotated[UploadFile, File(description="a photo with one face")],
+          confirm_duplicate: Annotated[bool, Form(description="enrol even if the face is already enrolled under "
+                                                              "another identity")] = False) -> EnrolmentOut:
+    """Enrol one photo as ``name`` (created if new). Nothing is written unless a usable face is found.
+
+    409 ``duplicate_face`` when the face is already enrolled under another identity (named in the details),
+    unless ``confirm_duplicate`` is true.
+    """
     data = read_upload(request, image)
     with tempfile.TemporaryDirectory(prefix="facetrail-upload-") as folder:
-        path = Path(folder) / Path(image.filename or "upload.jpg").name
+        path = Path(folder) / upload_name(image.filename)
         path.write_bytes(data)
-        report = enrol_person(store, name, [path], EnrolOptions(actor=who.name))
+        options = EnrolOptions(actor=who.name, allow_duplicate_face=confirm_duplicate)
+        report = heavy_work(request).call(enrol_person, store, name, [path], options)
     result = report.files[0]
+    if result.outcome is Outcome.DUPLICATE_FACE and result.other is not None:
+        raise ApiError(409, "duplicate_face", f"{result.detail}; send confirm_duplicate=true to enrol it anyway",
+                       {"identity_id": result.other.identity_id, "display_name": result.other.display_name,
+                        "similarity": round(result.other.score, 4)})
     if result.outcome is not Outcome.ENROLLED:
         raise ApiError(422, "not_enrolled", f"{result.outcome}: {result.detail}".rstrip(": "))
     return EnrolmentOut(identity_id=report.identities.get(name.strip()), outcome=str(result.outcome),
@@ -98,6 +116,6 @@ def enrol(request: Request, store: GalleryDep, who: Operator, name: Annotated[st
 
 @router.delete("/{identity_id}", status_code=204)
 def delete_identity(identity_id: PersonId, store: GalleryDep, who: Admin,
-                    reason: Annotated[str, Query(min_length=1, description="why, e.g. 'deletion request'")]) -> None:
+                    reason: Annotated[Text, Query(description="why, e.g. 'deletion request'")]) -> None:
     """Forget a person: templates, sightings, events, memberships; the audit log keeps a tombstone."""
     forget(store, str(identity_id), actor=who.name, reason=reason)

@@ -10,11 +10,13 @@ from fastapi import APIRouter, Query, Response
 from facetrail.api.deps import GalleryDep, PersonId, RowId, Viewer
 from facetrail.api.errors import ApiError
 from facetrail.api.schemas import SightingOut
+from facetrail.api.strings import Text
 from facetrail.gallery.history import timeline
 from facetrail.store.models import Sighting
+from facetrail.store.sealed import open_from
 
 router = APIRouter(tags=["sightings"])
-Purpose = Annotated[str, Query(min_length=1, description="why you are looking (stored in the audit log)")]
+Purpose = Annotated[Text, Query(description="why you are looking (stored in the audit log)")]
 
 
 @router.get("/identities/{identity_id}/sightings", response_model=list[SightingOut])
@@ -33,7 +35,8 @@ def thumbnail(sighting_id: RowId, store: GalleryDep, _who: Viewer) -> Response:
         if row is None or row.thumbnail_jpeg is None:
             raise ApiError(404, "not_found", f"no thumbnail for sighting {sighting_id} (unknown, or retention "
                                              "removed it)")
-        return Response(row.thumbnail_jpeg, media_type="image/jpeg")
+        data = open_from(store.keys, session, "sightings", "thumbnail_jpeg", row.id, row.thumbnail_jpeg)
+        return Response(data, media_type="image/jpeg")
 
 
 @router.get("/visitors/{visitor_id}/sightings", response_model=list[SightingOut])

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter
+from typing import Annotated
+
+from fastapi import APIRouter, Path
 from sqlalchemy import func, select
 
 from facetrail.api.deps import Admin, GalleryDep, PersonId, Viewer
 from facetrail.api.schemas import WatchlistIn, WatchlistOut
+from facetrail.api.strings import Name
 from facetrail.gallery.watchlists import add_member, create_watchlist
 from facetrail.store.models import Watchlist, WatchlistMember
 
@@ -35,6 +38,7 @@ def create(body: WatchlistIn, store: GalleryDep, who: Admin) -> WatchlistOut:
 
 
 @router.put("/{name}/members/{identity_id}", status_code=204)
-def add(name: str, identity_id: PersonId, store: GalleryDep, who: Admin) -> None:
+def add(name: Annotated[Name, Path(description="the watchlist's name")], identity_id: PersonId, store: GalleryDep,
+        who: Admin) -> None:
     """Put an enrolled person on a watchlist (audited)."""
     add_member(store, name, str(identity_id), actor=who.name)

@@ -1,4 +1,4 @@
-"""For admins: the audit log (with its hash chain checked) and the retention settings."""
+"""For admins: the audit log (its keyed chain checked against the last checkpoint) and the retention settings."""
 
 from __future__ import annotations
 

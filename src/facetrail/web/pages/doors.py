@@ -13,6 +13,7 @@ from facetrail.api.deps import GalleryDep
 from facetrail.api.door_views import decisions_page, doors_out, server_config
 from facetrail.api.errors import ApiError
 from facetrail.api.schemas import DoorOutcome
+from facetrail.api.strings import FreeName
 from facetrail.web.auth import PageViewer
 from facetrail.web.render import page
 
@@ -24,7 +25,7 @@ OUTCOMES: tuple[tuple[str, str], ...] = (("grant", "granted"), ("deny", "denied"
 
 @router.get("/doors", response_class=HTMLResponse)
 def doors(request: Request, store: GalleryDep, who: PageViewer,
-          door: Annotated[str | None, Query(max_length=200)] = None, outcome: DoorOutcome | None = None,
+          door: Annotated[FreeName | None, Query()] = None, outcome: DoorOutcome | None = None,
           cursor: str | None = None) -> Response:
     """The doors, and their decisions newest first (filtered by door and outcome, older ones a page at a time)."""
     try:

@@ -10,6 +10,7 @@ from sqlalchemy import func, select
 
 from facetrail.api.deps import GalleryDep, RowId
 from facetrail.api.door_views import server_config
+from facetrail.api.strings import FreeText
 from facetrail.api.views import event_out
 from facetrail.events.outlet import EventOutlet
 from facetrail.events.review import ReviewError, review_event
@@ -55,7 +56,7 @@ def card(request: Request, event_id: RowId, store: GalleryDep, who: PageViewer) 
 @router.post("/events/{event_id}/review")
 def review(request: Request, event_id: RowId, store: GalleryDep, who: PageOperator,
            verdict: Annotated[Literal["confirm", "dismiss"], Form()],
-           note: Annotated[str, Form(max_length=2000)] = "") -> Response:
+           note: Annotated[FreeText, Form()] = "") -> Response:
     """Confirm or dismiss (audited with the reviewer), then back to the event."""
     outlet = EventOutlet.for_config(server_config(request))  # announced as the API's review is
     try:

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Form, Request
+from fastapi import APIRouter, Form, Query, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
 from facetrail.api.auth import authenticate, log_in, log_out
 from facetrail.api.deps import GalleryDep
 from facetrail.api.errors import ApiError
+from facetrail.api.strings import FreeName, Token
 from facetrail.web.render import back, page
 
 router = APIRouter()
@@ -21,7 +22,7 @@ def safe_next(path: str | None) -> str:
 
 
 @router.get("/login", response_class=HTMLResponse)
-def login_form(request: Request, store: GalleryDep, next: str | None = None) -> Response:
+def login_form(request: Request, store: GalleryDep, next: Annotated[Token | None, Query()] = None) -> Response:
     """The login page (straight on to the dashboard when already logged in)."""
     try:
         who = authenticate(request, store, None)
@@ -33,8 +34,8 @@ def login_form(request: Request, store: GalleryDep, next: str | None = None) -> 
 
 
 @router.post("/login", response_class=HTMLResponse)
-def login(request: Request, store: GalleryDep, key: Annotated[str, Form()] = "",
-          next: Annotated[str, Form()] = "/") -> Response:
+def login(request: Request, store: GalleryDep, key: Annotated[FreeName, Form()] = "",
+          next: Annotated[Token, Form()] = "/") -> Response:
     """Open a session with the key; wrong keys are rate-limited per address."""
     response = RedirectResponse(safe_next(next), status_code=303)
     try:

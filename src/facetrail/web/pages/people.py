@@ -5,13 +5,14 @@ from __future__ import annotations
 from collections import defaultdict
 from typing import Annotated
 
-from fastapi import APIRouter, Form, Request
+from fastapi import APIRouter, Form, Query, Request
 from fastapi.responses import HTMLResponse, Response
 from sqlalchemy import select
 
 from facetrail.api.deps import ConsentId, GalleryDep, PersonId
 from facetrail.api.door_views import configured_door, consent_out, server_config
 from facetrail.api.errors import ApiError
+from facetrail.api.strings import FreeCode, FreeName, FreeText
 from facetrail.api.views import identity_out
 from facetrail.gallery.errors import GalleryError
 from facetrail.gallery.history import SightingView, timeline
@@ -35,7 +36,7 @@ def people(request: Request, store: GalleryDep, who: PageViewer) -> Response:
 
 @router.get("/people/{identity_id}", response_class=HTMLResponse)
 def person(request: Request, identity_id: PersonId, store: GalleryDep, who: PageViewer,
-           purpose: str | None = None) -> Response:
+           purpose: Annotated[FreeText | None, Query()] = None) -> Response:
     """A person's photos and watchlists; with a purpose, their timeline (the look-up is audited); for operators,
     their door consents."""
     with store.db.session() as session:
@@ -62,7 +63,7 @@ def person(request: Request, identity_id: PersonId, store: GalleryDep, who: Page
 
 @router.post("/people/{identity_id}/forget")
 def forget_person(identity_id: PersonId, store: GalleryDep, who: PageAdmin,
-                  reason: Annotated[str, Form()] = "") -> Response:
+                  reason: Annotated[FreeText, Form()] = "") -> Response:
     """Delete the person on request (audited with the reason; the audit log keeps a tombstone)."""
     try:
         forget(store, str(identity_id), actor=who.name, reason=reason)
@@ -73,8 +74,8 @@ def forget_person(identity_id: PersonId, store: GalleryDep, who: PageAdmin,
 
 @router.post("/people/{identity_id}/consents")
 def add_consent(request: Request, identity_id: PersonId, store: GalleryDep, who: PageOperator,
-                door: Annotated[str, Form(max_length=200)] = "", method: Annotated[str, Form(max_length=2000)] = "",
-                factor: Annotated[str, Form(max_length=64)] = "") -> Response:
+                door: Annotated[FreeName, Form()] = "", method: Annotated[FreeText, Form()] = "",
+                factor: Annotated[FreeCode, Form()] = "") -> Response:
     """Record the person's consent for a configured door (or ``*``), with their PIN or card if given (audited)."""
     here, door = f"/people/{identity_id}#consents", door.strip()
     if not door:

@@ -9,7 +9,9 @@ from fastapi.responses import HTMLResponse, Response
 
 from facetrail.api.deps import GalleryDep
 from facetrail.api.errors import ApiError
+from facetrail.api.heavy import heavy_work
 from facetrail.api.routers.uploads import face_of_upload
+from facetrail.api.strings import FreeText
 from facetrail.gallery.errors import GalleryError
 from facetrail.gallery.history import search_history
 from facetrail.gallery.search import search_embedding
@@ -28,7 +30,7 @@ def search_form(request: Request, who: PageOperator) -> Response:
 
 @router.post("/search", response_class=HTMLResponse)
 def search(request: Request, store: GalleryDep, who: PageOperator,
-           image: Annotated[UploadFile, File()], purpose: Annotated[str, Form()] = "",
+           image: Annotated[UploadFile, File()], purpose: Annotated[FreeText, Form()] = "",
            scope: Annotated[Literal["gallery", "sightings"], Form()] = "gallery") -> Response:
     """Run the search (audited with the purpose) and show the matches."""
     purpose = purpose.strip()
@@ -39,7 +41,7 @@ def search(request: Request, store: GalleryDep, who: PageOperator,
         return page(request, "search.html", who, status_code=403, scope=scope, purpose=purpose,
                     error="Searching every sighting (people who never enrolled) needs the admin role.")
     try:
-        vector, model_id = face_of_upload(request, store, image)
+        vector, model_id = heavy_work(request).call(face_of_upload, request, store, image)
         if scope == "sightings":
             hits = search_history(store, vector, purpose=purpose, actor=who.name, top=20, model_id=model_id)
             return page(request, "search.html", who, scope=scope, purpose=purpose, sightings=hits)

@@ -7,14 +7,16 @@ from pathlib import Path
 from typing import Annotated
 
 from fastapi import APIRouter, Form, Request
-from fastapi.concurrency import run_in_threadpool
+from fastapi import Path as PathParam
 from fastapi.responses import HTMLResponse, Response
 from sqlalchemy import func, select
 from starlette.datastructures import UploadFile as StarletteUpload
 
 from facetrail.api.deps import GalleryDep
 from facetrail.api.errors import ApiError
+from facetrail.api.heavy import heavy_work
 from facetrail.api.routers.uploads import read_upload
+from facetrail.api.strings import NAME_MAX, FreeName, FreeText, Name, no_nul, upload_name
 from facetrail.gallery.enrol import EnrolOptions, EnrolReport, Outcome, enrol_person
 from facetrail.gallery.errors import GalleryError
 from facetrail.gallery.gallery import Gallery
@@ -43,8 +45,8 @@ def watchlists(request: Request, store: GalleryDep, who: PageViewer) -> Response
 
 
 @router.post("/watchlists")
-def create(store: GalleryDep, who: PageAdmin, name: Annotated[str, Form()] = "",
-           purpose: Annotated[str, Form()] = "", reviewers: Annotated[int, Form(ge=1, le=2)] = 1) -> Response:
+def create(store: GalleryDep, who: PageAdmin, name: Annotated[FreeName, Form()] = "",
+           purpose: Annotated[FreeText, Form()] = "", reviewers: Annotated[int, Form(ge=1, le=2)] = 1) -> Response:
     """Create a watchlist (audited with its purpose)."""
     try:
         create_watchlist(store, name.strip(), purpose=purpose, actor=who.name, reviewers_required=reviewers)
@@ -54,7 +56,7 @@ def create(store: GalleryDep, who: PageAdmin, name: Annotated[str, Form()] = "",
 
 
 @router.post("/watchlists/{name}/members")
-def add(name: str, store: GalleryDep, who: PageAdmin,
+def add(name: Annotated[Name, PathParam()], store: GalleryDep, who: PageAdmin,
         identity_id: Annotated[int, Form(ge=1, le=2**31 - 1)]) -> Response:
     """Put an enrolled person on the watchlist (audited)."""
     try:
@@ -76,29 +78,42 @@ async def enrol(request: Request, store: GalleryDep, who: PageOperator) -> Respo
     # Read by hand: an empty folder picker sends a part without a file, which a typed File() list refuses.
     form = await request.form(max_files=MAX_FILES + 1)
     name = str(form.get("name") or "").strip()
+    confirm = str(form.get("confirm_duplicate") or "") in {"true", "on", "1"}
     files = [f for f in form.getlist("photos") if isinstance(f, StarletteUpload) and f.filename]
     if not name or not files:
         return page(request, "enrol.html", who, status_code=422, name=name,
                     error="Give the person's name and at least one photo.")
+    try:
+        no_nul(name)
+    except ValueError:
+        return page(request, "enrol.html", who, status_code=422, name="", error="The name must not contain NUL bytes.")
+    if len(name) > NAME_MAX:
+        return page(request, "enrol.html", who, status_code=422, name=name[:NAME_MAX],
+                    error=f"The name is longer than {NAME_MAX} characters; shorten it.")
     if len(files) > MAX_FILES:
         return page(request, "enrol.html", who, status_code=413, name=name,
                     error=f"At most {MAX_FILES} photos at a time; enrol the rest in another batch.")
     try:
-        report = await run_in_threadpool(_enrol, request, store, name, files, who.name)
+        report = await heavy_work(request).run(_enrol, request, store, name, files, who.name, confirm)
     except ApiError as error:
         return page(request, "enrol.html", who, status_code=error.status, name=name, error=error.message)
     except GalleryError as error:
         return page(request, "enrol.html", who, status_code=422, name=name, error=str(error))
-    results = [(f.path.name.split("-", 1)[1], str(f.outcome), f.detail) for f in report.files]
-    return page(request, "enrol.html", who, name=name, results=results,
+    results = [(f.path.name, str(f.outcome), f.detail) for f in report.files]
+    duplicates = report.count(Outcome.DUPLICATE_FACE)
+    problem = (f"{duplicates} photo(s) show a face already enrolled under another identity (named below); if they "
+               "really are this person too, tick the box and enrol them again.") if duplicates else None
+    return page(request, "enrol.html", who, name=name, results=results, error=problem,
                 enrolled=report.count(Outcome.ENROLLED), identity_id=report.identities.get(name))
 
 
-def _enrol(request: Request, store: Gallery, name: str, files: list[StarletteUpload], actor: str) -> EnrolReport:
+def _enrol(request: Request, store: Gallery, name: str, files: list[StarletteUpload], actor: str,
+           confirm_duplicate: bool) -> EnrolReport:
     with tempfile.TemporaryDirectory(prefix="facetrail-enrol-") as folder:
         paths = []
-        for number, upload in enumerate(files):
-            path = Path(folder) / f"{number:04d}-{Path(upload.filename or 'photo').name}"
+        for number, upload in enumerate(files):  # one folder per file: the same name may come twice
+            path = Path(folder) / f"{number:04d}" / upload_name(upload.filename, "photo.jpg")
+            path.parent.mkdir()
             path.write_bytes(read_upload(request, upload))
             paths.append(path)
-        return enrol_person(store, name, paths, EnrolOptions(actor=actor))
+        return enrol_person(store, name, paths, EnrolOptions(actor=actor, allow_duplicate_face=confirm_duplicate))

@@ -65,9 +65,8 @@ def create_app(settings: ApiSettings, *, gallery: Gallery | None = None) -> Fast
                                      "key (or the dashboard's session cookie); "
                                      "every search, enrolment, review and deletion is audited with the caller.")
     app.state.settings = settings
-    # The server's own engine gives each run's memory back: a burst of searches must not leave it larger.
     app.state.gallery = gallery or Gallery(GallerySettings(settings.data_dir, settings.db_url,
-                                                           settings.recogniser, memory_arena=False))
+                                                           settings.recogniser))
     app.state.login_limiter = LoginLimiter(settings.login_attempts)
     app.state.factor_limiter = LoginLimiter(settings.factor_attempts, what="wrong codes at this door")
     app.state.heavy = HeavyWork(settings.search_workers, settings.search_queue)

@@ -57,14 +57,12 @@ class GallerySettings:
 
     ``data_dir`` holds the SQLite file (unless ``db_url`` names another
     database) and, unless FACETRAIL_MASTER_KEY is set, ``master.key``;
-    ``recogniser`` picks the embedding model; ``memory_arena`` False gives the engine's run memory back to the
-    system after each run (``facetrail serve``: bursts of searches must not leave the server larger).
+    ``recogniser`` picks the embedding model.
     """
 
     data_dir: Path
     db_url: str | None = None
     recogniser: str = "arcface"
-    memory_arena: bool = True
 
 
 class Gallery:
@@ -103,7 +101,7 @@ class Gallery:
         """The face engine, built on first use (commands that only read do not load models)."""
         if self._engine is None:
             self._engine = FaceEngine(EngineConfig(recogniser=self.settings.recogniser,  # type: ignore[arg-type]
-                                                   try_rotations=True, memory_arena=self.settings.memory_arena))
+                                                   try_rotations=True))
         return self._engine
 
     def add_to_index(self, ids: list[int], vectors: np.ndarray) -> None:

@@ -65,7 +65,7 @@ class ScrfdDetector:
     def __init__(self, spec: ModelSpec = SCRFD_500M, *,
                  input_size: tuple[int, int] | int = (INPUT_SIZE, INPUT_SIZE),
                  score_threshold: float = SCORE_THRESHOLD, nms_threshold: float = 0.4,
-                 providers: Sequence[str] | str = "auto", threads: int = 0, memory_arena: bool = True) -> None:
+                 providers: Sequence[str] | str = "auto", threads: int = 0) -> None:
         if isinstance(input_size, int):
             if input_size < 32:
                 raise ValueError("detector input_size must be at least 32 pixels")
@@ -75,7 +75,7 @@ class ScrfdDetector:
         self.input_size = input_size
         self.score_threshold = score_threshold
         self.nms_threshold = nms_threshold
-        self._session = create_session(spec.path(), providers, threads, memory_arena=memory_arena)
+        self._session = create_session(spec.path(), providers, threads)
         self._input_name = self._session.get_inputs()[0].name
         self._centres: dict[tuple[int, int, int], FloatArray] = {}
 

@@ -57,12 +57,12 @@ class ArcFaceEmbedder:
     """
 
     def __init__(self, spec: ModelSpec = W600K_MBF, *, providers: Sequence[str] | str = "auto",
-                 threads: int = 0, max_batch: int = 64, memory_arena: bool = True) -> None:
+                 threads: int = 0, max_batch: int = 64) -> None:
         self.spec = spec
         self.max_batch = max_batch
         path = spec.path()
         rewritten = prelu_as_convs(path) if cpu_rewrite_applies(resolve_providers(providers)) else None
-        self._session = create_session(path, providers, threads, model_bytes=rewritten, memory_arena=memory_arena)
+        self._session = create_session(path, providers, threads, model_bytes=rewritten)
         self._input_name = self._session.get_inputs()[0].name
 
     @property

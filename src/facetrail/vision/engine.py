@@ -53,7 +53,6 @@ class EngineConfig:
     max_alignment_residual: float = MAX_RESIDUAL_PX
     providers: tuple[str, ...] | str = "auto"
     threads: int = 0
-    memory_arena: bool = True  # False: give run memory back to the system (servers answering bursts)
 
 
 @dataclass(frozen=True, eq=False)
@@ -122,8 +121,7 @@ class FaceEngine:
         self.config = config
         self.detector = ScrfdDetector(input_size=config.detector_input,
                                       score_threshold=config.score_threshold,
-                                      providers=config.providers, threads=config.threads,
-                                      memory_arena=config.memory_arena)
+                                      providers=config.providers, threads=config.threads)
         self.embedder: Embedder = _make_embedder(config)
 
     @property
@@ -224,4 +222,4 @@ def _make_embedder(config: EngineConfig) -> Embedder:
         return DlibEmbedder()
     if config.recogniser not in RECOGNISERS:
         raise ValueError(f"unknown recogniser {config.recogniser!r}; choose from {list(RECOGNISERS)}")
-    return ArcFaceEmbedder(providers=config.providers, threads=config.threads, memory_arena=config.memory_arena)
+    return ArcFaceEmbedder(providers=config.providers, threads=config.threads)

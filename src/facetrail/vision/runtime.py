@@ -52,13 +52,10 @@ def resolve_providers(requested: Sequence[str] | str = "auto") -> list[str]:
 
 
 def create_session(model_path: Path, providers: Sequence[str] | str = "auto",
-                   threads: int = 0, model_bytes: bytes | None = None,
-                   memory_arena: bool = True) -> ort.InferenceSession:
+                   threads: int = 0, model_bytes: bytes | None = None) -> ort.InferenceSession:
     """Build an inference session for one model file (or rewritten bytes of it).
 
-    ``threads`` is onnxruntime's intra-op thread count (0: one per physical core). ``memory_arena`` False:
-    onnxruntime's CPU arena is off, so what a run allocates goes back to the system afterwards (for a
-    server that answers bursts; no measurable cost per run on the default models).
+    ``threads`` is onnxruntime's intra-op thread count (0: one per physical core).
     Raises ModelError when the file cannot be loaded.
     """
     options = ort.SessionOptions()
@@ -66,7 +63,6 @@ def create_session(model_path: Path, providers: Sequence[str] | str = "auto",
     options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
     options.intra_op_num_threads = threads
     options.log_severity_level = 3
-    options.enable_cpu_mem_arena = memory_arena
     # Idle worker threads must not spin: the detector and recogniser sessions take
     # turns on the same cores, and a spinning pool steals them from the other.
     options.add_session_config_entry("session.intra_op.allow_spinning", "0")

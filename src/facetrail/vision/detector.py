@@ -7,6 +7,7 @@ landmarks match InsightFace's own detector on the same weights.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -23,6 +24,9 @@ from facetrail.vision.types import FaceDetections, FloatArray
 INPUT_SIZE = 640  # InsightFace's canvas: frames are letterboxed into 640x640
 SCORE_THRESHOLD = 0.5
 STRIDES = (8, 16, 32)
+MEAN, SCALE = 127.5, 1.0 / 128.0  # InsightFace's SCRFD input normalisation (exact in float32)
+PAD_VALUE = (0.0 - MEAN) * SCALE  # a black letterbox pixel, normalised
+MAX_CACHED_SHAPES = 8
 ANCHORS_PER_LOCATION = 2
 
 
@@ -77,6 +81,7 @@ class ScrfdDetector:
         self.nms_threshold = nms_threshold
         self._session = create_session(spec.path(), providers, threads)
         self._input_name = self._session.get_inputs()[0].name
+        self._buffers = threading.local()  # per thread: the reused input batches (the engine is shared)
         self._centres: dict[tuple[int, int, int], FloatArray] = {}
 
     @property
@@ -96,7 +101,9 @@ class ScrfdDetector:
         for i, box in enumerate(boxes):
             by_canvas.setdefault(box.canvas, []).append(i)
         for canvas, members in by_canvas.items():
-            batch = np.stack([self._prepare(images[i], boxes[i]) for i in members])
+            batch = self._batch_buffer(len(members), canvas)
+            for row, i in enumerate(members):
+                self._prepare(images[i], boxes[i], out=batch[row])
             outputs = self._session.run(None, {self._input_name: batch})
             for row, i in enumerate(members):
                 results[i] = self._decode([o[row] for o in outputs], canvas, boxes[i].scale)
@@ -117,13 +124,32 @@ class ScrfdDetector:
                 new_h = max(1, int(new_w * (height / width)))
         return _Letterbox((new_w, new_h), canvas, height)
 
-    def _prepare(self, image: BGRImage, box: _Letterbox) -> FloatArray:
+    def _prepare(self, image: BGRImage, box: _Letterbox, out: FloatArray | None = None) -> FloatArray:
+        """The detector's input (3, h, w): RGB, (x - 127.5) / 128, the image top-left on a black canvas.
+
+        Written into ``out`` when given (a reused buffer, so that no 5 MB array is made per frame); the values
+        are exactly OpenCV's ``blobFromImage`` of the letterboxed canvas (both steps are exact in float32).
+        """
         new_w, new_h = box.resized
-        canvas = np.zeros((box.canvas[1], box.canvas[0], 3), np.uint8)
-        canvas[:new_h, :new_w] = cv2.resize(image, box.resized)
-        blob = cv2.dnn.blobFromImage(canvas, 1.0 / 128.0, box.canvas, (127.5, 127.5, 127.5),
-                                     swapRB=True)
-        return np.asarray(blob[0], dtype=np.float32)
+        blob = out if out is not None else np.empty((3, box.canvas[1], box.canvas[0]), np.float32)
+        blob.fill(PAD_VALUE)
+        rgb = cv2.resize(image, box.resized)[..., ::-1].transpose(2, 0, 1)
+        region = blob[:, :new_h, :new_w]
+        np.subtract(rgb, MEAN, out=region, casting="unsafe")
+        region *= SCALE
+        return blob
+
+    def _batch_buffer(self, rows: int, canvas: tuple[int, int]) -> FloatArray:
+        """A (rows, 3, h, w) float32 array this thread reuses for its batches of that shape."""
+        cache: dict[tuple[int, int, int], FloatArray] | None = getattr(self._buffers, "arrays", None)
+        if cache is None:
+            cache = self._buffers.arrays = {}
+        key = (rows, canvas[0], canvas[1])
+        if key not in cache:
+            if len(cache) >= MAX_CACHED_SHAPES:  # camera sets change rarely; a new set of shapes starts afresh
+                cache.clear()
+            cache[key] = np.empty((rows, 3, canvas[1], canvas[0]), np.float32)
+        return cache[key]
 
     def _anchor_centres(self, canvas: tuple[int, int], stride: int) -> FloatArray:
         key = (canvas[0], canvas[1], stride)

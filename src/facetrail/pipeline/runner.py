@@ -22,7 +22,7 @@ import time
 import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
-from datetime import datetime, timedelta
+from datetime import datetime
 from functools import partial
 
 import numpy as np
@@ -146,12 +146,10 @@ class Pipeline:
         keep_unknowns = not config.retention.only_watchlist_hits
         clusters = None
         if unknowns.enabled and keep_unknowns:
-            threshold = unknowns.cluster_threshold if unknowns.cluster_threshold is not None else max(
-                calibrated, cfg.DEFAULT_CLUSTER_THRESHOLD)
-            clusters = UnknownClusters(threshold, timedelta(days=unknowns.window_days))
+            clusters = UnknownClusters(unknowns.threshold(calibrated), unknowns.window)
         recorder = Recorder(self.gallery.db, channels=cfg.channels(config), rules=cfg.event_rules(config),
                             clusters=clusters, keep_unknowns=keep_unknowns)
-        recorder.load_visitors(utcnow() - timedelta(days=unknowns.window_days))
+        recorder.load_visitors(utcnow() - unknowns.window)
         return recorder
 
     # -- lifecycle -----------------------------------------------------------------------------------------

@@ -12,7 +12,6 @@ from facetrail.events.webhooks import WebhookTarget
 from facetrail.pipeline.recorder import Channels, EventRules
 from facetrail.track.bestshot import BestShotSettings, ShotGate, ShotSelection
 from facetrail.track.tracker import TrackerSettings, TrackLifetimes
-from facetrail.track.unknowns import DEFAULT_CLUSTER_THRESHOLD as DEFAULT_CLUSTER_THRESHOLD  # for the runner
 from facetrail.video.camera import CameraSettings
 from facetrail.vision.engine import EngineConfig
 from facetrail.vision.lowlight import LowLightConfig

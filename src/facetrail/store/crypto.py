@@ -168,8 +168,9 @@ class KeyRing:
 
     def _keys(self, session: Session, ids: set[int]) -> dict[int, bytes]:
         found: dict[int, bytes] = {}
-        for start in range(0, len(ids), 10_000):
-            chunk = sorted(ids)[start:start + 10_000]
+        ordered = sorted(ids)
+        for start in range(0, len(ordered), 10_000):
+            chunk = ordered[start:start + 10_000]
             for row in session.execute(select(DataKey.id, DataKey.owner_kind, DataKey.owner_id, DataKey.wrapped)
                                        .where(DataKey.id.in_(chunk))):
                 found[row.id] = self._unwrapped(row.id, f"{row.owner_kind}:{row.owner_id}", row.wrapped)

@@ -34,6 +34,17 @@ class UnknownsSettings:
     window_days: float = Field(default=7, gt=0, title="Window",
                                description="Visitors not seen for this many days get a new id when they return.")
 
+    def threshold(self, calibrated: float) -> float:
+        """The similarity for the same visitor, the recogniser's ``calibrated`` threshold filling in."""
+        if self.cluster_threshold is not None:
+            return self.cluster_threshold
+        return max(calibrated, DEFAULT_CLUSTER_THRESHOLD)
+
+    @property
+    def window(self) -> timedelta:
+        """How long a visitor keeps their id while away."""
+        return timedelta(days=self.window_days)
+
 
 @dataclass
 class Visitor:

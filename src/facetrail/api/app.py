@@ -28,6 +28,8 @@ from facetrail.api.routers import (
 )
 from facetrail.config.schema import FacetrailConfig
 from facetrail.gallery.gallery import Gallery, GallerySettings
+from facetrail.vision.image import load_image
+from facetrail.vision.samples import sample_image
 
 PREFIX = "/api/v1"
 
@@ -81,6 +83,21 @@ def create_app(settings: ApiSettings, *, gallery: Gallery | None = None) -> Fast
                    events.router, cameras.router, doors.router, retention.router, audit.router):
         app.include_router(router, prefix=PREFIX)
     return app
+
+
+def warm_up(app: FastAPI) -> None:
+    """Load the models and bring every search worker to its working memory before the first request.
+
+    Without it the first search waits for the models, and memory grows during the first burst of searches
+    and stays there; with it the level is reached at start and a burst returns to it.
+    """
+    gallery: Gallery = app.state.gallery
+
+    def analyse_sample() -> None:
+        gallery.engine.analyze(load_image(sample_image("gdp.jpg")))  # three faces
+
+    heavy: HeavyWork = app.state.heavy
+    heavy.prepare(analyse_sample)
 
 
 async def _busy(_request: Request, error: Exception) -> JSONResponse:

@@ -5,6 +5,11 @@ buffers at once: the p99 climbs and glibc keeps the peak. Here at most
 ``workers`` run, ``queue`` more wait (without a thread each), and the rest are
 told to come back. When the pool goes idle, freed heap is handed back to the
 system (``malloc_trim``), so memory returns to its level after a burst.
+
+``prepare`` runs a job on every worker at once before the first request: the
+models load at start instead of on the first search, and each worker's
+buffers (and onnxruntime's arena, which grows to the largest concurrent use
+and keeps it) reach their working size then, not during the first burst.
 """
 
 from __future__ import annotations
@@ -66,6 +71,27 @@ class HeavyWork:
         with self._admission():
             return self._submit(job, *args).result()
 
+    def prepare(self, job: Callable[[], object]) -> None:
+        """Run ``job`` once on every worker at the same time, then give freed memory back.
+
+        A failure is logged, not raised: the first real request meets the same fault and reports it.
+        """
+        together = threading.Barrier(self.workers)
+
+        def on_each_worker() -> None:
+            together.wait(timeout=60)  # every worker takes exactly one: none is free until all arrived
+            job()
+
+        futures = [self._pool.submit(on_each_worker) for _ in range(self.workers)]
+        for future in futures:
+            try:
+                future.result()
+            except Exception as exc:  # whatever the job raises; the server still starts
+                log.warning("warm-up of the search workers failed: %s", exc)
+                break
+        if self.trim:
+            self._pool.submit(give_memory_back).result()
+
     def close(self) -> None:
         """Stop the pool's threads once their jobs are done."""
         self._pool.shutdown(wait=False, cancel_futures=True)
@@ -108,17 +134,30 @@ def heavy_work(request: Request) -> HeavyWork:
     return found
 
 
-def _malloc_trim() -> Callable[[int], int] | None:
+def _glibc(function: str) -> Callable[..., int] | None:
+    """A function of the C library, or None where it is not glibc (musl, macOS): nothing to call."""
     name = ctypes.util.find_library("c")
     try:
-        libc = ctypes.CDLL(name or "libc.so.6")
-        trim: Callable[[int], int] = libc.malloc_trim
-    except (OSError, AttributeError):  # not glibc (musl, macOS): nothing to call
+        found: Callable[..., int] = getattr(ctypes.CDLL(name or "libc.so.6"), function)
+    except (OSError, AttributeError):
         return None
-    return trim
+    return found
 
 
-_TRIM = None if os.environ.get("FACETRAIL_MALLOC_TRIM") == "0" else _malloc_trim()  # "0": off, to measure it
+_M_MMAP_THRESHOLD = -3  # glibc's malloc.h
+_MALLOPT = _glibc("mallopt")
+_TRIM = None if os.environ.get("FACETRAIL_MALLOC_TRIM") == "0" else _glibc("malloc_trim")  # "0": off, to measure it
+
+
+def keep_large_buffers_out_of_the_heap() -> None:
+    """Serve buffers of 128 kB and more from their own mappings, returned to the system when freed (glibc only).
+
+    glibc raises its mmap threshold to the largest block freed so far (up to 32 MB), after which decoded photos
+    and model buffers come from the heap, and a burst of them leaves it fragmented: memory stays up afterwards.
+    Fixing the threshold at glibc's initial 128 kB stops that drift.
+    """
+    if _MALLOPT is not None:
+        _MALLOPT(_M_MMAP_THRESHOLD, 128 * 1024)
 
 
 def give_memory_back() -> None:

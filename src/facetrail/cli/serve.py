@@ -63,8 +63,11 @@ def run_serve(args: argparse.Namespace) -> int:
     """Run uvicorn on the API and the dashboard until interrupted; with --config, the pipeline too."""
     import uvicorn
 
-    from facetrail.api.app import ApiSettings, create_app
+    from facetrail.api.app import ApiSettings, create_app, warm_up
+    from facetrail.api.heavy import keep_large_buffers_out_of_the_heap
     from facetrail.web.app import install_dashboard
+
+    keep_large_buffers_out_of_the_heap()  # before the models and photos are allocated
 
     upload_limit = int(args.max_upload_mb * 1_000_000)
     if args.search_workers < 1 or args.search_queue < 0:
@@ -86,6 +89,8 @@ def run_serve(args: argparse.Namespace) -> int:
                        max_body_bytes=None if args.max_body_mb is None else int(args.max_body_mb * 1_000_000))
     app = create_app(settings, gallery=pipeline.gallery if pipeline else None)
     install_dashboard(app)
+    out.print("loading the models ...")
+    warm_up(app)
     if worker is not None:
         worker.start()
     out.print(f"facetrail dashboard on http://{args.host}:{args.port}/ (API: /api/v1, docs: /api/v1/docs)"

@@ -1,4 +1,7 @@
-"""`facetrail eval pairs SOURCE`: verification accuracy, ROC and TAR@FAR on labelled pairs."""
+"""`facetrail eval pairs SOURCE`: verification accuracy, ROC and TAR@FAR on labelled pairs.
+
+`facetrail eval ident` (1:N) lives in ``evaluate_ident``.
+"""
 
 from __future__ import annotations
 
@@ -8,6 +11,7 @@ from typing import TYPE_CHECKING
 
 from rich.markup import escape
 
+from facetrail.cli import evaluate_ident
 from facetrail.cli.common import CommandError, add_engine_options, engine_from_args, err, out
 
 if TYPE_CHECKING:
@@ -15,7 +19,7 @@ if TYPE_CHECKING:
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    """Add the `eval` command and its `pairs` subcommand."""
+    """Add the `eval` command and its `pairs` and `ident` subcommands."""
     parser = sub.add_parser("eval", help="measure the engine on labelled data",
                             description="Measure the face engine on labelled data.")
     what = parser.add_subparsers(dest="eval_command", metavar="WHAT", required=True)
@@ -43,6 +47,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     pairs.add_argument("--seed", type=int, default=0, help="folder SOURCE: sampling seed (default 0)")
     add_engine_options(pairs)
     pairs.set_defaults(run=run)
+    evaluate_ident.register(what)
 
 
 def _rate(text: str) -> float:

@@ -23,15 +23,16 @@ from facetrail.eval.metrics import Decisions
 from facetrail.eval.runner import FAILURE_RULE, Evaluation, Metrics
 
 
-def _round(value: float | None, digits: int = 6) -> float | None:
+def rounded(value: float | None, digits: int = 6) -> float | None:
+    """``value`` rounded for JSON; None for None, NaN and infinities (JSON has no such numbers)."""
     if value is None or not math.isfinite(value):
         return None
     return round(float(value), digits)
 
 
 def _decisions(decisions: Decisions) -> dict[str, Any]:
-    return {"threshold": _round(decisions.threshold), "accuracy": _round(decisions.accuracy),
-            "tar": _round(decisions.tar), "far": _round(decisions.far)}
+    return {"threshold": rounded(decisions.threshold), "accuracy": rounded(decisions.accuracy),
+            "tar": rounded(decisions.tar), "far": rounded(decisions.far)}
 
 
 def summary_document(evaluation: Evaluation) -> dict[str, Any]:
@@ -65,12 +66,12 @@ def _measures(m: Metrics) -> dict[str, Any]:
     kfold = m.kfold
     return {
         "accuracy": {
-            "kfold_mean": _round(kfold.mean) if kfold else None,
-            "kfold_std": _round(kfold.std) if kfold else None,
+            "kfold_mean": rounded(kfold.mean) if kfold else None,
+            "kfold_std": rounded(kfold.std) if kfold else None,
             "folds": m.folds if kfold else None,
-            "kfold_mean_threshold": _round(kfold.mean_threshold) if kfold else None,
-            "per_fold": [_round(a) for a in kfold.accuracies] if kfold else [],
-            "per_fold_thresholds": [_round(t) for t in kfold.thresholds] if kfold else [],
+            "kfold_mean_threshold": rounded(kfold.mean_threshold) if kfold else None,
+            "per_fold": [rounded(a) for a in kfold.accuracies] if kfold else [],
+            "per_fold_thresholds": [rounded(t) for t in kfold.thresholds] if kfold else [],
             "protocol": "stratified consecutive folds in input order; per fold, the most accurate "
                         "threshold on the other folds is measured on it",
             "note": m.kfold_note,
@@ -78,8 +79,8 @@ def _measures(m: Metrics) -> dict[str, Any]:
         "best_threshold": {**_decisions(m.best),
                            "note": "single most accurate threshold over all pairs (what a calibration "
                                    "stores); its accuracy is optimistic, quote the k-fold figure"},
-        "auc": _round(m.auc),
-        "tar_at_far": [{"far": t.far, "tar": _round(t.tar), "threshold": _round(t.threshold),
+        "auc": rounded(m.auc),
+        "tar_at_far": [{"far": t.far, "tar": rounded(t.tar), "threshold": rounded(t.threshold),
                         "reason": t.reason} for t in m.tar],
         "fixed_thresholds": {name: _decisions(d) for name, d in m.fixed.items()},
     }

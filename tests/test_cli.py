@@ -7,8 +7,11 @@ import subprocess
 import sys
 from pathlib import Path
 
+import cv2
 import pytest
 
+from facetrail.vision.engine import FaceEngine
+from facetrail.vision.image import load_image
 from facetrail.vision.samples import sample_image
 
 pytestmark = pytest.mark.models
@@ -35,6 +38,25 @@ def test_faces_prints_a_line_per_face() -> None:
     result = facetrail("faces", sample_image("yaoming.jpg"))
     assert result.returncode == 0
     assert "1 face(s)" in result.stdout and "#0" in result.stdout and "quality" in result.stdout
+
+
+def test_faces_with_crop_finds_the_face_of_a_tight_grey_capture(engine: FaceEngine, data_dir: Path,
+                                                                tmp_path: Path) -> None:
+    """A 92x112 grey crop that is nearly all face, as cameras capture them, is found in --crop mode."""
+    photo = load_image(data_dir / "lfw-view1" / "images" / "Morgan_Freeman" / "Morgan_Freeman_0001.jpg")
+    found = engine.analyze(photo)
+    index = found.primary()
+    assert index is not None
+    x1, y1, x2, y2 = (int(v) for v in found.detections.xyxy[index])
+    grey = cv2.cvtColor(photo[max(y1, 0):y2, max(x1, 0):x2], cv2.COLOR_BGR2GRAY)
+    crop = tmp_path / "capture.png"
+    cv2.imwrite(str(crop), cv2.resize(grey, (92, 112), interpolation=cv2.INTER_AREA))
+    result = facetrail("faces", "--crop", "--json", crop)
+    assert result.returncode == 0, result.stderr
+    faces = json.loads(result.stdout)["images"][0]["faces"]
+    assert len(faces) == 1
+    x1, y1, x2, y2 = faces[0]["box"]
+    assert 0 <= x1 < x2 <= 92 and 0 <= y1 < y2 <= 112  # mapped back into the crop, not the border
 
 
 def test_compare_same_and_different_people(data_dir: Path) -> None:

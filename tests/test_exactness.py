@@ -4,7 +4,9 @@ This is what lets facetrail claim the models' published accuracy: no detail of
 decoding, alignment or normalisation may cost anything. Both paths are covered:
 the engine's (photos) and the video pipeline's (``FrameAnalyzer``). (Faces rolled past
 ``upright.ROLL_LIMIT`` are re-detected upright on purpose; the photos here are
-within it, and ``test_vision_models`` shows the re-detection is the better one.)
+within it, and ``test_vision_models`` shows the re-detection is the better one.) An image smaller than the
+640x640 canvas is detected on a canvas of its own size rounded up to 32 (see ``vision/detector.py``): it is
+compared with InsightFace prepared with that ``det_size``; frames at least 640 pixels long are compared at 640.
 """
 
 from __future__ import annotations
@@ -47,12 +49,23 @@ def _iou(a: np.ndarray, b: np.ndarray) -> float:
 
 def _compare(app: object, engine: FaceEngine, image: BGRImage) -> list[float]:
     ours = engine.analyze(image)
-    return _cosines(app, image, ours.detections, ours.embeddings.vectors)
+    canvas = engine.detector.canvas_for(image.shape[1], image.shape[0])
+    return _cosines(app, image, ours.detections, ours.embeddings.vectors, canvas)
 
 
-def _cosines(app: object, image: BGRImage, faces: FaceDetections, vectors: np.ndarray) -> list[float]:
+def _reference(app: object, image: BGRImage, canvas: tuple[int, int]) -> list[object]:
+    """InsightFace's faces on the canvas facetrail's detector uses for this image."""
+    app.prepare(ctx_id=-1, det_size=canvas)  # type: ignore[attr-defined]
+    try:
+        return list(app.get(image))  # type: ignore[attr-defined]
+    finally:
+        app.prepare(ctx_id=-1, det_size=(640, 640))  # type: ignore[attr-defined]
+
+
+def _cosines(app: object, image: BGRImage, faces: FaceDetections, vectors: np.ndarray,
+             canvas: tuple[int, int] = (640, 640)) -> list[float]:
     """Cosine of each reference face's embedding with ours of the same face (matched by box)."""
-    reference = app.get(image)  # type: ignore[attr-defined]
+    reference: list = _reference(app, image, canvas)
     assert len(faces) == len(reference) == len(vectors)
     cosines = []
     for face in reference:
@@ -77,6 +90,17 @@ def test_embeddings_match_insightface_on_shared_photos(insightface_app: object, 
                                                        data_dir: Path, relative: str) -> None:
     cosines = _compare(insightface_app, plain_engine, load_image(data_dir / relative))
     assert cosines and min(cosines) >= 0.999
+
+
+@pytest.mark.parametrize("relative", ["lfw-view1/images/Rob_Lowe/Rob_Lowe_0001.jpg",
+                                      "lfw-view1/images/Morgan_Freeman/Morgan_Freeman_0001.jpg"])
+def test_a_small_photo_matches_insightface_on_its_own_canvas(insightface_app: object, plain_engine: FaceEngine,
+                                                            data_dir: Path, relative: str) -> None:
+    """A 250x250 LFW photo is detected on 256x256, exactly as InsightFace with ``det_size=(256, 256)``."""
+    image = load_image(data_dir / relative)
+    assert plain_engine.detector.canvas_for(image.shape[1], image.shape[0]) == (256, 256)
+    cosines = _compare(insightface_app, plain_engine, image)
+    assert len(cosines) == 1 and cosines[0] >= 0.999
 
 
 def test_the_video_pipelines_path_matches_insightface_on_a_street_frame(insightface_app: object,

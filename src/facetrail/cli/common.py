@@ -35,7 +35,11 @@ def add_engine_options(parser: argparse.ArgumentParser) -> None:
                             "dlib: ResNet 128-d, permissive (needs facetrail[dlib])")
     group.add_argument("--det-size", type=int, default=INPUT_SIZE, metavar="PX",
                        help="detector input: the image is letterboxed into PX x PX "
-                            f"(larger finds smaller faces, costs more; default {INPUT_SIZE})")
+                            f"(larger finds smaller faces, costs more; default {INPUT_SIZE}); a smaller image is "
+                            "detected at its own size, never enlarged into it")
+    group.add_argument("--crop", action="store_true",
+                       help="the images are face crops (ID photos, a camera's face captures): look for the face "
+                            "inside a border first (without it, that look is the fallback when none is found)")
     group.add_argument("--no-rotations", action="store_true",
                        help="do not look for faces turned by 90/180/270 degrees when none is upright")
     group.add_argument("--no-low-light", action="store_true",
@@ -54,6 +58,7 @@ def engine_from_args(args: argparse.Namespace) -> FaceEngine:
         recogniser=args.recogniser,
         detector_input=(args.det_size, args.det_size),
         try_rotations=not args.no_rotations,
+        face_crops=args.crop,
         low_light=LowLightConfig(enabled=not args.no_low_light),
         providers=providers,
     ))

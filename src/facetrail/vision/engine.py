@@ -1,9 +1,10 @@
 """The face engine: detect, enhance when dark, align, embed and assess faces.
 
-There is one path from an image to an embedding: ``detect_frames`` (enhance
-dark images, detect in one batch, look for turned faces when asked, re-check
-rolled faces upright), ``align_faces_of`` (crop, score, check the fit) and
-``embed_faces``. ``analyze_many`` runs all three for photos; the video
+There is one path from an image to an embedding: ``detect_frames`` (detect in
+one batch; where no confident face was found, look again inside a border and on
+an enhanced copy when the image is dark; look for turned faces when asked;
+re-check rolled faces upright), ``align_faces_of`` (crop, score, check the fit)
+and ``embed_faces``. ``analyze_many`` runs all three for photos; the video
 pipeline calls them in turn, aligning and embedding only the faces it needs.
 """
 
@@ -18,10 +19,11 @@ import numpy as np
 import numpy.typing as npt
 
 from facetrail.vision.align import AlignedFaces, align_faces
+from facetrail.vision.border import add_border, border_geometry, remove_border
 from facetrail.vision.detector import INPUT_SIZE, SCORE_THRESHOLD, ScrfdDetector
 from facetrail.vision.embedder import ArcFaceEmbedder, Embedder
 from facetrail.vision.image import BGRImage, rotate
-from facetrail.vision.lowlight import LowLightConfig, enhance, is_dark
+from facetrail.vision.lowlight import LowLightConfig, dark_faces_region, enhance, region_to_enhance
 from facetrail.vision.quality import MAX_RESIDUAL_PX, assess
 from facetrail.vision.registry import RECOGNISERS, ModelSpec
 from facetrail.vision.types import FaceDetections, FaceEmbeddings, FaceQuality, FloatArray
@@ -30,6 +32,7 @@ from facetrail.vision.upright import verify_upright
 log = logging.getLogger(__name__)
 
 CENTRE_SPREAD = 0.25  # how fast a face's claim to be the main one fades towards the edge (image fractions)
+CONFIDENT_SCORE = 0.6  # a face found with less confidence than this asks for a second look (bordered, enhanced)
 
 Recogniser = Literal["arcface", "dlib"]
 
@@ -43,6 +46,12 @@ class EngineConfig:
     runs on faceless images; meant for still photos, off for video).
     ``max_alignment_residual``: faces whose landmarks fit the face template
     worse than this (crop pixels) are dropped rather than embedded misaligned.
+    ``fit_canvas``: images smaller than ``detector_input`` are detected at
+    their own size (rounded up to 32) instead of being enlarged into it.
+    ``face_crops``: the images are face captures (ID photos, a camera's face
+    crops) that the face may fill: look inside a border first. Without it, an
+    image no larger than the detector's canvas is looked at inside a border
+    only when the plain look found no confident face.
     """
 
     recogniser: Recogniser = "arcface"
@@ -50,6 +59,8 @@ class EngineConfig:
     score_threshold: float = SCORE_THRESHOLD
     low_light: LowLightConfig = field(default_factory=LowLightConfig)
     try_rotations: bool = False
+    fit_canvas: bool = True
+    face_crops: bool = False
     max_alignment_residual: float = MAX_RESIDUAL_PX
     providers: tuple[str, ...] | str = "auto"
     threads: int = 0
@@ -94,9 +105,26 @@ class ImageFaces:
 class DetectedFrame:
     """The faces detected in one image, before alignment."""
 
-    image: BGRImage  # the image as analysed (enhanced when it was dark)
+    image: BGRImage  # the image as analysed (enhanced when that look found the better faces)
     faces: FaceDetections
     enhanced: bool
+
+
+@dataclass(frozen=True, eq=False)
+class _Look:
+    """One way of looking at an image: the faces found, in the image's own coordinates."""
+
+    image: BGRImage  # the original or its enhanced copy (never the bordered one)
+    faces: FaceDetections
+    enhanced: bool
+
+    @property
+    def best_score(self) -> float:
+        return float(self.faces.scores.max()) if len(self.faces) else 0.0
+
+    @property
+    def confident(self) -> bool:
+        return self.best_score >= CONFIDENT_SCORE
 
 
 @dataclass(frozen=True, eq=False)
@@ -120,7 +148,7 @@ class FaceEngine:
     def __init__(self, config: EngineConfig = EngineConfig()) -> None:
         self.config = config
         self.detector = ScrfdDetector(input_size=config.detector_input,
-                                      score_threshold=config.score_threshold,
+                                      score_threshold=config.score_threshold, fit_canvas=config.fit_canvas,
                                       providers=config.providers, threads=config.threads)
         self.embedder: Embedder = _make_embedder(config)
 
@@ -169,40 +197,111 @@ class FaceEngine:
                       try_rotations: bool | None = None) -> list[DetectedFrame]:
         """Faces of several images in one detector batch, before alignment.
 
-        Dark images are enhanced first (by ``low_light``, one per image, else the engine's setting);
-        with ``try_rotations`` (default: the engine's) an image without an upright face is searched
-        turned; rolled faces are re-checked upright.
+        Each image is looked at plainly first. Where no confident face was found, an image that a
+        face may fill (no larger than the detector's canvas, or any with ``face_crops``) is looked
+        at inside a border, and an image that is dark or flat where a face may be (by ``low_light``,
+        one per image, else the engine's setting) is looked at enhanced, plainly and bordered; the
+        look with the most confident face is kept, so a second look never loses a face. Dark faces
+        kept from the plain look are aligned on an enhanced copy (``DetectedFrame.image``). Every
+        look runs as one detector batch over the images that need it. With ``try_rotations`` (default:
+        the engine's) an image without an upright face is searched turned; rolled faces are
+        re-checked upright.
         """
         lights = list(low_light) if low_light is not None else [self.config.low_light] * len(images)
-        work = [self._maybe_enhance(image, light) for image, light in zip(images, lights, strict=True)]
-        found = self.detector.detect_many([w for w, _ in work])
+        if len(lights) != len(images):
+            raise ValueError(f"one low-light setting per image is needed ({len(lights)} for {len(images)})")
+        looks = self._look(list(images), enhanced=False)
+        regions = [None if look.confident else region_to_enhance(images[i], _weak_boxes(look.faces), lights[i])
+                   for i, look in enumerate(looks)]
+        dark = [i for i, region in enumerate(regions) if region is not None]
+        if dark:
+            enhanced = self._look([enhance(images[i], lights[i], regions[i]) for i in dark], enhanced=True)
+            for i, look in zip(dark, enhanced, strict=True):
+                if look.best_score > looks[i].best_score:
+                    looks[i] = look
         if self.config.try_rotations if try_rotations is None else try_rotations:
-            found = [d if len(d) else self._detect_rotated(w) for d, (w, _) in zip(found, work,
-                                                                                   strict=True)]
-        return [DetectedFrame(image, verify_upright(self.detector, image, faces), enhanced)
-                for faces, (image, enhanced) in zip(found, work, strict=True)]
+            looks = [self._rotated_if_better(look) for look in looks]
+        looks = [self._embed_dark_faces_enhanced(look, image, light)
+                 for look, image, light in zip(looks, images, lights, strict=True)]
+        return [DetectedFrame(look.image, verify_upright(self.detector, look.image, look.faces), look.enhanced)
+                for look in looks]
+
+    @staticmethod
+    def _embed_dark_faces_enhanced(look: _Look, image: BGRImage, light: LowLightConfig) -> _Look:
+        """The look's faces on a copy of ``image`` enhanced for the region of its dark faces, if it has some.
+
+        Brightening the faces themselves, rather than the darkest third the search brightened, gives the
+        better embeddings (night LFW, 73 faces: mean cosine with the daylight photo 0.448 against 0.419).
+        """
+        region = dark_faces_region(image, look.faces.xyxy, light)
+        return look if region is None else _Look(enhance(image, light, region), look.faces, True)
+
+    def _look(self, images: list[BGRImage], *, enhanced: bool) -> list[_Look]:
+        """Faces of each image, plainly and, where a face may fill it, inside a border (the better look)."""
+        crops = self.config.face_crops
+        looks = self._detect(images, bordered=crops, enhanced=enhanced)
+        again = [i for i, look in enumerate(looks) if not look.confident and (crops or self._fits_canvas(images[i]))]
+        if again:
+            second = self._detect([images[i] for i in again], bordered=not crops, enhanced=enhanced)
+            for i, look in zip(again, second, strict=True):
+                # in a plain look only a confident face inside a border counts: a weak one there is often a face
+                # upside down read with wrong landmarks (conditions/rotation/r180.jpg), which would embed wrongly;
+                # in an enhanced (dark) look weak faces are the rule (night LFW: 22 of 104 missed faces found)
+                if (crops or enhanced or look.confident) and look.best_score > looks[i].best_score:
+                    looks[i] = look
+        return looks
+
+    def _detect(self, images: list[BGRImage], *, bordered: bool, enhanced: bool) -> list[_Look]:
+        """One detector batch over ``images`` (each inside a border when asked), in their own coordinates."""
+        if not bordered:
+            return [_Look(image, faces, enhanced) for image, faces in zip(images, self.detector.detect_many(images),
+                                                                          strict=True)]
+        found = self.detector.detect_many([add_border(image)[0] for image in images])
+        looks = []
+        for image, faces in zip(images, found, strict=True):
+            height, width = image.shape[:2]
+            _, offset = border_geometry(width, height)
+            looks.append(_Look(image, remove_border(faces, offset, width, height), enhanced))
+        return looks
+
+    def _fits_canvas(self, image: BGRImage) -> bool:
+        """True when the image is no larger than the detector's configured canvas (a face may fill it)."""
+        size = self.config.detector_input
+        side = size if isinstance(size, int) else max(size)
+        return int(max(image.shape[:2])) <= side
 
     def embed_faces(self, items: Sequence[tuple[BGRImage, FaceDetections, AlignedFaces]]) -> list[FaceEmbeddings]:
         """Unit embeddings of aligned faces, per (image, its faces, their crops), in shared batches."""
         return self.embedder.embed_many([(image, faces) for image, faces, _ in items],
                                         [aligned for _, _, aligned in items])
 
-    def _maybe_enhance(self, image: BGRImage, light: LowLightConfig) -> tuple[BGRImage, bool]:
-        if is_dark(image, light):
-            return enhance(image, light), True
-        return image, False
+    def _rotated_if_better(self, look: _Look) -> _Look:
+        """Without a confident upright face, the image turned by 90/180/270 degrees, if that finds better."""
+        if look.confident:
+            return look
+        rotated = _Look(look.image, self._detect_rotated(look.image), look.enhanced)
+        return rotated if rotated.best_score > look.best_score else look
 
     def _detect_rotated(self, image: BGRImage) -> FaceDetections:
+        """The faces of the quarter turn with the most confident face (the first confident one ends the search)."""
         height, width = image.shape[:2]
+        best = FaceDetections.empty()
         for degrees in (90, 180, 270):
             faces = self.detector.detect(rotate(image, degrees))
-            if len(faces):
+            if len(faces) and (len(best) == 0 or faces.scores.max() > best.scores.max()):
                 boxes = _unrotate(faces.xyxy.reshape(-1, 2, 2), degrees, width, height)
                 xyxy = np.concatenate([boxes.min(axis=1), boxes.max(axis=1)], axis=1)
                 points = _unrotate(faces.landmarks, degrees, width, height)
-                return FaceDetections(xyxy.astype(np.float32), faces.scores.copy(),
+                best = FaceDetections(xyxy.astype(np.float32), faces.scores.copy(),
                                       points.astype(np.float32), rotation=degrees)
-        return FaceDetections.empty()
+                if best.scores.max() >= CONFIDENT_SCORE:
+                    break
+        return best
+
+
+def _weak_boxes(faces: FaceDetections) -> FloatArray:
+    """Boxes of the faces found with less than CONFIDENT_SCORE."""
+    return faces.xyxy[faces.scores < CONFIDENT_SCORE]
 
 
 def _unrotate(points: FloatArray, degrees: int, width: int, height: int) -> FloatArray:

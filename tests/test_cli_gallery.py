@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from facetrail.vision.engine import FaceEngine
 from test_gallery import enrolment_tree
 
 pytestmark = pytest.mark.models
@@ -79,3 +80,28 @@ def test_gallery_errors_are_one_line(tmp_path: Path, data_dir: Path) -> None:
         result = facetrail(data, *args)
         assert result.returncode == 1, (args, result.stderr)
         assert "Traceback" not in result.stderr and len(result.stderr.strip().splitlines()) == 1
+
+
+def test_enrol_picks_a_face_by_number_and_warns_about_a_small_one(tmp_path: Path, data_dir: Path,
+                                                                 engine: FaceEngine) -> None:
+    from test_enrol_photos import listed_faces, shrunk
+
+    data = tmp_path / "data"
+    scene = data_dir / "scenes" / "obama_and_biden.jpg"
+    refused = facetrail(data, "enroll", scene, "--name", "Joe Biden")
+    assert refused.returncode == 1 and "several faces" in refused.stdout, refused.stdout + refused.stderr
+    assert "--face N" in refused.stdout
+    faces = listed_faces(refused.stdout)
+    biden = min((f for f in faces if f.box[1] < 700), key=lambda f: f.box[0])  # the left of the two men
+    taken = facetrail(data, "enroll", scene, "--name", "Joe Biden", "--face", str(biden.index))
+    assert taken.returncode == 0, taken.stdout + taken.stderr
+    assert f"face #{biden.index} ({','.join(map(str, biden.box))})" in taken.stdout
+    found = json.loads(facetrail(data, "search", data_dir / "faces" / "biden" / "biden2.jpg", "--purpose", "t",
+                                 "--json").stdout)
+    assert found["known"] and found["matches"][0]["name"] == "Joe Biden"
+
+    small = shrunk(engine, data_dir / "faces" / "obama" / "obama.jpg", 24, tmp_path / "obama_small.png")
+    warned = facetrail(data, "enroll", small, "--name", "Barack Obama")
+    assert warned.returncode == 0 and "warning: low resolution" in warned.stdout, warned.stdout + warned.stderr
+    both = facetrail(data, "enroll", scene, "--name", "x", "--face", "0", "--largest")
+    assert both.returncode == 2 and "not allowed with" in both.stderr

@@ -133,7 +133,7 @@ def test_an_operator_sees_a_live_alert_confirms_it_and_opens_the_timeline(browse
     card = page.locator("article.event").first  # type: ignore[attr-defined]
     card.wait_for()
     assert "Yao Ming" in card.inner_text() and "vip" in card.inner_text()
-    assert card.locator("img").count() == 2  # the evidence snapshot and the enrolment photo
+    assert card.locator("img").count() == 3  # the evidence snapshot, the face crop and the enrolment photo
     assert card.locator("img").first.evaluate("img => img.complete && img.naturalWidth > 0")
     shot(page, "1-live-alert")
 
@@ -146,11 +146,12 @@ def test_an_operator_sees_a_live_alert_confirms_it_and_opens_the_timeline(browse
     shot(page, "2-confirmed")
 
     confirmed.locator("h2 a").click()
-    page.fill("input[name=purpose]", "follow-up of the confirmed alert")  # type: ignore[attr-defined]
+    page.fill("form.purpose input[name=purpose]", "follow-up of the confirmed alert")  # type: ignore[attr-defined]
     page.click("form.purpose button")  # type: ignore[attr-defined]
     rows = page.locator("table.timeline tbody tr")  # type: ignore[attr-defined]
     rows.first.wait_for()
-    assert rows.count() >= 1 and page.locator("h3").first.inner_text() == "door"  # type: ignore[attr-defined]
+    camera = page.locator("table.timeline").first.locator("xpath=preceding-sibling::h3[1]")  # type: ignore[attr-defined]
+    assert rows.count() >= 1 and camera.inner_text() == "door"
     assert page.locator("svg.chart rect.bar").count() == rows.count()  # type: ignore[attr-defined]
     shot(page, "3-timeline")
 

@@ -249,6 +249,33 @@ def test_availability_online_offline_and_last_will(broker: Mosquitto) -> None:
         watcher.close()
 
 
+def test_binary_payloads_survive_the_text_outbox_byte_for_byte(db: Database, broker: Mosquitto,
+                                                                data_dir: Path) -> None:
+    from mqtt_kit import Listener
+
+    photo = (data_dir / "faces" / "obama" / "obama.jpg").read_bytes()  # a real JPEG: every byte value occurs
+    with db.session() as session:
+        stored = outbox.enqueue(session, channel="mqtt", destination="facetrail/front/obama/snapshot",
+                                payload=photo, retain=True)
+        assert stored.payload.startswith(outbox.BINARY_PREFIX) and outbox.wire_payload(stored.payload) == photo
+        with pytest.raises(ValueError, match="pass bytes"):
+            outbox.enqueue(session, channel="mqtt", destination="facetrail/x", payload="base64:AAAA")
+        with pytest.raises(ValueError, match="MQTT only"):
+            outbox.enqueue(session, channel="webhook", destination="desk", payload=photo)
+    publisher = MqttPublisher(MqttSettings(port=broker.port))
+    dispatcher = Dispatcher(db, mqtt=publisher, webhooks=None, poll_s=0.05)
+    with Listener(broker.port, "facetrail/+/+/snapshot") as heard:
+        publisher.start()
+        dispatcher.start()
+        try:
+            wait_until(lambda: bool(heard.on("facetrail/front/obama/snapshot")), "the snapshot")
+        finally:
+            dispatcher.stop()
+            publisher.stop()
+    assert heard.on("facetrail/front/obama/snapshot")[0].payload == photo
+    assert pending(db) == 0
+
+
 def test_topics_are_built_under_the_prefix() -> None:
     publisher = MqttPublisher(MqttSettings(topic_prefix="home/faces"))
     assert publisher.topic("events") == "home/faces/events"

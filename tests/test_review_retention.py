@@ -14,7 +14,7 @@ import pytest
 from sqlalchemy import func, select
 
 from facetrail.config.schema import RetentionConfig
-from facetrail.events.review import ReviewError, review_event
+from facetrail.events.review import ReviewError, review_event, review_many
 from facetrail.store import audit
 from facetrail.store.audit import verify_chain
 from facetrail.store.db import Database
@@ -84,6 +84,29 @@ def test_one_dismissal_settles_a_four_eyes_event(db_url: str) -> None:
     assert outcome.state == "dismissed"
     with pytest.raises(ReviewError, match="no event"), db.session() as session:
         review_event(session, 10_000_000, reviewer="ana", verdict="confirm")
+    db.dispose()
+
+
+def test_bulk_review_is_one_review_per_event_and_keeps_the_four_eyes_rule(db_url: str) -> None:
+    db = Database(db_url)
+    single, four_eyes, settled = _event(db, reviewers=1), _event(db, reviewers=2), _event(db, reviewers=1)
+    with db.session() as session:
+        review_event(session, settled, reviewer="cem", verdict="dismiss")
+    with db.session() as session:
+        outcome = review_many(session, [single, four_eyes, settled, single], reviewer="ana", verdict="confirm",
+                              note="same face on all three")
+    assert [(r.event_id, r.state) for r in outcome.reviewed] == [(single, "confirmed"), (four_eyes, "pending")]
+    assert [(s.event_id, "already dismissed" in s.reason) for s in outcome.skipped] == [(settled, True)]
+    with db.session() as session:
+        again = review_many(session, [four_eyes], reviewer="ana", verdict="confirm")
+        assert not again.reviewed and "someone else" in again.skipped[0].reason
+        entries = list(session.scalars(select(AuditEntry).where(AuditEntry.action == "event.confirm")))
+        assert sorted(e.target for e in entries) == sorted([f"event:{single}", f"event:{four_eyes}"])
+        assert {json.loads(e.details)["batch"] for e in entries} == {outcome.batch}
+        assert {json.loads(e.details)["note"] for e in entries} == {"same face on all three"}
+        assert verify_chain(session).ok
+    with pytest.raises(ReviewError, match="needs the events' ids"), db.session() as session:
+        review_many(session, [four_eyes], reviewer="ben", verdict="confirm", by_filter=True)
     db.dispose()
 
 

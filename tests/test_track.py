@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -12,13 +13,21 @@ import numpy as np
 import pytest
 
 from facetrail.track.bestshot import BestShots, BestShotSettings, Shot
-from facetrail.track.decision import Matcher, aggregate_template, decide
+from facetrail.track.decision import (
+    WEAK_SHOT_THRESHOLDS,
+    Matcher,
+    aggregate_template,
+    decide,
+    decide_weak,
+    weak_threshold,
+)
 from facetrail.track.tracker import FaceTracker, TrackerSettings
 from facetrail.track.unknowns import UnknownClusters, Visitor
 from facetrail.vision.align import align_faces
 from facetrail.vision.embedder import ArcFaceEmbedder
 from facetrail.vision.engine import FaceEngine
 from facetrail.vision.image import BGRImage
+from facetrail.vision.registry import DLIB_RESNET, W600K_MBF
 from facetrail.vision.types import FaceDetections
 
 CROP = np.zeros((112, 112, 3), np.uint8)
@@ -126,8 +135,8 @@ def shot(shot_id: int, quality: float, area: float = 5000.0) -> Shot:
 
 def test_best_shots_embed_only_on_clear_improvement() -> None:
     shots = BestShots(BestShotSettings(best_shots=2, max_embeddings=2, reembed_margin=0.1, min_quality=0.3,
-                                       min_area=1000))
-    assert not shots.offer(shot(1, 0.2))  # too poor
+                                       min_area=1000, weak_embeddings=0))
+    assert not shots.offer(shot(1, 0.2))  # too poor (and weak shots are off)
     assert not shots.offer(shot(2, 0.9, area=500))  # too small
     assert shots.offer(shot(3, 0.5))  # first usable shot
     assert not shots.offer(shot(4, 0.55))  # its embedding is not back yet
@@ -139,6 +148,30 @@ def test_best_shots_embed_only_on_clear_improvement() -> None:
     assert [s.shot_id for s in shots.kept] == [7, 6]
     assert [s.shot_id for s in shots.embedded()] == [3, 6]
     assert shots.best() is not None and shots.best().shot_id == 7  # type: ignore[union-attr]
+
+
+def test_weak_shots_are_embedded_until_the_budget_or_a_strong_shot() -> None:
+    settings = BestShotSettings(best_shots=3, max_embeddings=2, min_quality=0.3, min_area=1000, weak_min_area=400,
+                                weak_embeddings=2)
+    shots = BestShots(settings)
+    assert not shots.offer(shot(1, 0.9, area=300))  # under the floor: never kept, never embedded
+    assert shots.kept == []
+    for shot_id in (2, 3):  # small, or big but blurred: weak, embedded without any quality margin
+        weak = shot(shot_id, 0.05, area=600 if shot_id == 2 else 5000)
+        assert shots.offer(weak) and weak.weak
+        shots.set_embedding(shot_id, np.ones(4))
+    assert not shots.offer(shot(4, 0.06, area=600))  # the weak budget is spent
+    assert not shots.has_strong() and [s.shot_id for s in shots.decisive()] == [2, 3]
+    strong = shot(5, 0.5)
+    assert shots.offer(strong) and not strong.weak  # the first strong shot is embedded whatever the weak ones did
+    shots.set_embedding(5, np.ones(4))
+    assert shots.has_strong() and [s.shot_id for s in shots.decisive()] == [5]  # weak shots no longer count
+
+    fresh = BestShots(dataclasses.replace(settings, weak_embeddings=5))
+    fresh.offer(first := shot(6, 0.5))
+    fresh.set_embedding(6, np.ones(4))
+    assert first in fresh.decisive()
+    assert not fresh.offer(shot(7, 0.05, area=600))  # a track with a strong shot embeds no weak ones
 
 
 @pytest.fixture(scope="module")
@@ -182,6 +215,31 @@ def test_decide_aggregate_and_vote_on_real_faces(team: tuple[np.ndarray, np.ndar
     tie = decide([mine[0], mine[1], others[0], third], match, method="vote", threshold=engine.threshold)
     assert tie.identity_id is None  # two in four is not a strict majority
     assert decide([], match, method="aggregate", threshold=engine.threshold).identity_id is None
+
+
+@pytest.mark.models
+def test_decide_weak_needs_agreeing_votes_on_real_faces(team: tuple[np.ndarray, np.ndarray]) -> None:
+    everyone, yao = team
+    match = matcher_over(everyone)  # the whole team enrolled, one identity per player
+    yao_id = int(np.argmax(everyone @ yao))
+    other_id = (yao_id + 1) % len(everyone)
+    yao_shot = [Shot(k, float(k), 0.05, 600, CROP, embedding=yao, weak=True) for k in range(3)]
+    other_shot = [Shot(9, 9.0, 0.05, 600, CROP, embedding=everyone[other_id], weak=True),
+                  Shot(10, 10.0, 0.05, 600, CROP, embedding=everyone[other_id], weak=True)]
+    named = decide_weak(yao_shot[:2], match, threshold=0.25, votes=2)
+    assert named.identity_id == yao_id and named.votes == {yao_id: 2} and named.score >= 0.25
+    assert decide_weak(yao_shot[:1], match, threshold=0.25, votes=2).identity_id is None  # one shot never names
+    assert decide_weak(yao_shot[:2] + other_shot, match, threshold=0.25, votes=2).identity_id is None  # a tie
+    assert decide_weak(yao_shot + other_shot, match, threshold=0.25, votes=2).identity_id == yao_id  # 3 beat 2
+    assert decide_weak(yao_shot, match, threshold=1.01, votes=2).identity_id is None
+    assert decide_weak([], match, threshold=0.25, votes=2).identity_id is None
+
+
+def test_weak_threshold_is_calibrated_only_for_the_default_recogniser() -> None:
+    assert weak_threshold(W600K_MBF.model_id, None) == WEAK_SHOT_THRESHOLDS[W600K_MBF.model_id]
+    assert weak_threshold(DLIB_RESNET.model_id, None) is None  # weak shots of dlib never name...
+    assert weak_threshold(DLIB_RESNET.model_id, 0.95) == 0.95  # ...unless a threshold is configured
+    assert weak_threshold(W600K_MBF.model_id, 0.4) == 0.4
 
 
 @pytest.mark.models

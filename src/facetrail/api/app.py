@@ -20,6 +20,7 @@ from facetrail.api.routers import (
     doors,
     events,
     identities,
+    library,
     people,
     retention,
     search,
@@ -80,7 +81,8 @@ def create_app(settings: ApiSettings, *, gallery: Gallery | None = None) -> Fast
         ("*", f"{PREFIX}/docs"), ("*", f"{PREFIX}/docs/oauth2-redirect")}, public_folders=[f"{PREFIX}/docs-assets/"])
     app.add_middleware(RequestGuard, rules=app.state.guard)
     for router in (session.router, identities.router, watchlists.router, search.router, people.router,
-                   events.router, cameras.router, doors.router, retention.router, audit.router):
+                   events.router, cameras.router, doors.router, retention.router, audit.router,
+                   library.router):
         app.include_router(router, prefix=PREFIX)
     return app
 

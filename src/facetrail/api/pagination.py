@@ -21,6 +21,12 @@ class Page(BaseModel, Generic[T]):
     next_cursor: str | None = Field(None, description="pass as ?cursor= for the next page")
 
 
+class CountedPage(Page[T], Generic[T]):
+    """A page that also says how many items match across all pages."""
+
+    total: int = Field(description="how many items match the query, across all pages")
+
+
 def encode(last_id: int) -> str:
     """Opaque cursor for 'after this id'."""
     return base64.urlsafe_b64encode(str(last_id).encode()).decode().rstrip("=")
@@ -42,4 +48,9 @@ def decode(cursor: str | None) -> int | None:
 def page(rows: Sequence[Any], limit: int, item: Callable[[Any], T]) -> Page[T]:
     """A page from ``limit + 1`` rows fetched newest first: the extra row only says there is more."""
     items = [item(row) for row in rows[:limit]]
-    return Page(items=items, next_cursor=encode(rows[limit - 1].id) if len(rows) > limit else None)
+    return Page(items=items, next_cursor=next_cursor(rows, limit))
+
+
+def next_cursor(rows: Sequence[Any], limit: int) -> str | None:
+    """The cursor after a page of ``limit`` rows, from ``limit + 1`` fetched (None when no row is left)."""
+    return encode(rows[limit - 1].id) if len(rows) > limit else None

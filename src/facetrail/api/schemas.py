@@ -10,7 +10,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Literal
 
-from pydantic import AfterValidator, BaseModel, Field
+from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field
 
 from facetrail.api.strings import Code, DoorState, Factor, Name, Text
 from facetrail.store.models import as_utc
@@ -40,12 +40,24 @@ class TemplateOut(BaseModel):
     created_at: Moment
 
 
+class PhotoFaceOut(BaseModel):
+    """One face of an uploaded photo: the number to send as ``face``, its box and its size."""
+
+    index: int = Field(description="the face's number on the photo (send it as face=N to enrol this face)")
+    box: tuple[int, int, int, int] = Field(description="x1, y1, x2, y2 in pixels of the photo")
+    size_px: int = Field(description="face size in pixels (the quality floors' measure)")
+
+
 class EnrolmentOut(BaseModel):
     """What enrolling one photo did."""
 
     identity_id: int | None
     outcome: str = Field(description="enrolled, no face, several faces, too low quality, duplicate image, unreadable")
     detail: str
+    face: PhotoFaceOut | None = Field(None, description="the face that was enrolled")
+    quality: float | None = Field(None, description="that face's quality score, 0-1 (stored with the template)")
+    warning: str | None = Field(None, description="why the template may match less reliably (a small or blurred "
+                                                  "face); enrolled all the same")
 
 
 class WatchlistIn(BaseModel):
@@ -53,7 +65,10 @@ class WatchlistIn(BaseModel):
 
     name: Name
     purpose: Text = Field(description="why this list exists (stored and audited)")
-    threshold: float | None = Field(None, ge=-1, le=1)
+    threshold: float | None = Field(None, ge=-1, le=1, description="cosine similarity at or above which a face "
+                                    "matches a member (not a confidence; arcface: calibrated 0.232)")
+    false_match_rate: float | None = Field(None, gt=0, lt=1, description="instead of threshold: how often a "
+                                           "stranger may match, e.g. 1e-4 (one stranger pair in 10,000)")
     reviewers_required: Literal[1, 2] = Field(1, description="2: two different people confirm each alert")
     expires_at: Moment | None = None
 
@@ -119,6 +134,53 @@ class EventOut(BaseModel):
     state: str
     reviewers_required: int
     has_snapshot: bool
+    has_face: bool = Field(False, description="GET /events/{id}/face serves the face crop of the best shot")
+    has_clip: bool = Field(False, description="GET /events/{id}/clip serves the recording around the event")
+    repeats: list[EventOut] = Field(
+        default_factory=list,
+        description="with group=visitor: the earlier events this one stands for (same kind, camera, person or "
+                    "visitor, watchlist and state, each within window_s of the next), newest first")
+
+
+class EventFilterIn(BaseModel):
+    """Which pending events a bulk review touches; every field left out lets every pending event through."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    kind: Name | None = None
+    camera: Name | None = None
+    person: Name | None = Field(None, description="an identity's id or name, or visitor:ID")
+    watchlist: Name | None = Field(None, description="a watchlist's id or name")
+    since: AwareDatetime | None = Field(None, description="events that started at or after this time")
+    until: AwareDatetime | None = Field(None, description="events that started before this time")
+    max_id: int | None = Field(None, ge=1, le=2**63 - 1,
+                               description="only events up to this id (what the reviewer's page showed)")
+
+
+class BulkReviewIn(BaseModel):
+    """One verdict and one note for many events: their ids, or (dismiss only) a filter."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    verdict: Literal["confirm", "dismiss"]
+    note: Text | None = None
+    ids: list[Annotated[int, Field(ge=1, le=2**63 - 1)]] | None = Field(None, min_length=1, max_length=1000)
+    filter: EventFilterIn | None = Field(None, description="dismiss every pending event this matches (at most 1000)")
+
+
+class SkippedOut(BaseModel):
+    """An event a bulk review left alone, and why."""
+
+    event_id: int
+    reason: str
+
+
+class BulkReviewOut(BaseModel):
+    """What a bulk review did; each reviewed event has its own audit entry, all with this batch id."""
+
+    batch: str
+    reviewed: list[ReviewOut]
+    skipped: list[SkippedOut]
 
 
 class ReviewIn(BaseModel):
@@ -316,3 +378,69 @@ class WithdrawalOut(BaseModel):
     consent: ConsentOut
     templates_removed: int = Field(description="face templates deleted (none while another consent is in force)")
     other_consents: int
+
+
+class RenameIn(BaseModel):
+    """A person's new display name."""
+
+    display_name: Name
+    purpose: Text = Field(description="why (stored in the audit log)")
+
+
+class MergeIn(BaseModel):
+    """Fold another identity into this one."""
+
+    other_id: int = Field(ge=1, le=2**31 - 1, description="the identity that is merged in and then deleted")
+    purpose: Text = Field(description="why, e.g. 'one resident enrolled twice' (stored in the audit log)")
+
+
+class MergeOut(BaseModel):
+    """What moved from the merged identity to the survivor."""
+
+    survivor: IdentityOut
+    merged_id: int
+    templates: int
+    negatives: int
+    sightings: int
+    events: int
+    memberships: int = Field(description="watchlists the survivor joined")
+
+
+class PhotosOut(BaseModel):
+    """Photos added to a person: the templates made and each refused file's reason."""
+
+    identity_id: int
+    added: list[int]
+    refused: list[EnrolmentOut]
+
+
+class EventFaceIn(BaseModel):
+    """Who the event's face is (or is not)."""
+
+    identity_id: int | None = Field(None, ge=1, le=2**31 - 1,
+                                    description="the person; for 'not', empty means the person the event named")
+    purpose: Text = Field(description="why (stored in the audit log)")
+
+
+class EventFaceOut(BaseModel):
+    """The event's face now teaches the gallery: a template (this is X) or a negative example (not X)."""
+
+    event_id: int
+    identity_id: int
+    template_id: int | None = None
+    negative_example_id: int | None = None
+
+
+class VisitorEnrolIn(BaseModel):
+    """Enrol an unknown visitor from their best shots."""
+
+    name: Name = Field(description="the person's name (an existing person of that name, else a new one)")
+    purpose: Text = Field(description="why (stored in the audit log)")
+
+
+class VisitorEnrolOut(BaseModel):
+    """The identity the visitor became and the templates made from their sightings."""
+
+    visitor_id: int
+    identity_id: int
+    templates: list[int]

@@ -18,6 +18,7 @@ from pydantic.dataclasses import dataclass as pydantic_dataclass
 from pydantic.fields import FieldInfo
 
 from facetrail.config.doors import DoorConfig
+from facetrail.events.messages import PublicLinks
 from facetrail.events.mqtt import MqttSettings
 from facetrail.events.rules import EventRules
 from facetrail.events.webhooks import WebhookTarget
@@ -28,8 +29,10 @@ from facetrail.track.tracker import TrackLifetimes
 from facetrail.track.unknowns import UnknownsSettings
 from facetrail.video.camera import DEFAULT_TIMEOUT_S, DetectSettings, ReconnectSettings, StreamTimeout, VideoInput
 from facetrail.video.motion import MotionSettings
+from facetrail.video.recording import ClipSettings, LiveViewSettings
 from facetrail.vision.detector import DetectorSettings
 from facetrail.vision.lowlight import ENHANCE_DARK_FRAMES, LowLightSwitch
+from facetrail.vision.registry import RECOGNISERS
 
 SLUG = re.compile(r"^[a-z0-9][a-z0-9_-]*$")
 # Every kind of event, plus "review": a person confirmed or dismissed an event (of any kind).
@@ -38,6 +41,8 @@ EventKind = Literal["watchlist_hit", "unknown_visitor", "seen_again", "tailgatin
 Role = Literal["detect", "record"]
 ALL_EVENTS: tuple[EventKind, ...] = get_args(EventKind)
 DETECT: Role = "detect"
+# The three ways to give the naming threshold (one at a time, see RecognitionThresholds).
+NAMING_THRESHOLDS = frozenset({"false_match_rate", "min_cosine_similarity", "recognition_threshold"})
 
 
 class _Strict(BaseModel):
@@ -90,15 +95,20 @@ class TrackingConfig(TrackLifetimes, ShotSelection):
 
 
 UnknownsConfig = UnknownsSettings  # defined with the visitor clusters
+LiveConfig = LiveViewSettings  # defined with the clip writer (video/recording.py)
+ClipsConfig = ClipSettings  # likewise
 EventsConfig = EventRules  # defined with the event rules
 
 
 @pydantic_dataclass(frozen=True, config=ConfigDict(extra="forbid"))
 class MqttConfig(MqttSettings):
-    """MQTT delivery, in Frigate's topic style."""
+    """MQTT delivery, in Frigate's topic style, and Home Assistant discovery."""
 
     enabled: bool = Field(default=False, title="Enabled",
                           description="Publish availability, events and presence over MQTT.")
+
+
+ServerConfig = PublicLinks  # defined with the messages that carry the links
 
 
 @pydantic_dataclass(frozen=True, config=ConfigDict(extra="forbid"))
@@ -179,10 +189,16 @@ class FacetrailConfig(_Strict):
     mqtt: MqttConfig = Field(default_factory=MqttConfig, title="MQTT", description="MQTT delivery.")
     webhooks: list[WebhookConfig] = Field(default_factory=list, title="Webhooks",
                                           description="Receivers of signed webhooks.")
+    server: ServerConfig = Field(default_factory=ServerConfig, title="Server",
+                                 description="How receivers of messages reach this server (links to snapshots).")
     retention: RetentionConfig = Field(default_factory=RetentionConfig, title="Retention",
                                        description="How long data is kept.")
     cameras: dict[str, CameraConfig] = Field(min_length=1, title="Cameras",
                                              description="Cameras by name (lower-case letters, digits, - and _).")
+    live: LiveConfig = Field(default_factory=LiveConfig, title="Live view",
+                             description="The dashboard's live view of each camera (while someone watches).")
+    clips: ClipsConfig = Field(default_factory=ClipsConfig, title="Clips",
+                               description="Recordings of a few seconds around each event.")
     doors: dict[str, DoorConfig] = Field(default_factory=dict, title="Doors",
                                          description="Doors by name: a camera, who may pass, and how.")
 
@@ -195,12 +211,19 @@ class FacetrailConfig(_Strict):
 
     @model_validator(mode="after")
     def _overrides_consistent(self) -> FacetrailConfig:
+        calibration = RECOGNISERS[self.recogniser].calibration
+        try:
+            self.face_recognition.for_recogniser(calibration, self.recogniser)
+        except ValueError as error:
+            raise ValueError(f"face_recognition: {error}") from None
         for name in self.cameras:
             try:
                 self.camera_recognition(name)
             except ValidationError as error:
                 reasons = "; ".join(str(e["msg"]).removeprefix("Value error, ") for e in error.errors())
                 raise ValueError(f"camera {name}: face_recognition overrides: {reasons}") from None
+            except ValueError as error:
+                raise ValueError(f"camera {name}: face_recognition overrides: {error}") from None
         return self
 
     @field_validator("cameras")
@@ -229,8 +252,11 @@ class FacetrailConfig(_Strict):
         return self
 
     def camera_recognition(self, name: str) -> FaceRecognitionConfig:
-        """The face_recognition settings of one camera, its overrides applied."""
+        """The face_recognition settings of one camera, its overrides applied, a false_match_rate turned into
+        the recogniser's cosine (ValueError when the recogniser cannot)."""
         overrides = self.cameras[name].face_recognition
-        if overrides is None:
-            return self.face_recognition
-        return dataclasses.replace(self.face_recognition, **overrides.model_dump(exclude_none=True))
+        chosen = overrides.model_dump(exclude_none=True) if overrides is not None else {}
+        if NAMING_THRESHOLDS & chosen.keys():  # a camera's naming threshold replaces the global one, whatever its form
+            chosen = {key: None for key in NAMING_THRESHOLDS} | chosen
+        merged = dataclasses.replace(self.face_recognition, **chosen) if chosen else self.face_recognition
+        return merged.for_recogniser(RECOGNISERS[self.recogniser].calibration, self.recogniser)

@@ -5,7 +5,12 @@ Topics (``facetrail`` is ``topic_prefix``):
 * ``facetrail/available``: ``online`` / ``offline``, retained; ``offline`` is
   also the Last Will, so a crash or a lost network says so too.
 * ``facetrail/events``: JSON ``{"type": "new" | "update" | "end", ...}``.
-* ``facetrail/<camera>/<identity>``: per camera and person, as Frigate does per object.
+* ``facetrail/<camera>/<person>``: per camera and person, how many tracks of them
+  the camera sees now, as Frigate counts per object (``<person>``: the slug of the
+  name, see :func:`~facetrail.events.messages.slug`).
+* ``facetrail/<camera>/<person>/snapshot``: the JPEG of the latest named shot, retained.
+* ``facetrail/tracked_object_update``: Frigate's ``{"type": "face", ...}`` when a track is named.
+* Home Assistant's discovery and state topics: :mod:`facetrail.events.homeassistant`.
 
 The outbox stores full topics; :meth:`MqttPublisher.topic` builds them.
 """
@@ -26,6 +31,7 @@ from pydantic import ConfigDict, Field, field_validator, model_validator
 from pydantic.dataclasses import dataclass
 
 from facetrail.events.errors import ChannelUnavailableError, DeliveryError
+from facetrail.events.outbox import wire_payload
 
 log = logging.getLogger(__name__)
 
@@ -61,8 +67,17 @@ class MqttSettings:
                                              "failed one.")
     reconnect_max_s: int = Field(default=30, ge=1, title="Longest reconnection wait",
                                  description="Reconnection attempts never wait longer than this (seconds).")
+    home_assistant: bool = Field(default=False, title="Home Assistant discovery",
+                                 description="Announce cameras, doors and enrolled people to Home Assistant "
+                                             "(MQTT discovery): last seen, presence per camera, watchlist and door "
+                                             "events. Off: entities announced before are removed.")
+    discovery_prefix: str = Field(default="homeassistant", title="Discovery prefix",
+                                  description="Home Assistant's MQTT discovery prefix.")
+    presence_timeout_s: float = Field(default=60, ge=1, le=86400, title="Presence timeout",
+                                      description="A person's presence sensor at a camera is on while they were "
+                                                  "seen there within this many seconds, and off after.")
 
-    @field_validator("topic_prefix")
+    @field_validator("topic_prefix", "discovery_prefix")
     @classmethod
     def _topic(cls, value: str) -> str:
         if not value or any(c in value for c in "+#\0") or value.startswith("/") or value.endswith("/"):
@@ -110,6 +125,7 @@ class MqttPublisher:
         # waits for the copy paho already holds, and resends on reconnect, instead of sending a second one.
         self._pending: dict[str, paho.MQTTMessageInfo] = {}
         self._connect_callbacks: list[Callable[[], None]] = []
+        self._subscriptions: set[str] = set()
         self._started = False
         self._stopped = False
 
@@ -141,6 +157,20 @@ class MqttPublisher:
             if callback in self._connect_callbacks:
                 self._connect_callbacks.remove(callback)
 
+    def subscribe(self, topic_filter: str, callback: Callable[[str, bytes, bool], None]) -> None:
+        """Receive ``topic_filter``'s messages as ``callback(topic, payload, retained)`` (on paho's thread).
+
+        Subscribed again after every (re)connection, so retained messages arrive each time.
+        """
+        def on_message(_client: paho.Client, _userdata: Any, message: paho.MQTTMessage) -> None:
+            callback(message.topic, bytes(message.payload), bool(message.retain))
+
+        self._client.message_callback_add(topic_filter, on_message)
+        with self._lock:
+            self._subscriptions.add(topic_filter)
+        if self.connected:
+            self._client.subscribe(topic_filter, qos=1)
+
     def start(self) -> None:
         """Connect in the background, and keep reconnecting while the broker is away."""
         if self._stopped:
@@ -152,15 +182,23 @@ class MqttPublisher:
         self._client.loop_start()
 
     def publish(
-        self, topic: str, payload: str, *, retain: bool = False, timeout: float = 5.0, message_id: str | None = None,
+        self, topic: str, payload: str | bytes, *, retain: bool = False, timeout: float = 5.0,
+        message_id: str | None = None,
     ) -> None:
         """Publish and wait until the broker acknowledged it (PUBACK for QoS 1).
 
+        ``payload``: text, bytes, or an outbox payload as stored (a binary one is
+        sent as its bytes, see :func:`~facetrail.events.outbox.wire_payload`).
         Raises :class:`ChannelUnavailableError` when not connected (nothing
         sent) and :class:`DeliveryError` when no acknowledgement came within
         ``timeout``. Pass the outbox ``message_id`` so that a retry of a message
         paho still holds waits for that copy rather than sending another.
         """
+        if isinstance(payload, str):
+            try:
+                payload = wire_payload(payload)
+            except ValueError as exc:
+                raise DeliveryError(str(exc)) from exc
         with self._lock:
             info = self._pending.get(message_id) if message_id else None
         if info is None:
@@ -229,6 +267,9 @@ class MqttPublisher:
         client.publish(self.availability_topic, "online", qos=self.settings.qos, retain=True)
         with self._lock:
             callbacks = list(self._connect_callbacks)
+            subscriptions = sorted(self._subscriptions)
+        for topic_filter in subscriptions:
+            client.subscribe(topic_filter, qos=1)
         for callback in callbacks:
             callback()
 

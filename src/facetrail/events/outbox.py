@@ -11,8 +11,11 @@ Delivery guarantees:
   restart, so delivery is *at-least-once*. Webhook receivers deduplicate on the
   ``webhook-id`` header (the Standard Webhooks spec asks them to); JSON object
   payloads on MQTT carry the same id as ``"message_id"`` for subscribers that
-  need to deduplicate. Plain-text MQTT payloads (counts, availability) are
-  retained state, for which a repeat is harmless.
+  need to deduplicate. Plain-text MQTT payloads (counts, availability) and
+  binary ones (snapshot JPEGs) are retained state, for which a repeat is harmless.
+* Binary payloads (``bytes``) are kept in the text column as ``base64:`` and
+  their base64; :func:`wire_payload` turns them back into bytes for sending.
+  A text payload may therefore not start with ``base64:``.
 * While the process lives a message is never sent twice.
 * Per destination (MQTT topic, webhook name) messages go out in id order: while
   one waits for a retry, the later ones to the same destination wait too.
@@ -24,6 +27,8 @@ database's lease (:mod:`facetrail.events.lease`).
 
 from __future__ import annotations
 
+import base64
+import binascii
 import json
 import uuid
 from collections.abc import Mapping
@@ -41,6 +46,7 @@ CHANNELS: tuple[str, ...] = get_args(Channel)
 # last_error is Text, but a receiver's whole error page is not worth keeping.
 _MAX_ERROR_CHARS = 1000
 ABANDONED_PREFIX = "abandoned: "
+BINARY_PREFIX = "base64:"  # how a bytes payload is kept in the (text) payload column
 
 
 def new_message_id() -> str:
@@ -53,7 +59,7 @@ def enqueue(
     *,
     channel: Channel,
     destination: str,
-    payload: Mapping[str, Any] | str,
+    payload: Mapping[str, Any] | str | bytes,
     retain: bool = False,
     message_id: str | None = None,
 ) -> OutboxMessage:
@@ -62,13 +68,20 @@ def enqueue(
     ``destination``: the full MQTT topic, or the name of a configured webhook.
     A mapping ``payload`` is stored as compact JSON (datetimes as ISO 8601); on
     the ``mqtt`` channel a ``"message_id"`` key is added unless present.
+    ``bytes`` (MQTT only) are stored as base64 and sent as they were.
     """
     if channel not in CHANNELS:
         raise ValueError(f"unknown channel {channel!r}; expected one of {', '.join(CHANNELS)}")
     if not destination:
         raise ValueError("destination must not be empty")
     mid = message_id or new_message_id()
-    if isinstance(payload, str):
+    if isinstance(payload, bytes):
+        if channel != "mqtt":
+            raise ValueError("a binary payload goes to MQTT only; a webhook's body is JSON")
+        text = BINARY_PREFIX + base64.b64encode(payload).decode("ascii")
+    elif isinstance(payload, str):
+        if payload.startswith(BINARY_PREFIX):
+            raise ValueError(f"a text payload must not start with {BINARY_PREFIX!r}; pass bytes for binary data")
         text = payload
     else:
         body = dict(payload)
@@ -82,6 +95,16 @@ def enqueue(
     session.add(message)
     session.flush()
     return message
+
+
+def wire_payload(stored: str) -> str | bytes:
+    """What is sent for a stored payload: the text, or the bytes a binary payload was stored from."""
+    if not stored.startswith(BINARY_PREFIX):
+        return stored
+    try:
+        return base64.b64decode(stored[len(BINARY_PREFIX):], validate=True)
+    except binascii.Error as exc:
+        raise ValueError(f"a stored binary payload is not valid base64: {exc}") from exc
 
 
 def due(

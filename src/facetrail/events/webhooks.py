@@ -45,6 +45,10 @@ class WebhookTarget:
     timeout_s: float = Field(default=5, gt=0, le=120, title="Timeout",
                              description="Seconds one attempt may take in all, from connecting to the last byte "
                                          "of the answer; a slower receiver is cut off and tried again later.")
+    include_snapshot: bool = Field(default=False, title="Include snapshot",
+                                   description="Carry the event's snapshot JPEG in the payload, base64, as "
+                                               "data.snapshot_base64 (some 50-200 kB a message). Off: "
+                                               "data.snapshot_url links to it.")
 
     @field_validator("name")
     @classmethod

@@ -9,14 +9,19 @@ re-encoded or resized copy of the photo counts) is refused as
 (``EnrolOptions.allow_duplicate_face``). Templates and thumbnails are sealed
 under the identity's data key (``facetrail.store.crypto``) in the same
 transaction.
+
+Which face of a photo is taken, and whether it is good enough, is
+``facetrail.gallery.enrol_faces``: a photo with several faces is refused
+with its faces listed unless the caller picks one; a small or soft but
+usable face is enrolled with a warning; only faces under measured floors
+are refused.
 """
 
 from __future__ import annotations
 
 import hashlib
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field
-from enum import StrEnum
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import cv2
@@ -24,6 +29,7 @@ import numpy as np
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from facetrail.gallery.enrol_faces import FacePick, Outcome, PhotoFace, QualityBar, Verdict, judge
 from facetrail.gallery.errors import GalleryError
 from facetrail.gallery.gallery import Gallery
 from facetrail.gallery.search import Match, match_many
@@ -33,26 +39,23 @@ from facetrail.store.sealed import seal_into
 from facetrail.vision.engine import ImageFaces
 from facetrail.vision.errors import ImageError
 from facetrail.vision.image import load_image
+from facetrail.vision.types import FaceQuality
+
+__all__ = ["IMAGE_SUFFIXES", "EnrolOptions", "EnrolReport", "FacePick", "FileReport", "Outcome", "PhotoFace",
+           "duplicate_threshold", "enrol_folder", "enrol_person", "person_folders"]
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"}
 Progress = Callable[[Path], None]
 
 
-class Outcome(StrEnum):
-    """What happened to one file."""
-
-    ENROLLED = "enrolled"
-    NO_FACE = "no face"
-    SEVERAL_FACES = "several faces"
-    LOW_QUALITY = "too low quality"
-    DUPLICATE = "duplicate image"
-    DUPLICATE_FACE = "duplicate face"
-    UNREADABLE = "unreadable"
-
-
 @dataclass(frozen=True)
 class FileReport:
-    """The outcome for one file, with a human detail and the template it made."""
+    """The outcome for one file, with a human detail and the template it made.
+
+    ``face``: the face taken (number and box); ``faces``: every face on the photo (listed when it was
+    refused as ambiguous); ``quality``: the taken face's quality; ``warning``: why a usable face makes a
+    weaker template (say, a low-resolution ID photo), '' when it does not.
+    """
 
     path: Path
     person: str
@@ -60,18 +63,26 @@ class FileReport:
     detail: str = ""
     template_id: int | None = None
     other: Match | None = None  # DUPLICATE_FACE: the other identity that already has this face
+    face: PhotoFace | None = None
+    faces: tuple[PhotoFace, ...] = ()
+    quality: FaceQuality | None = None
+    warning: str = ""
 
 
 @dataclass(frozen=True)
 class EnrolOptions:
     """How strict enrolment is.
 
-    ``take_largest``: on a photo with several faces, enrol the largest instead
-    of refusing the photo. ``min_quality``: faces under this quality score
-    (0-1, see ``facetrail.vision.quality``) are refused. ``watchlist``: add
-    the person to this existing watchlist. ``allow_duplicate_face``: enrol a
-    face even when it is already enrolled under another identity (confirmed by
-    the operator); otherwise it is refused as ``Outcome.DUPLICATE_FACE``.
+    A photo with several faces is refused (its faces listed) unless ``face``
+    (the face's number, as the refusal lists it), ``take_largest`` or
+    ``take_centre`` (nearest the centre, weighted by size) says which to take.
+    ``min_quality``: faces whose pose, detector and alignment quality (0-1,
+    see ``facetrail.vision.quality``) is under this are refused; size and
+    sharpness have their own measured floors (``bar``), above which a small or
+    soft face is enrolled with a warning. ``watchlist``: add the person to
+    this existing watchlist. ``allow_duplicate_face``: enrol a face even when
+    it is already enrolled under another identity (confirmed by the
+    operator); otherwise it is refused as ``Outcome.DUPLICATE_FACE``.
     """
 
     actor: str
@@ -80,6 +91,24 @@ class EnrolOptions:
     watchlist: str | None = None
     thumbnails: bool = True
     allow_duplicate_face: bool = False
+    face: int | None = None
+    take_centre: bool = False
+    bar: QualityBar = field(default_factory=QualityBar)
+
+    def __post_init__(self) -> None:
+        if sum((self.face is not None, self.take_largest, self.take_centre)) > 1:
+            raise GalleryError("choose the face one way: a face number, the largest or the one nearest the centre")
+        if self.face is not None and self.face < 0:
+            raise GalleryError(f"face numbers start at 0; {self.face} is not one")
+
+    @property
+    def pick(self) -> FacePick:
+        """How a photo with several faces is handled when no face number is given."""
+        return FacePick.LARGEST if self.take_largest else FacePick.CENTRE if self.take_centre else FacePick.REFUSE
+
+    def quality_bar(self) -> QualityBar:
+        """The floors and warning levels, with ``min_quality`` as the pose/detector/alignment floor."""
+        return replace(self.bar, min_other=self.min_quality)
 
 
 @dataclass
@@ -102,6 +131,8 @@ class _Candidate:
     vector: np.ndarray | None = None
     thumbnail: bytes | None = None
     note: str = ""
+    verdict: Verdict | None = None
+    quality: FaceQuality | None = None
 
 
 def person_folders(root: Path) -> list[tuple[str, list[Path]]]:
@@ -160,8 +191,7 @@ def enrol_person(gallery: Gallery, name: str, images: Sequence[Path], options: E
     ids = [int(c.template.id) for c in accepted if c.template is not None]
     gallery.add_to_index(ids, np.stack([c.vector for c in accepted if c.vector is not None]))
     report.identities[name] = identity_id
-    report.files.extend(FileReport(c.path, name, Outcome.ENROLLED, c.note, template_id=t)
-                        for c, t in zip(accepted, ids, strict=True))
+    report.files.extend(_enrolled(c, name, t) for c, t in zip(accepted, ids, strict=True))
     return report
 
 
@@ -192,7 +222,10 @@ def _not_enrolled_elsewhere(gallery: Gallery, name: str, accepted: list[_Candida
             candidate.note = f"{said}; confirmed"
             kept.append(candidate)
         else:
-            report.files.append(FileReport(candidate.path, name, Outcome.DUPLICATE_FACE, said, other=match))
+            verdict = candidate.verdict
+            report.files.append(FileReport(candidate.path, name, Outcome.DUPLICATE_FACE, said, other=match,
+                                           face=verdict.face if verdict else None,
+                                           faces=verdict.faces if verdict else ()))
     return kept
 
 
@@ -222,34 +255,34 @@ def _accepted_faces(gallery: Gallery, name: str, images: Iterable[Path], options
             continue
         seen.add(digest)
         faces = gallery.engine.analyze(image)
-        verdict = _judge(faces, options)
-        if isinstance(verdict, str):
-            outcome, _, detail = verdict.partition(":")
-            report.files.append(FileReport(path, name, Outcome(outcome), detail.strip()))
+        verdict = judge(faces, face=options.face, pick=options.pick, bar=options.quality_bar())
+        if verdict.index is None:
+            quality = faces.qualities[verdict.face.index] if verdict.face else None
+            report.files.append(FileReport(path, name, verdict.outcome, verdict.detail, faces=verdict.faces,
+                                           quality=quality))
+        elif len(faces) > 1 and _already_enrolled(gallery, face_digest(digest, verdict.index)):
+            report.files.append(FileReport(path, name, Outcome.DUPLICATE, f"face #{verdict.index} of this image is "
+                                           "already enrolled", face=verdict.face, faces=verdict.faces))
         else:
-            candidates.append(_candidate(gallery, path, digest, faces, verdict, options))
+            key = face_digest(digest, verdict.index) if len(faces) > 1 else digest
+            candidates.append(_candidate(gallery, path, key, faces, verdict, options))
         _tick(progress, path)
     return candidates
 
 
-def _judge(faces: ImageFaces, options: EnrolOptions) -> int | str:
-    """Index of the face to enrol, or 'outcome: detail' saying why none is."""
-    if len(faces) == 0:
-        return f"{Outcome.NO_FACE}: no face found"
-    if len(faces) > 1 and not options.take_largest:
-        return f"{Outcome.SEVERAL_FACES}: {len(faces)} faces; use --largest to enrol the largest"
-    index = faces.primary()
-    assert index is not None
-    quality = faces.qualities[index]
-    if quality.score < options.min_quality:
-        weakest = min(quality.parts, key=lambda k: quality.parts[k])
-        return (f"{Outcome.LOW_QUALITY}: quality {quality.score:.2f} < {options.min_quality:.2f} "
-                f"(weakest: {weakest})")
-    return index
+def _enrolled(candidate: _Candidate, name: str, template_id: int) -> FileReport:
+    """The report line of an enrolled candidate: which face was taken, its quality and any warning."""
+    verdict = candidate.verdict
+    detail = "; ".join(part for part in (verdict.detail if verdict else "", candidate.note) if part)
+    return FileReport(candidate.path, name, Outcome.ENROLLED, detail, template_id=template_id,
+                      face=verdict.face if verdict else None, faces=verdict.faces if verdict else (),
+                      quality=candidate.quality, warning=verdict.warning if verdict else "")
 
 
-def _candidate(gallery: Gallery, path: Path, digest: str, faces: ImageFaces, index: int,
+def _candidate(gallery: Gallery, path: Path, digest: str, faces: ImageFaces, verdict: Verdict,
                options: EnrolOptions) -> _Candidate:
+    index = verdict.index
+    assert index is not None  # only accepted verdicts become candidates
     vector = faces.embeddings.vectors[index].astype(np.float32)
     thumbnail = None
     if options.thumbnails and faces.aligned is not None:
@@ -258,7 +291,17 @@ def _candidate(gallery: Gallery, path: Path, digest: str, faces: ImageFaces, ind
     template = FaceTemplate(embedding=b"", dim=int(vector.shape[0]), model_id=gallery.model_id,  # sealed later
                             quality=float(faces.qualities[index].score), image_sha256=digest,
                             source_name=path.name)
-    return _Candidate(path, digest, template, vector, thumbnail)
+    return _Candidate(path, digest, template, vector, thumbnail, verdict=verdict,
+                      quality=faces.qualities[index])
+
+
+def face_digest(image_digest: str, index: int) -> str:
+    """The hash a template from face ``index`` of a photo with several faces is stored under.
+
+    Each face of a group photo may be enrolled (as different people), so the photo's own hash cannot
+    mark it done; the face's hash keeps re-running the same choice a no-op.
+    """
+    return hashlib.sha256(f"{image_digest}#face{index}".encode()).hexdigest()
 
 
 def _already_enrolled(gallery: Gallery, digest: str) -> bool:

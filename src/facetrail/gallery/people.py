@@ -13,6 +13,7 @@ from facetrail.gallery.errors import GalleryError
 from facetrail.gallery.gallery import Gallery
 from facetrail.store import audit
 from facetrail.store.doors import Withdrawal, withdraw_consent
+from facetrail.store.media import ClipFiles
 from facetrail.store.models import FaceTemplate, Identity, NegativeExample, Watchlist, WatchlistMember
 from facetrail.store.people import Forgotten, forget_identity
 from facetrail.store.sealed import seal_into
@@ -68,6 +69,8 @@ def forget(gallery: Gallery, reference: str, *, actor: str, reason: str) -> Forg
     with gallery.db.session() as session:
         identity = resolve_identity(session, reference)
         forgotten = forget_identity(session, identity.id, actor=actor, reason=reason.strip())
+    with gallery.db.session() as session:  # the clips of the events that went with the person
+        ClipFiles(gallery.settings.data_dir).sweep(session)
     gallery.remove_from_index(forgotten.template_ids)
     gallery.save_index()
     return forgotten

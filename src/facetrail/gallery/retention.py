@@ -17,6 +17,7 @@ from sqlalchemy.orm import Session
 
 from facetrail.config.schema import FacetrailConfig, RetentionConfig
 from facetrail.gallery.gallery import Gallery
+from facetrail.store.media import ClipFiles
 from facetrail.store.models import AuditEntry, utcnow
 from facetrail.store.people import PurgeReport, purge_expired
 from facetrail.store.retention import RetentionPolicy, RetentionReport, delete_expired, record_purge
@@ -28,11 +29,13 @@ class RetentionOutcome:
 
     data: RetentionReport
     people: PurgeReport
+    clips: int = 0  # event clips deleted with their event or their snapshot
 
     @property
     def counts(self) -> dict[str, int]:
         """Rows removed (or images blanked) per class, classes with nothing removed left out."""
-        people = {"watchlists": len(self.people.expired_watchlists), "identities": len(self.people.forgotten)}
+        people = {"watchlists": len(self.people.expired_watchlists), "identities": len(self.people.forgotten),
+                  "clips": self.clips}
         return {**self.data.counts, **{k: v for k, v in people.items() if v}}
 
     @property
@@ -57,7 +60,7 @@ def apply_retention(gallery: Gallery, retention: RetentionPolicy, *, actor: str 
                     now: datetime | None = None) -> RetentionOutcome:
     """Delete everything past its retention in one transaction, with one ``retention.purge`` audit entry.
 
-    Video data (sightings, visitors, events, thumbnails, snapshots, door decisions, delivered messages)
+    Video data (sightings, visitors, events, thumbnails, snapshots, event clips, door decisions, delivered messages)
     goes by ``retention`` (the configuration's ``retention:`` section is one); watchlists past their expiry
     and people past their ``retain_until`` are removed too (each also logged on its own), and their templates
     leave the vector index.
@@ -66,7 +69,9 @@ def apply_retention(gallery: Gallery, retention: RetentionPolicy, *, actor: str 
     with gallery.db.session() as session:
         data = delete_expired(session, retention, now=moment)
         people = purge_expired(session, now=moment, actor=actor)
-        outcome = RetentionOutcome(data, people)
+        session.flush()  # the sweep below reads the events that are left
+        clips = ClipFiles(gallery.settings.data_dir).sweep(session, older_than=moment - retention.thumbnails)
+        outcome = RetentionOutcome(data, people, clips)
         record_purge(session, outcome.counts, actor=actor)
     if people.template_ids:
         gallery.remove_from_index(people.template_ids)

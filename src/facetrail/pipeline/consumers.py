@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from facetrail.events.messages import EventView
 from facetrail.pipeline.analyzer import AnalysedFrame
 from facetrail.pipeline.batch import EndedTrack, FrameBatch
 from facetrail.pipeline.doors import DoorFace, DoorService
@@ -105,6 +106,16 @@ class Sightings(Consumer):
                               if named and verdict.identity_id is not None else [],
                               evidence=evidence, frame_time=batch.captured_at)
         self.events += len(record.events) - before
+
+    def visitor_of(self, camera: str, track_id: int) -> int | None:
+        """The anonymous visitor id of a track in view (None while it has none), for the live view's labels."""
+        record = self._records.get((camera, track_id))
+        return record.visitor_id if record is not None else None
+
+    def open_event(self, uid: str) -> EventView | None:
+        """The description of an event of a track still in view (so a change to it is kept), else None."""
+        return next((view for record in self._records.values() for view in record.events.values()
+                     if view.uid == uid), None)
 
     def _merge(self, camera: str, survivor: int, absorbed: int) -> None:
         gone = self._records.pop((camera, absorbed), None)

@@ -110,12 +110,16 @@ class Recorder:
         record.score = score if status == "named" else None
         record.quality = max(record.quality, evidence.quality)
         with self.db.session() as session:
+            visit = None
             if status == "unknown" and record.visitor_id is None and self.clusters is not None and self.keep_unknowns:
-                self._assign_visitor(session, record, evidence, frame_time)
+                visit = self._assign_visitor(session, record, evidence, frame_time)
             if status != "unknown" and record.visitor_id is not None:
                 self._in_view.get(record.camera, set()).discard(record.visitor_id)
                 record.visitor_id = None
             sighting = self._write_sighting(session, record, evidence)
+            if visit is not None:  # after the sighting, so the event points at it
+                kind, visits = visit
+                self._visitor_event(session, record, kind, evidence, frame_time, count=visits)
             if status == "named" and self.rules.watchlist_hit:
                 for rule in rules:
                     if score is not None and score >= rule.threshold:
@@ -124,6 +128,10 @@ class Recorder:
                 if was_named:
                     self._presence(session, was_named, -1, frame_time)
                 self._presence(session, (record.camera, identity_id), +1, frame_time)
+                if self.channels.mqtt_prefix is not None:
+                    self.outlet.face_named(session, camera=record.camera, track_id=record.uid,
+                                           name=self._name_of(session, identity_id), score=score, at=frame_time,
+                                           snapshot=self._snapshot(evidence))
         record.dirty = False
 
     def touch(self, record: TrackRecord, at: datetime) -> None:
@@ -192,7 +200,9 @@ class Recorder:
         record.sighting_id = sighting.id
         return sighting
 
-    def _assign_visitor(self, session: Session, record: TrackRecord, evidence: Evidence, at: datetime) -> None:
+    def _assign_visitor(self, session: Session, record: TrackRecord, evidence: Evidence,
+                        at: datetime) -> tuple[str, int] | None:
+        """Give the track a visitor (a known one or a new one); the visitor event to raise and the visit count."""
         assert self.clusters is not None
         vector = np.asarray(evidence.embedding, np.float32)
         in_view = self._in_view.setdefault(record.camera, set())
@@ -206,9 +216,7 @@ class Recorder:
             self.clusters.add(row.id, vector, at)
             record.visitor_id = row.id
             in_view.add(row.id)
-            if self.rules.unknown_visitor:
-                self._visitor_event(session, record, "unknown_visitor", evidence, at, count=1)
-            return
+            return ("unknown_visitor", 1) if self.rules.unknown_visitor else None
         previous = match.last_seen
         cluster = self.clusters.update(match, vector, at)
         existing = session.get(Visitor, cluster.key)
@@ -225,9 +233,8 @@ class Recorder:
         record.visitor_id = row.id
         in_view.add(row.id)
         if self.rules.seen_again and at - previous >= self.rules.seen_again_after:
-            self._visitor_event(session, record, "seen_again", evidence, at, count=row.sightings)
-        elif self.rules.unknown_visitor:
-            self._visitor_event(session, record, "unknown_visitor", evidence, at, count=row.sightings)
+            return "seen_again", row.sightings
+        return ("unknown_visitor", row.sightings) if self.rules.unknown_visitor else None
 
     def _watchlist_event(self, session: Session, record: TrackRecord, sighting: Sighting, rule: WatchlistRule,
                          evidence: Evidence, at: datetime) -> None:
@@ -239,7 +246,7 @@ class Recorder:
                              identity_id=record.identity_id, identity_name=record.identity_name,
                              watchlist=rule.name, score=record.score, frame_time=at,
                              reviewers_required=rule.reviewers_required, sighting_id=sighting.id,
-                             snapshot_quality=evidence.quality)
+                             snapshot_quality=evidence.quality, box=evidence.box)
             self.outlet.new(session, view, snapshot=self._snapshot(evidence), watchlist_id=rule.watchlist_id)
             record.events[key] = view
             log.info("%s: %s on watchlist %s (score %.3f)", record.camera, record.identity_name, rule.name,
@@ -252,14 +259,14 @@ class Recorder:
             view.score = record.score
         snapshot = None
         if view.snapshot_quality is None or evidence.quality > view.snapshot_quality:
-            snapshot, view.snapshot_quality = self._snapshot(evidence), evidence.quality
+            snapshot, view.snapshot_quality, view.box = self._snapshot(evidence), evidence.quality, evidence.box
         self.outlet.update(session, view, before=before, snapshot=snapshot)
 
     def _visitor_event(self, session: Session, record: TrackRecord, kind: str, evidence: Evidence, at: datetime,
                        *, count: int) -> None:
         view = EventView(uid=new_uid(), kind=kind, camera=record.camera, start_time=at,
                          visitor_id=record.visitor_id, frame_time=at, sighting_id=record.sighting_id,
-                         snapshot_quality=evidence.quality, extra={"visits": count})
+                         snapshot_quality=evidence.quality, box=evidence.box, extra={"visits": count})
         self.outlet.new(session, view, snapshot=self._snapshot(evidence))
         record.events[kind] = view
 

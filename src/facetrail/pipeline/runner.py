@@ -30,6 +30,7 @@ import numpy as np
 from facetrail.clock import Clock, SystemClock
 from facetrail.config.schema import FacetrailConfig
 from facetrail.events.dispatcher import Dispatcher
+from facetrail.events.homeassistant import HomeAssistantBridge, site_of
 from facetrail.events.mqtt import MqttPublisher
 from facetrail.events.webhooks import WebhookSender
 from facetrail.gallery.gallery import Gallery, GallerySettings
@@ -37,13 +38,16 @@ from facetrail.gallery.retention import apply_retention
 from facetrail.pipeline import settings as cfg
 from facetrail.pipeline.analyzer import AnalysedFrame, FrameAnalyzer
 from facetrail.pipeline.batch import EndedTrack, FrameBatch
+from facetrail.pipeline.clips import ClipRecorder, announce_clip
 from facetrail.pipeline.consumers import CameraStatus, Consumer, Doors, Sightings
 from facetrail.pipeline.doors import DoorService
 from facetrail.pipeline.health import PipelineHealth
+from facetrail.pipeline.live import LiveView
 from facetrail.pipeline.matcher import GalleryMatcher
 from facetrail.pipeline.recorder import Recorder
 from facetrail.pipeline.tracking import CameraTracking, EmbedRequest, RecognitionRule
 from facetrail.store import audit
+from facetrail.store.media import ClipFiles, LiveFrames
 from facetrail.store.models import utcnow
 from facetrail.track.tracker import FaceTracker
 from facetrail.track.unknowns import UnknownClusters
@@ -121,8 +125,13 @@ class Pipeline:
         self.health = PipelineHealth(runtime.name for runtime in self.cameras)
         self.mqtt: MqttPublisher | None = None
         mqtt = cfg.mqtt_settings(config)
+        self.home_assistant: HomeAssistantBridge | None = None  # discovery, states, removals of forgotten people
         if mqtt is not None:
             self.mqtt = MqttPublisher(mqtt)
+            site = site_of(mqtt.topic_prefix, config.mqtt.discovery_prefix, [r.name for r in self.cameras],
+                           {name: door.camera for name, door in config.doors.items()})
+            self.home_assistant = HomeAssistantBridge(self.gallery.db, self.recorder.outlet, site, config.mqtt)
+            self.home_assistant.attach(self.mqtt)
         targets = cfg.webhook_targets(config)
         self.dispatcher: Dispatcher | None = None
         if self.mqtt is not None or targets:
@@ -133,7 +142,16 @@ class Pipeline:
         self.sightings = Sightings(self.recorder, self.matcher)
         self.camera_status = CameraStatus(self.gallery.db, self.run_id, [r.camera for r in self.cameras],
                                           self.health)
-        self.consumers: list[Consumer] = [self.sightings, Doors(self.doors), self.camera_status, *consumers]
+        names = [runtime.name for runtime in self.cameras]
+        self.live_view = LiveView(LiveFrames(config.data_dir), config.live, names, self.clock,
+                                  visitor_of=self.sightings.visitor_of)
+        self.clips: ClipRecorder | None = None
+        if config.clips.enabled:
+            announce = partial(announce_clip, self.gallery.db, self.recorder.outlet, self.sightings.open_event)
+            self.clips = ClipRecorder(self.gallery.db, ClipFiles(config.data_dir), config.clips, names,
+                                      announce=announce)
+        self.consumers: list[Consumer] = [self.sightings, Doors(self.doors), self.camera_status, self.live_view,
+                                          *([self.clips] if self.clips is not None else []), *consumers]
         self.stats = PipelineStats()
         self._turn = 0
         self._last_purge = -float("inf")
@@ -165,6 +183,8 @@ class Pipeline:
             self.mqtt.start()
         if self.dispatcher is not None:
             self.dispatcher.start()
+        if self.home_assistant is not None:
+            self.home_assistant.start()
         for consumer in self.consumers:
             consumer.start()
         for runtime in self.cameras:
@@ -181,6 +201,8 @@ class Pipeline:
                 self.health.guard(None, f"{consumer.name} (stop)", consumer.stop)
         else:
             self.doors.stop()
+        if self.home_assistant is not None:
+            self.home_assistant.stop()
         if self.dispatcher is not None:
             self.dispatcher.drain_once()
             self.dispatcher.stop()

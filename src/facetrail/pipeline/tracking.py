@@ -10,6 +10,7 @@ embedded track is, and returns the batch that every consumer reads.
 from __future__ import annotations
 
 import itertools
+import math
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -22,7 +23,7 @@ from facetrail.pipeline.batch import PENDING, EndedTrack, FrameBatch, Merge, Tra
 from facetrail.pipeline.matcher import GalleryMatcher
 from facetrail.track.bestshot import Shot
 from facetrail.track.camera_motion import CameraMotion
-from facetrail.track.decision import DecisionMethod, decide
+from facetrail.track.decision import Decision, DecisionMethod, decide, decide_weak, weak_threshold
 from facetrail.track.tracker import FaceTracker, Track
 from facetrail.video.frames import Frame
 
@@ -98,13 +99,14 @@ class CameraTracking:
                 self._uids[track.track_id] = f"{self.run_id}:{self.camera}:{track.track_id}"
                 self._started.add(track.track_id)
                 self.counts.tracks += 1
-            if analysed.area(i) < track.shots.settings.min_area:
-                continue  # too small to recognise: tracked, never aligned or embedded
+            gate, area = track.shots.settings, analysed.area(i)
+            if area < gate.min_area and (area < gate.weak_min_area or not track.shots.takes_weak()):
+                continue  # too small to recognise, or a small face this track wants no more of: never aligned
             face = analysed.shot(i)
             self._quality[i] = face.quality.score
             if not face.usable:
                 continue
-            shot = Shot(shot_id=next(self._shot_ids), t=t, quality=face.quality.score, area=analysed.area(i),
+            shot = Shot(shot_id=next(self._shot_ids), t=t, quality=face.quality.score, area=area,
                         crop=face.crop, thumbnail=None)
             if track.shots.offer(shot):
                 requests.append(EmbedRequest(track, shot, analysed, i))
@@ -153,10 +155,14 @@ class CameraTracking:
     # -- internals -------------------------------------------------------------------------------------------
 
     def _decide(self, track: Track) -> TrackVerdict | None:
-        embedded = [shot for shot in track.shots.embedded() if shot.embedding is not None]
+        embedded = [shot for shot in track.shots.decisive() if shot.embedding is not None]
         if not embedded:
             return None
-        decision = decide(embedded, self.matcher, method=self.rule.method, threshold=self.rule.threshold)
+        weak = all(shot.weak for shot in embedded)
+        if weak:
+            decision = self._decide_weak(track, embedded)
+        else:
+            decision = decide(embedded, self.matcher, method=self.rule.method, threshold=self.rule.threshold)
         best = track.shots.best()
         evidence = max(embedded, key=lambda s: s.quality).embedding
         quality = best.quality if best else 0.0
@@ -165,9 +171,18 @@ class CameraTracking:
                 self.counts.named_tracks += 1
             return TrackVerdict("named", decision.identity_id, self.matcher.name(decision.identity_id),
                                 decision.score, evidence, quality)
+        # A small face that matches nobody is no evidence of a stranger: weak tracks are never "unknown".
         status: Literal["unknown", "uncertain"] = "unknown" if decision.score <= self.rule.unknown_score \
-            else "uncertain"
+            and not weak else "uncertain"
         return TrackVerdict(status, None, None, decision.score, evidence, quality)
+
+    def _decide_weak(self, track: Track, embedded: Sequence[Shot]) -> Decision:
+        gate = track.shots.settings
+        calibrated = weak_threshold(self.model_id, gate.weak_threshold)
+        # No calibration for this recogniser and none configured: weak shots are shown, never named. And a weak
+        # track is never named under the recognition threshold, whatever weak_threshold says.
+        threshold = math.inf if calibrated is None else max(calibrated, self.rule.threshold)
+        return decide_weak(embedded, self.matcher, threshold=threshold, votes=gate.weak_votes)
 
     def _batch(self, frame: Frame, analysed: AnalysedFrame, made: dict[int, np.ndarray], decided: set[int],
                merges: tuple[Merge, ...]) -> FrameBatch:

@@ -119,7 +119,7 @@ class FaceQuality:
 
     score: float
     face_px: float  # inter-ocular distance times 2.5, a box-independent face size in pixels
-    sharpness: float  # variance of the Laplacian on the aligned 112x112 grey crop
+    sharpness: float  # Laplacian variance of the aligned grey crop at the face's own size (see vision/quality.py)
     yaw: float  # degrees, 0 = frontal, estimated from landmarks
     pitch: float  # degrees, positive = looking down, estimated from landmarks
     roll: float  # degrees, in-plane rotation of the eye line

@@ -14,7 +14,7 @@ from facetrail.api.app import PREFIX
 from facetrail.api.errors import invalid_request, problems
 from facetrail.api.guard import GuardRules
 from facetrail.web.auth import LoginRequired, PageForbidden
-from facetrail.web.pages import admin, cameras, doors, events, login, people, search, watchlists
+from facetrail.web.pages import admin, cameras, doors, events, library, login, people, search, watchlists
 from facetrail.web.render import page
 
 
@@ -25,7 +25,7 @@ def install_dashboard(app: FastAPI) -> None:
     guard.public |= {("*", "/login"), ("POST", "/logout")}
     guard.public_folders.append("/static/")
     guard.login_page = "/login"
-    for module in (login, events, people, search, cameras, doors, watchlists, admin):
+    for module in (login, events, people, library, search, cameras, doors, watchlists, admin):
         app.include_router(module.router, include_in_schema=False)
 
     @app.exception_handler(LoginRequired)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from contextvars import ContextVar
 from datetime import datetime
 from importlib.resources import files
 from typing import Any
@@ -13,6 +14,7 @@ from fastapi.templating import Jinja2Templates
 
 from facetrail.store.keys import Caller
 from facetrail.store.models import as_utc
+from facetrail.vision.registry import Calibration
 
 templates = Jinja2Templates(directory=str(files("facetrail.web") / "templates"))
 
@@ -37,9 +39,27 @@ def when(moment: datetime | None) -> str:
 templates.env.filters["when"] = when
 
 
+# The recogniser calibration of the page being rendered: set by ``page`` so that the ``meaning`` filter works in
+# macros imported without context too (the event card).
+_calibration: ContextVar[Calibration | None] = ContextVar("calibration", default=None)
+
+
+def meaning(score: float | None) -> str:
+    """A similarity with what it means for the server's recogniser: "0.41 - fewer than 1 in 1,000,000 strangers
+    score this high" (the calibration table of ``facetrail.vision.registry``)."""
+    if score is None:
+        return "-"
+    calibration = _calibration.get()
+    return f"{score:.2f}" if calibration is None else f"{score:.2f} - {calibration.meaning(score)}"
+
+
+templates.env.filters["meaning"] = meaning
+
+
 def page(request: Request, template: str, who: Caller | None, status_code: int = 200, **context: Any) -> HTMLResponse:
     """Render ``template`` with the menu the caller may use and any ``?notice=`` / ``?problem=`` message."""
     menu = [(path, label) for path, label, role in MENU if who is not None and who.may(role)]  # type: ignore[arg-type]
+    _calibration.set(request.app.state.gallery.spec.calibration)
     return templates.TemplateResponse(request, template, {
         "who": who, "menu": menu, "path": request.url.path,
         "notice": request.query_params.get("notice"), "problem": request.query_params.get("problem"),

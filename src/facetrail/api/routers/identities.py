@@ -14,15 +14,17 @@ from facetrail.api.deps import Admin, GalleryDep, Operator, PersonId, RowId, Vie
 from facetrail.api.errors import ApiError
 from facetrail.api.heavy import heavy_work
 from facetrail.api.routers.uploads import read_upload
-from facetrail.api.schemas import EnrolmentOut, IdentityOut, TemplateOut
+from facetrail.api.schemas import EnrolmentOut, IdentityOut, PhotoFaceOut, TemplateOut
 from facetrail.api.strings import Name, Text, upload_name
 from facetrail.api.views import identity_out
-from facetrail.gallery.enrol import EnrolOptions, Outcome, enrol_person
+from facetrail.gallery.enrol import EnrolOptions, Outcome, PhotoFace, enrol_person
+from facetrail.gallery.enrol_faces import FacePick, parse_face_choice
 from facetrail.gallery.people import forget
 from facetrail.store.models import FaceTemplate, Identity
 from facetrail.store.sealed import open_from
 
 router = APIRouter(prefix="/identities", tags=["identities"])
+FACE_CHOICE = r"^(\d{1,3}|largest|centre|center)$"  # a face number, or how to pick one
 
 
 @router.get("", response_model=pagination.Page[IdentityOut])
@@ -91,27 +93,43 @@ def enrol(request: Request, store: GalleryDep, who: Operator,
           name: Annotated[Name, Form(description="the person's name")],
           image: Annotated[UploadFile, File(description="a photo with one face")],
           confirm_duplicate: Annotated[bool, Form(description="enrol even if the face is already enrolled under "
-                                                              "another identity")] = False) -> EnrolmentOut:
+                                                              "another identity")] = False,
+          face: Annotated[str | None, Form(pattern=FACE_CHOICE, description="on a photo with several faces, which to "
+                                           "enrol: its number (as the 422 'several_faces' lists them), 'largest', or "
+                                           "'centre' (nearest the centre, weighted by size)")] = None) -> EnrolmentOut:
     """Enrol one photo as ``name`` (created if new). Nothing is written unless a usable face is found.
 
     409 ``duplicate_face`` when the face is already enrolled under another identity (named in the details),
-    unless ``confirm_duplicate`` is true.
+    unless ``confirm_duplicate`` is true. 422 ``several_faces`` when the photo shows several faces and ``face``
+    does not say which: the details list every face (number, box, size). A small or blurred face above the
+    measured floors is enrolled with a ``warning``.
     """
     data = read_upload(request, image)
     with tempfile.TemporaryDirectory(prefix="facetrail-upload-") as folder:
         path = Path(folder) / upload_name(image.filename)
         path.write_bytes(data)
-        options = EnrolOptions(actor=who.name, allow_duplicate_face=confirm_duplicate)
+        number, pick = parse_face_choice(face)
+        options = EnrolOptions(actor=who.name, allow_duplicate_face=confirm_duplicate, face=number,
+                               take_largest=pick is FacePick.LARGEST, take_centre=pick is FacePick.CENTRE)
         report = heavy_work(request).call(enrol_person, store, name, [path], options)
     result = report.files[0]
     if result.outcome is Outcome.DUPLICATE_FACE and result.other is not None:
         raise ApiError(409, "duplicate_face", f"{result.detail}; send confirm_duplicate=true to enrol it anyway",
                        {"identity_id": result.other.identity_id, "display_name": result.other.display_name,
                         "similarity": round(result.other.score, 4)})
+    if result.outcome is Outcome.SEVERAL_FACES:
+        raise ApiError(422, "several_faces", f"{result.outcome}: {result.detail}; send face=N, face=largest or "
+                       "face=centre", {"faces": [_face_out(f).model_dump() for f in result.faces]})
     if result.outcome is not Outcome.ENROLLED:
         raise ApiError(422, "not_enrolled", f"{result.outcome}: {result.detail}".rstrip(": "))
     return EnrolmentOut(identity_id=report.identities.get(name.strip()), outcome=str(result.outcome),
-                        detail=result.detail)
+                        detail=result.detail, face=_face_out(result.face) if result.face else None,
+                        quality=round(result.quality.score, 3) if result.quality else None,
+                        warning=result.warning or None)
+
+
+def _face_out(face: PhotoFace) -> PhotoFaceOut:
+    return PhotoFaceOut(index=face.index, box=face.box, size_px=face.size_px)
 
 
 @router.delete("/{identity_id}", status_code=204)

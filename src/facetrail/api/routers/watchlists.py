@@ -10,7 +10,7 @@ from sqlalchemy import func, select
 from facetrail.api.deps import Admin, GalleryDep, PersonId, Viewer
 from facetrail.api.schemas import WatchlistIn, WatchlistOut
 from facetrail.api.strings import Name
-from facetrail.gallery.watchlists import add_member, create_watchlist
+from facetrail.gallery.watchlists import add_member, cosine_for, create_watchlist
 from facetrail.store.models import Watchlist, WatchlistMember
 
 router = APIRouter(prefix="/watchlists", tags=["watchlists"])
@@ -32,8 +32,10 @@ def list_watchlists(store: GalleryDep, _who: Viewer) -> list[WatchlistOut]:
 def create(body: WatchlistIn, store: GalleryDep, who: Admin) -> WatchlistOut:
     """Create a watchlist (audited with its purpose)."""
     watchlist_id = create_watchlist(store, body.name, purpose=body.purpose, actor=who.name, threshold=body.threshold,
-                                    expires_at=body.expires_at, reviewers_required=body.reviewers_required)
-    return WatchlistOut(id=watchlist_id, name=body.name, purpose=body.purpose.strip(), threshold=body.threshold,
+                                    expires_at=body.expires_at, reviewers_required=body.reviewers_required,
+                                    false_match_rate=body.false_match_rate)
+    threshold = cosine_for(store, body.threshold, body.false_match_rate)
+    return WatchlistOut(id=watchlist_id, name=body.name, purpose=body.purpose.strip(), threshold=threshold,
                         reviewers_required=body.reviewers_required, expires_at=body.expires_at, members=0)
 
 

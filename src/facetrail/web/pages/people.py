@@ -44,9 +44,15 @@ def person(request: Request, identity_id: PersonId, store: GalleryDep, who: Page
         if row is None:
             return page(request, "error.html", who, status_code=404, message=f"No person with id {identity_id}.")
         shown = identity_out(session, row)
-        photos = list(session.scalars(select(FaceTemplate.id).where(FaceTemplate.identity_id == identity_id,
-                                                                    FaceTemplate.thumbnail_jpeg.is_not(None))
-                                      .order_by(FaceTemplate.quality.desc())))
+        faces = session.execute(select(FaceTemplate.id, FaceTemplate.thumbnail_jpeg.is_not(None),
+                                       FaceTemplate.source_name, FaceTemplate.quality)
+                                .where(FaceTemplate.identity_id == identity_id)
+                                .order_by(FaceTemplate.quality.desc())).all()
+        photos = [face.id for face in faces if face[1]]
+        templates = [{"id": face.id, "has_photo": bool(face[1]), "source": face.source_name or "",
+                      "quality": round(face.quality, 2)} for face in faces]
+        others = (session.execute(select(Identity.id, Identity.display_name).where(Identity.id != identity_id)
+                                  .order_by(Identity.display_name)).all() if who.may("admin") else [])
         consents = [consent_out(c) for c in consents_of(session, identity_id)] if who.may("operator") else None
     sightings: list[SightingView] | None = None
     lanes: dict[str, list[SightingView]] = defaultdict(list)
@@ -56,7 +62,8 @@ def person(request: Request, identity_id: PersonId, store: GalleryDep, who: Page
         for sighting in sightings:
             lanes[sighting.camera].append(sighting)
     config = server_config(request)
-    return page(request, "person.html", who, person=shown, photos=photos, purpose=purpose, sightings=sightings,
+    return page(request, "person.html", who, person=shown, photos=photos, templates=templates, others=others,
+                purpose=purpose, sightings=sightings,
                 lanes=dict(sorted(lanes.items())), chart=_chart(sightings or []), consents=consents,
                 doors=sorted(config.doors) if config else [])
 

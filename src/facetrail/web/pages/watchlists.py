@@ -18,6 +18,7 @@ from facetrail.api.heavy import heavy_work
 from facetrail.api.routers.uploads import read_upload
 from facetrail.api.strings import NAME_MAX, FreeName, FreeText, Name, no_nul, upload_name
 from facetrail.gallery.enrol import EnrolOptions, EnrolReport, Outcome, enrol_person
+from facetrail.gallery.enrol_faces import FacePick, parse_face_choice
 from facetrail.gallery.errors import GalleryError
 from facetrail.gallery.gallery import Gallery
 from facetrail.gallery.watchlists import add_member, create_watchlist
@@ -80,6 +81,13 @@ async def enrol(request: Request, store: GalleryDep, who: PageOperator) -> Respo
     name = str(form.get("name") or "").strip()
     confirm = str(form.get("confirm_duplicate") or "") in {"true", "on", "1"}
     files = [f for f in form.getlist("photos") if isinstance(f, StarletteUpload) and f.filename]
+    choice = str(form.get("face") or "")[:40]
+    try:
+        number, pick = parse_face_choice(choice)
+    except ValueError as error:
+        return page(request, "enrol.html", who, status_code=422, name=name, error=str(error))
+    options = EnrolOptions(actor=who.name, allow_duplicate_face=confirm, face=number,
+                           take_largest=pick is FacePick.LARGEST, take_centre=pick is FacePick.CENTRE)
     if not name or not files:
         return page(request, "enrol.html", who, status_code=422, name=name,
                     error="Give the person's name and at least one photo.")
@@ -94,12 +102,13 @@ async def enrol(request: Request, store: GalleryDep, who: PageOperator) -> Respo
         return page(request, "enrol.html", who, status_code=413, name=name,
                     error=f"At most {MAX_FILES} photos at a time; enrol the rest in another batch.")
     try:
-        report = await heavy_work(request).run(_enrol, request, store, name, files, who.name, confirm)
+        report = await heavy_work(request).run(_enrol, request, store, name, files, options)
     except ApiError as error:
         return page(request, "enrol.html", who, status_code=error.status, name=name, error=error.message)
     except GalleryError as error:
         return page(request, "enrol.html", who, status_code=422, name=name, error=str(error))
-    results = [(f.path.name, str(f.outcome), f.detail) for f in report.files]
+    results = [(f.path.name, str(f.outcome), f.detail, f.warning, [face.describe() for face in f.faces]
+                if f.outcome is Outcome.SEVERAL_FACES else []) for f in report.files]
     duplicates = report.count(Outcome.DUPLICATE_FACE)
     problem = (f"{duplicates} photo(s) show a face already enrolled under another identity (named below); if they "
                "really are this person too, tick the box and enrol them again.") if duplicates else None
@@ -107,8 +116,8 @@ async def enrol(request: Request, store: GalleryDep, who: PageOperator) -> Respo
                 enrolled=report.count(Outcome.ENROLLED), identity_id=report.identities.get(name))
 
 
-def _enrol(request: Request, store: Gallery, name: str, files: list[StarletteUpload], actor: str,
-           confirm_duplicate: bool) -> EnrolReport:
+def _enrol(request: Request, store: Gallery, name: str, files: list[StarletteUpload],
+           options: EnrolOptions) -> EnrolReport:
     with tempfile.TemporaryDirectory(prefix="facetrail-enrol-") as folder:
         paths = []
         for number, upload in enumerate(files):  # one folder per file: the same name may come twice
@@ -116,4 +125,4 @@ def _enrol(request: Request, store: Gallery, name: str, files: list[StarletteUpl
             path.parent.mkdir()
             path.write_bytes(read_upload(request, upload))
             paths.append(path)
-        return enrol_person(store, name, paths, EnrolOptions(actor=actor, allow_duplicate_face=confirm_duplicate))
+        return enrol_person(store, name, paths, options)

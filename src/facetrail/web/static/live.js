@@ -8,8 +8,9 @@
 
   async function insert(id) {
     if (document.getElementById(`event-${id}`)) return;
-    const answer = await fetch(`/events/${id}/card`, { credentials: "same-origin" });
-    if (!answer.ok) return;
+    // The page's filter goes along: an event it does not match answers 204 and is not shown.
+    const answer = await fetch(`/events/${id}/card${window.location.search}`, { credentials: "same-origin" });
+    if (!answer.ok || answer.status === 204) return;
     const holder = document.createElement("div");
     holder.innerHTML = (await answer.text()).trim();
     const card = holder.firstElementChild;
@@ -19,6 +20,7 @@
     list.prepend(card);
   }
 
+  if (list.dataset.live === "no") { show("paused", "older events: new ones appear on the first page"); return; }
   const stream = new EventSource(`/api/v1/events/stream?after=${list.dataset.last}`, { withCredentials: true });
   stream.addEventListener("open", () => show("open", "live: new events appear here"));
   stream.addEventListener("error", () => show("retrying", "connection lost; reconnecting…"));

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import shutil
 from pathlib import Path
@@ -11,6 +12,9 @@ import pytest
 import sqlalchemy as sa
 from sqlalchemy import func, select
 
+from facetrail.events.messages import Channels, EventView
+from facetrail.events.outbox import mark_delivered
+from facetrail.events.outlet import EventOutlet, new_uid
 from facetrail.gallery.enrol import EnrolOptions, Outcome, enrol_folder
 from facetrail.gallery.errors import GalleryError
 from facetrail.gallery.gallery import Gallery, GallerySettings
@@ -18,7 +22,15 @@ from facetrail.gallery.people import add_negative, forget
 from facetrail.gallery.search import search_embedding
 from facetrail.gallery.watchlists import add_member, create_watchlist
 from facetrail.store.audit import verify_chain
-from facetrail.store.models import AuditEntry, FaceTemplate, Identity, NegativeExample, WatchlistMember
+from facetrail.store.models import (
+    AuditEntry,
+    FaceTemplate,
+    Identity,
+    NegativeExample,
+    OutboxMessage,
+    WatchlistMember,
+    utcnow,
+)
 from facetrail.vision.engine import FaceEngine
 from facetrail.vision.image import load_image
 
@@ -154,6 +166,43 @@ def test_forget_removes_every_trace(tmp_path: Path, data_dir: Path, engine: Face
     assert not any(t in reopened.index for t in template_ids)
     result = search_embedding(reopened, probe_vector(engine, probes["biden"]), purpose="t", actor="t")
     assert all(m.display_name != "biden" for m in result.matches)
+
+
+def test_forget_withdraws_the_messages_about_the_person_not_yet_delivered(tmp_path: Path, data_dir: Path,
+                                                                          engine: FaceEngine, db_url: str) -> None:
+    """A broker or receiver that is down must not get a forgotten person's name or face later."""
+    enrolment_tree(data_dir, tmp_path / "people")
+    gallery = open_gallery(tmp_path, engine, db_url)
+    enrol_folder(gallery, tmp_path / "people", OPTIONS)
+    outlet = EventOutlet(Channels(mqtt_prefix="facetrail", webhooks={"desk": frozenset({"watchlist_hit"})}))
+    photo = sorted((data_dir / "faces" / "biden").iterdir())[0]
+    now = utcnow()
+    with gallery.db.session() as session:
+        people = {name: who for name, who in session.execute(select(Identity.display_name, Identity.id))}
+        for name in ("biden", "obama"):
+            who = people[name]
+            outlet.new(session, EventView(uid=new_uid(), kind="watchlist_hit", camera="door", start_time=now,
+                                          identity_id=who, identity_name=name, watchlist="vip", score=0.5),
+                       snapshot=photo.read_bytes())
+            outlet.face_named(session, camera="door", track_id=f"door-{name}", identity_id=who, name=name,
+                              score=0.5, at=now, snapshot=photo.read_bytes())
+            outlet.presence(session, "door", name, 1, identity_id=who)
+        delivered = session.scalars(select(OutboxMessage).where(OutboxMessage.identity_id == people["biden"])).first()
+        assert delivered is not None
+        mark_delivered(session, delivered.message_id)
+    with gallery.db.session() as session:
+        about = {name: session.scalar(select(func.count()).select_from(OutboxMessage)
+                                      .where(OutboxMessage.identity_id == who)) for name, who in people.items()}
+    assert about["biden"] == about["obama"] >= 5  # event (MQTT and webhook), face message, snapshot, presence
+    forget(gallery, "biden", actor="dpo", reason="deletion request")
+    with gallery.db.session() as session:
+        pending = list(session.scalars(select(OutboxMessage).where(OutboxMessage.delivered_at.is_(None))))
+        kept = session.scalars(select(OutboxMessage).where(OutboxMessage.identity_id == people["biden"])).all()
+        tombstone = session.scalars(select(AuditEntry).where(AuditEntry.action == "forget")).one()
+    assert [m.message_id for m in kept] == [delivered.message_id]  # what was sent is history, nothing more goes
+    assert pending and all(m.identity_id == people["obama"] for m in pending)
+    assert not any("biden" in m.payload or "biden" in m.destination for m in pending)
+    assert json.loads(tombstone.details)["undelivered_messages"] == about["biden"] - 1
 
 
 def test_watchlist_scope_and_threshold(tmp_path: Path, data_dir: Path, engine: FaceEngine) -> None:

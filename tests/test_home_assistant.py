@@ -155,8 +155,8 @@ def test_entities_and_states_follow_the_database_and_forgetting_removes_them(
     with Listener(broker.port, "homeassistant/#", "facetrail/#") as heard, \
             Delivery(db, broker.port, lambda: moment[0]) as delivery:
         with db.session() as session:  # a named track's messages, a watchlist hit and a forced door, via the outlet
-            delivery.outlet.face_named(session, camera="front", track_id="front-1", name="Barack Obama", score=0.71,
-                                       at=moment[0], snapshot=jpeg.tobytes())
+            delivery.outlet.face_named(session, camera="front", track_id="front-1", identity_id=obama,
+                                       name="Barack Obama", score=0.71, at=moment[0], snapshot=jpeg.tobytes())
             delivery.outlet.new(session, EventView(uid=new_uid(), kind="watchlist_hit", camera="yard",
                                                    start_time=moment[0], identity_id=biden, watchlist="vip",
                                                    score=0.66), snapshot=None)

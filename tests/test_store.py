@@ -52,7 +52,7 @@ REVIEWED_COLUMNS: dict[str, set[str]] = {
     "negative_examples": {"id", "identity_id", "embedding", "dim", "model_id", "image_sha256", "created_by",
         "created_at"},
     "outbox": {"id", "message_id", "channel", "destination", "payload", "retain", "created_at", "attempts",
-        "next_attempt_at", "delivered_at", "last_error"},
+        "next_attempt_at", "delivered_at", "last_error", "identity_id"},
     "sightings": {"id", "track_uid", "camera", "identity_id", "visitor_id", "first_seen", "last_seen", "score",
         "quality", "frames", "watchlist_hit", "embedding", "dim", "model_id", "thumbnail_jpeg"},
     "visitors": {"id", "model_id", "centroid", "dim", "sightings", "first_seen", "last_seen"},

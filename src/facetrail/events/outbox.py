@@ -62,6 +62,7 @@ def enqueue(
     payload: Mapping[str, Any] | str | bytes,
     retain: bool = False,
     message_id: str | None = None,
+    identity_id: int | None = None,
 ) -> OutboxMessage:
     """Add a message to the outbox in the caller's transaction; it is due at once.
 
@@ -69,6 +70,8 @@ def enqueue(
     A mapping ``payload`` is stored as compact JSON (datetimes as ISO 8601); on
     the ``mqtt`` channel a ``"message_id"`` key is added unless present.
     ``bytes`` (MQTT only) are stored as base64 and sent as they were.
+    ``identity_id``: the enrolled person the message names or shows; forgetting them withdraws it while it is
+    not delivered.
     """
     if channel not in CHANNELS:
         raise ValueError(f"unknown channel {channel!r}; expected one of {', '.join(CHANNELS)}")
@@ -91,7 +94,7 @@ def enqueue(
     now = utcnow()
     message = OutboxMessage(
         message_id=mid, channel=channel, destination=destination, payload=text, retain=retain,
-        created_at=now, attempts=0, next_attempt_at=now)
+        created_at=now, attempts=0, next_attempt_at=now, identity_id=identity_id)
     session.add(message)
     session.flush()
     return message

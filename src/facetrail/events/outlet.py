@@ -128,26 +128,27 @@ class EventOutlet:
                          extra={"door": door})
         return self.new(session, view, snapshot=latest.frame_jpeg if latest is not None else None)
 
-    def presence(self, session: Session, camera: str, name: str, count: int) -> None:
+    def presence(self, session: Session, camera: str, name: str, count: int, *, identity_id: int) -> None:
         """``<prefix>/<camera>/<person>``: how many tracks of that person the camera sees now (MQTT only)."""
         if self.channels.mqtt_prefix is not None:
             enqueue(session, channel="mqtt", destination=f"{self.channels.mqtt_prefix}/{camera}/{slug(name)}",
-                    payload=str(count))
+                    payload=str(count), identity_id=identity_id)
             self._count(1)
 
-    def face_named(self, session: Session, *, camera: str, track_id: str, name: str, score: float | None,
-                   at: datetime, snapshot: bytes | None) -> None:
+    def face_named(self, session: Session, *, camera: str, track_id: str, identity_id: int, name: str,
+                   score: float | None, at: datetime, snapshot: bytes | None) -> None:
         """A track was named: Frigate's ``<prefix>/tracked_object_update`` face message, and the shot as
         ``<prefix>/<camera>/<person>/snapshot`` (JPEG, retained), as Frigate publishes per label (MQTT only)."""
         prefix = self.channels.mqtt_prefix
         if prefix is None:
             return
         enqueue(session, channel="mqtt", destination=f"{prefix}/tracked_object_update",
-                payload=face_update(track_id=track_id, name=name, score=score, camera=camera, at=at))
+                payload=face_update(track_id=track_id, name=name, score=score, camera=camera, at=at),
+                identity_id=identity_id)
         written = 1
         if snapshot is not None:
             enqueue(session, channel="mqtt", destination=ha.snapshot_topic(prefix, camera, name), payload=snapshot,
-                    retain=True)
+                    retain=True, identity_id=identity_id)
             written += 1
         self._count(written)
 
@@ -165,14 +166,14 @@ class EventOutlet:
         prefix = self.channels.mqtt_prefix
         if prefix is not None:
             enqueue(session, channel="mqtt", destination=f"{prefix}/events",
-                    payload=mqtt_event(change, before, after))
+                    payload=mqtt_event(change, before, after), identity_id=view.identity_id)
             written += 1
             entity_topic = ha.event_entity_topic(prefix, view.kind, view.camera, view.extra.get("door"))
             if self.channels.home_assistant and change == "new" and entity_topic is not None:
                 enqueue(session, channel="mqtt", destination=entity_topic, payload={
                     "event_type": view.kind, "id": view.uid, "camera": view.camera, "name": view.identity_name,
                     "watchlist": view.watchlist, "score": after["score"], "time": iso(moment),
-                    "snapshot_url": after["snapshot_url"]})
+                    "snapshot_url": after["snapshot_url"]}, identity_id=view.identity_id)
                 written += 1
         hook_change: WebhookChange = "reviewed" if reviewed else change
         names = self.channels.webhooks_for(view.kind, reviewed=reviewed)
@@ -182,7 +183,8 @@ class EventOutlet:
             data = after
             if jpeg is not None and name in with_jpeg:
                 data = {**after, "snapshot_base64": base64.b64encode(jpeg).decode("ascii")}
-            enqueue(session, channel="webhook", destination=name, payload=webhook_event(hook_change, data, moment))
+            enqueue(session, channel="webhook", destination=name, payload=webhook_event(hook_change, data, moment),
+                    identity_id=view.identity_id)
             written += 1
         self._count(written)
 

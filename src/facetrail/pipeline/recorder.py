@@ -130,8 +130,8 @@ class Recorder:
                 self._presence(session, (record.camera, identity_id), +1, frame_time)
                 if self.channels.mqtt_prefix is not None:
                     self.outlet.face_named(session, camera=record.camera, track_id=record.uid,
-                                           name=self._name_of(session, identity_id), score=score, at=frame_time,
-                                           snapshot=self._snapshot(evidence))
+                                           identity_id=identity_id, name=self._name_of(session, identity_id),
+                                           score=score, at=frame_time, snapshot=self._snapshot(evidence))
         record.dirty = False
 
     def touch(self, record: TrackRecord, at: datetime) -> None:
@@ -276,7 +276,7 @@ class Recorder:
         if self.channels.mqtt_prefix is None:
             return
         camera, identity_id = key
-        self.outlet.presence(session, camera, self._name_of(session, identity_id), count)
+        self.outlet.presence(session, camera, self._name_of(session, identity_id), count, identity_id=identity_id)
 
     def _name_of(self, session: Session, identity_id: int) -> str:
         from facetrail.store.models import Identity

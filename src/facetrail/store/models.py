@@ -232,6 +232,9 @@ class OutboxMessage(Base):
     next_attempt_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow, index=True)
     delivered_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), index=True)
     last_error: Mapped[str | None] = mapped_column(Text)
+    # The person the message is about (no foreign key: delivered rows outlive nothing, and forget deletes the
+    # undelivered ones itself, so a name or face is never sent after the person was forgotten).
+    identity_id: Mapped[int | None] = mapped_column(Integer, index=True)
 
 
 class ApiKey(Base):

@@ -22,6 +22,7 @@ from facetrail.store.models import (
     FaceTemplate,
     Identity,
     NegativeExample,
+    OutboxMessage,
     Sighting,
     Watchlist,
     WatchlistMember,
@@ -83,12 +84,16 @@ def forget_identity(session: Session, identity_id: int, *, actor: str, reason: s
     session.execute(delete(NegativeExample).where(NegativeExample.identity_id == identity_id))
     session.execute(delete(WatchlistMember).where(WatchlistMember.identity_id == identity_id))
     session.execute(delete(Identity).where(Identity.id == identity_id))
+    # Messages naming or showing them that a broker or receiver has not taken yet are withdrawn.
+    undelivered = (OutboxMessage.identity_id == identity_id, OutboxMessage.delivered_at.is_(None))
+    withdrawn = session.scalar(select(func.count()).select_from(OutboxMessage).where(*undelivered)) or 0
+    session.execute(delete(OutboxMessage).where(*undelivered))
     destroy_keys(session, IDENTITY, [identity_id])
     sweep_orphans(session)  # the keys of its sightings sealed while they were still unknown
     audit.record(session, actor=actor, action="forget", target=f"identity:{identity_id}", purpose=reason,
                  result_count=len(template_ids),
                  details={"templates": len(template_ids), "negatives": negatives, "memberships": memberships,
-                          "sightings": sightings, "events": events})
+                          "sightings": sightings, "events": events, "undelivered_messages": withdrawn})
     return Forgotten(identity_id, template_ids, negatives, memberships, sightings, events)
 
 

@@ -70,6 +70,11 @@ def test_watchlist_and_correction_commands(tmp_path: Path, data_dir: Path) -> No
     assert not after["matches"] or after["matches"][0]["name"] != "obama"
     purged = facetrail(data, "purge")
     assert purged.returncode == 0 and "purged 0 expired watchlist(s)" in purged.stdout
+    strict = facetrail(data, "watchlist", "create", "banned", "--purpose", "t", "--false-match-rate", "1e-4")
+    assert strict.returncode == 0, strict.stderr
+    assert "banned: 0 member(s), threshold 0.282" in facetrail(data, "watchlist", "list").stdout
+    confidence = facetrail(data, "watchlist", "create", "frigate", "--purpose", "t", "--threshold", "0.9")
+    assert confidence.returncode == 1 and "would match nobody" in confidence.stderr
 
 
 def test_gallery_errors_are_one_line(tmp_path: Path, data_dir: Path) -> None:

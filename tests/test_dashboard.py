@@ -174,6 +174,7 @@ def test_search_by_photo_needs_a_purpose_and_finds_the_person(browser: object, s
     assert results.locator("h2").inner_text() == "A match"
     best = results.locator("li").first
     assert "Yao Ming" in best.inner_text() and "match" in (best.get_attribute("class") or "")
+    assert "strangers score this high" in best.locator(".score").inner_text()  # the score with its meaning
     shot(page, "5-search")
 
 

@@ -19,7 +19,12 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     create = actions.add_parser("create", help="create a watchlist with a purpose, threshold and expiry")
     create.add_argument("name")
     create.add_argument("--purpose", required=True, help="why this list exists (stored and audited)")
-    create.add_argument("--threshold", type=float, help="cosine match threshold (default: calibrated)")
+    level = create.add_mutually_exclusive_group()
+    level.add_argument("--false-match-rate", type=float, metavar="RATE",
+                       help="how often a stranger may match, e.g. 1e-4 (one stranger pair in 10,000), turned into "
+                            "the recogniser's cosine by its calibration table")
+    level.add_argument("--threshold", type=float,
+                       help="the cosine similarity itself, not a confidence (default: calibrated)")
     create.add_argument("--expires", help="expiry date YYYY-MM-DD; the purge removes the list after it")
     create.add_argument("--reviewers", type=int, choices=(1, 2), default=1,
                         help="people who must confirm an alert before it counts (2: four-eyes rule)")
@@ -45,7 +50,8 @@ def run_create(args: argparse.Namespace) -> int:
             raise CommandError(f"--expires {args.expires!r}: expected a date as YYYY-MM-DD") from None
     with opened_gallery(args) as gallery:
         create_watchlist(gallery, args.name, purpose=args.purpose, actor=actor_of(args),
-                         threshold=args.threshold, expires_at=expires, reviewers_required=args.reviewers)
+                         threshold=args.threshold, false_match_rate=args.false_match_rate, expires_at=expires,
+                         reviewers_required=args.reviewers)
     out.print(f"watchlist {args.name!r} created")
     return 0
 

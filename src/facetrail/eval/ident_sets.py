@@ -15,13 +15,13 @@ person has no enrolment row is non-mated. Every problem with the input is an
 
 from __future__ import annotations
 
-import csv
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
 import numpy as np
 
+from facetrail.eval.csv_table import Row, read_rows
 from facetrail.eval.pairs import IMAGE_SUFFIXES
 
 SourceKind = Literal["folder", "csv"]
@@ -157,26 +157,12 @@ def folder_ident(root: Path, *, enrol: int = 1, non_mated_fraction: float = DEFA
 def read_ident_csv(path: Path, *, images_root: Path | None = None) -> IdentSet:
     """A CSV with header ``path,person,role`` (role: enrol or probe); relative paths from the CSV's folder."""
     root = images_root if images_root is not None else path.parent
-    try:
-        with path.open(newline="", encoding="utf-8") as stream:
-            reader = csv.DictReader(stream)
-            columns = [c.strip() for c in reader.fieldnames or []]
-            missing = {"path", "person", "role"} - set(columns)
-            if missing:
-                raise IdentSetError(f"{path} line 1: the header needs the columns path,person,role "
-                                    f"(missing {','.join(sorted(missing))})")
-            reader.fieldnames = columns
-            rows = [_csv_row(path, reader.line_num, row, root) for row in reader]
-    except UnicodeDecodeError:
-        raise IdentSetError(f"{path}: not a text file (expected a CSV with path,person,role)") from None
-    except csv.Error as exc:
-        raise IdentSetError(f"{path}: not valid CSV ({exc})") from None
-    except OSError as exc:
-        raise IdentSetError(f"{path}: cannot be read ({exc.strerror or exc})") from None
+    rows = read_rows(path, ("path", "person", "role"), lambda line, row: _csv_row(path, line, row, root),
+                     IdentSetError, "a CSV with path,person,role")
     return _csv_set(path, rows, root)
 
 
-def _csv_row(path: Path, line: int, row: dict[str | None, str | None], root: Path) -> tuple[int, Path, str, bool]:
+def _csv_row(path: Path, line: int, row: Row, root: Path) -> tuple[int, Path, str, bool]:
     image, person, role = (str(row.get(key) or "").strip() for key in ("path", "person", "role"))
     if not image or not person:
         raise IdentSetError(f"{path} line {line}: path and person must both be given")

@@ -6,7 +6,6 @@ Every reader returns a ``PairList``; every problem with the input is a
 
 from __future__ import annotations
 
-import csv
 import itertools
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,6 +14,7 @@ from typing import Literal
 import numpy as np
 import numpy.typing as npt
 
+from facetrail.eval.csv_table import Row, read_rows
 from facetrail.vision.types import IntArray
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
@@ -144,26 +144,14 @@ _FALSE = {"0", "false", "no", "different"}
 def read_csv_pairs(path: Path, *, images_root: Path | None = None) -> PairList:
     """A CSV with header ``file_x,file_y,same``; relative paths are relative to the CSV's folder."""
     root = images_root if images_root is not None else path.parent
-    try:
-        with path.open(newline="", encoding="utf-8") as stream:
-            reader = csv.DictReader(stream)
-            columns = [c.strip() for c in reader.fieldnames or []]
-            missing = {"file_x", "file_y", "same"} - set(columns)
-            if missing:
-                raise PairsError(f"{path} line 1: the header needs the columns file_x,file_y,same "
-                                 f"(missing {','.join(sorted(missing))})")
-            reader.fieldnames = columns
-            pairs = [_csv_pair(path, reader.line_num, row, root) for row in reader]
-    except UnicodeDecodeError:
-        raise PairsError(f"{path}: not a text file") from None
-    except csv.Error as exc:
-        raise PairsError(f"{path}: not valid CSV ({exc})") from None
+    pairs = read_rows(path, ("file_x", "file_y", "same"), lambda line, row: _csv_pair(path, line, row, root),
+                      PairsError, "a CSV with file_x,file_y,same")
     if not pairs:
         raise PairsError(f"{path}: no pairs after the header")
     return PairList(path.stem, "csv", path, tuple(pairs), note=f"CSV pairs, relative to {root}")
 
 
-def _csv_pair(path: Path, line: int, row: dict[str | None, str | None], root: Path) -> Pair:
+def _csv_pair(path: Path, line: int, row: Row, root: Path) -> Pair:
     first, second, same = (str(row.get(key) or "").strip() for key in ("file_x", "file_y", "same"))
     if not first or not second:
         raise PairsError(f"{path} line {line}: file_x and file_y must both be given")

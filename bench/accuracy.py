@@ -154,8 +154,9 @@ def facetrail_pipeline(threads: int) -> Pipeline:
     calibration = W600K_MBF.calibration
     assert calibration is not None
     return Pipeline(FACETRAIL, "facetrail", embed, cosine, "calibrated", calibration.threshold,
-                    "FaceEngine(EngineConfig()), the default engine: SCRFD-500M 640x640, low-light "
-                    "enhancement on, w600k_mbf")
+                    "FaceEngine(EngineConfig()), the default engine: SCRFD-500M 640x640 (smaller images on "
+                    "their own canvas, at least 160 px; a bordered and an enhanced look when no face is "
+                    "confident), w600k_mbf")
 
 
 def insightface_pipeline(model_dir: Path, threads: int) -> Pipeline:

@@ -23,6 +23,8 @@ from facetrail.vision.types import FaceDetections
 pytestmark = pytest.mark.models
 
 CROP_SIZE = (92, 112)  # (width, height) of a camera's face capture, as in the AT&T/ORL face crops
+# LFW photos whose night-camera frames (``_night_cctv``) had no face found when dark frames were brightened by CLAHE
+NIGHT_PHOTOS = ["Ali_Khamenei/Ali_Khamenei_0001.jpg", "Charles_Taylor/Charles_Taylor_0009.jpg"]
 
 
 @pytest.fixture(scope="module")
@@ -143,6 +145,34 @@ def test_a_dark_grey_face_capture_is_found_and_matches(crops_engine: FaceEngine,
     found = crops_engine.analyze(dark_crop)
     assert found.enhanced
     assert float(_primary_vector(found) @ _primary_vector(original)) >= crops_engine.threshold
+
+
+def _night_cctv(image: BGRImage, seed: int = 7) -> BGRImage:
+    """``image`` degraded as ../shared/tools/night_cctv.py does it: 240 px, 12% exposure, noise 8, JPEG 75.
+
+    Darkened in linear light (sRGB ** 2.2 times the exposure) and stored without re-encoding: a very dark frame.
+    """
+    scaled = image.astype(np.float32) / 255.0
+    height, width = scaled.shape[:2]
+    scale = 240 / max(height, width)
+    scaled = cv2.resize(scaled, (round(width * scale), round(height * scale)), interpolation=cv2.INTER_AREA)
+    dark = scaled ** 2.2 * 0.12 + np.random.default_rng(seed).normal(0, 8.0 / 255, scaled.shape)
+    _, jpeg = cv2.imencode(".jpg", np.clip(dark * 255, 0, 255).astype(np.uint8), [cv2.IMWRITE_JPEG_QUALITY, 75])
+    return np.ascontiguousarray(cv2.imdecode(jpeg, cv2.IMREAD_COLOR))
+
+
+@pytest.mark.parametrize("relative", NIGHT_PHOTOS)
+def test_a_night_cctv_frame_is_brightened_by_gain_and_tone_curve_and_its_face_matches(
+        engine: FaceEngine, data_dir: Path, relative: str) -> None:
+    """A night camera frame of an LFW photo: CLAHE brightening found no face here (its local equalisation
+    amplified the sensor noise most where the signal was weakest); a gain and the display tone curve find
+    it, and it matches the full-size photo."""
+    photo = _lfw(data_dir, relative)
+    night = _night_cctv(photo)
+    assert len(engine.detector.detect(night)) == 0
+    found = engine.analyze(night)
+    assert found.enhanced
+    assert float(_primary_vector(found) @ _primary_vector(engine.analyze(photo))) >= engine.threshold
 
 
 def test_an_infrared_single_channel_frame_is_searched_enhanced_and_stays_grey(engine: FaceEngine,

@@ -188,7 +188,7 @@ W600K_MBF = ModelSpec(
     input_size=(112, 112),
     embedding_size=512,
     # Threshold: best on LFW View 1 pairsDevTrain (2,200 pairs) with `facetrail eval pairs` (measured with
-    # the 640x640 canvas; with each image on its own canvas the best is 0.2305, 99.77% either way);
+    # the 640x640 canvas; with each image on its own canvas the best is 0.2305, 99.73% either way);
     # accuracy: pairsDevTest (1,000 pairs) at that threshold, pairs with an undetected face
     # counted as wrong. See README "Accuracy".
     calibration=Calibration(threshold=0.2323, dataset="LFW View 1", accuracy=0.995, pairs=1000, ceiling=0.8,

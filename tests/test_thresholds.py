@@ -45,7 +45,7 @@ def test_the_arcface_table_is_ordered_and_interpolates_between_its_rows() -> Non
         assert TABLE.rate_at(point.min_cosine) == pytest.approx(point.false_match_rate)
     between = TABLE.cosine_at(3e-4)
     assert TABLE.points[2].min_cosine < between < TABLE.points[3].min_cosine
-    assert TABLE.rate_at(between) == pytest.approx(3e-4, rel=1e-3)
+    assert TABLE.rate_at(between) == pytest.approx(3e-4, rel=2.5e-3)  # cosine_at rounds to 4 decimals: <= 0.22%
     with pytest.raises(ValueError, match="outside the calibration"):
         TABLE.cosine_at(1e-9)
     # The calibrated same-person threshold sits where the table says it should: between 1e-3 and 1e-4.

@@ -9,11 +9,9 @@ from __future__ import annotations
 import json
 import os
 import re
-import shutil
 import subprocess
 import sys
 from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -41,7 +39,7 @@ from facetrail.vision.engine import FaceEngine, ImageFaces
 from facetrail.vision.image import load_image
 from facetrail.vision.samples import sample_image
 from pipeline_kit import enrol
-from services import free_port, wait_until
+from test_dashboard import CHROMIUM, WAIT_MS, facetrail_serve
 
 pytestmark = pytest.mark.models
 T0 = datetime(2026, 3, 1, 8, 0, tzinfo=UTC)
@@ -326,38 +324,11 @@ def test_cli_dismisses_every_pending_event_a_filter_matches_with_one_note(scene:
     assert sorted(actions) == sorted(f"event:{i}" for i in yard)
 
 
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
-WAIT_MS = 120_000
-
-
-@contextmanager
-def facetrail_serve(data: Path) -> Iterator[str]:
-    """The real `facetrail serve` on the scene's data folder; yields its URL."""
-    port = free_port()
-    server = subprocess.Popen([sys.executable, "-m", "facetrail.cli.main", "serve", "--data", str(data), "--port",
-                               str(port)], stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                              stderr=subprocess.STDOUT, text=True)
-
-    def up() -> bool:
-        try:
-            return httpx.get(f"http://127.0.0.1:{port}/login", timeout=2).status_code == 200
-        except httpx.TransportError:
-            assert server.poll() is None, f"facetrail serve exited: {server.stdout.read() if server.stdout else ''}"
-            return False
-
-    try:
-        wait_until(up, "facetrail serve", timeout=120)
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.terminate()
-        server.wait(timeout=30)
-
-
 def test_the_dashboard_filters_groups_and_bulk_dismisses_in_a_real_browser(scene: Scene) -> None:
     if not Path(CHROMIUM).exists():
         pytest.skip("Chromium is not installed (Debian package chromium; .ci/run installs it)")
     sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is in the dev extra")
-    with facetrail_serve(scene.data) as url, sync_api.sync_playwright() as playwright:
+    with facetrail_serve("--data", scene.data) as url, sync_api.sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
         page = browser.new_context(viewport={"width": 1280, "height": 900}).new_page()
         page.set_default_timeout(WAIT_MS)

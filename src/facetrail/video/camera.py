@@ -21,6 +21,7 @@ from typing import Annotated, Literal
 from pydantic import ConfigDict, Field, field_validator, model_validator
 from pydantic.dataclasses import dataclass
 
+from facetrail.video.decoding import DEFAULT_DECODE_THREADS, HWACCEL_TYPES
 from facetrail.video.errors import SourceError, StreamEndedError, mask_credentials
 from facetrail.video.frames import Frame
 from facetrail.video.motion import MotionGate, MotionSettings
@@ -50,6 +51,30 @@ class VideoInput:
     realtime: bool | None = Field(default=None, title="Real time",
                                   description="Read at the source's own speed and drop frames when behind. Empty: "
                                               "yes for streams, no for files (every sampled frame is analysed).")
+    decode_skip: Literal["auto", "off"] = Field(
+        default="auto", title="Decode only what is analysed",
+        description="auto: when the camera is analysed below its frame rate, the decoder skips frames that no "
+                    "other frame refers to, and decodes key frames only when they come at least as often as frames "
+                    "are analysed; off: decode every frame.")
+    decode_threads: int = Field(default=DEFAULT_DECODE_THREADS, ge=0, le=64, title="Decoder threads",
+                                description="Codec threads per decoder; 0: one per core. More than one: frame threads "
+                                            "for files, slice threads for streams (each costs memory).")
+    skip_loop_filter: bool = Field(
+        default=False, title="Skip the loop filter",
+        description="Skip H.264/HEVC deblocking: less decoding CPU, at the cost of blocking artefacts that build "
+                    "up until the next key frame.")
+    hwaccel: str | None = Field(default=None, title="Hardware decoding",
+                                description=f"Decode on this FFmpeg device type ({', '.join(HWACCEL_TYPES)}); where "
+                                            "it is not available, a warning is logged and the CPU decodes. Empty: "
+                                            "the CPU.")
+
+    @field_validator("hwaccel")
+    @classmethod
+    def _known_device(cls, value: str | None) -> str | None:
+        if value is not None and value not in HWACCEL_TYPES:
+            raise ValueError(f"unknown hardware decoder {value!r}; FFmpeg's device types are: "
+                             f"{', '.join(HWACCEL_TYPES)}")
+        return value
 
     @field_validator("input_args", mode="before")
     @classmethod
@@ -301,7 +326,7 @@ class Camera:
             try:
                 source = open_source(source_input.path, input_args=source_input.input_args,
                                      timeout_s=settings.timeout_s, fps=detect.fps, width=detect.width,
-                                     height=detect.height, start_after=resume)
+                                     height=detect.height, start_after=resume, decode=source_input)
             except SourceError as error:
                 self._fail(str(error))
                 continue

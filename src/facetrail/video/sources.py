@@ -1,8 +1,11 @@
 """Opening a camera's input: a video file or stream (PyAV / FFmpeg) or a folder of images.
 
 A source yields ``(pts seconds, BGR image)`` for the pictures due at the
-analysis rate (``RateSampler``): it decodes every frame but converts to BGR,
-and resizes (FFmpeg's swscale), only those it keeps.
+analysis rate (``RateSampler``). A video source decodes what its
+``DecodePolicy`` (decoding.py) asks for: sampled below the frame rate, the
+decoder skips frames nothing refers to, or decodes key frames only when they
+come often enough. It converts to BGR, and resizes (FFmpeg's swscale), only
+the pictures it keeps.
 """
 
 from __future__ import annotations
@@ -19,6 +22,14 @@ import av
 import av.video
 import cv2
 
+from facetrail.video.decoding import (
+    DecodeOptions,
+    DecodePolicy,
+    SkipMode,
+    check_hwaccel,
+    configure_decoder,
+    open_container,
+)
 from facetrail.video.errors import SourceOpenError, SourceReadError, mask_credentials
 from facetrail.video.frames import RateSampler, output_size
 from facetrail.vision.errors import ImageError
@@ -59,6 +70,11 @@ class FrameSource(Protocol):
     @property
     def frames_decoded(self) -> int:
         """Pictures decoded so far, kept or not."""
+        ...
+
+    @property
+    def frames_skipped(self) -> int:
+        """Pictures the decoder was told to skip (the decode policy); 0 where nothing is skipped."""
         ...
 
     def __iter__(self) -> Iterator[tuple[float, BGRImage]]: ...
@@ -109,19 +125,26 @@ class _SourceBase:
 
 
 class AVSource(_SourceBase):
-    """A video file or stream decoded by PyAV; pts count from the start of the file (streams: first frame)."""
+    """A video file or stream decoded by PyAV; pts count from the start of the file (streams: first frame).
+
+    ``decode`` holds the input's decode settings (``VideoInput``); None: their defaults.
+    """
 
     def __init__(self, path: str, *, live: bool, input_args: Mapping[str, str] | None = None,
                  timeout_s: float = 10.0, fps: float | None = None, width: int | None = None,
-                 height: int | None = None, start_after: float | None = None) -> None:
+                 height: int | None = None, start_after: float | None = None,
+                 decode: DecodeOptions | None = None) -> None:
         self.label = mask_credentials(path)
         self._live = live
         self._size = (width, height)
         self._sampler = RateSampler(fps, after=start_after)
         self._decoded = 0
+        self._packets = 0
         options = stream_options(path, timeout_s, input_args)
         try:
-            container = av.open(path, options=options, timeout=(timeout_s, timeout_s) if live else None)
+            container, device = open_container(path, label=self.label, options=options,
+                                               timeout=(timeout_s, timeout_s) if live else None,
+                                               hwaccel=decode.hwaccel if decode is not None else None)
         except (av.FFmpegError, OSError) as error:
             raise SourceOpenError(self.label, _reason(error)) from None
         self._container = container
@@ -129,8 +152,16 @@ class AVSource(_SourceBase):
             self._container.close()
             raise SourceOpenError(self.label, "it has no video stream")
         self._stream: av.video.stream.VideoStream = self._container.streams.video[0]
-        if not live:
-            self._stream.thread_type = "AUTO"  # frame threads add latency, fine for files only
+        # The device type decoding runs on; None: the CPU.
+        self.hwaccel = device if check_hwaccel(self._stream, label=self.label, hwaccel=device) else None
+        try:
+            configure_decoder(self._stream, decode, live=live)
+        except (av.FFmpegError, ValueError) as error:
+            self._container.close()
+            raise SourceOpenError(self.label, f"bad decoder setting: {_reason(error)}") from None
+        rate = self._stream.average_rate or self._stream.guessed_rate
+        self._policy = DecodePolicy(fps, float(rate) if rate else None,
+                                    enabled=decode is None or decode.decode_skip == "auto")
         self._base: float | None = None
         if not live and self._stream.start_time is not None and self._stream.time_base is not None:
             self._base = float(self._stream.start_time * self._stream.time_base)
@@ -146,6 +177,16 @@ class AVSource(_SourceBase):
     def frames_decoded(self) -> int:
         """Pictures decoded so far."""
         return self._decoded
+
+    @property
+    def frames_skipped(self) -> int:
+        """Pictures the decoder skipped so far: packets read but not decoded (frame threads hold a few back)."""
+        return max(0, self._packets - self._decoded) if self._policy.active else 0
+
+    @property
+    def decode_mode(self) -> SkipMode:
+        """The decoder's current skip mode: DEFAULT (every frame), NONREF or NONKEY."""
+        return self._policy.mode
 
     def _seek(self, after: float) -> None:
         """Jump to the key frame before ``after``; the sampler drops what precedes it."""
@@ -163,10 +204,18 @@ class AVSource(_SourceBase):
         shift = 0.0  # live streams: keeps pts increasing across a timestamp reset
         bad_packets = 0
         cut_off = False
+        policy, context, time_base = self._policy, self._stream.codec_context, self._stream.time_base
         try:
             for packet in self._container.demux(self._stream):
                 if packet.size:  # not the final flush packet
                     cut_off = packet.is_corrupt
+                    self._packets += 1
+                    if policy.active:
+                        when = packet.pts if packet.pts is not None else packet.dts
+                        mode = policy.before_packet(packet.is_keyframe, float(when * time_base)
+                                                    if when is not None and time_base is not None else None)
+                        if context.skip_frame != mode:
+                            context.skip_frame = mode
                 try:
                     frames = packet.decode()
                 except av.InvalidDataError as error:
@@ -180,6 +229,8 @@ class AVSource(_SourceBase):
                 bad_packets = 0
                 for frame in frames:
                     self._decoded += 1
+                    if policy.active and policy.after_frame(frame.time) != context.skip_frame:
+                        context.skip_frame = policy.mode
                     if frame.time is None:
                         pts = last_pts + self._period()
                     else:
@@ -242,6 +293,11 @@ class ImageFolderSource(_SourceBase):
         """Images read so far."""
         return self._decoded
 
+    @property
+    def frames_skipped(self) -> int:
+        """Always 0: every image is read."""
+        return 0
+
     def __iter__(self) -> Iterator[tuple[float, BGRImage]]:
         for i, path in enumerate(self.files):
             pts = i * self.period  # by position, so a skipped image leaves a gap in time
@@ -261,11 +317,12 @@ class ImageFolderSource(_SourceBase):
 
 def open_source(path: str, *, input_args: Mapping[str, str] | None = None, timeout_s: float = 10.0,
                 fps: float | None = None, width: int | None = None, height: int | None = None,
-                start_after: float | None = None) -> FrameSource:
+                start_after: float | None = None, decode: DecodeOptions | None = None) -> FrameSource:
     """Open a stream URL, an image folder or a video file, sampled at ``fps`` (None: every frame).
 
     ``width``/``height`` resize (one alone keeps the aspect ratio); ``start_after`` skips the
-    media time already delivered (files and folders). Raises SourceOpenError.
+    media time already delivered (files and folders); ``decode``: the input's decode settings
+    (None: their defaults). Raises SourceOpenError.
     """
     kind = source_kind(path)
     if kind == "folder":
@@ -273,7 +330,8 @@ def open_source(path: str, *, input_args: Mapping[str, str] | None = None, timeo
     if kind == "file" and not Path(path).exists():
         raise SourceOpenError(path, "no such file or folder")
     return AVSource(path, live=kind == "stream", input_args=input_args, timeout_s=timeout_s, fps=fps,
-                    width=width, height=height, start_after=None if kind == "stream" else start_after)
+                    width=width, height=height, start_after=None if kind == "stream" else start_after,
+                    decode=decode)
 
 
 def _natural_key(path: Path) -> list[int | str]:

@@ -1,0 +1,247 @@
+"""Decode only what is analysed: the decode policy on real clips (street.mp4, synth clips, short-GOP clips).
+
+Each test decodes the same clip plainly (``decode_skip: off``) and with the policy, and checks that the
+camera gets the same pictures at the same rate (pts within one frame period) while the decoder decodes less.
+"""
+
+from __future__ import annotations
+
+import logging
+from fractions import Fraction
+from pathlib import Path
+
+import av
+import numpy as np
+import pytest
+from av.codec.hwaccel import hwdevices_available
+from pydantic import ValidationError
+
+from facetrail.config.errors import ConfigError
+from facetrail.config.loader import parse_config
+from facetrail.synth.scenes import synthetic_background
+from facetrail.synth.writer import write_clip
+from facetrail.video import VideoInput, open_source
+from facetrail.video.decoding import HWACCEL_TYPES, DecodePolicy
+from facetrail.video.sources import AVSource
+
+RATE = 25
+PERIOD = 1 / RATE
+
+
+def sample(path: Path, fps: float | None, **settings: object) -> tuple[list[float], AVSource]:
+    """The pts a camera analysing ``path`` at ``fps`` gets, and the (closed) source for its counters."""
+    source = open_source(str(path), fps=fps, decode=VideoInput(str(path), **settings))  # type: ignore[arg-type]
+    assert isinstance(source, AVSource)
+    try:
+        return [pts for pts, _ in source], source
+    finally:
+        source.close()
+
+
+def assert_same_samples(plain: list[float], policy: list[float], tolerance: float = PERIOD) -> None:
+    assert len(policy) == len(plain)
+    assert max(abs(a - b) for a, b in zip(plain, policy, strict=True)) <= tolerance + 1e-6
+
+
+def moving_frames(count: int, size: tuple[int, int] = (160, 96)) -> list[np.ndarray]:
+    background = synthetic_background(size)
+    frames = []
+    for i in range(count):
+        frame = background.copy()
+        x = (i * 5) % (size[0] - 24)
+        frame[30:60, x:x + 24] = (40, 200, 240)
+        frames.append(frame)
+    return frames
+
+
+def gop_clip(path: Path, *, seconds: float, key_every: int | list[int], bframes: int = 0) -> Path:
+    """A 25 fps libx264 clip with a key frame every ``key_every`` frames (a list: exactly at those frames)."""
+    frames = moving_frames(round(seconds * RATE))
+    keys = set(range(0, len(frames), key_every)) if isinstance(key_every, int) else set(key_every)
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream("libx264", rate=RATE)
+        stream.width, stream.height, stream.pix_fmt = 160, 96, "yuv420p"
+        stream.options = {"preset": "ultrafast", "bf": str(bframes), "g": "1000", "keyint_min": "1000",
+                          "sc_threshold": "0", "forced-idr": "1"}
+        for i, image in enumerate(frames):
+            frame = av.VideoFrame.from_ndarray(image, format="bgr24")
+            frame.pts, frame.time_base = i, Fraction(1, RATE)
+            if i in keys:
+                frame.pict_type = av.video.frame.PictureType.I
+            for packet in stream.encode(frame):
+                container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+    return path
+
+
+def key_times(path: Path) -> list[float]:
+    with av.open(str(path)) as container:
+        stream = container.streams.video[0]
+        assert stream.time_base is not None
+        return sorted(float(p.pts * stream.time_base) for p in container.demux(stream)
+                      if p.is_keyframe and p.pts is not None)
+
+
+@pytest.fixture(scope="module")
+def street(data_dir: Path) -> Path:
+    path = data_dir / "video" / "street.mp4"
+    if not path.is_file():
+        pytest.skip(f"the real clip {path} is not there (set FACETRAIL_SHARED_DATA)")
+    return path
+
+
+@pytest.fixture(scope="module")
+def synth_clip(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A facetrail.synth clip: libx264 veryfast, 25 fps, with B-frames, one key frame."""
+    path = tmp_path_factory.mktemp("synth") / "moving.mp4"
+    write_clip(path, moving_frames(75), fps=RATE)
+    return path
+
+
+# -- skipping non-reference frames ------------------------------------------------------------------------
+
+
+def test_street_at_five_fps_decodes_half_the_frames_and_samples_the_same_moments(street: Path) -> None:
+    plain, plain_source = sample(street, 5, decode_skip="off")
+    policy, source = sample(street, 5)
+    assert len(plain) == 21 and plain_source.frames_decoded == 105 and plain_source.frames_skipped == 0
+    assert_same_samples(plain, policy)  # a sample lands at most one frame later
+    assert source.decode_mode == "NONREF"
+    assert source.frames_decoded < 0.6 * plain_source.frames_decoded
+    assert source.frames_decoded + source.frames_skipped == 105
+    assert policy == sorted(set(policy))
+
+
+def test_a_synth_clip_with_b_frames_skips_them_at_five_fps(synth_clip: Path) -> None:
+    plain, plain_source = sample(synth_clip, 5, decode_skip="off")
+    policy, source = sample(synth_clip, 5)
+    assert_same_samples(plain, policy)
+    assert len(policy) == 15
+    assert source.frames_skipped > 0 and source.frames_decoded < plain_source.frames_decoded == 75
+
+
+@pytest.mark.parametrize("fps", [None, 25.0, 30.0, 15.0])
+def test_nothing_is_skipped_when_every_frame_or_most_frames_are_analysed(synth_clip: Path,
+                                                                         fps: float | None) -> None:
+    # 15 of 25 fps: decoding every second frame would lose samples, so the policy stays off.
+    plain, _ = sample(synth_clip, fps, decode_skip="off")
+    policy, source = sample(synth_clip, fps)
+    assert policy == plain
+    assert source.decode_mode == "DEFAULT" and source.frames_skipped == 0 and source.frames_decoded == 75
+
+
+def test_decoded_frames_further_apart_than_the_period_turn_skipping_off() -> None:
+    policy = DecodePolicy(10, 25)  # 0.1 s period, NONREF allowed
+    assert policy.mode == "NONREF"
+    for t in (0.0, 0.08, 0.16):
+        assert policy.after_frame(t) == "NONREF"
+    assert policy.after_frame(0.32) == "DEFAULT"  # 0.16 s gap: a sample would be lost
+    assert policy.before_packet(False, 0.4) == "DEFAULT"
+
+
+# -- key frames only --------------------------------------------------------------------------------------
+
+
+def test_key_frames_only_when_they_come_as_often_as_frames_are_analysed(tmp_path: Path) -> None:
+    clip = gop_clip(tmp_path / "gop5.mp4", seconds=4.0, key_every=5)  # a key frame every 0.2 s
+    assert key_times(clip)[:3] == pytest.approx([0.0, 0.2, 0.4])
+    plain, plain_source = sample(clip, 5, decode_skip="off")
+    policy, source = sample(clip, 5)
+    assert source.decode_mode == "NONKEY"
+    assert policy == pytest.approx(plain)  # the key frames open each 0.2 s slot
+    assert len(policy) == 20
+    # Before the first key-frame intervals are known, non-reference frames only are skipped (none here).
+    assert source.frames_decoded <= 20 + 2 * 5 and plain_source.frames_decoded == 100
+
+
+def test_key_frames_too_rare_for_the_rate_are_not_relied_on(tmp_path: Path) -> None:
+    clip = gop_clip(tmp_path / "gop5.mp4", seconds=2.0, key_every=5)
+    plain, _ = sample(clip, 10, decode_skip="off")  # 0.1 s period, key frames every 0.2 s
+    policy, source = sample(clip, 10)
+    assert source.decode_mode == "NONREF" and policy == pytest.approx(plain)
+    assert source.frames_decoded == 50
+
+
+def test_key_frames_becoming_rare_end_key_frame_only_decoding_at_the_next_key_frame(tmp_path: Path) -> None:
+    # Key frames every 0.2 s for 1.6 s, then one at 2.4 s and none after: the slots between 1.6 and 2.4 s
+    # are lost (their frames refer to frames never decoded), and from 2.4 s every slot has its frame again.
+    keys = [*range(0, 41, 5), 60]
+    clip = gop_clip(tmp_path / "change.mp4", seconds=4.0, key_every=keys)
+    assert key_times(clip) == pytest.approx([k / RATE for k in keys])
+    plain, _ = sample(clip, 5, decode_skip="off")
+    policy, source = sample(clip, 5)
+    assert source.decode_mode == "NONREF"
+    assert [t for t in plain if t < 1.6 - 1e-6] == pytest.approx([t for t in policy if t < 1.6 - 1e-6])
+    assert [t for t in plain if t >= 2.4 - 1e-6] == pytest.approx([t for t in policy if t >= 2.4 - 1e-6])
+    assert not [t for t in policy if 1.7 < t < 2.4 - 1e-6]
+
+
+def test_pictures_decoded_with_the_policy_are_the_plain_decoders_pictures(tmp_path: Path) -> None:
+    clip = gop_clip(tmp_path / "gop5b.mp4", seconds=2.0, key_every=5, bframes=2)
+    plain = {round(t * RATE): image for t, image in open_source(str(clip), fps=None,
+                                                                decode=VideoInput(str(clip), decode_skip="off"))}
+    for fps in (5.0, 10.0):
+        for t, image in open_source(str(clip), fps=fps, decode=VideoInput(str(clip))):
+            assert np.array_equal(image, plain[round(t * RATE)]), (fps, t)
+
+
+# -- threads, loop filter, hardware decoding, bad settings ------------------------------------------------
+
+
+@pytest.mark.parametrize("threads", [0, 2])
+def test_decoder_threads_give_the_same_pictures(synth_clip: Path, threads: int) -> None:
+    plain, _ = sample(synth_clip, 5, decode_threads=1)
+    threaded, source = sample(synth_clip, 5, decode_threads=threads)
+    assert threaded == plain and source.frames_decoded + source.frames_skipped == 75
+
+
+def test_skip_loop_filter_changes_the_pictures_only_when_asked(street: Path) -> None:
+    def third_second(**settings: object) -> np.ndarray:
+        source = open_source(str(street), fps=1, decode=VideoInput(str(street), **settings))  # type: ignore[arg-type]
+        try:
+            return next(image for t, image in source if t >= 3.0)
+        finally:
+            source.close()
+
+    plain, lossy = third_second(), third_second(skip_loop_filter=True)
+    difference = np.abs(plain.astype(np.int16) - lossy).mean()
+    assert 0.1 < difference < 10  # the same picture, without deblocking
+
+
+@pytest.mark.parametrize("device", ["d3d11va", "cuda"])
+def test_hardware_decoding_falls_back_to_the_cpu_with_one_warning(synth_clip: Path, tmp_path: Path, device: str,
+                                                                  caplog: pytest.LogCaptureFixture) -> None:
+    # d3d11va (Windows) is never in a Linux FFmpeg build; cuda is in PyAV's wheels but needs an NVIDIA GPU.
+    if device == "cuda" and "cuda" not in hwdevices_available():
+        pytest.skip("this FFmpeg build has no cuda support")
+    clip = tmp_path / "own-name.mp4"  # the warning is once per input: a name no other test used
+    clip.write_bytes(synth_clip.read_bytes())
+    plain, _ = sample(clip, 5)
+    with caplog.at_level(logging.WARNING, logger="facetrail.video.decoding"):
+        first, source = sample(clip, 5, hwaccel=device)
+        if source.hwaccel is not None:
+            pytest.skip(f"{device} decoding works on this machine: nothing to fall back from")
+        second, _ = sample(clip, 5, hwaccel=device)
+    assert first == second == plain
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warnings) == 1
+    assert f"hardware decoding with {device} is not available" in warnings[0] and "on the CPU" in warnings[0]
+
+
+def test_bad_decode_settings_are_clear_errors(tmp_path: Path) -> None:
+    with pytest.raises(ValidationError, match=r"unknown hardware decoder 'nvidia'.*cuda"):
+        VideoInput("a.mp4", hwaccel="nvidia")
+    with pytest.raises(ValidationError, match="decode_threads"):
+        VideoInput("a.mp4", decode_threads=-1)
+    with pytest.raises(ValidationError, match="decode_skip"):
+        VideoInput("a.mp4", decode_skip="nonref")  # type: ignore[arg-type]
+    assert set(HWACCEL_TYPES) >= {"cuda", "vaapi", "videotoolbox", "qsv"}
+    text = "purpose: test\ncameras:\n  gate:\n    inputs:\n      - path: gate.mp4\n        hwaccel: gpu\n"
+    with pytest.raises(ConfigError) as error:
+        parse_config(text, "site.yml", base_dir=tmp_path)
+    assert "unknown hardware decoder 'gpu'" in str(error.value) and "line 6" in str(error.value)
+    config = parse_config(text.replace("gpu", "vaapi") + "        decode_threads: 2\n", "site.yml",
+                          base_dir=tmp_path)
+    assert (config.cameras["gate"].detect_input.hwaccel, config.cameras["gate"].detect_input.decode_threads) == \
+        ("vaapi", 2)

@@ -7,9 +7,10 @@ Three measurements, printed in one run with the machine and the settings:
    codec thread, every frame decoded), interleaved and repeated, on
    ``street.mp4`` (1920x1080 25 fps H.264 High with B-frames, one key frame)
    and on a 640x360 cut of it made here with PyAV (libx264, 25 fps, GOP 50, no
-   B-frames: camera-like settings). Every option converts to BGR only the
+   B-frames: camera-like settings; played forwards and backwards, 16.8 s). Every option converts to BGR only the
    pictures sampled at ``--fps``, as a camera does; the ``facetrail`` row is
-   ``open_source`` with the input's default decode settings.
+   ``open_source`` with the input's default decode settings. The two 0.5 fps rows
+   compare at that rate, where the cut's key frames (every 2 s) suffice.
 2. Memory (RSS) per opened decoder, by codec threads: a fresh process opens
    ``--decoders`` decoders on the 1080p clip, decodes 25 frames in each and
    keeps them open.
@@ -56,6 +57,7 @@ class Option:
     skip_frame: str = "DEFAULT"
     codec_options: dict[str, str] = field(default_factory=dict)
     facetrail: bool = False
+    fps: float | None = None  # None: the run's --fps
 
 
 OPTIONS = (
@@ -68,11 +70,14 @@ OPTIONS = (
     Option("skip_frame NONKEY", skip_frame="NONKEY"),
     Option("skip_loop_filter all", codec_options={"skip_loop_filter": "all"}),
     Option("facetrail default", facetrail=True),
+    Option("plain at 0.5 fps", fps=0.5),
+    Option("facetrail at 0.5 fps", facetrail=True, fps=0.5),
 )
 
 
 def decode_pass(path: Path, option: Option, fps: float) -> tuple[float, float, int, int]:
     """(CPU s, wall s, frames decoded, frames sampled) for one pass over ``path``."""
+    fps = option.fps or fps
     cpu, wall = time.process_time(), time.perf_counter()
     if option.facetrail:
         source = open_source(str(path), fps=fps, decode=VideoInput(str(path)))
@@ -107,16 +112,24 @@ def seconds_of(path: Path) -> float:
         return frames / float(stream.average_rate or 25)
 
 
-def make_cut(source: Path, target: Path, size: tuple[int, int] = (640, 360)) -> Path:
-    """The clip scaled to ``size`` and re-encoded like a camera's sub-stream: H.264, 25 fps, GOP 50, no B-frames."""
-    with av.open(str(source)) as src, av.open(str(target), "w") as out:
+def make_cut(source: Path, target: Path, size: tuple[int, int] = (640, 360), passes: int = 4) -> Path:
+    """The clip scaled to ``size`` and re-encoded like a camera's sub-stream: H.264, 25 fps, GOP 50, no B-frames.
+
+    Played forwards and backwards ``passes`` times (street.mp4: 16.8 s), so that key-frame-only decoding,
+    which starts after two key-frame intervals (4 s here), shows in the figures.
+    """
+    with av.open(str(source)) as src:
+        pictures = [f.reformat(width=size[0], height=size[1], format="yuv420p").to_ndarray()
+                    for f in src.decode(video=0)]
+    with av.open(str(target), "w") as out:
         stream = out.add_stream("libx264", rate=25)
         stream.width, stream.height, stream.pix_fmt = size[0], size[1], "yuv420p"
         stream.codec_context.gop_size = 50
         stream.codec_context.max_b_frames = 0
         stream.options = {"preset": "veryfast", "bf": "0", "g": "50", "keyint_min": "50", "sc_threshold": "0"}
-        for i, frame in enumerate(src.decode(video=0)):
-            small = frame.reformat(width=size[0], height=size[1], format="yuv420p")
+        played = [p for n in range(passes) for p in (pictures if n % 2 == 0 else pictures[::-1])]
+        for i, picture in enumerate(played):
+            small = av.VideoFrame.from_ndarray(picture, format="yuv420p")
             small.pts, small.time_base = i, Fraction(1, 25)
             for packet in stream.encode(small):
                 out.mux(packet)
@@ -136,9 +149,10 @@ def cost_table(clips: dict[str, Path], fps: float, repeats: int) -> list[dict[st
         for _ in range(repeats):
             for o in OPTIONS:
                 results[o.name].append(decode_pass(path, o, fps))
-        plain_cpu = statistics.median(r[0] for r in results[OPTIONS[0].name])
-        plain_wall = statistics.median(r[1] for r in results[OPTIONS[0].name])
         for o in OPTIONS:
+            plain = "plain at 0.5 fps" if o.fps == 0.5 else OPTIONS[0].name
+            plain_cpu = statistics.median(r[0] for r in results[plain])
+            plain_wall = statistics.median(r[1] for r in results[plain])
             runs = results[o.name]
             cpu, wall = statistics.median(r[0] for r in runs), statistics.median(r[1] for r in runs)
             rows.append({"clip": label, "option": o.name, "cpu_ms_per_video_s": 1000 * cpu / seconds,
@@ -260,13 +274,13 @@ def main() -> None:
           f"medians; CPU = process time (all threads); load average {os.getloadavg()[0]:.2f}")
     with tempfile.TemporaryDirectory() as tmp:
         cut = make_cut(STREET, Path(tmp) / "street_640x360.mp4")
-        clips = {"1080p street.mp4": STREET, "640x360 cut (GOP 50, no B)": cut}
+        clips = {"1080p street.mp4": STREET, "640x360 (GOP 50, no B, 16.8s)": cut}
         rows = cost_table(clips, args.fps, repeats)
     print("\nCPU and wall time per second of video, per camera (ratio to plain decoding):")
-    print(f"{'clip':28} {'option':22} {'CPU ms/s':>9} {'ratio':>6} {'wall ms/s':>10} {'ratio':>6} "
+    print(f"{'clip':30} {'option':22} {'CPU ms/s':>9} {'ratio':>6} {'wall ms/s':>10} {'ratio':>6} "
           f"{'decoded':>8} {'sampled':>8}")
     for r in rows:
-        print(f"{r['clip']:28} {r['option']:22} {r['cpu_ms_per_video_s']:9.0f} {r['cpu_ratio_to_plain']:6.2f} "
+        print(f"{r['clip']:30} {r['option']:22} {r['cpu_ms_per_video_s']:9.0f} {r['cpu_ratio_to_plain']:6.2f} "
               f"{r['wall_ms_per_video_s']:10.0f} {r['wall_ratio_to_plain']:6.2f} {r['decoded']:8} {r['sampled']:8}")
     memory = rss_table(args.decoders)
     print(f"\nRSS per opened 1080p decoder ({args.decoders} open, 25 frames decoded in each):")

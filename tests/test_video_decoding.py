@@ -7,6 +7,7 @@ camera gets the same pictures at the same rate (pts within one frame period) whi
 from __future__ import annotations
 
 import logging
+import time
 from fractions import Fraction
 from pathlib import Path
 
@@ -20,7 +21,7 @@ from facetrail.config.errors import ConfigError
 from facetrail.config.loader import parse_config
 from facetrail.synth.scenes import synthetic_background
 from facetrail.synth.writer import write_clip
-from facetrail.video import VideoInput, open_source
+from facetrail.video import Camera, CameraSettings, DetectSettings, MotionSettings, VideoInput, open_source
 from facetrail.video.decoding import HWACCEL_TYPES, DecodePolicy
 from facetrail.video.sources import AVSource
 
@@ -54,7 +55,8 @@ def moving_frames(count: int, size: tuple[int, int] = (160, 96)) -> list[np.ndar
     return frames
 
 
-def gop_clip(path: Path, *, seconds: float, key_every: int | list[int], bframes: int = 0) -> Path:
+def gop_clip(path: Path, *, seconds: float, key_every: int | list[int], bframes: int = 0,
+             pyramid: bool = True) -> Path:
     """A 25 fps libx264 clip with a key frame every ``key_every`` frames (a list: exactly at those frames)."""
     frames = moving_frames(round(seconds * RATE))
     keys = set(range(0, len(frames), key_every)) if isinstance(key_every, int) else set(key_every)
@@ -62,7 +64,8 @@ def gop_clip(path: Path, *, seconds: float, key_every: int | list[int], bframes:
         stream = container.add_stream("libx264", rate=RATE)
         stream.width, stream.height, stream.pix_fmt = 160, 96, "yuv420p"
         stream.options = {"preset": "ultrafast", "bf": str(bframes), "g": "1000", "keyint_min": "1000",
-                          "sc_threshold": "0", "forced-idr": "1"}
+                          "sc_threshold": "0", "forced-idr": "1", "b-adapt": "0",
+                          "b-pyramid": "normal" if pyramid else "none"}
         for i, image in enumerate(frames):
             frame = av.VideoFrame.from_ndarray(image, format="bgr24")
             frame.pts, frame.time_base = i, Fraction(1, RATE)
@@ -138,6 +141,20 @@ def test_decoded_frames_further_apart_than_the_period_turn_skipping_off() -> Non
         assert policy.after_frame(t) == "NONREF"
     assert policy.after_frame(0.32) == "DEFAULT"  # 0.16 s gap: a sample would be lost
     assert policy.before_packet(False, 0.4) == "DEFAULT"
+
+
+def test_b_frames_without_a_pyramid_are_skipped_only_where_samples_move_little(tmp_path: Path) -> None:
+    # IBBBP: without the three B-frames, decoded frames are 4 frames (0.16 s) apart.
+    clip = gop_clip(tmp_path / "ibbbp.mp4", seconds=4.0, key_every=1000, bframes=3, pyramid=False)
+    plain, _ = sample(clip, 5, decode_skip="off")
+    policy, source = sample(clip, 5)  # a sample could move by 3 of the 5 frames of its slot: decode all
+    assert source.decode_mode == "DEFAULT"
+    assert_same_samples(plain, policy, tolerance=3 * PERIOD)  # at most the first gap, before it is seen
+    assert policy[2:] == plain[2:]
+    plain, _ = sample(clip, 1, decode_skip="off")
+    policy, source = sample(clip, 1)  # a 1 s period: moving by 3 frames (0.12 s) is allowed
+    assert source.decode_mode == "NONREF" and source.frames_decoded <= 100 // 4 + 1
+    assert_same_samples(plain, policy, tolerance=3 * PERIOD)
 
 
 # -- key frames only --------------------------------------------------------------------------------------
@@ -245,3 +262,20 @@ def test_bad_decode_settings_are_clear_errors(tmp_path: Path) -> None:
                           base_dir=tmp_path)
     assert (config.cameras["gate"].detect_input.hwaccel, config.cameras["gate"].detect_input.decode_threads) == \
         ("vaapi", 2)
+
+
+def test_a_camera_decodes_with_its_inputs_settings(street: Path) -> None:
+    def run(**settings: object) -> tuple[int, int]:
+        camera = Camera(CameraSettings("street", VideoInput(str(street), **settings),  # type: ignore[arg-type]
+                                       DetectSettings(fps=5), motion=MotionSettings(enabled=False)))
+        camera.start()
+        analysed, deadline = 0, time.monotonic() + 60
+        try:
+            while not camera.done and time.monotonic() < deadline:
+                analysed += camera.get(timeout=1.0) is not None
+        finally:
+            camera.stop()
+        return analysed, camera.status().frames_decoded
+
+    assert run(decode_skip="off") == (21, 105)
+    assert run() == (21, 53)

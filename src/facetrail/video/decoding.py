@@ -6,12 +6,13 @@ decoder may leave undecoded without changing which pictures the
 
 - every frame is decoded when the camera is analysed at its full frame
   rate (or fps sampling is off), or the policy is switched off;
-- sampled below its frame rate, the decoder skips non-reference frames
-  (FFmpeg ``skip_frame=NONREF``): nothing refers to them, so the other
-  frames decode exactly as before; a decoded frame is at most a frame or two
-  away from the one plain decoding would give (street.mp4: every second
-  frame), and the policy goes back to decoding everything when it sees a gap
-  between decoded frames longer than the analysis period;
+- sampled below half its frame rate, the decoder skips non-reference
+  frames (FFmpeg ``skip_frame=NONREF``): nothing refers to them, so the
+  other frames decode exactly as before, and a sample moves by at most the
+  gap between decoded frames less one frame. On street.mp4 every second
+  frame is decoded (a sample moves by at most one frame); where decoded
+  frames come further apart than two frames, or a quarter of the analysis
+  period if that is longer, the policy decodes everything again;
 - when key frames arrive at least as often as frames are analysed (learned
   from the stream's first key-frame intervals), only key frames are decoded
   (``NONKEY``). Leaving that mode is only possible on a key frame (the frames
@@ -103,6 +104,13 @@ class DecodePolicy:
         assert self.period is not None and self.frame_period is not None
         return self.period + _JITTER_FRAMES * self.frame_period
 
+    @property
+    def _max_nonref_gap(self) -> float:
+        # A sample moves by up to the gap less one frame: one frame (B-pyramid: every second frame decoded),
+        # or up to a quarter of the analysis period at low rates (e.g. IBBBP at 1 fps).
+        assert self.period is not None and self.frame_period is not None
+        return min(self.period, max(2 * self.frame_period, self.period / 4)) + _JITTER_FRAMES * self.frame_period
+
     def before_packet(self, key: bool, time_s: float | None) -> SkipMode:
         """The skip mode to decode this packet with (may change the mode)."""
         if not self.active or time_s is None:
@@ -130,9 +138,9 @@ class DecodePolicy:
             return self.mode
         last, self._last_frame = self._last_frame, time_s
         if (self.mode == "NONREF" and last is not None and time_s > last
-                and time_s - last > self._slack):
+                and time_s - last > self._max_nonref_gap):
             self._nonref_ok = False
-            self._set("DEFAULT", f"decoded frames came {time_s - last:.3f} s apart, more than the analysis period")
+            self._set("DEFAULT", f"decoded frames came {time_s - last:.3f} s apart: samples would move too far")
         return self.mode
 
     def _fallback(self) -> SkipMode:

@@ -57,7 +57,7 @@ HWACCEL_TYPES = tuple(sorted(t.name for t in HWDeviceType if t.name != "none"))
 DEFAULT_DECODE_THREADS = 1
 # Key-frame intervals looked at before decoding key frames only.
 KEY_INTERVALS_TO_LEARN = 2
-# A gap may exceed the analysis period by this share of a frame period (timestamp jitter) and still count as within it.
+# A gap may exceed its limit by this share of a frame period (timestamp jitter) and still count as within it.
 _JITTER_FRAMES = 0.5
 
 _warned: set[tuple[str, str]] = set()
@@ -133,7 +133,7 @@ class DecodePolicy:
         return self.mode
 
     def after_frame(self, time_s: float | None) -> SkipMode:
-        """Note a decoded frame; under NONREF a gap longer than the analysis period turns skipping off."""
+        """Note a decoded frame; under NONREF a gap that would move a sample too far turns skipping off."""
         if time_s is None or not self.active:
             return self.mode
         last, self._last_frame = self._last_frame, time_s

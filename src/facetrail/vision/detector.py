@@ -12,6 +12,8 @@ detection at all at 640x640 and every one gave a face at 256x256 (10-fold
 accuracy of the 3,200 pairs 99.00% -> 99.69%; tests/test_hard_faces.py). Frames at least as
 large as the canvas are letterboxed exactly as InsightFace does; a small image
 is detected exactly as InsightFace does with ``det_size`` set to its canvas.
+Video frames go on the canvas that fits them (``with_input_size(640)``: 640x384
+for 16:9, no padding), again exactly as InsightFace with that ``det_size``.
 """
 
 from __future__ import annotations
@@ -35,9 +37,11 @@ from facetrail.vision.types import FaceDetections, FloatArray
 INPUT_SIZE = 640  # InsightFace's canvas: frames are letterboxed into 640x640
 SCORE_THRESHOLD = 0.5
 VideoCanvas = Literal["fit", "square"]
-# Video frames are detected on the dynamic canvas (longer side ``input_size``, rounded up to 32: 640x384 for a 16:9
-# frame) rather than letterboxed into the square. On street.mp4 and the project's clips it names the same people
-# with the same tracks for about 0.6x the detector's work (bench/frame_cost.py, tests/test_video_canvas.py).
+# Video frames are detected on the fitted canvas (longer side ``input_size``, rounded up to 32: 640x384 for a 16:9
+# frame) rather than letterboxed into the square. On street.mp4 (1080p and 640x360), the demo clip and a door clip
+# the pipeline names the same people with the same tracks, and the detector network costs 0.59-0.61x the CPU
+# (whole frame 1.21-1.36x less; bench/frame_cost.py, tests/test_video_canvas.py). It equals InsightFace with
+# det_size set to that canvas (tests/test_exactness.py).
 VIDEO_CANVAS: VideoCanvas = "fit"
 # The smallest canvas a small image is fitted to. Blowing a 250-px photo up into 640x640 loses faces, but so
 # does detecting a tiny image at its own size: LFW View 1 (pairsDevTest, first 100 pairs, faces found of 169

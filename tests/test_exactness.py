@@ -2,7 +2,8 @@
 
 This is what lets facetrail claim the models' published accuracy: no detail of
 decoding, alignment or normalisation may cost anything. Both paths are covered:
-the engine's (photos) and the video pipeline's (``FrameAnalyzer``). (Faces rolled past
+the engine's (photos) and the video pipeline's (``FrameAnalyzer``, on the canvas that fits
+video frames). (Faces rolled past
 ``upright.ROLL_LIMIT`` are re-detected upright on purpose; the photos here are
 within it, and ``test_vision_models`` shows the re-detection is the better one.) An image smaller than the
 640x640 canvas is detected on a canvas of its own size rounded up to 32 (see ``vision/detector.py``): it is
@@ -106,7 +107,11 @@ def test_a_small_photo_matches_insightface_on_its_own_canvas(insightface_app: ob
 def test_the_video_pipelines_path_matches_insightface_on_a_street_frame(insightface_app: object,
                                                                          plain_engine: FaceEngine, players: BGRImage,
                                                                          data_dir: Path) -> None:
-    """The pipeline's own path (FrameAnalyzer: frames of two cameras in one batch, faces embedded on demand)."""
+    """The pipeline's own path (FrameAnalyzer: frames of two cameras in one batch, faces embedded on demand).
+
+    Video frames are detected on the canvas that fits them (640x384 for this 1920x1080 frame): the same as
+    InsightFace prepared with that ``det_size``, which scales and places the frame identically.
+    """
     source = open_source(str(data_dir / "video" / "street.mp4"), fps=5)
     try:
         frame = next(image for t, image in source if t >= 3.0)  # people close enough to be recognised
@@ -114,8 +119,11 @@ def test_the_video_pipelines_path_matches_insightface_on_a_street_frame(insightf
         source.close()
     analyzer = FrameAnalyzer(plain_engine)
     frames = analyzer.analyse([frame, players], [LowLightConfig(enabled=False)] * 2)
+    video_detector = plain_engine.detector.with_input_size(plain_engine.video_input)
+    assert video_detector.canvas_for(frame.shape[1], frame.shape[0]) == (640, 384)
     for image, analysed in zip((frame, players), frames, strict=True):
         assert not analysed.enhanced and analysed.image is image
         vectors = analyzer.embed([(analysed, i) for i in range(len(analysed))])
-        cosines = _cosines(insightface_app, image, analysed.faces, vectors)
+        canvas = video_detector.canvas_for(image.shape[1], image.shape[0])
+        cosines = _cosines(insightface_app, image, analysed.faces, vectors, canvas)
         assert len(cosines) >= 5 and min(cosines) >= 0.999

@@ -90,10 +90,12 @@ class FrameAnalyzer:
     def analyse(self, images: Sequence[BGRImage], low_light: Sequence[LowLightConfig]) -> list[AnalysedFrame]:
         """Detect the faces of several frames (one detector batch), each with its camera's low-light setting.
 
-        Video is never searched for turned faces (a camera hangs as it hangs), whatever the engine's setting.
+        Video is never searched for turned faces (a camera hangs as it hangs), whatever the engine's setting,
+        and is detected on the engine's canvas for video (``FaceEngine.video_input``).
         """
         return [AnalysedFrame(frame.image, frame.faces, frame.enhanced, self.max_residual)
-                for frame in self.engine.detect_frames(images, low_light, try_rotations=False)]
+                for frame in self.engine.detect_frames(images, low_light, try_rotations=False,
+                                                       detector_input=self.engine.video_input)]
 
     def embed(self, requests: Sequence[tuple[AnalysedFrame, int]]) -> np.ndarray:
         """Unit embeddings (n, d) of the requested faces (frame, face index), in one shared batch."""

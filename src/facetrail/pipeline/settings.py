@@ -18,10 +18,11 @@ from facetrail.vision.lowlight import LowLightConfig
 
 
 def engine_config(config: FacetrailConfig) -> EngineConfig:
-    """The face engine of the pipeline: no rotation search (video), the configured detector."""
+    """The face engine of the pipeline: no rotation search (video), the configured detector and video canvas."""
     size = config.detector.input_size
     return EngineConfig(recogniser=config.recogniser, detector_input=(size, size),
-                        score_threshold=config.detector.score_threshold, try_rotations=False)
+                        score_threshold=config.detector.score_threshold, try_rotations=False,
+                        video_canvas=config.detector.video_canvas)
 
 
 def camera_settings(name: str, camera: CameraConfig, *, start_time: datetime | None = None,

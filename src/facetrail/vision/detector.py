@@ -12,13 +12,17 @@ detection at all at 640x640 and every one gave a face at 256x256 (10-fold
 accuracy of the 3,200 pairs 99.00% -> 99.69%; tests/test_hard_faces.py). Frames at least as
 large as the canvas are letterboxed exactly as InsightFace does; a small image
 is detected exactly as InsightFace does with ``det_size`` set to its canvas.
+Video frames go on the canvas that fits them (``with_input_size(640)``: 640x384
+for 16:9, no padding), again exactly as InsightFace with that ``det_size``.
 """
 
 from __future__ import annotations
 
+import copy
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Literal
 
 import cv2
 import numpy as np
@@ -32,6 +36,13 @@ from facetrail.vision.types import FaceDetections, FloatArray
 
 INPUT_SIZE = 640  # InsightFace's canvas: frames are letterboxed into 640x640
 SCORE_THRESHOLD = 0.5
+VideoCanvas = Literal["fit", "square"]
+# Video frames are detected on the fitted canvas (longer side ``input_size``, rounded up to 32: 640x384 for a 16:9
+# frame) rather than letterboxed into the square. On street.mp4 (1080p and 640x360), the demo clip and a door clip
+# the pipeline names the same people with the same tracks, and the detector network costs 0.59-0.61x the CPU
+# (whole frame 1.21-1.36x less; bench/frame_cost.py, tests/test_video_canvas.py). It equals InsightFace with
+# det_size set to that canvas (tests/test_exactness.py).
+VIDEO_CANVAS: VideoCanvas = "fit"
 # The smallest canvas a small image is fitted to. Blowing a 250-px photo up into 640x640 loses faces, but so
 # does detecting a tiny image at its own size: LFW View 1 (pairsDevTest, first 100 pairs, faces found of 169
 # images, 10-fold accuracy) shrunk to 32 px: own size 59 faces missing, 11%; at least 128: 0, 92%; at least
@@ -68,6 +79,12 @@ class DetectorSettings:
                                         "(rounded up to 32), never enlarged into it.")
     score_threshold: float = Field(default=SCORE_THRESHOLD, gt=0, lt=1, title="Detection score threshold",
                                    description="Faces the detector is less sure of than this are ignored.")
+    video_canvas: VideoCanvas = Field(default=VIDEO_CANVAS, title="Canvas of video frames",
+                                      description="fit: a video frame is scaled to input_size on its longer side "
+                                                  "and detected on a canvas rounded up to 32 pixels (640x384 for a "
+                                                  "16:9 frame), no work spent on padding. square: letterboxed into "
+                                                  "the input_size square, exactly as InsightFace. Photos "
+                                                  "(enrolment, search) always use the square.")
 
 
 class ScrfdDetector:
@@ -105,6 +122,14 @@ class ScrfdDetector:
         self._buffers = threading.local()  # per thread: the reused input batches (the engine is shared)
         self._centres: dict[tuple[int, int, int], FloatArray] = {}
 
+    def with_input_size(self, input_size: tuple[int, int] | int) -> ScrfdDetector:
+        """This detector on another canvas (see the class), sharing its onnxruntime session and buffers."""
+        if input_size == self.input_size:
+            return self
+        other = copy.copy(self)
+        other.input_size = input_size
+        return other
+
     @property
     def providers(self) -> list[str]:
         """The onnxruntime providers this detector's session runs on."""
@@ -138,8 +163,11 @@ class ScrfdDetector:
         own_side = max(MIN_FIT_CANVAS, _round_up_32(max(width, height))) if self.fit_canvas else None
         if isinstance(self.input_size, int):
             longer = self.input_size if own_side is None else min(self.input_size, own_side)
-            ratio = longer / max(width, height)
-            new_w, new_h = max(1, int(width * ratio)), max(1, int(height * ratio))
+            # computed as InsightFace does for det_size = this canvas, so both scale the frame identically
+            if width >= height:
+                new_w, new_h = longer, max(1, int(longer * (height / width)))
+            else:
+                new_w, new_h = max(1, int(longer / (height / width))), longer
             canvas = (_round_up_32(new_w), _round_up_32(new_h))
         else:
             canvas = self.input_size
@@ -161,11 +189,16 @@ class ScrfdDetector:
         """
         new_w, new_h = box.resized
         blob = out if out is not None else np.empty((3, box.canvas[1], box.canvas[0]), np.float32)
-        blob.fill(PAD_VALUE)
-        rgb = cv2.resize(image, box.resized)[..., ::-1].transpose(2, 0, 1)
-        region = blob[:, :new_h, :new_w]
-        np.subtract(rgb, MEAN, out=region, casting="unsafe")
-        region *= SCALE
+        blob[:, new_h:, :].fill(PAD_VALUE)  # only the padding: the image's part is written below
+        blob[:, :new_h, new_w:].fill(PAD_VALUE)
+        same = (image.shape[1], image.shape[0]) == box.resized  # a 640x360 frame on its 640x384 canvas
+        planes = cv2.split(image if same else cv2.resize(image, box.resized))
+        # x / 128 - 127.5 / 128 equals (x - 127.5) / 128 exactly in float32; contiguous planes convert
+        # about twice as fast as the strided RGB view (bench/frame_cost.py)
+        for channel, plane in zip(blob, reversed(planes), strict=True):
+            region = channel[:new_h, :new_w]
+            np.multiply(plane, np.float32(SCALE), out=region, casting="unsafe")
+            region -= np.float32(MEAN * SCALE)
         return blob
 
     def _batch_buffer(self, rows: int, canvas: tuple[int, int]) -> FloatArray:

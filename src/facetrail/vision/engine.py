@@ -20,7 +20,7 @@ import numpy.typing as npt
 
 from facetrail.vision.align import AlignedFaces, align_faces
 from facetrail.vision.border import add_border, border_geometry, remove_border
-from facetrail.vision.detector import INPUT_SIZE, SCORE_THRESHOLD, ScrfdDetector
+from facetrail.vision.detector import INPUT_SIZE, SCORE_THRESHOLD, VIDEO_CANVAS, ScrfdDetector, VideoCanvas
 from facetrail.vision.embedder import ArcFaceEmbedder, Embedder
 from facetrail.vision.image import BGRImage, rotate
 from facetrail.vision.lowlight import LowLightConfig, dark_faces_region, enhance, region_to_enhance
@@ -52,6 +52,9 @@ class EngineConfig:
     crops) that the face may fill: look inside a border first. Without it, an
     image no larger than the detector's canvas is looked at inside a border
     only when the plain look found no confident face.
+    ``video_canvas``: the canvas of video frames (``video_input``): "fit" scales
+    a frame to the longer side of ``detector_input`` on a canvas rounded up to
+    32 (no padding), "square" letterboxes it as photos are.
     """
 
     recogniser: Recogniser = "arcface"
@@ -61,6 +64,7 @@ class EngineConfig:
     try_rotations: bool = False
     fit_canvas: bool = True
     face_crops: bool = False
+    video_canvas: VideoCanvas = VIDEO_CANVAS
     max_alignment_residual: float = MAX_RESIDUAL_PX
     providers: tuple[str, ...] | str = "auto"
     threads: int = 0
@@ -153,6 +157,14 @@ class FaceEngine:
         self.embedder: Embedder = _make_embedder(config)
 
     @property
+    def video_input(self) -> tuple[int, int] | int:
+        """The detector input of video frames (``detect_frames(detector_input=...)``), by ``video_canvas``."""
+        size = self.config.detector_input
+        if self.config.video_canvas == "square":
+            return size
+        return size if isinstance(size, int) else max(size)
+
+    @property
     def recogniser(self) -> ModelSpec:
         """Manifest entry of the recogniser in use."""
         return self.embedder.spec
@@ -194,7 +206,8 @@ class FaceEngine:
                 in zip(kept, embeddings, qualities, frames, dropped, strict=True)]
 
     def detect_frames(self, images: Sequence[BGRImage], low_light: Sequence[LowLightConfig] | None = None, *,
-                      try_rotations: bool | None = None) -> list[DetectedFrame]:
+                      try_rotations: bool | None = None,
+                      detector_input: tuple[int, int] | int | None = None) -> list[DetectedFrame]:
         """Faces of several images in one detector batch, before alignment.
 
         Each image is looked at plainly first. Where no confident face was found, an image that a
@@ -205,17 +218,19 @@ class FaceEngine:
         kept from the plain look are aligned on an enhanced copy (``DetectedFrame.image``). Every
         look runs as one detector batch over the images that need it. With ``try_rotations`` (default:
         the engine's) an image without an upright face is searched turned; rolled faces are
-        re-checked upright.
+        re-checked upright. ``detector_input``: another canvas than the engine's (``video_input`` for video).
         """
+        detector = self.detector if detector_input is None else self.detector.with_input_size(detector_input)
         lights = list(low_light) if low_light is not None else [self.config.low_light] * len(images)
         if len(lights) != len(images):
             raise ValueError(f"one low-light setting per image is needed ({len(lights)} for {len(images)})")
-        looks = self._look(list(images), enhanced=False)
+        looks = self._look(list(images), enhanced=False, detector=detector)
         regions = [None if look.confident else region_to_enhance(images[i], _weak_boxes(look.faces), lights[i])
                    for i, look in enumerate(looks)]
         dark = [i for i, region in enumerate(regions) if region is not None]
         if dark:
-            enhanced = self._look([enhance(images[i], lights[i], regions[i]) for i in dark], enhanced=True)
+            enhanced = self._look([enhance(images[i], lights[i], regions[i]) for i in dark], enhanced=True,
+                                  detector=detector)
             for i, look in zip(dark, enhanced, strict=True):
                 if look.best_score > looks[i].best_score:
                     looks[i] = look
@@ -223,7 +238,7 @@ class FaceEngine:
             looks = [self._rotated_if_better(look) for look in looks]
         looks = [self._embed_dark_faces_enhanced(look, image, light)
                  for look, image, light in zip(looks, images, lights, strict=True)]
-        return [DetectedFrame(look.image, verify_upright(self.detector, look.image, look.faces), look.enhanced)
+        return [DetectedFrame(look.image, verify_upright(detector, look.image, look.faces), look.enhanced)
                 for look in looks]
 
     @staticmethod
@@ -236,13 +251,13 @@ class FaceEngine:
         region = dark_faces_region(image, look.faces.xyxy, light)
         return look if region is None else _Look(enhance(image, light, region), look.faces, True)
 
-    def _look(self, images: list[BGRImage], *, enhanced: bool) -> list[_Look]:
+    def _look(self, images: list[BGRImage], *, enhanced: bool, detector: ScrfdDetector) -> list[_Look]:
         """Faces of each image, plainly and, where a face may fill it, inside a border (the better look)."""
         crops = self.config.face_crops
-        looks = self._detect(images, bordered=crops, enhanced=enhanced)
+        looks = self._detect(images, bordered=crops, enhanced=enhanced, detector=detector)
         again = [i for i, look in enumerate(looks) if not look.confident and (crops or self._fits_canvas(images[i]))]
         if again:
-            second = self._detect([images[i] for i in again], bordered=not crops, enhanced=enhanced)
+            second = self._detect([images[i] for i in again], bordered=not crops, enhanced=enhanced, detector=detector)
             for i, look in zip(again, second, strict=True):
                 # in a plain look only a confident face inside a border counts: a weak one there is often a face
                 # upside down read with wrong landmarks (conditions/rotation/r180.jpg), which would embed wrongly;
@@ -251,12 +266,13 @@ class FaceEngine:
                     looks[i] = look
         return looks
 
-    def _detect(self, images: list[BGRImage], *, bordered: bool, enhanced: bool) -> list[_Look]:
+    def _detect(self, images: list[BGRImage], *, bordered: bool, enhanced: bool,
+                detector: ScrfdDetector) -> list[_Look]:
         """One detector batch over ``images`` (each inside a border when asked), in their own coordinates."""
         if not bordered:
-            return [_Look(image, faces, enhanced) for image, faces in zip(images, self.detector.detect_many(images),
+            return [_Look(image, faces, enhanced) for image, faces in zip(images, detector.detect_many(images),
                                                                           strict=True)]
-        found = self.detector.detect_many([add_border(image)[0] for image in images])
+        found = detector.detect_many([add_border(image)[0] for image in images])
         looks = []
         for image, faces in zip(images, found, strict=True):
             height, width = image.shape[:2]

@@ -8,6 +8,7 @@ stream. Runs go through the whole pipeline into a real SQLite file.
 
 from __future__ import annotations
 
+import time
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -26,6 +27,7 @@ from facetrail.store.cameras import camera_states
 from facetrail.store.models import Identity, Sighting
 from facetrail.synth.scenes import Appearance, composite_scene
 from facetrail.synth.writer import write_clip
+from facetrail.track.bestshot import BestShots, BestShotSettings, Shot
 from facetrail.video.frames import Frame
 from facetrail.video.record_stream import RecordStream, RecordStreamSettings
 from facetrail.vision.engine import EngineConfig, FaceEngine
@@ -125,6 +127,49 @@ def test_a_file_record_stream_keeps_pace_with_the_detect_stream_and_keeps_only_a
         assert record.status().state == "finished"
     finally:
         record.stop()
+
+
+def test_a_live_record_stream_is_stamped_on_arrival_and_matched_to_the_detect_frame_of_the_moment(
+        data_dir: Path) -> None:
+    street = data_dir / "video" / "street.mp4"
+    if not street.exists():
+        pytest.skip(f"{street} is absent")
+    from facetrail.video.camera import VideoInput
+
+    record = RecordStream("street", VideoInput(path=str(street), realtime=True), RecordStreamSettings(), fps=5.0)
+    assert record.live
+    record.start()
+    try:
+        deadline = time.monotonic() + 10
+        while record.status().frames_kept < 4 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        now = datetime.now(UTC)
+        kept = record.nearest(Frame("street", np.zeros((2, 2, 3), np.uint8), 0, 0.0, now, 0.0))
+        assert kept is not None and abs(kept.t - now.timestamp()) <= RecordStreamSettings().max_gap_s
+        assert 0.5 <= kept.pts <= 3.0  # read at the file's own pace, not as fast as it decodes
+        status = record.status()
+        assert status.state == "connected" and status.ring_bytes <= 3 * 1920 * 1080 * 3 // 2
+        long_ago = datetime.fromtimestamp(now.timestamp() - 5, UTC)
+        assert record.nearest(Frame("street", np.zeros((2, 2, 3), np.uint8), 1, 0.0, long_ago, 0.0)) is None
+    finally:
+        record.stop()
+
+
+def shot(quality: float, area: float, *, weak: bool = False) -> Shot:
+    return Shot(0, 0.0, quality, area, np.zeros((112, 112, 3), np.uint8), embedding=np.ones(4, np.float32),
+                weak=weak)
+
+
+def test_a_track_asks_for_a_cut_only_when_it_would_embed_the_shot() -> None:
+    shots = BestShots(BestShotSettings(min_area=1600, min_quality=0.25, weak_min_area=400, reembed_margin=0.1))
+    assert shots.may_embed(0.5, 2000) and shots.may_embed(0.1, 900)  # nothing yet: strong or weak wanted
+    assert not shots.may_embed(0.5, 300)  # under the floor: never embedded
+    shots.embedded_shots.append(shot(0.4, 2000))
+    shots.embeddings_used = 1
+    assert not shots.may_embed(0.1, 900)  # a strong shot is embedded: weak ones are no longer taken
+    assert not shots.may_embed(0.45, 2000) and shots.may_embed(0.5, 2000)  # better by the re-embed margin
+    shots.pending[7] = shot(0.6, 2000)
+    assert not shots.may_embed(0.9, 5000)  # one embedding at a time
 
 
 # -- small faces through the pipeline ----------------------------------------------------------------------

@@ -13,6 +13,7 @@ from the detect stream as before.
 from __future__ import annotations
 
 import logging
+from collections import OrderedDict
 from dataclasses import dataclass
 
 import numpy as np
@@ -22,12 +23,14 @@ from facetrail.pipeline.health import CameraHealth
 from facetrail.video.frames import Frame
 from facetrail.video.record_stream import RecordStream
 from facetrail.vision.lowlight import LowLightConfig
+from facetrail.vision.quality import FULL_SIZE_PX
 
 log = logging.getLogger(__name__)
 
 REGION_SCALE = 3.0  # side of the searched region, in mapped face boxes (the longer side)
 MIN_OVERLAP = 0.3  # IoU with the mapped box the face found on the record frame needs to be the same face
 PART = "record stream"  # how the record stream's outages show in the camera's faults
+MAX_TRACKS_REMEMBERED = 1024  # tracks whose latest cut's quality ratio is remembered (the oldest are forgotten)
 
 
 class RecordStreamUnavailable(RuntimeError):
@@ -63,6 +66,7 @@ class HighResolutionShots:
         self.low_light = low_light
         self.health = health
         self.counts = RecordShotCounts()
+        self._ratios: OrderedDict[int, float] = OrderedDict()  # track id -> actual / estimated quality, last cut
         self._down = False
         self._reported = -1  # the detect frame whose fallback was last counted as a fault
 
@@ -85,17 +89,39 @@ class HighResolutionShots:
         scale = self.scale(analysed)
         return scale is None or min(scale) >= self.settings.min_scale
 
+    def expected(self, analysed: AnalysedFrame, i: int, track_id: int) -> tuple[float, float]:
+        """(quality, box area) face ``i`` of track ``track_id`` would have on the record stream.
+
+        The size part of its quality here is taken at the record stream's size (sharpness is judged relative
+        to the face's own size and pose does not change with it), then corrected by what the track's latest cut
+        gave against the same estimate: a downscaled sub-stream makes faces look sharper than the main stream
+        shows them. A track cuts a face only when it would embed such a shot (``BestShots.may_embed``).
+        """
+        quality, area = self._estimate(analysed, i)
+        return quality * self._ratios.get(track_id, 1.0), area
+
+    def _estimate(self, analysed: AnalysedFrame, i: int) -> tuple[float, float]:
+        quality = analysed.shot(i).quality
+        sx, sy = self.scale(analysed) or (self.settings.min_scale, self.settings.min_scale)
+        there = min(1.0, quality.face_px * min(sx, sy) / FULL_SIZE_PX)
+        here = quality.parts.get("size", 0.0)
+        return (quality.score / here * there if here > 0 else there), analysed.area(i) * sx * sy
+
     def advance(self, frame: Frame) -> None:
         """The detect stream reached ``frame`` (a file's record reader keeps pace with it)."""
         self.record.advance(frame)
 
-    def cut(self, frame: Frame, analysed: AnalysedFrame, i: int) -> RecordShot | None:
-        """Face ``i`` of the detect ``frame`` found again on the record stream; None: use the detect stream's.
+    def cut(self, frame: Frame, analysed: AnalysedFrame, i: int, track_id: int) -> RecordShot | None:
+        """Face ``i`` (of track ``track_id``) of the detect ``frame`` found again on the record stream; None: use
+        the detect stream's.
 
         Never raises: an error here is logged and counted against the camera, and the shot falls back.
         """
         try:
-            return self._cut(frame, analysed, i)
+            shot = self._cut(frame, analysed, i)
+            if shot is not None:
+                self._learn(track_id, shot.frame.shot(shot.face).quality.score, self._estimate(analysed, i)[0])
+            return shot
         except Exception as error:
             log.exception("camera %s: cutting a shot from the record stream failed", self.record.name)
             if self.health is not None:
@@ -132,6 +158,14 @@ class HighResolutionShots:
             return None
         self.counts.cut += 1
         return RecordShot(found, best, origin)
+
+    def _learn(self, track_id: int, actual: float, estimate: float) -> None:
+        if estimate <= 0:
+            return
+        self._ratios[track_id] = actual / estimate
+        self._ratios.move_to_end(track_id)
+        while len(self._ratios) > MAX_TRACKS_REMEMBERED:
+            self._ratios.popitem(last=False)
 
     def _report_outage(self, frame: Frame) -> None:
         error = self.record.error

@@ -175,9 +175,11 @@ class CameraTracking:
         Done before the shot gate, which must judge the face at the size it would be embedded from.
         """
         high = self.high_resolution
-        if high is None or not high.wants(analysed, i) or not track.shots.may_embed():
+        if high is None or not high.wants(analysed, i):
             return None
-        return high.cut(frame, analysed, i)
+        if not track.shots.may_embed(*high.expected(analysed, i, track.track_id)):
+            return None
+        return high.cut(frame, analysed, i, track.track_id)
 
     def _decide(self, track: Track) -> TrackVerdict | None:
         embedded = [shot for shot in track.shots.decisive() if shot.embedding is not None]

@@ -137,9 +137,19 @@ class BestShots:
             self.pending[shot.shot_id] = shot
         return wanted
 
-    def may_embed(self) -> bool:
-        """True when a shot offered now could be embedded: none on its way, and budget left (strong or weak)."""
-        return not self.pending and (self.embeddings_used < self.settings.max_embeddings or self.takes_weak())
+    def may_embed(self, quality: float | None = None, area: float | None = None) -> bool:
+        """True when a shot offered now could be embedded: none on its way and budget left; given the shot's
+        expected ``quality`` and ``area``, as the strong or weak shot it would be."""
+        if self.pending:
+            return False
+        if quality is None or area is None:
+            return self.embeddings_used < self.settings.max_embeddings or self.takes_weak()
+        if quality < self.settings.min_quality or area < self.settings.min_area:
+            return area >= self.settings.weak_min_area and self.takes_weak()
+        if self.embeddings_used >= self.settings.max_embeddings:
+            return False
+        best = max((s.quality for s in self.embedded_shots if not s.weak), default=None)
+        return best is None or quality >= best + self.settings.reembed_margin
 
     def _wants_strong(self, shot: Shot) -> bool:
         if self.embeddings_used >= self.settings.max_embeddings:

@@ -66,7 +66,7 @@ class RecordStreamSettings:
     max_gap_s: float = Field(default=0.2, gt=0, le=5, title="Largest time gap",
                              description="Seconds between the detect frame and the record frame a shot is cut "
                                          "from, at most (arrival times for live inputs, media times for files).")
-    ring_frames: int = Field(default=5, ge=1, le=50, title="Frames kept",
+    ring_frames: int = Field(default=3, ge=1, le=50, title="Frames kept",
                              description="Newest record-stream frames kept, sampled at the camera's analysis rate "
                                          "and held as decoded YUV (1080p: 3.1 MB each).")
     decode: RecordDecode = Field(default="all", title="Decode",
@@ -322,8 +322,8 @@ class RecordStream:
             raise SourceOpenError(self._label, "it has no video stream")
         stream = container.streams.video[0]
         stream.codec_context.skip_frame = _SKIP_FRAME[self.settings.decode]
-        if not self.live:
-            stream.thread_type = "AUTO"  # frame threads add latency, fine for files only
+        # No frame threads, unlike a detect input read from a file: each holds frames of its own (about +30 MB
+        # at 1080p, bench/record_stream.py), and this reader only has to keep up with the analysis rate.
         return container
 
     def _decode(self, container: av.container.InputContainer, offset: float, resume: float | None) -> float | None:

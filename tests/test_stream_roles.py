@@ -8,6 +8,8 @@ stream. Runs go through the whole pipeline into a real SQLite file.
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import time
 from datetime import UTC, datetime
 from pathlib import Path
@@ -280,3 +282,17 @@ def test_a_broken_record_stream_leaves_detection_running_and_shows_in_the_status
     assert shown["state"] == "finished", shown  # the camera itself is fine
     assert shown["last_fault"] is not None and shown["last_fault"].startswith(f"{PART}: "), shown
     assert shown["failing"] == PART, shown
+
+
+@pytest.mark.models
+def test_facetrail_run_shows_a_failed_record_stream_and_still_analyses_the_camera(
+        tmp_path: Path, two_streams: tuple[Path, Path]) -> None:
+    config = tmp_path / "site.yml"
+    config.write_text(config_text(tmp_path / "data", two_streams[0], tmp_path / "gone.mp4"))
+    result = subprocess.run([sys.executable, "-m", "facetrail.cli.main", "run", str(config)], capture_output=True,
+                            text=True, timeout=300, stdin=subprocess.DEVNULL)
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert any(line.startswith("camera far: finished, 20 analysed") for line in lines), result.stdout
+    assert any(line.startswith("camera far record stream: failed") and "gone.mp4: no such file" in line
+               for line in lines), result.stdout

@@ -75,6 +75,17 @@ def test_a_camera_may_list_a_detect_and_a_record_input() -> None:
     assert both.cameras["door"].record_input is None and cfg.record_stream("door", both.cameras["door"]) is None
 
 
+def test_the_example_file_detects_on_the_sub_stream_and_cuts_from_the_main_stream(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    from facetrail.config.loader import load_config
+
+    for name in ("FACETRAIL_MQTT_PASSWORD", "FACETRAIL_WEBHOOK_SECRET", "FACETRAIL_CAMERA_PASSWORD"):
+        monkeypatch.setenv(name, "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw" if "WEBHOOK" in name else "s3cret")
+    front = load_config(Path(__file__).resolve().parents[1] / "examples" / "config.yml").cameras["front_door"]
+    assert front.detect_input.path.endswith("/stream2") and front.record_input is not None
+    assert front.record_input.path.endswith("/stream1") and front.record_stream.max_face_px == 64
+
+
 @pytest.mark.parametrize("inputs, message", [
     ("      - path: a.mp4\n      - path: b.mp4\n        roles: [detect]\n",
      "cameras.door.inputs: exactly one input needs the detect role (found 2)"),

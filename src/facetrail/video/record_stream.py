@@ -162,7 +162,6 @@ class RecordStream:
         self._cond = threading.Condition()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
-        self._waited_for: float | None = None
         self._wanted = -math.inf  # files: the detect stream's latest media time; the reader stops just past it
         self._state: CameraState = "connecting"
         self._error: str | None = None
@@ -221,26 +220,20 @@ class RecordStream:
         """The kept frame nearest in time to the detect ``frame``, if one is within ``max_gap_s``.
 
         Files: waits (up to the camera's timeout) until the reader has passed the frame's media time. Live
-        inputs: waits up to ``max_gap_s`` when the record stream has nothing as new yet.
+        inputs never wait: the pipeline loop serves every camera, and a main stream that lags the sub-stream
+        by more than ``max_gap_s`` would hold all of them on every frame.
         """
         t = self.moment(frame)
         self.advance(frame)
-        gap = self.settings.max_gap_s
         with self._cond:
             def caught_up() -> bool:
-                if self._ended or self._stop.is_set() or self._state in ("retrying", "failed"):
-                    return True
-                if self.live and not self._ring:
-                    return True  # not connected yet: nothing to wait for
-                return bool(self._ring) and self._ring[-1].t >= t
+                over = self._ended or self._stop.is_set() or self._state in ("retrying", "failed")
+                return over or (bool(self._ring) and self._ring[-1].t >= t)
 
             if not self.live:
                 self._cond.wait_for(caught_up, self.timeout_s)
-            elif t != self._waited_for:  # a lagging live stream is waited for once per detect frame
-                self._waited_for = t
-                self._cond.wait_for(caught_up, gap)
             best = min(self._ring, key=lambda kept: abs(kept.t - t), default=None)
-        return best if best is not None and abs(best.t - t) <= gap else None
+        return best if best is not None and abs(best.t - t) <= self.settings.max_gap_s else None
 
     def status(self) -> RecordStatus:
         """A consistent snapshot of the stream's state and counters."""
@@ -335,6 +328,7 @@ class RecordStream:
         base = float(stream.start_time * stream.time_base) if (
             not self.live and stream.start_time is not None and stream.time_base is not None) else None
         last_pts, last_kept, bad, pace = -period, None, 0, None
+        paced = self.live and source_kind(self.source.path) != "stream"  # a file read in real time
         try:
             for packet in container.demux(stream):
                 try:
@@ -357,7 +351,7 @@ class RecordStream:
                     last_pts = pts
                     if not sampler.take(pts):
                         continue
-                    if self.live and source_kind(self.source.path) != "stream":
+                    if paced:
                         pace = self._pace(pace, offset + pts)
                     self._keep(RecordFrame(time.time() if self.live else offset + pts, offset + pts, frame))
                     last_kept = offset + pts

@@ -8,10 +8,13 @@ stream. Runs go through the whole pipeline into a real SQLite file.
 
 from __future__ import annotations
 
+import contextlib
 import subprocess
 import sys
+import threading
 import time
 from datetime import UTC, datetime
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import av
@@ -166,6 +169,79 @@ def test_a_live_record_stream_is_stamped_on_arrival_and_matched_to_the_detect_fr
         assert record.nearest(Frame("street", np.zeros((2, 2, 3), np.uint8), 1, 0.0, long_ago, 0.0)) is None
     finally:
         record.stop()
+
+
+def as_transport_stream(path: Path, target: Path) -> bytes:
+    """``path``'s video packets remuxed, unchanged, into MPEG-TS (what a camera's HTTP stream sends)."""
+    with av.open(str(path)) as source, av.open(str(target), "w", format="mpegts") as out:
+        stream = out.add_stream_from_template(source.streams.video[0])
+        for packet in source.demux(source.streams.video[0]):
+            if packet.dts is not None:
+                packet.stream = stream
+                out.mux(packet)
+    return target.read_bytes()
+
+
+class DroppingCamera:
+    """A camera's main stream over HTTP: the first response stops half-way, later ones (once allowed) send it all."""
+
+    def __init__(self, payload: bytes) -> None:
+        self.payload, self.requests, self.allow = payload, 0, threading.Event()
+        outer = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                outer.requests += 1
+                first = outer.requests == 1
+                if not first:
+                    outer.allow.wait(30)
+                self.send_response(200)
+                self.send_header("Content-Type", "video/mp2t")
+                self.end_headers()
+                with contextlib.suppress(OSError):
+                    self.wfile.write(outer.payload[: len(outer.payload) // 2] if first else outer.payload)
+
+            def log_message(self, format: str, *args: object) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/main.ts"
+
+
+def test_a_live_record_stream_that_drops_is_shown_retrying_and_reconnected(tmp_path: Path, data_dir: Path) -> None:
+    street = data_dir / "video" / "street.mp4"
+    if not street.exists():
+        pytest.skip(f"{street} is absent")
+    from facetrail.video.camera import ReconnectSettings, VideoInput
+
+    camera = DroppingCamera(as_transport_stream(street, tmp_path / "main.ts"))
+    threading.Thread(target=camera.server.serve_forever, daemon=True).start()
+    record = RecordStream("street", VideoInput(path=camera.url), RecordStreamSettings(max_gap_s=5), fps=5.0,
+                          reconnect=ReconnectSettings(initial_s=0.05, max_s=0.2))
+    record.start()
+    try:
+        deadline = time.monotonic() + 30
+        while record.status().state != "retrying" and time.monotonic() < deadline:
+            time.sleep(0.02)
+        dropped = record.status()
+        assert dropped.state == "retrying" and dropped.frames_kept > 0 and camera.url in (dropped.error or "")
+        assert record.error is not None
+        now = datetime.now(UTC)
+        camera.allow.set()
+        while record.status().frames_kept <= dropped.frames_kept and time.monotonic() < deadline:
+            time.sleep(0.02)
+        back = record.status()
+        assert back.state == "connected" and back.error is None and back.attempts == 0, back
+        assert record.error is None
+        assert back.size == (1920, 1080) and back.ring_bytes <= 3 * 1920 * 1080 * 3 // 2
+        kept = record.nearest(Frame("street", np.zeros((2, 2, 3), np.uint8), 0, 0.0, datetime.now(UTC), 0.0))
+        assert kept is not None and kept.t >= now.timestamp()  # stamped on arrival, after the reconnect
+    finally:
+        record.stop()
+        camera.allow.set()
+        camera.server.shutdown()
+        camera.server.server_close()
 
 
 def shot(quality: float, area: float, *, weak: bool = False) -> Shot:

@@ -277,20 +277,25 @@ def face_width(engine: FaceEngine, cut: BGRImage) -> float:
     return float(x2 - x1)
 
 
+def walker(engine: FaceEngine, data_dir: Path, face_px: float) -> Appearance:
+    """The walker standing far away, his face ``face_px`` wide in the detect stream, swaying a little."""
+    cut = head_and_shoulders(engine, data_dir / "faces" / WALKER[0] / WALKER[1])
+    scale = face_px / face_width(engine, cut) * cut.shape[0] / DETECT_SIZE[1]  # height as a frame fraction
+    return Appearance(cut, 0.0, SECONDS, (0.45, 0.4), (0.5, 0.42), scale * 0.97, scale)
+
+
+def clip(path: Path, people: list[Appearance], size: tuple[int, int]) -> Path:
+    write_clip(path, composite_scene(people, duration_s=SECONDS, fps=FPS, size=size, noise=2.0, seed=3), fps=FPS)
+    return path
+
+
 @pytest.fixture(scope="module")
 def two_streams(tmp_path_factory: pytest.TempPathFactory, video_engine: FaceEngine,
                 data_dir: Path) -> tuple[Path, Path]:
     """The same scene as a 640x360 sub-stream and a 1920x1080 main stream (same timing, same noise seed)."""
-    cut = head_and_shoulders(video_engine, data_dir / "faces" / WALKER[0] / WALKER[1])
-    scale = FACE_PX / face_width(video_engine, cut) * cut.shape[0] / DETECT_SIZE[1]  # height as a frame fraction
-    person = Appearance(cut, 0.0, SECONDS, (0.45, 0.4), (0.5, 0.42), scale * 0.97, scale)
+    person = walker(video_engine, data_dir, FACE_PX)
     folder = tmp_path_factory.mktemp("streams")
-    paths = []
-    for size in (DETECT_SIZE, RECORD_SIZE):
-        path = folder / f"far_{size[0]}.mp4"
-        write_clip(path, composite_scene([person], duration_s=SECONDS, fps=FPS, size=size, noise=2.0, seed=3), fps=FPS)
-        paths.append(path)
-    return paths[0], paths[1]
+    return clip(folder / "far_640.mp4", [person], DETECT_SIZE), clip(folder / "far_1920.mp4", [person], RECORD_SIZE)
 
 
 def config_text(store: Path, detect: Path, record: Path | str | None, extra: str = "") -> str:
@@ -348,6 +353,21 @@ def test_a_face_too_small_in_the_detect_stream_is_named_from_the_record_stream(
     assert named(both) == ["Barack Obama"]
     status = pipeline.record_status()[0]
     assert status.state in ("finished", "stopped") and status.error is None and status.size == RECORD_SIZE
+
+
+@pytest.mark.models
+def test_when_the_record_frame_shows_no_face_the_detect_streams_shot_is_used(
+        tmp_path: Path, video_engine: FaceEngine, data_dir: Path) -> None:
+    detect = clip(tmp_path / "near_640.mp4", [walker(video_engine, data_dir, 30.0)], DETECT_SIZE)  # a weak shot
+    record = clip(tmp_path / "empty_1920.mp4", [], RECORD_SIZE)  # the same room, nobody in it
+    pipeline = Pipeline(parse_config(config_text(tmp_path / "data", detect, record), "t.yml"), engine=video_engine,
+                        actor="t")
+    stats = pipeline.run(until_done=True)
+    tracking = pipeline.cameras[0].tracking
+    assert tracking.high_resolution is not None and tracking.high_resolution.counts.no_face >= 1
+    assert tracking.high_resolution.counts.cut == 0 and tracking.counts.record_shots == 0
+    assert stats.embedded >= 1, stats  # the detect stream's weak shots, as without a record stream
+    assert pipeline.record_status()[0].error is None
 
 
 @pytest.mark.models

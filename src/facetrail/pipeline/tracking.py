@@ -175,8 +175,8 @@ class CameraTracking:
         Done before the shot gate, which must judge the face at the size it would be embedded from.
         """
         high = self.high_resolution
-        if high is None or not high.wants(analysed, i):
-            return None
+        if high is None or not high.wants(analysed, i) or not track.shots.may_embed():
+            return None  # (the budget first: judging the shot aligns the face)
         if not track.shots.may_embed(*high.expected(analysed, i, track.track_id)):
             return None
         return high.cut(frame, analysed, i, track.track_id)

@@ -17,6 +17,7 @@ from facetrail.cli.common import CommandError, actor_of, err, out, stdout_is_tty
 from facetrail.config.loader import load_config
 from facetrail.pipeline.runner import Pipeline, PipelineStats
 from facetrail.video.camera import CameraStatus
+from facetrail.video.record_stream import RecordStatus
 
 STATUS_EVERY_S = 10.0
 log = logging.getLogger(__name__)
@@ -68,12 +69,16 @@ def run(args: argparse.Namespace) -> int:
                 last = time.monotonic()
                 for status in pipeline.status():
                     err.print(status_line(status), markup=False)
+                for record in pipeline.record_status():
+                    err.print(record_line(record), markup=False)
     if failure:
         raise CommandError(f"the pipeline stopped: {type(failure[0]).__name__}: {failure[0]} "
                            "(run with -vv for details); stored sightings and events are kept")
     stats = pipeline.stats
     for status in pipeline.status():
         out.print(status_line(status), markup=False)
+    for record in pipeline.record_status():
+        out.print(record_line(record), markup=False)
     out.print(f"analysed {stats.frames} frame(s), {stats.faces} face(s), embedded {stats.embedded}; "
               f"{stats.tracks} track(s), {stats.named_tracks} named; {stats.events} event(s)")
     return 0
@@ -101,6 +106,14 @@ def status_line(status: CameraStatus) -> str:
     error = f", error: {status.error}" if status.error else ""
     return (f"camera {status.name}: {status.state}, {status.frames_analysed} analysed, "
             f"{status.frames_skipped_motion} skipped (no motion){last}{error}")
+
+
+def record_line(status: RecordStatus) -> str:
+    """One camera's record stream as a line."""
+    size = f", {status.size[0]}x{status.size[1]}" if status.size else ""
+    error = f", error: {status.error}" if status.error and status.state in ("retrying", "failed") else ""
+    return (f"camera {status.name} record stream: {status.state}{size}, {status.frames_decoded} decoded, "
+            f"{status.ring_bytes / 1e6:.1f} MB kept{error}")
 
 
 def status_table(statuses: list[CameraStatus], stats: PipelineStats) -> Table:

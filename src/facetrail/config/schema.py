@@ -29,6 +29,7 @@ from facetrail.track.tracker import TrackLifetimes
 from facetrail.track.unknowns import UnknownsSettings
 from facetrail.video.camera import DEFAULT_TIMEOUT_S, DetectSettings, ReconnectSettings, StreamTimeout, VideoInput
 from facetrail.video.motion import MotionSettings
+from facetrail.video.record_stream import RecordStreamSettings
 from facetrail.video.recording import ClipSettings, LiveViewSettings
 from facetrail.vision.detector import DetectorSettings
 from facetrail.vision.lowlight import ENHANCE_DARK_FRAMES, LowLightSwitch
@@ -41,6 +42,7 @@ EventKind = Literal["watchlist_hit", "unknown_visitor", "seen_again", "tailgatin
 Role = Literal["detect", "record"]
 ALL_EVENTS: tuple[EventKind, ...] = get_args(EventKind)
 DETECT: Role = "detect"
+RECORD: Role = "record"
 # The three ways to give the naming threshold (one at a time, see RecognitionThresholds).
 NAMING_THRESHOLDS = frozenset({"false_match_rate", "min_cosine_similarity", "recognition_threshold"})
 
@@ -135,7 +137,9 @@ class CameraInput(VideoInput):
     """One input of a camera."""
 
     roles: list[Role] = Field(default_factory=lambda: [DETECT], title="Roles",
-                              description="detect: faces are found in this input.")
+                              description="detect: faces are found and tracked in this input (a low-resolution "
+                                          "sub-stream is enough); record: the high-resolution stream, faces too "
+                                          "small in the detect stream are cut from it.")
 
 
 class CameraConfig(_Strict):
@@ -150,22 +154,38 @@ class CameraConfig(_Strict):
     reconnect: ReconnectSettings = Field(default_factory=ReconnectSettings, title="Reconnect",
                                          description="Back-off when the camera fails.")
     timeout_s: StreamTimeout = DEFAULT_TIMEOUT_S
+    record_stream: RecordStreamSettings = Field(default_factory=RecordStreamSettings, title="Record stream",
+                                                description="When small faces are cut from the input with the "
+                                                            "record role, and how it is read.")
     face_recognition: FaceRecognitionOverrides | None = Field(None, title="Face recognition",
                                                               description="Changes to the global settings for this "
                                                                           "camera.")
 
     @field_validator("inputs")
     @classmethod
-    def _one_detect(cls, inputs: list[CameraInput]) -> list[CameraInput]:
-        count = sum("detect" in i.roles for i in inputs)
+    def _roles(cls, inputs: list[CameraInput]) -> list[CameraInput]:
+        count = sum(DETECT in i.roles for i in inputs)
         if count != 1:
             raise ValueError(f"exactly one input needs the detect role (found {count})")
+        records = [i for i in inputs if RECORD in i.roles]
+        if len(records) > 1:
+            raise ValueError(f"at most one input may have the record role (found {len(records)})")
+        detect = next(i for i in inputs if DETECT in i.roles)
+        if records and records[0] is not detect and records[0].live != detect.live:
+            raise ValueError("the record input must be read like the detect input, so that frames of the same "
+                             "moment can be matched: both streams (or files with realtime: true), or both files")
         return inputs
 
     @property
     def detect_input(self) -> CameraInput:
         """The input faces are detected in."""
-        return next(i for i in self.inputs if "detect" in i.roles)
+        return next(i for i in self.inputs if DETECT in i.roles)
+
+    @property
+    def record_input(self) -> CameraInput | None:
+        """The high-resolution input small faces are cut from; None without one (or when it is the detect input)."""
+        record = next((i for i in self.inputs if RECORD in i.roles), None)
+        return None if record is None or DETECT in record.roles else record
 
 
 class FacetrailConfig(_Strict):

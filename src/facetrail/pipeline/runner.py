@@ -42,6 +42,7 @@ from facetrail.pipeline.clips import ClipRecorder, announce_clip
 from facetrail.pipeline.consumers import CameraStatus, Consumer, Doors, Sightings
 from facetrail.pipeline.doors import DoorService
 from facetrail.pipeline.health import PipelineHealth
+from facetrail.pipeline.high_resolution import HighResolutionShots
 from facetrail.pipeline.live import LiveView
 from facetrail.pipeline.matcher import GalleryMatcher
 from facetrail.pipeline.recorder import Recorder
@@ -54,6 +55,7 @@ from facetrail.track.unknowns import UnknownClusters
 from facetrail.video.camera import Camera
 from facetrail.video.camera import CameraStatus as ReaderStatus
 from facetrail.video.frames import Frame
+from facetrail.video.record_stream import RecordStatus, RecordStream
 from facetrail.vision.engine import FaceEngine
 from facetrail.vision.lowlight import LowLightConfig
 
@@ -82,6 +84,7 @@ class _CameraRuntime:
     camera: Camera
     tracking: CameraTracking
     low_light: LowLightConfig
+    record: RecordStream | None = None  # the camera's high-resolution input, when it lists one
     closed: bool = False
 
 
@@ -121,8 +124,13 @@ class Pipeline:
                                       embedding_size=self.gallery.dim, shot_ids=shot_ids)
             door = any(d.camera == name for d in config.doors.values())
             reader = Camera(cfg.camera_settings(name, camera, start_time=start_time, watches_door=door))
-            self.cameras.append(_CameraRuntime(name, reader, tracking, cfg.low_light(recognition)))
+            record = cfg.record_stream(name, camera)
+            self.cameras.append(_CameraRuntime(name, reader, tracking, cfg.low_light(recognition), record))
         self.health = PipelineHealth(runtime.name for runtime in self.cameras)
+        for runtime in self.cameras:
+            if runtime.record is not None:
+                runtime.tracking.high_resolution = HighResolutionShots(
+                    runtime.record, self.analyzer, runtime.low_light, self.health.cameras[runtime.name])
         self.mqtt: MqttPublisher | None = None
         mqtt = cfg.mqtt_settings(config)
         self.home_assistant: HomeAssistantBridge | None = None  # discovery, states, removals of forgotten people
@@ -189,12 +197,16 @@ class Pipeline:
             consumer.start()
         for runtime in self.cameras:
             runtime.camera.start()
+            if runtime.record is not None:
+                runtime.record.start()
         self._started = True
 
     def stop(self) -> None:
         """End every open track, stop cameras, consumers and delivery (after a last drain), close the gallery."""
         for runtime in self.cameras:
             runtime.camera.stop()
+            if runtime.record is not None:
+                runtime.record.stop()
             self._close_camera(runtime)
         if self._started:
             for consumer in self.consumers:
@@ -229,6 +241,10 @@ class Pipeline:
     def status(self) -> list[ReaderStatus]:
         """Each camera's reader status."""
         return [runtime.camera.status() for runtime in self.cameras]
+
+    def record_status(self) -> list[RecordStatus]:
+        """The status of each camera's record stream (cameras that list one)."""
+        return [runtime.record.status() for runtime in self.cameras if runtime.record is not None]
 
     def run(self, stop: threading.Event | None = None, *, until_done: bool = True) -> PipelineStats:
         """Start, process until stopped (or, with ``until_done``, until every camera ended), stop."""
@@ -295,7 +311,7 @@ class Pipeline:
 
     def _embed(self, requests: list[EmbedRequest]) -> np.ndarray:
         """Embed every requested shot in one batch (the requests' order)."""
-        return self.analyzer.embed([(request.frame, request.face) for request in requests])
+        return self.analyzer.embed([request.source for request in requests])
 
     def _deliver(self, camera: str, batch: FrameBatch) -> None:
         for consumer in self.consumers:

@@ -13,6 +13,7 @@ from facetrail.pipeline.recorder import Channels, EventRules
 from facetrail.track.bestshot import BestShotSettings, ShotGate, ShotSelection
 from facetrail.track.tracker import TrackerSettings, TrackLifetimes
 from facetrail.video.camera import CameraSettings
+from facetrail.video.record_stream import RecordStream
 from facetrail.vision.engine import EngineConfig
 from facetrail.vision.lowlight import LowLightConfig
 
@@ -35,6 +36,15 @@ def camera_settings(name: str, camera: CameraConfig, *, start_time: datetime | N
     motion = dataclasses.replace(camera.motion, enabled=False) if watches_door else camera.motion
     return CameraSettings(name=name, input=camera.detect_input, detect=camera.detect, timeout_s=camera.timeout_s,
                           motion=motion, reconnect=camera.reconnect, start_time=start_time)
+
+
+def record_stream(name: str, camera: CameraConfig) -> RecordStream | None:
+    """The reader of the camera's record input (its high-resolution stream), when it lists a separate one."""
+    source = camera.record_input
+    if source is None:
+        return None
+    return RecordStream(name, source, camera.record_stream, fps=camera.detect.fps, timeout_s=camera.timeout_s,
+                        reconnect=camera.reconnect)
 
 
 def low_light(recognition: FaceRecognitionConfig) -> LowLightConfig:

@@ -20,6 +20,7 @@ import numpy as np
 
 from facetrail.pipeline.analyzer import AnalysedFrame
 from facetrail.pipeline.batch import PENDING, EndedTrack, FrameBatch, Merge, TrackVerdict
+from facetrail.pipeline.high_resolution import HighResolutionShots, RecordShot
 from facetrail.pipeline.matcher import GalleryMatcher
 from facetrail.track.bestshot import Shot
 from facetrail.track.camera_motion import CameraMotion
@@ -30,12 +31,18 @@ from facetrail.video.frames import Frame
 
 @dataclass(frozen=True, eq=False)
 class EmbedRequest:
-    """A shot a track asked to have embedded: face ``face`` of ``frame``."""
+    """A shot a track asked to have embedded: face ``face`` of ``frame``, or its cut from the record stream."""
 
     track: Track
     shot: Shot
     frame: AnalysedFrame
     face: int
+    cut: RecordShot | None = None  # the same face found on the record stream: embedded from there
+
+    @property
+    def source(self) -> tuple[AnalysedFrame, int]:
+        """The frame and face index the embedding is made from."""
+        return (self.cut.frame, self.cut.face) if self.cut is not None else (self.frame, self.face)
 
 
 @dataclass
@@ -47,6 +54,7 @@ class TrackingCounts:
     embedded: int = 0
     tracks: int = 0
     named_tracks: int = 0
+    record_shots: int = 0  # shots cut from the record stream
 
 
 @dataclass(frozen=True)
@@ -62,8 +70,10 @@ class CameraTracking:
     """The tracker of one camera and the current decision of each of its tracks."""
 
     def __init__(self, camera: str, tracker: FaceTracker, matcher: GalleryMatcher, rule: RecognitionRule, *,
-                 run_id: str, model_id: str, embedding_size: int, shot_ids: Iterator[int] | None = None) -> None:
+                 run_id: str, model_id: str, embedding_size: int, shot_ids: Iterator[int] | None = None,
+                 high_resolution: HighResolutionShots | None = None) -> None:
         self.camera = camera
+        self.high_resolution = high_resolution  # small faces cut from the record stream
         self.tracker = tracker
         self.matcher = matcher
         self.rule = rule
@@ -91,6 +101,8 @@ class CameraTracking:
         self._started, self._quality = set(), {}
         requests = []
         camera_motion = self.motion.estimate(frame.image)
+        if self.high_resolution is not None:
+            self.high_resolution.advance(frame)
         for track in self.tracker.update(analysed.faces.xyxy, analysed.faces.scores, t, camera_motion):
             i = track.detection
             if i is None or not track.confirmed:
@@ -99,17 +111,20 @@ class CameraTracking:
                 self._uids[track.track_id] = f"{self.run_id}:{self.camera}:{track.track_id}"
                 self._started.add(track.track_id)
                 self.counts.tracks += 1
-            gate, area = track.shots.settings, analysed.area(i)
+            cut = self._record_shot(frame, analysed, i, track)
+            source, index = (cut.frame, cut.face) if cut is not None else (analysed, i)
+            gate, area = track.shots.settings, source.area(index)
             if area < gate.min_area and (area < gate.weak_min_area or not track.shots.takes_weak()):
                 continue  # too small to recognise, or a small face this track wants no more of: never aligned
-            face = analysed.shot(i)
+            face = source.shot(index)
             self._quality[i] = face.quality.score
             if not face.usable:
                 continue
             shot = Shot(shot_id=next(self._shot_ids), t=t, quality=face.quality.score, area=area,
-                        crop=face.crop, thumbnail=None)
+                        crop=face.crop, thumbnail=None, stream="detect" if cut is None else "record")
             if track.shots.offer(shot):
-                requests.append(EmbedRequest(track, shot, analysed, i))
+                self.counts.record_shots += cut is not None
+                requests.append(EmbedRequest(track, shot, analysed, i, cut))
         return requests
 
     def complete(self, requests: Sequence[EmbedRequest], vectors: np.ndarray) -> FrameBatch:
@@ -153,6 +168,18 @@ class CameraTracking:
         return [self._uids[t.track_id] for t in self.tracker.active if t.track_id in self._uids]
 
     # -- internals -------------------------------------------------------------------------------------------
+
+    def _record_shot(self, frame: Frame, analysed: AnalysedFrame, i: int, track: Track) -> RecordShot | None:
+        """Face ``i`` cut from the record stream when it is small here and its track could use a shot now.
+
+        Done before the shot gate, which must judge the face at the size it would be embedded from.
+        """
+        high = self.high_resolution
+        if high is None or not high.wants(analysed, i) or not track.shots.may_embed():
+            return None  # (the budget first: judging the shot aligns the face)
+        if not track.shots.may_embed(*high.expected(analysed, i, track.track_id)):
+            return None
+        return high.cut(frame, analysed, i, track.track_id)
 
     def _decide(self, track: Track) -> TrackVerdict | None:
         embedded = [shot for shot in track.shots.decisive() if shot.embedding is not None]

@@ -16,6 +16,7 @@ face is tracked but never aligned or embedded.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Literal
 
 import numpy as np
 from pydantic import ConfigDict, Field
@@ -92,6 +93,7 @@ class Shot:
     thumbnail: np.ndarray | None = None
     embedding: np.ndarray | None = None
     weak: bool = False  # under the gate, over the floor (set by BestShots.offer)
+    stream: Literal["detect", "record"] = "detect"  # the camera input the face was cut from
 
 
 @dataclass
@@ -134,6 +136,20 @@ class BestShots:
                 self.weak_embeddings_used += 1
             self.pending[shot.shot_id] = shot
         return wanted
+
+    def may_embed(self, quality: float | None = None, area: float | None = None) -> bool:
+        """True when a shot offered now could be embedded: none on its way and budget left; given the shot's
+        expected ``quality`` and ``area``, as the strong or weak shot it would be."""
+        if self.pending:
+            return False
+        if quality is None or area is None:
+            return self.embeddings_used < self.settings.max_embeddings or self.takes_weak()
+        if quality < self.settings.min_quality or area < self.settings.min_area:
+            return area >= self.settings.weak_min_area and self.takes_weak()
+        if self.embeddings_used >= self.settings.max_embeddings:
+            return False
+        best = max((s.quality for s in self.embedded_shots if not s.weak), default=None)
+        return best is None or quality >= best + self.settings.reembed_margin
 
     def _wants_strong(self, shot: Shot) -> bool:
         if self.embeddings_used >= self.settings.max_embeddings:

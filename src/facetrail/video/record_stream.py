@@ -1,0 +1,415 @@
+"""A camera's record stream: its high-resolution input, read on its own thread into a small ring of frames.
+
+Frigate's ``record`` role: detection and tracking run on the low-resolution
+``detect`` stream; a face too small there is cut from the record stream's
+frame nearest in time (``facetrail.pipeline.high_resolution``). Decoding
+1080p costs CPU whatever is kept, so this reader keeps little: it samples at
+the camera's analysis rate, keeps the newest ``ring_frames`` of them as
+decoded YUV (``av.VideoFrame``, 1.5 bytes a pixel) and converts to BGR only
+the region a shot needs, when it is asked for.
+
+Time: live inputs (streams, files read in real time) are stamped on arrival
+with the wall clock, as the detect stream's frames are; files read as fast
+as possible by media time, and their reader never runs ahead of the detect
+stream (``advance``), so "nearest in time" means the same frame in both.
+A record stream that fails is retried with the camera's back-off and shown
+in its status; it never stops the camera's detection.
+"""
+
+from __future__ import annotations
+
+import collections
+import logging
+import math
+import threading
+import time
+from dataclasses import dataclass as plain_dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Literal, cast
+
+import av
+import av.video
+import numpy as np
+from pydantic import ConfigDict, Field
+from pydantic.dataclasses import dataclass
+
+from facetrail.video.camera import DEFAULT_TIMEOUT_S, CameraState, ReconnectSettings, VideoInput
+from facetrail.video.errors import SourceError, SourceOpenError, SourceReadError, StreamEndedError, mask_credentials
+from facetrail.video.frames import Frame, RateSampler
+from facetrail.video.sources import MAX_BAD_PACKETS, source_kind, stream_options
+from facetrail.vision.image import BGRImage
+
+log = logging.getLogger(__name__)
+
+RecordDecode = Literal["all", "reference", "keyframes"]
+# FFmpeg's AVDiscard names for each mode: what the decoder may skip without decoding it.
+_SKIP_FRAME: dict[str, Literal["DEFAULT", "NONREF", "NONKEY"]] = {
+    "all": "DEFAULT", "reference": "NONREF", "keyframes": "NONKEY"}
+_I420 = frozenset({"yuv420p", "yuvj420p"})
+_FALLBACK_PERIOD_S = 0.04
+
+
+@dataclass(frozen=True, config=ConfigDict(extra="forbid"))
+class RecordStreamSettings:
+    """When a shot is cut from a camera's record stream, and how that stream is read (``record_stream:``)."""
+
+    # 64 px: one 40-px shot misses 2.8% of true matches at the named threshold, a full-size face 0.5%
+    # (facetrail.track.bestshot.ShotGate), and the quality's size part is full only from 80 px.
+    max_face_px: float = Field(default=64, ge=0, le=1000, title="Small face width",
+                               description="A face narrower than this in the detect stream (pixels) is cut from "
+                                           "the record stream when that stream is at least min_scale times larger. "
+                                           "0: never.")
+    min_scale: float = Field(default=1.5, ge=1, le=16, title="Smallest size ratio",
+                             description="The record stream is used only when its frames are at least this many "
+                                         "times the detect stream's (width and height).")
+    max_gap_s: float = Field(default=0.2, gt=0, le=5, title="Largest time gap",
+                             description="Seconds between the detect frame and the record frame a shot is cut "
+                                         "from, at most (arrival times for live inputs, media times for files).")
+    ring_frames: int = Field(default=3, ge=1, le=50, title="Frames kept",
+                             description="Newest record-stream frames kept, sampled at the camera's analysis rate "
+                                         "and held as decoded YUV (1080p: 3.1 MB each).")
+    decode: RecordDecode = Field(default="all", title="Decode",
+                                 description="all: every frame; reference: skip frames no other frame refers to "
+                                             "(B-frames), less CPU, shots up to a few frames off; keyframes: key "
+                                             "frames only, the least CPU, useful only when they come often.")
+
+
+@plain_dataclass(frozen=True, eq=False)
+class RecordFrame:
+    """One kept frame of the record stream, still in the decoder's pixel format."""
+
+    t: float  # arrival wall clock (live) or media time (files), the detect stream's clock
+    pts: float
+    frame: av.VideoFrame
+
+    @property
+    def size(self) -> tuple[int, int]:
+        """(width, height)."""
+        return self.frame.width, self.frame.height
+
+    def region(self, x1: float, y1: float, x2: float, y2: float) -> tuple[BGRImage, tuple[int, int]]:
+        """The frame's pixels inside the box, as BGR, and the region's top-left corner in the frame.
+
+        I420 frames (what H.264 and HEVC cameras send) are converted in the region alone by FFmpeg, the same
+        conversion as a whole frame's; other formats convert the whole frame first.
+        """
+        width, height = self.size
+        # I420 has one chroma sample per 2x2 pixels: the region starts and ends on even pixels.
+        left, top = max(0, math.floor(x1) & ~1), max(0, math.floor(y1) & ~1)
+        right, bottom = min(width & ~1, (math.ceil(x2) + 1) & ~1), min(height & ~1, (math.ceil(y2) + 1) & ~1)
+        if right - left < 2 or bottom - top < 2:
+            raise ValueError(f"empty region ({x1:.0f}, {y1:.0f}, {x2:.0f}, {y2:.0f}) of a {width}x{height} frame")
+        if self.frame.format.name in _I420:
+            planes = [_plane(self.frame, k) for k in range(3)]
+            luma = planes[0][top:bottom, left:right]
+            blue = planes[1][top // 2:bottom // 2, left // 2:right // 2]
+            red = planes[2][top // 2:bottom // 2, left // 2:right // 2]
+            i420 = np.concatenate([luma.ravel(), blue.ravel(), red.ravel()]).reshape(-1, right - left)
+            part = av.VideoFrame.from_ndarray(i420, format=self.frame.format.name)
+            part.colorspace, part.color_range = self.frame.colorspace, self.frame.color_range
+            image = part.to_ndarray(format="bgr24")
+        else:
+            image = self.frame.to_ndarray(format="bgr24")[top:bottom, left:right]
+        return cast(BGRImage, np.ascontiguousarray(image)), (left, top)
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes of pixel data held."""
+        return sum(plane.buffer_size for plane in self.frame.planes)
+
+
+def _plane(frame: av.VideoFrame, k: int) -> np.ndarray:
+    plane = frame.planes[k]
+    rows = np.frombuffer(memoryview(plane), np.uint8).reshape(-1, plane.line_size)
+    return np.asarray(rows[:plane.height, :plane.width])
+
+
+@plain_dataclass(frozen=True)
+class RecordStatus:
+    """A record stream's state as operators see it."""
+
+    name: str  # the camera's
+    state: CameraState
+    error: str | None
+    attempts: int
+    next_retry_at: datetime | None
+    frames_decoded: int
+    frames_kept: int  # sampled into the ring
+    ring_bytes: int
+    size: tuple[int, int] | None  # (width, height) of the stream's frames, once one was decoded
+    path: str  # credentials masked
+
+
+class _Stopped(Exception):
+    """Leaves the reader loop once the stream is stopped."""
+
+
+class RecordStream:
+    """The reader thread of a camera's record input and its ring of the newest sampled frames."""
+
+    def __init__(self, name: str, source: VideoInput, settings: RecordStreamSettings, *, fps: float,
+                 timeout_s: float = DEFAULT_TIMEOUT_S, reconnect: ReconnectSettings | None = None) -> None:
+        self.name = name
+        self.source = source
+        self.settings = settings
+        self.fps = fps
+        self.timeout_s = timeout_s
+        self.reconnect = reconnect or ReconnectSettings()
+        self.live = source.live
+        self._label = mask_credentials(source.path)
+        self._ring: collections.deque[RecordFrame] = collections.deque(maxlen=settings.ring_frames)
+        self._cond = threading.Condition()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._wanted = -math.inf  # files: the detect stream's latest media time; the reader stops just past it
+        self._state: CameraState = "connecting"
+        self._error: str | None = None
+        self._attempts = 0
+        self._next_retry_at: datetime | None = None
+        self._decoded = 0
+        self._kept = 0
+        self._size: tuple[int, int] | None = None
+        self._ended = False
+
+    # -- control and consumer side --------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Start the reader thread (a daemon)."""
+        if self._thread is not None:
+            raise RuntimeError(f"the record stream of {self.name} was already started")
+        self._thread = threading.Thread(target=self._run, name=f"record-{self.name}", daemon=True)
+        self._thread.start()
+
+    def stop(self, timeout: float = 5.0) -> None:
+        """Stop reading and wait up to ``timeout`` s for the thread."""
+        self._stop.set()
+        with self._cond:
+            if self._state not in ("finished", "failed"):
+                self._state = "stopped"
+            self._cond.notify_all()
+        if self._thread is not None and self._thread is not threading.current_thread():
+            self._thread.join(timeout)
+
+    @property
+    def size(self) -> tuple[int, int] | None:
+        """(width, height) of the stream's frames, once one was decoded."""
+        with self._cond:
+            return self._size
+
+    @property
+    def error(self) -> str | None:
+        """Why the stream is not delivering frames now (None while it is, or has not failed)."""
+        with self._cond:
+            return self._error if self._state in ("retrying", "failed") else None
+
+    def moment(self, frame: Frame) -> float:
+        """A detect frame's time on this stream's clock: arrival for live inputs, media time for files."""
+        return frame.captured_at.timestamp() if self.live else frame.pts
+
+    def advance(self, frame: Frame) -> None:
+        """The detect stream reached ``frame``: a file's reader may decode up to just past it."""
+        if self.live:
+            return
+        with self._cond:
+            if frame.pts > self._wanted:
+                self._wanted = frame.pts
+                self._cond.notify_all()
+
+    def nearest(self, frame: Frame) -> RecordFrame | None:
+        """The kept frame nearest in time to the detect ``frame``, if one is within ``max_gap_s``.
+
+        Files: waits (up to the camera's timeout) until the reader has passed the frame's media time. Live
+        inputs never wait: the pipeline loop serves every camera, and a main stream that lags the sub-stream
+        by more than ``max_gap_s`` would hold all of them on every frame.
+        """
+        t = self.moment(frame)
+        self.advance(frame)
+        with self._cond:
+            def caught_up() -> bool:
+                over = self._ended or self._stop.is_set() or self._state in ("retrying", "failed")
+                return over or (bool(self._ring) and self._ring[-1].t >= t)
+
+            if not self.live:
+                self._cond.wait_for(caught_up, self.timeout_s)
+            best = min(self._ring, key=lambda kept: abs(kept.t - t), default=None)
+        return best if best is not None and abs(best.t - t) <= self.settings.max_gap_s else None
+
+    def status(self) -> RecordStatus:
+        """A consistent snapshot of the stream's state and counters."""
+        with self._cond:
+            return RecordStatus(name=self.name, state=self._state, error=self._error, attempts=self._attempts,
+                                next_retry_at=self._next_retry_at, frames_decoded=self._decoded,
+                                frames_kept=self._kept, ring_bytes=sum(f.nbytes for f in self._ring),
+                                size=self._size, path=self._label)
+
+    # -- reader thread ----------------------------------------------------------------------------------
+
+    def _run(self) -> None:
+        try:
+            self._read()
+        except _Stopped:
+            pass
+        except Exception as error:  # a bug here must not take the camera down
+            log.exception("camera %s: the record stream's reader crashed", self.name)
+            with self._cond:
+                self._state = "failed"
+                self._error = mask_credentials(f"internal error: {type(error).__name__}: {error}")
+        finally:
+            with self._cond:
+                if self._state not in ("finished", "failed"):
+                    self._state = "stopped"
+                self._ended = True
+                self._cond.notify_all()
+
+    def _read(self) -> None:
+        offset = 0.0  # added to pts: earlier passes of a looped file
+        resume: float | None = None  # files: media time already kept, skipped after a reopen
+        while True:
+            kind = source_kind(self.source.path)
+            try:
+                if kind == "folder":
+                    raise SourceOpenError(self._label, "a record input must be a video file or stream, "
+                                                       "not an image folder")
+                container = self._open()
+            except SourceError as error:
+                self._fail(str(error))
+                continue
+            with self._cond:
+                self._check_stop()
+                self._state, self._next_retry_at = "connected", None
+            log.info("camera %s: reading the record stream %s", self.name, self._label)
+            last: float | None = None
+            try:
+                last = self._decode(container, offset, resume)
+                if kind == "stream":
+                    raise StreamEndedError(self._label)
+            except SourceError as error:
+                if kind != "stream" and last is not None:
+                    resume = last - offset
+                self._fail(str(error))
+                continue
+            finally:
+                container.close()
+            if self.source.loop and last is not None:
+                offset, resume = last + 1.0 / self.fps, None
+                continue
+            with self._cond:
+                self._state = "finished"
+                self._cond.notify_all()
+            log.info("camera %s: finished reading the record stream %s", self.name, self._label)
+            return
+
+    def _open(self) -> av.container.InputContainer:
+        live_stream = source_kind(self.source.path) == "stream"
+        if not live_stream and not Path(self.source.path).is_file():
+            raise SourceOpenError(self._label, "no such file")
+        options = stream_options(self.source.path, self.timeout_s, self.source.input_args)
+        try:
+            container = av.open(self.source.path, options=options,
+                                timeout=(self.timeout_s, self.timeout_s) if live_stream else None)
+        except (av.FFmpegError, OSError) as error:
+            raise SourceOpenError(self._label, _reason(error)) from None
+        if not container.streams.video:
+            container.close()
+            raise SourceOpenError(self._label, "it has no video stream")
+        stream = container.streams.video[0]
+        stream.codec_context.skip_frame = _SKIP_FRAME[self.settings.decode]
+        # No frame threads, unlike a detect input read from a file: each holds frames of its own (about +30 MB
+        # at 1080p, bench/record_stream.py), and this reader only has to keep up with the analysis rate.
+        return container
+
+    def _decode(self, container: av.container.InputContainer, offset: float, resume: float | None) -> float | None:
+        """Decode until the input ends; returns the last kept frame's time (offset included)."""
+        stream: av.video.stream.VideoStream = container.streams.video[0]
+        sampler = RateSampler(self.fps, after=resume)
+        rate = stream.average_rate or stream.guessed_rate
+        period = float(1 / rate) if rate else _FALLBACK_PERIOD_S
+        base = float(stream.start_time * stream.time_base) if (
+            not self.live and stream.start_time is not None and stream.time_base is not None) else None
+        last_pts, last_kept, bad, pace = -period, None, 0, None
+        paced = self.live and source_kind(self.source.path) != "stream"  # a file read in real time
+        try:
+            for packet in container.demux(stream):
+                try:
+                    frames = packet.decode()
+                except av.InvalidDataError as error:
+                    bad += 1
+                    if bad > MAX_BAD_PACKETS:
+                        raise
+                    log.debug("%s: skipping a packet the decoder rejected (%s)", self._label, _reason(error))
+                    continue
+                bad = 0
+                for frame in frames:
+                    with self._cond:
+                        self._decoded += 1
+                    if frame.time is None:
+                        pts = last_pts + period
+                    else:
+                        base = frame.time if base is None else base
+                        pts = max(frame.time - base, last_pts + 1e-6) if self.live else frame.time - base
+                    last_pts = pts
+                    if not sampler.take(pts):
+                        continue
+                    if paced:
+                        pace = self._pace(pace, offset + pts)
+                    self._keep(RecordFrame(time.time() if self.live else offset + pts, offset + pts, frame))
+                    last_kept = offset + pts
+        except (av.FFmpegError, OSError) as error:
+            raise SourceReadError(self._label, _reason(error)) from None
+        return last_kept
+
+    def _keep(self, kept: RecordFrame) -> None:
+        with self._cond:
+            self._check_stop()
+            self._ring.append(kept)
+            self._kept += 1
+            self._attempts, self._error, self._size = 0, None, kept.size
+            self._cond.notify_all()
+            if not self.live:  # a file never runs ahead of the detect stream: wait until it passes this frame
+                while kept.t > self._wanted:
+                    self._check_stop()
+                    self._cond.wait()
+
+    def _pace(self, pace: tuple[float, float] | None, pts: float) -> tuple[float, float]:
+        """Sleep until the frame's moment, so a file read in real time plays at its own speed."""
+        if pace is None:
+            return time.monotonic(), pts
+        wait = pace[0] + (pts - pace[1]) - time.monotonic()
+        if wait > 0 and self._stop.wait(wait):
+            raise _Stopped
+        return pace
+
+    def _fail(self, message: str) -> None:
+        """Record a failure and wait out the back-off; raises _Stopped when giving up or stopped."""
+        with self._cond:
+            self._check_stop()
+            self._attempts += 1
+            self._error = mask_credentials(message)
+            attempts = self._attempts
+            if self.reconnect.max_attempts is not None and attempts >= self.reconnect.max_attempts:
+                self._state, self._next_retry_at = "failed", None
+                self._cond.notify_all()
+                log.error("camera %s: giving up on the record stream after %d attempts: %s (detection goes on)",
+                          self.name, attempts, self._error)
+                raise _Stopped
+            delay = self.reconnect.delay(attempts)
+            self._state = "retrying"
+            self._next_retry_at = datetime.now(UTC) + timedelta(seconds=delay)
+            self._cond.notify_all()
+        log.warning("camera %s: record stream: %s; retrying in %.1f s (failure %d; detection goes on)",
+                    self.name, self._error, delay, attempts)
+        if self._stop.wait(delay):
+            raise _Stopped
+        with self._cond:
+            self._next_retry_at = None
+
+    def _check_stop(self) -> None:
+        if self._stop.is_set():
+            raise _Stopped
+
+
+def _reason(error: BaseException) -> str:
+    # PyAV's str(error) repeats the URL (with its password); strerror is FFmpeg's message alone.
+    text = getattr(error, "strerror", None) or str(error) or type(error).__name__
+    return mask_credentials(str(text)).strip()

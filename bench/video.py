@@ -58,6 +58,7 @@ from facetrail.config.loader import parse_config
 from facetrail.gallery.enrol import EnrolOptions, enrol_person
 from facetrail.gallery.gallery import Gallery, GallerySettings
 from facetrail.gallery.sync import load_vectors, template_ids
+from facetrail.gallery.watchlists import add_member, create_watchlist
 from facetrail.pipeline.batch import FrameBatch
 from facetrail.pipeline.consumers import Consumer
 from facetrail.pipeline.runner import Pipeline
@@ -195,7 +196,13 @@ def build_gallery(folder: Path, engine: FaceEngine, crops: dict[str, Path]) -> t
         enrol_person(gallery, name, [path], options)
     for name, relative in OTHERS.items():
         if (SHARED / "faces" / relative).exists():
-            enrol_person(gallery, name, [SHARED / "faces" / relative], options)
+            # Kate Siegel's photo scores 0.33 against Angelina Jolie's, which enrolment's duplicate check refuses;
+            # they are two people, as an operator would confirm.
+            report = enrol_person(gallery, name, [SHARED / "faces" / relative],
+                                  EnrolOptions(actor="bench", take_largest=True, allow_duplicate_face=True))
+            refused = [f"{f.outcome.value}: {f.detail}" for f in report.files if f.outcome.value != "enrolled"]
+            if refused:
+                print(f"  ({name} not enrolled: {'; '.join(refused)})")
     gallery.save_index()
     ids = template_ids(gallery.db, gallery.model_id)
     vectors = load_vectors(gallery.db, gallery.model_id, ids, gallery.dim)  # decrypted, as the gallery does
@@ -507,7 +514,7 @@ def latency(url: str, store: Path, engine: FaceEngine, host: str, port: int, sec
     try:
         config = parse_config(
             f"purpose: benchmark\ndata_dir: {store}\nmqtt:\n  enabled: true\n  host: {host}\n  port: {port}\n"
-            f"  topic_prefix: bench\n  client_id: bench-pipeline\nevents:\n  unknown_visitor: true\n"
+            f"  topic_prefix: bench\n  client_id: bench-pipeline\n"
             f"cameras:\n" + camera_yaml("cam", url, True))
         with running(Pipeline(config, engine=engine, actor="bench")):
             time.sleep(seconds)
@@ -617,7 +624,9 @@ def main() -> None:
         crops = street_crops(folder)
         gallery = build_gallery(template, engine, crops)
         print(f"gallery   : {', '.join(sorted(TRUTH))} (each enrolled from one close-up crop of street.mp4, frames "
-              f"{sorted(set(ENROL_FRAME.values()))}) and {len(set(gallery[1]) - set(TRUTH))} people not in the clip")
+              f"{sorted(set(ENROL_FRAME.values()))}) and {len(set(gallery[1]) - set(TRUTH))} people not in the clip "
+              f"({', '.join(sorted(set(gallery[1]) - set(TRUTH)))}; not enrolled: "
+              f"{', '.join(sorted(set(OTHERS) - set(gallery[1]))) or 'none'})")
 
         if "throughput" not in skip:
             print(f"\n1. throughput, each clip looped {args.loops}x (packets copied), facetrail vs naive loop, "
@@ -684,16 +693,24 @@ def main() -> None:
             host, port = args.mqtt.rsplit(":", 1)
             store = folder / "latency"
             shutil.copytree(template, store)
+            watched = Gallery(GallerySettings(store), engine=engine)  # the clip's people raise watchlist hits
+            create_watchlist(watched, "bench", purpose="benchmark", actor="bench")
+            for name in TRUTH:
+                add_member(watched, "bench", name, actor="bench")
+            watched.close()
             try:
                 with LiveStreams([cut], 1) as streams:
                     samples = latency(streams.urls[0][0], store, engine, host, int(port), args.latency_seconds)
             except OSError as error:
                 samples = []
                 print(f"  skipped: no MQTT broker at {args.mqtt} ({error})")
-            if samples:
+            if not samples:
+                print("  no 'new' event arrived")
+            else:
                 p50, p95 = statistics.median(samples), float(np.percentile(samples, 95))
                 figures["latency_ms"] = {"events": len(samples), "p50": p50, "p95": p95}
-                print(f"  {len(samples)} events: p50 {p50:.0f} ms, p95 {p95:.0f} ms (goal p95 <= {GOAL_P95_MS:g} ms)")
+                print(f"  {len(samples)} 'new' events (watchlist hits of the clip's three people): p50 {p50:.0f} ms, "
+                      f"p95 {p95:.0f} ms (goal p95 <= {GOAL_P95_MS:g} ms)")
 
     print("\nsummary:")
     for label in ("1080p", "640x360"):

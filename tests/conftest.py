@@ -35,6 +35,15 @@ def data_dir() -> Path:
 
 
 @pytest.fixture(scope="session")
+def street_mp4(data_dir: Path) -> Path:
+    """The shared real video: 4.2 s of 1080p25, a dozen people walking towards the camera."""
+    path = data_dir / "video" / "street.mp4"
+    if not path.exists():
+        pytest.skip(f"{path} is absent")
+    return path
+
+
+@pytest.fixture(scope="session")
 def players() -> BGRImage:
     return load_image(sample_image("players.jpg"))
 

@@ -200,11 +200,8 @@ def test_history_search_finds_an_unknown_face_among_sightings(tmp_path: Path, vi
 
 
 @pytest.fixture(scope="module")
-def street(data_dir: Path) -> Iterator[Path]:
-    path = data_dir / "video" / "street.mp4"
-    if not path.exists():
-        pytest.skip(f"{path} is absent")
-    yield path
+def street(street_mp4: Path) -> Path:
+    return street_mp4
 
 
 def test_street_person_enrolled_from_one_frame_is_named_on_the_others(

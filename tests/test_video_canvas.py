@@ -9,7 +9,6 @@ pipeline on both canvases with a person enrolled.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -34,11 +33,8 @@ pytestmark = pytest.mark.models
 
 
 @pytest.fixture(scope="module")
-def street(data_dir: Path) -> Iterator[Path]:
-    path = data_dir / "video" / "street.mp4"
-    if not path.exists():
-        pytest.skip(f"{path} is absent")
-    yield path
+def street(street_mp4: Path) -> Path:
+    return street_mp4
 
 
 @pytest.fixture(scope="module")

@@ -65,14 +65,19 @@ def problems(text: str) -> list[str]:
 
 def test_a_camera_may_list_a_detect_and_a_record_input() -> None:
     config = parse_config(TWO_INPUTS.format(inputs="      - path: rtsp://cam/sub\n        roles: [detect]\n"
-                                                   "      - path: rtsp://cam/main\n        roles: [record]\n")
-                          + "    record_stream:\n      max_face_px: 48\n      decode: reference\n", "site.yml")
+                                                   "      - path: rtsp://cam/main\n        roles: [record]\n"
+                                                   "        decode_skip: 'off'\n        decode_threads: 2\n")
+                          + "    record_stream:\n      max_face_px: 48\n", "site.yml")
     door = config.cameras["door"]
     assert door.detect_input.path == "rtsp://cam/sub"
     assert door.record_input is not None and door.record_input.path == "rtsp://cam/main"
     record = cfg.record_stream("door", door)
     assert record is not None and record.settings is door.record_stream  # the section is the reader's settings
-    assert (record.settings.max_face_px, record.settings.decode, record.fps) == (48, "reference", 5.0)
+    assert (record.settings.max_face_px, record.fps) == (48, 5.0)
+    # The record input's decode settings are its own, read by the same decoder as the detect input's.
+    assert record.source is door.record_input
+    assert (record.source.decode_skip, record.source.decode_threads) == ("off", 2)
+    assert door.detect_input.decode_skip == "auto"
     # One input with both roles: nothing to cut from but the detect stream itself.
     both = parse_config(TWO_INPUTS.format(inputs="      - path: a.mp4\n        roles: [detect, record]\n"), "s.yml")
     assert both.cameras["door"].record_input is None and cfg.record_stream("door", both.cameras["door"]) is None
@@ -116,29 +121,37 @@ def detect_frame(pts: float, index: int = 0) -> Frame:
     return Frame("door", np.zeros((2, 2, 3), np.uint8), index, pts, datetime.now(UTC), 0.0)
 
 
+@pytest.mark.parametrize("decode_skip, decoded, moves", [
+    ("off", (25, 40), 0),  # every frame decoded: the frame at exactly the detect frame's time
+    ("auto", (12, 22), 1),  # sampled at 5 of 25 fps: B-frames left undecoded, a shot moves by at most a frame
+])
 def test_a_file_record_stream_keeps_pace_with_the_detect_stream_and_keeps_only_a_few_frames(
-        data_dir: Path) -> None:
+        data_dir: Path, decode_skip: str, decoded: tuple[int, int], moves: int) -> None:
     street = data_dir / "video" / "street.mp4"
     if not street.exists():
         pytest.skip(f"{street} is absent")
     from facetrail.video.camera import VideoInput
 
-    record = RecordStream("street", VideoInput(path=str(street)), RecordStreamSettings(ring_frames=3), fps=5.0)
+    source = VideoInput(path=str(street), decode_skip=decode_skip)  # type: ignore[arg-type]
+    record = RecordStream("street", source, RecordStreamSettings(ring_frames=3), fps=5.0)
     record.start()
     try:
         kept = record.nearest(detect_frame(1.0))
-        assert kept is not None and kept.pts == pytest.approx(1.0) and kept.size == (1920, 1080)
+        assert kept is not None and kept.size == (1920, 1080)
+        assert 1.0 <= kept.pts <= 1.0 + moves / 25 + 1e-6, kept.pts
         status = record.status()
-        # The reader stopped just past the detect stream's time: about 1.2 s of 4.2 decoded, 3 frames kept.
-        assert status.state == "connected" and 25 <= status.frames_decoded <= 40, status
+        # The reader stopped just past the detect stream's time: about 1.2 s of 4.2 read, 3 frames kept.
+        assert status.state == "connected" and decoded[0] <= status.frames_decoded <= decoded[1], status
         assert status.ring_bytes == 3 * 1920 * 1080 * 3 // 2
         with av.open(str(street)) as container:
             frames = container.decode(video=0)
-            whole = next(f for i, f in enumerate(frames) if i == 25).to_ndarray(format="bgr24")
+            whole = next(f for i, f in enumerate(frames) if i == round(kept.pts * 25)).to_ndarray(format="bgr24")
         region, (left, top) = kept.region(901.5, 401, 1100, 651.2)
         assert (left, top) == (900, 400) and region.shape == (252, 200, 3)
-        assert np.array_equal(region, whole[400:652, 900:1100])  # the same pixels as the whole frame converted
-        assert record.nearest(detect_frame(3.0, 1)).pts == pytest.approx(3.0)  # type: ignore[union-attr]
+        # The same pixels as that frame decoded in full and converted whole: skipping changes no kept frame.
+        assert np.array_equal(region, whole[400:652, 900:1100])
+        later = record.nearest(detect_frame(3.0, 1))
+        assert later is not None and 3.0 <= later.pts <= 3.0 + moves / 25 + 1e-6
         assert record.nearest(detect_frame(9.0, 2)) is None  # past the end: nothing near enough
         assert record.status().state == "finished"
     finally:
@@ -167,6 +180,24 @@ def test_a_live_record_stream_is_stamped_on_arrival_and_matched_to_the_detect_fr
         assert status.state == "connected" and status.ring_bytes <= 3 * 1920 * 1080 * 3 // 2
         long_ago = datetime.fromtimestamp(now.timestamp() - 5, UTC)
         assert record.nearest(Frame("street", np.zeros((2, 2, 3), np.uint8), 1, 0.0, long_ago, 0.0)) is None
+    finally:
+        record.stop()
+
+
+def test_an_image_folder_as_record_input_fails_with_a_clear_error(tmp_path: Path) -> None:
+    from facetrail.video.camera import ReconnectSettings, VideoInput
+
+    record = RecordStream("door", VideoInput(path=str(tmp_path)), RecordStreamSettings(), fps=5.0,
+                          reconnect=ReconnectSettings(initial_s=0.01, max_s=0.01, max_attempts=2))
+    record.start()
+    try:
+        deadline = time.monotonic() + 10
+        while record.status().state != "failed" and time.monotonic() < deadline:
+            time.sleep(0.01)
+        status = record.status()
+        assert status.state == "failed" and status.attempts == 2, status
+        assert record.error == f"cannot open {tmp_path}: it is an image folder, not a video file or stream"
+        assert record.nearest(detect_frame(1.0)) is None  # a failed stream never holds the detect stream up
     finally:
         record.stop()
 

@@ -226,6 +226,18 @@ def test_skip_loop_filter_changes_the_pictures_only_when_asked(street: Path) -> 
     assert 0.1 < difference < 10  # the same picture, without deblocking
 
 
+def test_undecoded_frames_are_the_pictures_iteration_converts(synth_clip: Path) -> None:
+    # The record stream keeps frames as YUV: frames() must sample and skip exactly as iterating does.
+    images = {pts: image for pts, image in open_source(str(synth_clip), fps=5, decode=VideoInput(str(synth_clip)))}
+    with AVSource(str(synth_clip), live=False, fps=5, decode=VideoInput(str(synth_clip))) as source:
+        frames = list(source.frames())
+        assert source.frames_skipped > 0 and source.decode_mode == "NONREF"
+    assert [pts for pts, _ in frames] == list(images) and len(frames) == 15
+    assert all(isinstance(frame, av.VideoFrame) and frame.format.name == "yuv420p" for _, frame in frames)
+    for pts, frame in frames:
+        assert np.array_equal(frame.to_ndarray(format="bgr24"), images[pts])
+
+
 @pytest.mark.parametrize("device", ["d3d11va", "cuda"])
 def test_hardware_decoding_falls_back_to_the_cpu_with_one_warning(synth_clip: Path, tmp_path: Path, device: str,
                                                                   caplog: pytest.LogCaptureFixture) -> None:

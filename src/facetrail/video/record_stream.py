@@ -2,11 +2,14 @@
 
 Frigate's ``record`` role: detection and tracking run on the low-resolution
 ``detect`` stream; a face too small there is cut from the record stream's
-frame nearest in time (``facetrail.pipeline.high_resolution``). Decoding
-1080p costs CPU whatever is kept, so this reader keeps little: it samples at
-the camera's analysis rate, keeps the newest ``ring_frames`` of them as
-decoded YUV (``av.VideoFrame``, 1.5 bytes a pixel) and converts to BGR only
-the region a shot needs, when it is asked for.
+frame nearest in time (``facetrail.pipeline.high_resolution``). The input is
+opened and decoded by ``AVSource`` like any other (its ``decode_skip``,
+``decode_threads``, ``skip_loop_filter`` and ``hwaccel`` apply; sampled at
+the camera's analysis rate, the auto policy leaves undecoded the frames
+nobody would keep). This reader keeps little: the newest ``ring_frames``
+sampled frames as decoded YUV (``AVSource.frames``: ``av.VideoFrame``, 1.5
+bytes a pixel), converting to BGR only the region a shot needs, when it is
+asked for.
 
 Time: live inputs (streams, files read in real time) are stamped on arrival
 with the wall clock, as the detect stream's frames are; files read as fast
@@ -24,9 +27,8 @@ import math
 import threading
 import time
 from dataclasses import dataclass as plain_dataclass
-from datetime import UTC, datetime, timedelta
-from pathlib import Path
-from typing import Literal, cast
+from datetime import datetime
+from typing import cast
 
 import av
 import av.video
@@ -34,20 +36,16 @@ import numpy as np
 from pydantic import ConfigDict, Field
 from pydantic.dataclasses import dataclass
 
+from facetrail.video.backoff import Backoff, Pacer
 from facetrail.video.camera import DEFAULT_TIMEOUT_S, CameraState, ReconnectSettings, VideoInput
-from facetrail.video.errors import SourceError, SourceOpenError, SourceReadError, StreamEndedError, mask_credentials
-from facetrail.video.frames import Frame, RateSampler
-from facetrail.video.sources import MAX_BAD_PACKETS, source_kind, stream_options
+from facetrail.video.errors import SourceError, StreamEndedError, mask_credentials
+from facetrail.video.frames import Frame
+from facetrail.video.sources import AVSource, open_video, source_kind
 from facetrail.vision.image import BGRImage
 
 log = logging.getLogger(__name__)
 
-RecordDecode = Literal["all", "reference", "keyframes"]
-# FFmpeg's AVDiscard names for each mode: what the decoder may skip without decoding it.
-_SKIP_FRAME: dict[str, Literal["DEFAULT", "NONREF", "NONKEY"]] = {
-    "all": "DEFAULT", "reference": "NONREF", "keyframes": "NONKEY"}
 _I420 = frozenset({"yuv420p", "yuvj420p"})
-_FALLBACK_PERIOD_S = 0.04
 
 
 @dataclass(frozen=True, config=ConfigDict(extra="forbid"))
@@ -69,10 +67,6 @@ class RecordStreamSettings:
     ring_frames: int = Field(default=3, ge=1, le=50, title="Frames kept",
                              description="Newest record-stream frames kept, sampled at the camera's analysis rate "
                                          "and held as decoded YUV (1080p: 3.1 MB each).")
-    decode: RecordDecode = Field(default="all", title="Decode",
-                                 description="all: every frame; reference: skip frames no other frame refers to "
-                                             "(B-frames), less CPU, shots up to a few frames off; keyframes: key "
-                                             "frames only, the least CPU, useful only when they come often.")
 
 
 @plain_dataclass(frozen=True, eq=False)
@@ -164,10 +158,9 @@ class RecordStream:
         self._thread: threading.Thread | None = None
         self._wanted = -math.inf  # files: the detect stream's latest media time; the reader stops just past it
         self._state: CameraState = "connecting"
-        self._error: str | None = None
-        self._attempts = 0
-        self._next_retry_at: datetime | None = None
-        self._decoded = 0
+        self._backoff = Backoff(self.reconnect, self._stop)
+        self._source: AVSource | None = None
+        self._decoded_closed = 0  # decoded by sources already closed
         self._kept = 0
         self._size: tuple[int, int] | None = None
         self._ended = False
@@ -201,7 +194,7 @@ class RecordStream:
     def error(self) -> str | None:
         """Why the stream is not delivering frames now (None while it is, or has not failed)."""
         with self._cond:
-            return self._error if self._state in ("retrying", "failed") else None
+            return self._backoff.error if self._state in ("retrying", "failed") else None
 
     def moment(self, frame: Frame) -> float:
         """A detect frame's time on this stream's clock: arrival for live inputs, media time for files."""
@@ -238,8 +231,10 @@ class RecordStream:
     def status(self) -> RecordStatus:
         """A consistent snapshot of the stream's state and counters."""
         with self._cond:
-            return RecordStatus(name=self.name, state=self._state, error=self._error, attempts=self._attempts,
-                                next_retry_at=self._next_retry_at, frames_decoded=self._decoded,
+            decoded = self._decoded_closed + (self._source.frames_decoded if self._source is not None else 0)
+            backoff = self._backoff
+            return RecordStatus(name=self.name, state=self._state, error=backoff.error, attempts=backoff.attempts,
+                                next_retry_at=backoff.next_retry_at, frames_decoded=decoded,
                                 frames_kept=self._kept, ring_bytes=sum(f.nbytes for f in self._ring),
                                 size=self._size, path=self._label)
 
@@ -254,7 +249,7 @@ class RecordStream:
             log.exception("camera %s: the record stream's reader crashed", self.name)
             with self._cond:
                 self._state = "failed"
-                self._error = mask_credentials(f"internal error: {type(error).__name__}: {error}")
+                self._backoff.error = mask_credentials(f"internal error: {type(error).__name__}: {error}")
         finally:
             with self._cond:
                 if self._state not in ("finished", "failed"):
@@ -263,34 +258,44 @@ class RecordStream:
                 self._cond.notify_all()
 
     def _read(self) -> None:
+        stream = source_kind(self.source.path) == "stream"
+        paced = self.live and not stream  # a file read in real time
         offset = 0.0  # added to pts: earlier passes of a looped file
-        resume: float | None = None  # files: media time already kept, skipped after a reopen
+        resume: float | None = None  # files: media time already kept, skipped (sought past) after a reopen
         while True:
-            kind = source_kind(self.source.path)
             try:
-                if kind == "folder":
-                    raise SourceOpenError(self._label, "a record input must be a video file or stream, "
-                                                       "not an image folder")
-                container = self._open()
+                # The input's own decode settings (decode_skip, threads, hwaccel) apply, as on a detect input;
+                # sampled at detect.fps, the auto policy skips what the ring would never keep.
+                source = open_video(self.source.path, input_args=self.source.input_args, timeout_s=self.timeout_s,
+                                    fps=self.fps, start_after=resume, decode=self.source)
             except SourceError as error:
                 self._fail(str(error))
                 continue
             with self._cond:
                 self._check_stop()
-                self._state, self._next_retry_at = "connected", None
+                self._state, self._source = "connected", source
+                self._backoff.waited()
             log.info("camera %s: reading the record stream %s", self.name, self._label)
-            last: float | None = None
+            last: float | None = None  # the last kept frame's time, offset included
             try:
-                last = self._decode(container, offset, resume)
-                if kind == "stream":
+                pacer = Pacer(self._stop)
+                for pts, frame in source.frames():
+                    if paced and not pacer.wait(offset + pts):
+                        raise _Stopped
+                    self._keep(RecordFrame(time.time() if self.live else offset + pts, offset + pts, frame))
+                    last = offset + pts
+                if stream:
                     raise StreamEndedError(self._label)
             except SourceError as error:
-                if kind != "stream" and last is not None:
+                if not stream and last is not None:
                     resume = last - offset
                 self._fail(str(error))
                 continue
             finally:
-                container.close()
+                source.close()
+                with self._cond:
+                    self._decoded_closed += source.frames_decoded
+                    self._source = None
             if self.source.loop and last is not None:
                 offset, resume = last + 1.0 / self.fps, None
                 continue
@@ -300,116 +305,40 @@ class RecordStream:
             log.info("camera %s: finished reading the record stream %s", self.name, self._label)
             return
 
-    def _open(self) -> av.container.InputContainer:
-        live_stream = source_kind(self.source.path) == "stream"
-        if not live_stream and not Path(self.source.path).is_file():
-            raise SourceOpenError(self._label, "no such file")
-        options = stream_options(self.source.path, self.timeout_s, self.source.input_args)
-        try:
-            container = av.open(self.source.path, options=options,
-                                timeout=(self.timeout_s, self.timeout_s) if live_stream else None)
-        except (av.FFmpegError, OSError) as error:
-            raise SourceOpenError(self._label, _reason(error)) from None
-        if not container.streams.video:
-            container.close()
-            raise SourceOpenError(self._label, "it has no video stream")
-        stream = container.streams.video[0]
-        stream.codec_context.skip_frame = _SKIP_FRAME[self.settings.decode]
-        # No frame threads, unlike a detect input read from a file: each holds frames of its own (about +30 MB
-        # at 1080p, bench/record_stream.py), and this reader only has to keep up with the analysis rate.
-        return container
-
-    def _decode(self, container: av.container.InputContainer, offset: float, resume: float | None) -> float | None:
-        """Decode until the input ends; returns the last kept frame's time (offset included)."""
-        stream: av.video.stream.VideoStream = container.streams.video[0]
-        sampler = RateSampler(self.fps, after=resume)
-        rate = stream.average_rate or stream.guessed_rate
-        period = float(1 / rate) if rate else _FALLBACK_PERIOD_S
-        base = float(stream.start_time * stream.time_base) if (
-            not self.live and stream.start_time is not None and stream.time_base is not None) else None
-        last_pts, last_kept, bad, pace = -period, None, 0, None
-        paced = self.live and source_kind(self.source.path) != "stream"  # a file read in real time
-        try:
-            for packet in container.demux(stream):
-                try:
-                    frames = packet.decode()
-                except av.InvalidDataError as error:
-                    bad += 1
-                    if bad > MAX_BAD_PACKETS:
-                        raise
-                    log.debug("%s: skipping a packet the decoder rejected (%s)", self._label, _reason(error))
-                    continue
-                bad = 0
-                for frame in frames:
-                    with self._cond:
-                        self._decoded += 1
-                    if frame.time is None:
-                        pts = last_pts + period
-                    else:
-                        base = frame.time if base is None else base
-                        pts = max(frame.time - base, last_pts + 1e-6) if self.live else frame.time - base
-                    last_pts = pts
-                    if not sampler.take(pts):
-                        continue
-                    if paced:
-                        pace = self._pace(pace, offset + pts)
-                    self._keep(RecordFrame(time.time() if self.live else offset + pts, offset + pts, frame))
-                    last_kept = offset + pts
-        except (av.FFmpegError, OSError) as error:
-            raise SourceReadError(self._label, _reason(error)) from None
-        return last_kept
-
     def _keep(self, kept: RecordFrame) -> None:
         with self._cond:
             self._check_stop()
             self._ring.append(kept)
             self._kept += 1
-            self._attempts, self._error, self._size = 0, None, kept.size
+            self._backoff.succeeded()
+            self._size = kept.size
             self._cond.notify_all()
             if not self.live:  # a file never runs ahead of the detect stream: wait until it passes this frame
                 while kept.t > self._wanted:
                     self._check_stop()
                     self._cond.wait()
 
-    def _pace(self, pace: tuple[float, float] | None, pts: float) -> tuple[float, float]:
-        """Sleep until the frame's moment, so a file read in real time plays at its own speed."""
-        if pace is None:
-            return time.monotonic(), pts
-        wait = pace[0] + (pts - pace[1]) - time.monotonic()
-        if wait > 0 and self._stop.wait(wait):
-            raise _Stopped
-        return pace
-
     def _fail(self, message: str) -> None:
         """Record a failure and wait out the back-off; raises _Stopped when giving up or stopped."""
         with self._cond:
             self._check_stop()
-            self._attempts += 1
-            self._error = mask_credentials(message)
-            attempts = self._attempts
-            if self.reconnect.max_attempts is not None and attempts >= self.reconnect.max_attempts:
-                self._state, self._next_retry_at = "failed", None
+            delay = self._backoff.fail(message)
+            if delay is None:
+                self._state = "failed"
                 self._cond.notify_all()
                 log.error("camera %s: giving up on the record stream after %d attempts: %s (detection goes on)",
-                          self.name, attempts, self._error)
+                          self.name, self._backoff.attempts, self._backoff.error)
                 raise _Stopped
-            delay = self.reconnect.delay(attempts)
             self._state = "retrying"
-            self._next_retry_at = datetime.now(UTC) + timedelta(seconds=delay)
             self._cond.notify_all()
         log.warning("camera %s: record stream: %s; retrying in %.1f s (failure %d; detection goes on)",
-                    self.name, self._error, delay, attempts)
-        if self._stop.wait(delay):
+                    self.name, self._backoff.error, delay, self._backoff.attempts)
+        if not self._backoff.wait(delay):
             raise _Stopped
         with self._cond:
-            self._next_retry_at = None
+            self._backoff.waited()
 
     def _check_stop(self) -> None:
         if self._stop.is_set():
             raise _Stopped
 
-
-def _reason(error: BaseException) -> str:
-    # PyAV's str(error) repeats the URL (with its password); strerror is FFmpeg's message alone.
-    text = getattr(error, "strerror", None) or str(error) or type(error).__name__
-    return mask_credentials(str(text)).strip()

@@ -1,7 +1,9 @@
 """Opening a camera's input: a video file or stream (PyAV / FFmpeg) or a folder of images.
 
 A source yields ``(pts seconds, BGR image)`` for the pictures due at the
-analysis rate (``RateSampler``). A video source decodes what its
+analysis rate (``RateSampler``); ``AVSource.frames`` yields the same
+pictures undecoded-to-BGR (``av.VideoFrame``) for a reader that keeps them
+as YUV (the record stream). A video source decodes what its
 ``DecodePolicy`` (decoding.py) asks for: sampled below the frame rate, the
 decoder skips frames nothing refers to, or decodes key frames only when they
 come often enough. It converts to BGR, and resizes (FFmpeg's swscale), only
@@ -45,6 +47,7 @@ __all__ = [
     "is_stream",
     "mask_credentials",
     "open_source",
+    "open_video",
     "source_kind",
     "stream_options",
 ]
@@ -200,6 +203,19 @@ class AVSource(_SourceBase):
             log.debug("%s: cannot seek (%s); decoding from the start", self.label, _reason(error))
 
     def __iter__(self) -> Iterator[tuple[float, BGRImage]]:
+        """The sampled pictures as ``(pts seconds, BGR image)``, resized to the asked size."""
+        for pts, frame in self.frames():
+            try:
+                image = self._convert(frame)
+            except (av.FFmpegError, OSError) as error:
+                raise SourceReadError(self.label, _reason(error)) from None
+            yield pts, image
+
+    def frames(self) -> Iterator[tuple[float, av.VideoFrame]]:
+        """The sampled frames as the decoder gives them: ``(pts seconds, av.VideoFrame)``, not converted.
+
+        Raises SourceReadError when reading fails or a file is cut short.
+        """
         last_pts = -_FALLBACK_PERIOD_S
         shift = 0.0  # live streams: keeps pts increasing across a timestamp reset
         bad_packets = 0
@@ -242,7 +258,7 @@ class AVSource(_SourceBase):
                             pts = last_pts + self._period()
                     last_pts = pts
                     if self._sampler.take(pts):
-                        yield pts, self._convert(frame)
+                        yield pts, frame
         except (av.FFmpegError, OSError) as error:
             raise SourceReadError(self.label, _reason(error)) from None
         if cut_off and not self._live:
@@ -324,9 +340,22 @@ def open_source(path: str, *, input_args: Mapping[str, str] | None = None, timeo
     media time already delivered (files and folders); ``decode``: the input's decode settings
     (None: their defaults). Raises SourceOpenError.
     """
+    if source_kind(path) == "folder":
+        return ImageFolderSource(Path(path), fps=fps, width=width, height=height, start_after=start_after)
+    return open_video(path, input_args=input_args, timeout_s=timeout_s, fps=fps, width=width, height=height,
+                      start_after=start_after, decode=decode)
+
+
+def open_video(path: str, *, input_args: Mapping[str, str] | None = None, timeout_s: float = 10.0,
+               fps: float | None = None, width: int | None = None, height: int | None = None,
+               start_after: float | None = None, decode: DecodeOptions | None = None) -> AVSource:
+    """Open a stream URL or a video file (not an image folder); the arguments are ``open_source``'s.
+
+    Raises SourceOpenError.
+    """
     kind = source_kind(path)
     if kind == "folder":
-        return ImageFolderSource(Path(path), fps=fps, width=width, height=height, start_after=start_after)
+        raise SourceOpenError(path, "it is an image folder, not a video file or stream")
     if kind == "file" and not Path(path).exists():
         raise SourceOpenError(path, "no such file or folder")
     return AVSource(path, live=kind == "stream", input_args=input_args, timeout_s=timeout_s, fps=fps,

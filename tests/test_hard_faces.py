@@ -197,6 +197,21 @@ def test_a_night_face_the_enhanced_look_misses_at_full_size_is_found_at_half_siz
     assert float(_primary_vector(found) @ _primary_vector(daylight)) >= engine.threshold
 
 
+def test_the_half_size_look_of_a_large_frame_is_half_the_canvas_and_its_faces_come_back_in_place(
+        engine: FaceEngine, data_dir: Path) -> None:
+    """A frame larger than the canvas is already shrunk by the detector: the second look shrinks it to half
+    the canvas (a 2000x1428 photo to 320 px wide), not to half its own size, which the detector would see at
+    the first look's scale; the faces found there come back in the frame's coordinates."""
+    frame = load_image(data_dir / "scenes" / "obama_and_biden.jpg")
+    assert frame.shape[1] > 2 * 640
+    full = engine.detector.detect(frame)
+    half = engine._detect_shrunk([frame])[0]
+    assert half.enhanced and half.image is frame
+    assert len(full) >= 2 and len(half.faces) >= 2
+    for box in full.xyxy[np.argsort(-full.areas)[:2]]:  # the two largest faces
+        assert max(_iou(box, other) for other in half.faces.xyxy) > 0.7
+
+
 def test_a_profile_whose_landmarks_fit_no_frontal_face_is_kept_when_it_is_the_photos_only_face(
         engine: FaceEngine, data_dir: Path) -> None:
     """A full profile: its five landmarks fit the frontal template badly, so video never embeds such a shot, but

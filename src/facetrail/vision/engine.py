@@ -36,9 +36,10 @@ log = logging.getLogger(__name__)
 
 CENTRE_SPREAD = 0.25  # how fast a face's claim to be the main one fades towards the edge (image fractions)
 CONFIDENT_SCORE = 0.6  # a face found with less confidence than this asks for a second look (bordered, enhanced)
-# An enhanced image with no confident face is looked at once more at this size (an octave down): of the 92 night
-# LFW images (240 px, 12% exposure, noise 8) the enhanced look missed, 34 had a face found at half size (34-41
-# between 0.6 and 0.4; 2 at full size, 26 at 0.75).
+# An enhanced image with no confident face is looked at once more at this share of the size the detector saw it
+# at (an octave down). Of the 92 night LFW View 1 images (240 px, 12% exposure, noise 8) the enhanced look missed,
+# 34 had a face found at half size (34-41 between 0.6 and 0.4 of the size, 26 at 0.75, 2 at full size);
+# on its 3,200 pairs: 89.69% -> 90.59%, 92 -> 60 images without a face.
 SECOND_SCALE = 0.5
 
 Recogniser = Literal["arcface", "dlib"]

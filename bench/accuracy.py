@@ -156,7 +156,7 @@ def facetrail_pipeline(threads: int) -> Pipeline:
     return Pipeline(FACETRAIL, "facetrail", embed, cosine, "calibrated", calibration.threshold,
                     "FaceEngine(EngineConfig()), the default engine: SCRFD-500M 640x640 (smaller images on "
                     "their own canvas, at least 160 px; a bordered and an enhanced look when no face is "
-                    "confident), w600k_mbf")
+                    "confident, then the enhanced image at half size), w600k_mbf")
 
 
 def insightface_pipeline(model_dir: Path, threads: int) -> Pipeline:

@@ -13,11 +13,12 @@ import cv2
 import numpy as np
 import pytest
 
+from facetrail.gallery.enrol_faces import Outcome, judge
 from facetrail.vision.border import add_border, border_geometry, remove_border
 from facetrail.vision.detector import ScrfdDetector
-from facetrail.vision.engine import EngineConfig, FaceEngine, ImageFaces
+from facetrail.vision.engine import EngineConfig, FaceEngine, ImageFaces, align_faces_of
 from facetrail.vision.image import BGRImage, load_image
-from facetrail.vision.lowlight import is_dark, worth_enhancing
+from facetrail.vision.lowlight import LowLightConfig, enhance, is_dark, region_to_enhance, worth_enhancing
 from facetrail.vision.types import FaceDetections
 
 pytestmark = pytest.mark.models
@@ -173,6 +174,62 @@ def test_a_night_cctv_frame_is_brightened_by_gain_and_tone_curve_and_its_face_ma
     found = engine.analyze(night)
     assert found.enhanced
     assert float(_primary_vector(found) @ _primary_vector(engine.analyze(photo))) >= engine.threshold
+
+
+def test_a_night_face_the_enhanced_look_misses_at_full_size_is_found_at_half_size_and_matches(
+        engine: FaceEngine, data_dir: Path) -> None:
+    """Brightening a night frame lifts its sensor noise with the face: the detector finds nothing in the enhanced
+    frame, plain or inside a border; shrunk to half size (the noise halved), the face is found, mapped back into
+    the frame's coordinates, and matches the daylight photo."""
+    photo = _lfw(data_dir, "Benedita_da_Silva/Benedita_da_Silva_0001.jpg")
+    night = _night_cctv(photo)
+    assert len(engine.detector.detect(night)) == 0
+    region = region_to_enhance(night, np.zeros((0, 4), np.float32), LowLightConfig())
+    assert region is not None
+    brightened = enhance(night, LowLightConfig(), region)
+    assert [len(f) for f in engine.detector.detect_many([brightened, add_border(brightened)[0]])] == [0, 0]
+    found = engine.analyze(night)
+    assert found.enhanced and len(found) == 1
+    daylight = engine.analyze(photo)
+    index = daylight.primary()
+    assert index is not None
+    assert _iou(found.detections.xyxy[0], daylight.detections.xyxy[index] * (night.shape[0] / photo.shape[0])) > 0.6
+    assert float(_primary_vector(found) @ _primary_vector(daylight)) >= engine.threshold
+
+
+def test_the_half_size_look_of_a_large_frame_is_half_the_canvas_and_its_faces_come_back_in_place(
+        engine: FaceEngine, data_dir: Path) -> None:
+    """A frame larger than the canvas is already shrunk by the detector: the second look shrinks it to half
+    the canvas (a 2000x1428 photo to 320 px wide), not to half its own size, which the detector would see at
+    the first look's scale; the faces found there come back in the frame's coordinates."""
+    frame = load_image(data_dir / "scenes" / "obama_and_biden.jpg")
+    assert frame.shape[1] > 2 * 640
+    full = engine.detector.detect(frame)
+    half = engine._detect_shrunk([frame], engine.detector)[0]
+    assert half.enhanced and half.image is frame
+    assert len(full) >= 2 and len(half.faces) >= 2
+    for box in full.xyxy[np.argsort(-full.areas)[:2]]:  # the two largest faces
+        assert max(_iou(box, other) for other in half.faces.xyxy) > 0.7
+
+
+def test_a_profile_whose_landmarks_fit_no_frontal_face_is_kept_when_it_is_the_photos_only_face(
+        engine: FaceEngine, data_dir: Path) -> None:
+    """A full profile: its five landmarks fit the frontal template badly, so video never embeds such a shot, but
+    a photo analysed for its face keeps it (flagged by a quality of 0) rather than giving none; it matches
+    another photo of the man, and enrolment refuses it as too low quality, asking for a frontal photo."""
+    photo = _lfw(data_dir, "George_Clooney/George_Clooney_0002.jpg")
+    frame = engine.detect_frames([photo])[0]
+    assert len(frame.faces) == 1
+    assert not align_faces_of(frame.image, frame.faces, engine.config.max_alignment_residual).fits.any()
+    faces = engine.analyze(photo)
+    assert len(faces) == 1 and faces.dropped_misaligned == 0
+    quality = faces.qualities[0]
+    assert quality.parts["alignment"] == 0.0 and quality.score == 0.0
+    for number in (5, 8):
+        other = engine.analyze(_lfw(data_dir, f"George_Clooney/George_Clooney_000{number}.jpg"))
+        assert float(_primary_vector(faces) @ _primary_vector(other)) >= engine.threshold
+    verdict = judge(faces)
+    assert verdict.outcome is Outcome.LOW_QUALITY and "frontal" in verdict.detail
 
 
 def test_an_infrared_single_channel_frame_is_searched_enhanced_and_stays_grey(engine: FaceEngine,

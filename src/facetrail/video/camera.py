@@ -158,7 +158,7 @@ class CameraStatus:
     target_fps: float = 0.0  # the analysis rate asked for (detect.fps)
     dropped_fps: float = 0.0  # frames dropped per second over the window: > 0 means the machine is behind
     skipped_motion_fps: float = 0.0  # frames skipped by the motion gate per second over the window
-    # Frames the source skipped before decoding them (a source that counts them has `frames_skipped_decoder`).
+    # Frames the source skipped before decoding them (the decode policy's `frames_skipped`; 0 without one).
     frames_skipped_decoder: int = 0
 
     @property
@@ -479,5 +479,6 @@ class _Rate:
 
 
 def _skipped_by_decoder(source: FrameSource | None) -> int:
-    """Frames ``source`` skipped without decoding them, for sources that count them (0 otherwise)."""
-    return int(getattr(source, "frames_skipped_decoder", 0) or 0) if source is not None else 0
+    """Frames ``source`` skipped without decoding them (its ``frames_skipped``, where it counts them; else 0)."""
+    # getattr: the decode policy's sources add `frames_skipped` to FrameSource; once merged, read it directly.
+    return int(getattr(source, "frames_skipped", 0) or 0) if source is not None else 0

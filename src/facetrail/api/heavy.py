@@ -15,11 +15,8 @@ and keeps it) reach their working size then, not during the first burst.
 from __future__ import annotations
 
 import asyncio
-import ctypes
-import ctypes.util
 import logging
 import math
-import os
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -30,6 +27,7 @@ from typing import TypeVar
 from fastapi import Request
 
 from facetrail.api.errors import ApiError
+from facetrail.heap import give_memory_back
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -132,35 +130,3 @@ def heavy_work(request: Request) -> HeavyWork:
     """The app's heavy-work pool."""
     found: HeavyWork = request.app.state.heavy
     return found
-
-
-def _glibc(function: str) -> Callable[..., int] | None:
-    """A function of the C library, or None where it is not glibc (musl, macOS): nothing to call."""
-    name = ctypes.util.find_library("c")
-    try:
-        found: Callable[..., int] = getattr(ctypes.CDLL(name or "libc.so.6"), function)
-    except (OSError, AttributeError):
-        return None
-    return found
-
-
-_M_MMAP_THRESHOLD = -3  # glibc's malloc.h
-_MALLOPT = _glibc("mallopt")
-_TRIM = None if os.environ.get("FACETRAIL_MALLOC_TRIM") == "0" else _glibc("malloc_trim")  # "0": off, to measure it
-
-
-def keep_large_buffers_out_of_the_heap() -> None:
-    """Serve buffers of 128 kB and more from their own mappings, returned to the system when freed (glibc only).
-
-    glibc raises its mmap threshold to the largest block freed so far (up to 32 MB), after which decoded photos
-    and model buffers come from the heap, and a burst of them leaves it fragmented: memory stays up afterwards.
-    Fixing the threshold at glibc's initial 128 kB stops that drift.
-    """
-    if _MALLOPT is not None:
-        _MALLOPT(_M_MMAP_THRESHOLD, 128 * 1024)
-
-
-def give_memory_back() -> None:
-    """Return the C heap's free pages to the system (glibc only; elsewhere nothing happens)."""
-    if _TRIM is not None:
-        _TRIM(0)

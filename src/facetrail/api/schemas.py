@@ -236,10 +236,18 @@ class CameraOut(BaseModel):
     error: str | None
     attempts: int
     last_frame_at: Moment | None
-    analysed_fps: float
+    analysed_fps: float = Field(description="frames analysed per second over the last 10 s")
+    target_fps: float | None = Field(None, description="the analysis rate its pipeline aims at (detect.fps)")
+    dropped_fps: float = Field(0.0, description="frames dropped per second over the last 10 s because analysis "
+                                                "did not keep up: more than 0 means the machine is overloaded")
+    skipped_motion_fps: float = Field(0.0, description="frames skipped per second by the motion gate (nothing "
+                                                       "moved), over the last 10 s")
+    overloaded: bool = Field(False, description="dropping frames: this camera gets less than its target rate "
+                                                "because the machine cannot keep up (each camera gets a fair share)")
     frames_analysed: int
     frames_skipped_motion: int
     frames_dropped: int
+    frames_skipped_decoder: int = Field(0, description="frames its source skipped without decoding them")
     faces_in_frame: int
     frame_at: Moment | None = Field(description="when the latest frame (GET .../frame) was taken")
     faults: int = Field(0, description="errors in the camera's analysis, tracking or consumers in its pipeline's "

@@ -75,10 +75,14 @@ def _camera(name: str, config: FacetrailConfig | None, row: CameraState | None) 
     state = row.state
     if state in RUNNING and utcnow() - as_utc(row.updated_at) > SILENT_AFTER:
         state = "silent"
+    dropped = round(row.dropped_fps or 0.0, 2) if state in RUNNING else 0.0
     return CameraOut(name=name, configured=camera is not None, source=source or row.source, detect_fps=detect_fps,
                      state=state, error=row.error, attempts=row.attempts, last_frame_at=row.last_frame_at,
-                     analysed_fps=round(row.analysed_fps, 2), frames_analysed=row.frames_analysed,
+                     analysed_fps=round(row.analysed_fps, 2), target_fps=row.target_fps or detect_fps,
+                     dropped_fps=dropped, skipped_motion_fps=round(row.skipped_motion_fps or 0.0, 2),
+                     overloaded=dropped > 0, frames_analysed=row.frames_analysed,
                      frames_skipped_motion=row.frames_skipped_motion, frames_dropped=row.frames_dropped,
+                     frames_skipped_decoder=row.frames_skipped_decoder or 0,
                      faces_in_frame=row.faces_in_frame, frame_at=row.frame_at, faults=row.faults or 0,
                      last_fault=row.last_fault, failing=[p for p in (row.failing or "").split(", ") if p],
                      reported_at=row.updated_at)

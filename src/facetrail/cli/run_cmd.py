@@ -120,10 +120,12 @@ def status_table(statuses: list[CameraStatus], stats: PipelineStats) -> Table:
     """Live view of the cameras and the totals."""
     table = Table(title=f"facetrail: {stats.frames} frames, {stats.tracks} tracks, {stats.named_tracks} named, "
                         f"{stats.events} events", title_justify="left")
-    for column in ("camera", "state", "analysed fps", "analysed", "no motion", "last frame", "error"):
+    for column in ("camera", "state", "analysed fps", "dropped/s", "analysed", "no motion", "last frame", "error"):
         table.add_column(column)
     for status in statuses:
-        table.add_row(status.name, status.state, f"{status.analysed_fps:.1f}", str(status.frames_analysed),
+        table.add_row(status.name, status.state, f"{status.analysed_fps:.1f} of {status.target_fps:g}",
+                      f"{status.dropped_fps:.1f}" + (" overloaded" if status.overloaded else ""),
+                      str(status.frames_analysed),
                       str(status.frames_skipped_motion),
                       f"{status.last_frame_at:%H:%M:%S}" if status.last_frame_at else "-", status.error or "")
     return table

@@ -64,7 +64,7 @@ def run_serve(args: argparse.Namespace) -> int:
     import uvicorn
 
     from facetrail.api.app import ApiSettings, create_app, warm_up
-    from facetrail.api.heavy import keep_large_buffers_out_of_the_heap
+    from facetrail.heap import keep_large_buffers_out_of_the_heap
     from facetrail.web.app import install_dashboard
 
     keep_large_buffers_out_of_the_heap()  # before the models and photos are allocated

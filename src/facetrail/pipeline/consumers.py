@@ -15,7 +15,6 @@ from datetime import datetime
 from typing import Any
 
 from facetrail.events.messages import EventView
-from facetrail.pipeline.analyzer import AnalysedFrame
 from facetrail.pipeline.batch import EndedTrack, FrameBatch
 from facetrail.pipeline.doors import DoorFace, DoorService
 from facetrail.pipeline.health import PipelineHealth
@@ -159,24 +158,35 @@ class Doors(Consumer):
         self.doors.stop()
 
 
-@dataclass
-class _Latest:
-    frame: AnalysedFrame
+@dataclass(frozen=True)
+class _Picture:
+    jpeg: bytes
     at: datetime
+    faces: int
 
 
 class CameraStatus(Consumer):
-    """Each camera's status (its reader's counts, its faults) and newest frame with the faces boxed, in the store."""
+    """Each camera's status (its reader's counts and rates, its faults) and a recent frame with the faces boxed.
+
+    The picture is the first frame analysed after the previous report, encoded at once: holding the decoded
+    frame until the report instead would keep a full picture (6 MB at 1080p) per camera alive.
+    """
 
     name = "camera status"
 
     def __init__(self, db: Database, run_id: str, cameras: Sequence[Camera], health: PipelineHealth) -> None:
         self.db, self.run_id, self.cameras, self.health = db, run_id, cameras, health
-        self._latest: dict[str, _Latest] = {}
+        self._pictures: dict[str, _Picture] = {}
+        self._wanted = {camera.settings.name for camera in cameras}  # cameras whose next frame is pictured
         self._last_report = -float("inf")
 
     def on_frame(self, batch: FrameBatch) -> None:
-        self._latest[batch.camera] = _Latest(batch.frame, batch.captured_at)
+        if batch.camera not in self._wanted:
+            return
+        self._wanted.discard(batch.camera)
+        boxes = [[float(v) for v in box] for box in batch.frame.faces.xyxy]
+        self._pictures[batch.camera] = _Picture(boxed_jpeg(batch.frame.image, boxes, quality=FRAME_QUALITY),
+                                                batch.captured_at, len(batch.frame))
 
     def housekeeping(self, now: float) -> None:
         if now - self._last_report >= REPORT_EVERY_S:
@@ -193,17 +203,18 @@ class CameraStatus(Consumer):
             status = camera.status()
             name = camera.settings.name
             picture: dict[str, Any] = {}
-            latest = self._latest.pop(name, None)
+            latest = self._pictures.pop(name, None)
             if latest is not None:
-                boxes = [[float(v) for v in box] for box in latest.frame.faces.xyxy]
-                picture = {"frame_jpeg": boxed_jpeg(latest.frame.image, boxes, quality=FRAME_QUALITY),
-                           "frame_at": latest.at, "faces_in_frame": len(latest.frame)}
+                picture = {"frame_jpeg": latest.jpeg, "frame_at": latest.at, "faces_in_frame": latest.faces}
+            self._wanted.add(name)
             health = self.health.cameras.get(name)
             reports.append(CameraReport(
                 camera=name, run_id=self.run_id, state=str(status.state), source=status.path,
                 error=status.error, attempts=status.attempts, last_frame_at=status.last_frame_at,
                 analysed_fps=status.analysed_fps, frames_analysed=status.frames_analysed,
                 frames_skipped_motion=status.frames_skipped_motion, frames_dropped=status.frames_dropped,
+                target_fps=status.target_fps, dropped_fps=status.dropped_fps,
+                skipped_motion_fps=status.skipped_motion_fps, frames_skipped_decoder=status.frames_skipped_decoder,
                 faults=health.faults if health else 0, last_fault=health.last_fault if health else None,
                 failing=", ".join(health.failing) or None if health else None, **picture))
         with self.db.session() as session:

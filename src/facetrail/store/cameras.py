@@ -26,6 +26,10 @@ class CameraReport:
     frames_analysed: int
     frames_skipped_motion: int
     frames_dropped: int
+    target_fps: float | None = None  # the analysis rate asked for
+    dropped_fps: float = 0.0  # frames dropped per second (analysis did not keep up)
+    skipped_motion_fps: float = 0.0  # frames skipped by the motion gate per second
+    frames_skipped_decoder: int = 0  # frames the source skipped without decoding them
     faces_in_frame: int = 0
     frame_jpeg: bytes | None = None
     frame_at: datetime | None = None

@@ -285,6 +285,11 @@ class CameraState(Base):
     frames_analysed: Mapped[int] = mapped_column(Integer, default=0)
     frames_skipped_motion: Mapped[int] = mapped_column(Integer, default=0)
     frames_dropped: Mapped[int] = mapped_column(Integer, default=0)
+    # Rates per second over the reader's window, beside the rate asked for: dropping means overloaded.
+    target_fps: Mapped[float | None] = mapped_column(Float)
+    dropped_fps: Mapped[float] = mapped_column(Float, default=0.0)
+    skipped_motion_fps: Mapped[float] = mapped_column(Float, default=0.0)
+    frames_skipped_decoder: Mapped[int] = mapped_column(Integer, default=0)  # skipped by the source, not decoded
     faces_in_frame: Mapped[int] = mapped_column(Integer, default=0)
     frame_jpeg: Mapped[bytes | None] = mapped_column(LargeBinary)  # latest analysed frame, faces boxed
     frame_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))

@@ -3,8 +3,14 @@
 A camera that cannot be opened or drops mid-stream is retried with
 exponential back-off and reported in its status; its thread never raises,
 so one broken camera never stops the others. Realtime sources never wait
-for the consumer: only the newest frames are kept. Files that are not read
-in real time wait instead, so every sampled frame is analysed.
+for the consumer: only the newest frame is kept (an older one waiting is
+dropped and counted), so what is analysed is fresh and a camera holds one
+decoded picture, not a backlog. Files that are not read in real time wait
+instead, so every sampled frame is analysed.
+
+The status gives counts and rates per second over the last ``FPS_WINDOW_S``:
+analysed, dropped (the consumer did not keep up: the machine is overloaded)
+and skipped by the motion gate, beside the target rate (``detect.fps``).
 """
 
 from __future__ import annotations
@@ -32,6 +38,8 @@ log = logging.getLogger(__name__)
 
 CameraState = Literal["connecting", "connected", "retrying", "failed", "finished", "stopped"]
 FPS_WINDOW_S = 10.0
+LIVE_QUEUE = 1  # frames a live camera keeps for analysis: the newest only
+FILE_QUEUE = 2  # frames a file not read in real time decodes ahead while it waits
 
 # The settings below are also the configuration file's (config/schema.py uses them as its camera sections),
 # so each is defined once, here, with its title, description and bounds.
@@ -172,6 +180,16 @@ class CameraStatus:
     frames_dropped: int = 0  # realtime: dropped from the queue because nobody took them in time
     connections: int = 0  # times the source was opened
     path: str = ""  # credentials masked
+    target_fps: float = 0.0  # the analysis rate asked for (detect.fps)
+    dropped_fps: float = 0.0  # frames dropped per second over the window: > 0 means the machine is behind
+    skipped_motion_fps: float = 0.0  # frames skipped by the motion gate per second over the window
+    # Frames the source skipped before decoding them (the decode policy's `frames_skipped`; 0 without one).
+    frames_skipped_decoder: int = 0
+
+    @property
+    def overloaded(self) -> bool:
+        """True when frames were dropped in the last window because analysis did not keep up."""
+        return self.dropped_fps > 0
 
 
 class _Stopped(Exception):
@@ -182,17 +200,19 @@ class Camera:
     """A camera's reader thread and its queue of frames for analysis.
 
     With a ``sink`` every frame is passed to it on the reader thread (keep it quick);
-    without one, frames wait in a queue of ``queue_size`` for ``get()``.
+    without one, frames wait in a queue of ``queue_size`` for ``get()`` (default: the
+    newest one for live cameras, ``FILE_QUEUE`` for files that wait).
     """
 
     def __init__(self, settings: CameraSettings, sink: Callable[[Frame], None] | None = None,
-                 queue_size: int = 2) -> None:
+                 queue_size: int | None = None) -> None:
         self.settings = settings
         self._sink = sink
         self._label = mask_credentials(settings.input.path)
         self._live = settings.live  # resolved once: kind looks at the file system
         self._queue: collections.deque[Frame] = collections.deque()
-        self._queue_size = max(1, queue_size)
+        self._queue_size = max(1, queue_size if queue_size is not None else
+                                LIVE_QUEUE if self._live else FILE_QUEUE)
         self._cond = threading.Condition()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -205,13 +225,14 @@ class Camera:
         self._last_frame_at: datetime | None = None
         self._source: FrameSource | None = None
         self._decoded_closed = 0  # decoded by sources already closed
+        self._not_decoded_closed = 0  # skipped before decoding by sources already closed
         self._analysed = 0
         self._skipped = 0
         self._dropped = 0
         self._connections = 0
         self._index = 0
-        self._recent: collections.deque[float] = collections.deque()
-        self._first_analysed: float | None = None
+        self._rates = {kind: _Rate() for kind in ("analysed", "dropped", "skipped")}
+        self._first_frame: float | None = None  # monotonic: when the reader first got a frame
 
     # -- control and consumer side ----------------------------------------------------------------------
 
@@ -271,29 +292,28 @@ class Camera:
         """A consistent snapshot of the camera's state and counters."""
         with self._cond:
             decoded = self._decoded_closed + (self._source.frames_decoded if self._source is not None else 0)
+            not_decoded = self._not_decoded_closed + _skipped_by_decoder(self._source)
             return CameraStatus(
                 name=self.settings.name, state=self._state, last_frame_at=self._last_frame_at, error=self._error,
                 attempts=self._attempts, next_retry_at=self._next_retry_at, frames_decoded=decoded,
-                frames_analysed=self._analysed, frames_skipped_motion=self._skipped, analysed_fps=self._fps(),
-                frames_dropped=self._dropped, connections=self._connections, path=self._label)
+                frames_analysed=self._analysed, frames_skipped_motion=self._skipped,
+                analysed_fps=self._fps("analysed"), frames_dropped=self._dropped, connections=self._connections,
+                path=self._label, target_fps=self.settings.detect.fps, dropped_fps=self._fps("dropped"),
+                skipped_motion_fps=self._fps("skipped"), frames_skipped_decoder=not_decoded)
 
     def _reading_over(self) -> bool:
         return self._ended or self._stop.is_set() or self._thread is None
 
     def _count_analysed(self) -> None:
-        now = time.monotonic()
         self._analysed += 1
-        self._recent.append(now)
-        if self._first_analysed is None:
-            self._first_analysed = now
+        self._rates["analysed"].add(time.monotonic())
 
-    def _fps(self) -> float:
-        now = time.monotonic()
-        while self._recent and now - self._recent[0] > FPS_WINDOW_S:
-            self._recent.popleft()
-        if self._first_analysed is None:
+    def _fps(self, kind: str) -> float:
+        """Events per second over the last FPS_WINDOW_S (or since the first frame, when that is shorter)."""
+        if self._first_frame is None:
             return 0.0
-        return len(self._recent) / min(FPS_WINDOW_S, max(1.0, now - self._first_analysed))
+        now = time.monotonic()
+        return self._rates[kind].count(now) / min(FPS_WINDOW_S, max(1.0, now - self._first_frame))
 
     # -- reader thread ----------------------------------------------------------------------------------
 
@@ -370,6 +390,7 @@ class Camera:
                 source.close()
                 with self._cond:
                     self._decoded_closed += source.frames_decoded
+                    self._not_decoded_closed += _skipped_by_decoder(source)
                     self._source = None
             if source_input.loop and delivered:
                 assert last is not None
@@ -391,8 +412,11 @@ class Camera:
         now = datetime.now(UTC)
         with self._cond:
             self._attempts, self._error, self._last_frame_at = 0, None, now
+            if self._first_frame is None:
+                self._first_frame = received
             if decision == "skip":
                 self._skipped += 1
+                self._rates["skipped"].add(received)
                 return
             index = self._index
             self._index += 1
@@ -412,8 +436,9 @@ class Camera:
         with self._cond:
             if self._live:
                 while len(self._queue) >= self._queue_size:
-                    self._queue.popleft()
+                    self._queue.popleft()  # freed here: a live camera never holds more than the newest frames
                     self._dropped += 1
+                    self._rates["dropped"].add(received)
             else:
                 while len(self._queue) >= self._queue_size:
                     self._check_stop()
@@ -456,3 +481,29 @@ class Camera:
     def _check_stop(self) -> None:
         if self._stop.is_set():
             raise _Stopped
+
+
+class _Rate:
+    """Moments of one kind of event, kept for FPS_WINDOW_S, to give a rate per second."""
+
+    def __init__(self) -> None:
+        self._moments: collections.deque[float] = collections.deque()
+
+    def add(self, moment: float) -> None:
+        self._moments.append(moment)
+        self._forget(moment)  # bounded even when nobody asks for the rate
+
+    def count(self, now: float) -> int:
+        """Events within the window before ``now``."""
+        self._forget(now)
+        return len(self._moments)
+
+    def _forget(self, now: float) -> None:
+        while self._moments and now - self._moments[0] > FPS_WINDOW_S:
+            self._moments.popleft()
+
+
+def _skipped_by_decoder(source: FrameSource | None) -> int:
+    """Frames ``source`` skipped without decoding them (its ``frames_skipped``, where it counts them; else 0)."""
+    # getattr: the decode policy's sources add `frames_skipped` to FrameSource; once merged, read it directly.
+    return int(getattr(source, "frames_skipped", 0) or 0) if source is not None else 0

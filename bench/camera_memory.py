@@ -1,0 +1,166 @@
+"""Memory per camera: the pipeline's RSS with 1, 2, 4 and 8 live cameras, 1080p and 640x360, and MB per camera.
+
+Each camera is ``street.mp4`` (or a 640x360 cut of it, ``live_streams.make_cut``)
+served on loopback as a live MPEG-TS stream over TCP by ``bench/live_streams.py``
+(a separate process, so the server's memory is not counted): packets paced by
+their timestamps, looped with an offset, so the pipeline sees a real live
+stream and decodes every frame as it would from a camera.
+
+Every camera count runs in a fresh child process (``--child``), so one run's
+heap does not carry into the next. The child starts ``facetrail.pipeline``
+with N cameras (motion gate on, the defaults otherwise), warms up, then
+samples its RSS for ``--seconds``; the figure is the median of those samples
+and the peak. MB per added camera is the least-squares slope of RSS over N.
+
+``--src DIR`` runs the children against another checkout's ``src`` (e.g.
+``/work/main/src``) so the code before and after a change is measured in one
+run, interleaved per camera count. Machine, settings, CPU time and wall time
+are printed beside every figure.
+
+Run: ``PYTHONPATH=src .venv/bin/python bench/camera_memory.py [--src /work/main/src --src src]``
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import av
+
+from live_streams import LiveStreams, make_cut
+
+SHARED = Path(os.environ.get("FACETRAIL_SHARED_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
+STREET = SHARED / "video" / "street.mp4"
+GOAL_MB_PER_CAMERA = 30.0
+
+
+# --------------------------------------------------------------------------- the child: one pipeline, N cameras
+
+
+def rss_mb() -> float:
+    """This process's resident set (VmRSS) in MB."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def child(urls: list[str], seconds: float, warmup: float, fps: float) -> dict[str, Any]:
+    """Run the pipeline on ``urls`` and report its memory and what it analysed."""
+    from facetrail.config.loader import parse_config
+    from facetrail.pipeline.runner import Pipeline
+
+    with tempfile.TemporaryDirectory() as store:
+        cameras = "".join(f"  cam{i}:\n    inputs:\n      - path: {url}\n    detect:\n      fps: {fps}\n"
+                          for i, url in enumerate(urls))
+        config = parse_config(f"purpose: benchmark\ndata_dir: {store}\ncameras:\n{cameras}")
+        baseline = rss_mb()
+        pipeline = Pipeline(config, actor="bench")
+        loaded = rss_mb()
+        stop = threading.Event()
+        worker = threading.Thread(target=pipeline.run, kwargs={"stop": stop, "until_done": False})
+        cpu0, wall0 = time.process_time(), time.perf_counter()
+        worker.start()
+        time.sleep(warmup)
+        before = {s.name: s for s in pipeline.status()}
+        samples = []
+        end = time.monotonic() + seconds
+        while time.monotonic() < end:
+            samples.append(rss_mb())
+            time.sleep(0.25)
+        after = {s.name: s for s in pipeline.status()}
+        cpu, wall = time.process_time() - cpu0, time.perf_counter() - wall0
+        stop.set()
+        worker.join()
+    analysed = [(after[n].frames_analysed - before[n].frames_analysed) / seconds for n in after]
+    dropped = [(after[n].frames_dropped - before[n].frames_dropped) / seconds for n in after]
+    decoded = [(after[n].frames_decoded - before[n].frames_decoded) / seconds for n in after]
+    return {"cameras": len(urls), "rss_mb": round(statistics.median(samples), 1), "peak_mb": round(max(samples), 1),
+            "start_mb": round(baseline, 1), "models_mb": round(loaded, 1),
+            "analysed_fps": [round(a, 2) for a in analysed], "dropped_fps": [round(d, 2) for d in dropped],
+            "decoded_fps": [round(d, 1) for d in decoded], "cpu_s": round(cpu, 1), "wall_s": round(wall, 1)}
+
+
+# --------------------------------------------------------------------------- the parent
+
+
+def run_child(src: str, urls: list[str], args: argparse.Namespace) -> dict[str, Any]:
+    env = {**os.environ, "PYTHONPATH": os.path.abspath(src)}
+    command = [sys.executable, __file__, "--child", json.dumps(urls), "--seconds", str(args.seconds),
+               "--warmup", str(args.warmup), "--fps", str(args.fps)]
+    done = subprocess.run(command, env=env, capture_output=True, text=True, check=False)
+    if done.returncode != 0:
+        raise SystemExit(f"child failed ({src}, {len(urls)} cameras):\n{done.stderr[-3000:]}")
+    return dict(json.loads(done.stdout.strip().splitlines()[-1]))
+
+
+def slope(points: list[tuple[int, float]]) -> float:
+    """Least-squares MB per camera."""
+    xs, ys = [float(x) for x, _ in points], [y for _, y in points]
+    mx, my = statistics.fmean(xs), statistics.fmean(ys)
+    return sum((x - mx) * (y - my) for x, y in zip(xs, ys, strict=True)) / sum((x - mx) ** 2 for x in xs)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--src", action="append", help="a checkout's src folder to measure (repeatable; default: "
+                                                       "this one's)")
+    parser.add_argument("--cameras", default="1,2,4,8", help="camera counts")
+    parser.add_argument("--sizes", default="1080p,640x360", help="stream sizes: 1080p, 640x360")
+    parser.add_argument("--seconds", type=float, default=8.0, help="RSS sampling time per run")
+    parser.add_argument("--warmup", type=float, default=6.0, help="seconds before sampling starts")
+    parser.add_argument("--fps", type=float, default=5.0, help="each camera's analysis rate")
+    parser.add_argument("--json", type=Path, help="write every figure here")
+    parser.add_argument("--child", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child is not None:
+        print(json.dumps(child(json.loads(args.child), args.seconds, args.warmup, args.fps)))
+        return
+    if not STREET.exists():
+        raise SystemExit(f"{STREET} is missing (set FACETRAIL_SHARED_DATA)")
+    sources = args.src or [str(Path(__file__).resolve().parents[1] / "src")]
+    counts = [int(c) for c in args.cameras.split(",")]
+    print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, "
+          f"Python {platform.python_version()}, PyAV {av.__version__} (FFmpeg {av.ffmpeg_version_info})")
+    print(f"settings: cameras {counts}, detect fps {args.fps}, motion gate on, warm-up {args.warmup} s, "
+          f"RSS sampled every 0.25 s for {args.seconds} s, median reported; sources {sources}")
+    results: dict[str, Any] = {"goal_mb_per_camera": GOAL_MB_PER_CAMERA, "runs": []}
+    with tempfile.TemporaryDirectory() as folder:
+        files = {"1080p": STREET}
+        if "640x360" in args.sizes:
+            files["640x360"] = make_cut(STREET, Path(folder) / "street-640x360.mp4", 640, 360)
+        for size in args.sizes.split(","):
+            print(f"\n{size} live streams ({files[size].name} served as MPEG-TS over TCP on loopback)")
+            per_src: dict[str, list[tuple[int, float]]] = {src: [] for src in sources}
+            for count in counts:
+                for src in sources:  # interleaved: every checkout at this count before the next count
+                    with LiveStreams([files[size]], count) as streams:
+                        found = run_child(src, streams.urls[0], args)
+                    per_src[src].append((count, found["rss_mb"]))
+                    results["runs"].append({"size": size, "src": src, **found})
+                    print(f"  {src}: {count} camera(s): RSS {found['rss_mb']} MB (peak {found['peak_mb']}, models "
+                          f"loaded {found['models_mb']}), analysed fps {found['analysed_fps']}, dropped/s "
+                          f"{found['dropped_fps']}, decoded/s {found['decoded_fps']}; CPU {found['cpu_s']} s "
+                          f"in {found['wall_s']} s wall")
+            for src, points in per_src.items():
+                if len(points) > 1:
+                    mb = slope(points)
+                    results[f"mb_per_camera_{size}_{src}"] = round(mb, 1)
+                    verdict = "within" if mb <= GOAL_MB_PER_CAMERA else "over"
+                    print(f"  {src}: {mb:.1f} MB per added camera ({verdict} the {GOAL_MB_PER_CAMERA:.0f} MB goal)")
+    if args.json is not None:
+        args.json.write_text(json.dumps(results, indent=1) + "\n")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,167 @@
+"""Graceful overload: when analysis cannot keep up, every camera gets its fair share of fresh frames.
+
+Real clips (real faces pasted by facetrail.synth), real cameras read in real
+time, the real pipeline with its real models, real SQLite, real HTTP. The
+analysis step is slowed on purpose so the machine is overloaded whatever its
+speed; every assertion counts frames, none measures time.
+"""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from sqlalchemy import select
+
+from api_kit import make_keys, serving
+from facetrail.api.app import PREFIX, ApiSettings, create_app
+from facetrail.config.loader import parse_config
+from facetrail.gallery.gallery import Gallery, GallerySettings
+from facetrail.pipeline.runner import Pipeline
+from facetrail.store.models import CameraState
+from facetrail.video.camera import Camera, CameraSettings, DetectSettings, VideoInput
+from facetrail.video.motion import MotionSettings
+from facetrail.vision.engine import EngineConfig, FaceEngine
+from facetrail.vision.samples import sample_image
+from facetrail.web.app import install_dashboard
+from pipeline_kit import head_and_shoulders, make_clip, walk_in
+from services import wait_until
+
+pytestmark = pytest.mark.models
+
+LIVE = ("north", "south", "east", "west")
+CLIP_FPS = 10  # pipeline_kit's clips; the cameras ask for every frame, so each is overloaded on its own
+
+
+@pytest.fixture(scope="module")
+def video_engine() -> FaceEngine:
+    return FaceEngine(EngineConfig())
+
+
+@pytest.fixture(scope="module")
+def clips(tmp_path_factory: pytest.TempPathFactory, video_engine: FaceEngine) -> dict[str, Path]:
+    folder = tmp_path_factory.mktemp("overload")
+    yao = head_and_shoulders(video_engine, sample_image("yaoming.jpg"))
+    return {"live": make_clip(folder / "street.mp4", [walk_in(yao, 0.0, 6.0, 0.4)], 6.0),
+            "recording": make_clip(folder / "recording.mp4", [walk_in(yao, 0.0, 2.0, 0.6)], 2.0)}
+
+
+@pytest.fixture
+def stuck_source() -> Iterator[str]:
+    """A TCP port that accepts connections (the kernel's backlog) and never sends a byte: a hung camera."""
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(16)
+        yield f"tcp://127.0.0.1:{listener.getsockname()[1]}"
+
+
+def overload_config(data: Path, clips: dict[str, Path], stuck: str) -> Any:
+    """Four live cameras looping the clip in real time, a recording read as fast as it goes, a hung stream."""
+    lines = ["purpose: overload test", f"data_dir: {data}", "cameras:"]
+    for name in LIVE:
+        lines += [f"  {name}:", "    inputs:", f"      - path: {clips['live']}", "        realtime: true",
+                  "        loop: true", "    detect:", f"      fps: {CLIP_FPS}", "    motion:", "      enabled: false"]
+    lines += ["  recording:", "    inputs:", f"      - path: {clips['recording']}", "    detect:",
+              f"      fps: {CLIP_FPS}", "    motion:", "      enabled: false"]
+    lines += ["  hung:", "    inputs:", f"      - path: {stuck}", "    timeout_s: 1", "    detect:",
+              f"      fps: {CLIP_FPS}", "    reconnect:", "      initial_s: 0.05", "      max_s: 0.2"]
+    return parse_config("\n".join(lines) + "\n", "overload.yml")
+
+
+def slowed(pipeline: Pipeline, seconds: float) -> None:
+    """Make every detector batch take at least ``seconds`` longer: analysis falls behind the cameras."""
+    analyse = pipeline.analyzer.analyse
+
+    def slow(*args: Any, **kwargs: Any) -> Any:
+        time.sleep(seconds)
+        return analyse(*args, **kwargs)
+
+    pipeline.analyzer.analyse = slow  # type: ignore[method-assign]
+
+
+def test_every_live_camera_gets_its_share_a_recording_loses_nothing_and_a_hung_one_holds_nobody(
+        tmp_path: Path, video_engine: FaceEngine, clips: dict[str, Path], stuck_source: str) -> None:
+    data = tmp_path / "data"
+    pipeline = Pipeline(overload_config(data, clips, stuck_source), engine=video_engine, actor="tester",
+                        frames_per_step=2)
+    slowed(pipeline, 0.1)
+    # Six cameras, at most two frames a step: each live camera waits about three steps (0.3 s or more) for its
+    # turn while it makes a frame every 0.1 s, so it must drop frames whatever the machine.
+    gallery = Gallery(GallerySettings(data), engine=video_engine)
+    keys = make_keys(gallery)
+    app = create_app(ApiSettings(data), gallery=gallery)
+    install_dashboard(app)
+    stop = threading.Event()
+    worker = threading.Thread(target=pipeline.run, kwargs={"stop": stop, "until_done": False})
+    cameras = {runtime.name: runtime.camera for runtime in pipeline.cameras}
+
+    def status(name: str) -> Any:
+        return cameras[name].status()
+
+    with serving(app) as url:
+        worker.start()
+        try:
+            wait_until(lambda: cameras["recording"].done and all(status(n).frames_analysed >= 15 for n in LIVE),
+                       "the recording to be analysed to its end and 15 frames of every live camera", timeout=300)
+            api = httpx.Client(base_url=url + PREFIX, headers={"Authorization": f"Bearer {keys['viewer']}"})
+
+            def reported() -> dict[str, Any]:
+                return {c["name"]: c for c in api.get("/cameras").json()}
+
+            wait_until(lambda: all(reported()[n]["overloaded"] for n in LIVE), "the overload in the API")
+            shown = reported()
+            page = httpx.Client(base_url=url)
+            assert page.post("/login", data={"key": keys["viewer"], "next": "/cameras"},
+                             follow_redirects=True).status_code == 200
+            html = page.get("/cameras").text
+        finally:
+            stop.set()
+            worker.join(60)
+    final = {name: camera.status() for name, camera in cameras.items()}
+
+    live = [final[name].frames_analysed for name in LIVE]
+    assert max(live) - min(live) <= 2, live  # a fair share each: round robin over the ready cameras
+    assert all(final[name].frames_dropped > 0 for name in LIVE)  # behind: older frames gave way to the newest
+    # The recording is not live: it waited for its turns, so every frame it decoded was analysed.
+    recording = final["recording"]
+    assert recording.state == "finished" and recording.frames_dropped == 0
+    assert recording.frames_analysed == recording.frames_decoded == 2 * CLIP_FPS
+    # The hung stream delivered nothing and held nobody.
+    assert final["hung"].frames_analysed == 0 and final["hung"].state in ("connecting", "retrying", "stopped")
+
+    # The status, as the API and the dashboard show it: analysed and dropped rates beside the target.
+    for name in LIVE:
+        camera = shown[name]
+        assert camera["target_fps"] == CLIP_FPS and camera["dropped_fps"] > 0
+        assert 0 < camera["analysed_fps"] < CLIP_FPS
+    assert not shown["hung"]["overloaded"] and shown["hung"]["analysed_fps"] == 0
+    assert "the machine is overloaded" in html and "dropping" in html
+    with gallery.db.session() as session:
+        rows = {row.camera: row for row in session.scalars(select(CameraState))}
+    assert rows["north"].target_fps == CLIP_FPS and rows["recording"].dropped_fps == 0
+    gallery.db.dispose()
+
+
+def test_a_live_camera_keeps_only_its_newest_frame_and_reports_the_rate_it_drops(clips: dict[str, Path]) -> None:
+    camera = Camera(CameraSettings("lobby", VideoInput(str(clips["recording"]), realtime=True),
+                                   DetectSettings(fps=CLIP_FPS), motion=MotionSettings(enabled=False)))
+    camera.start()
+    try:
+        wait_until(lambda: camera.status().state == "finished", "the clip to play to its end")
+        status = camera.status()
+        frames = [camera.get(timeout=0), camera.get(timeout=0)]
+    finally:
+        camera.stop()
+
+    # Nobody took a frame: each new one replaced the one waiting, so only the last is left, and what is
+    # analysed next is the newest picture, not a backlog.
+    assert status.frames_dropped == status.frames_decoded - 1 == 2 * CLIP_FPS - 1
+    assert frames[0] is not None and frames[0].index == 2 * CLIP_FPS - 1 and frames[1] is None
+    assert status.dropped_fps > 0 and status.overloaded and status.target_fps == CLIP_FPS
+    assert status.analysed_fps == 0 and camera.status().frames_analysed == 1

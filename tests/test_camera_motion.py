@@ -1,11 +1,12 @@
 """Camera-motion estimation skips what nobody needs, and the pipeline still tracks and names the same people.
 
-A still camera is estimated only every ``CHECK_EVERY``-th frame once it has
+The flow follows 150 corners where it followed 300. A still camera is estimated only every ``CHECK_EVERY``-th frame once it has
 been still for ``STILL_FRAMES`` frames, and frames without a track skip the
 optical flow. These tests run real clips through the real pipeline twice, with
 the shortcuts and with the optical flow on every frame (the previous
-behaviour), and compare every sighting: a still camera of real faces,
-street.mp4 (a hand-held camera) and the panning demo clip.
+behaviour: 300 corners, every frame), and compare every sighting: a still
+camera of real faces, street.mp4 (a hand-held camera) at 1080p and 640x360,
+and the panning demo clip.
 """
 
 from __future__ import annotations
@@ -37,10 +38,10 @@ START = datetime(2026, 1, 1, 12, 0, tzinfo=UTC)  # files replay from here: both 
 
 
 class EveryFrame(CameraMotion):
-    """The previous behaviour: the optical flow on every frame, tracks or not."""
+    """The previous behaviour: the optical flow of 300 corners on every frame, tracks or not."""
 
     def __init__(self) -> None:
-        super().__init__(check_every=1)
+        super().__init__(max_corners=300, check_every=1)
 
     def estimate(self, image: BGRImage, *, needed: bool = True) -> np.ndarray | None:
         return super().estimate(image)
@@ -93,14 +94,16 @@ def video_engine() -> FaceEngine:
     return FaceEngine(EngineConfig())
 
 
-def _run(store: Path, clip: Path, engine: FaceEngine, monkeypatch: pytest.MonkeyPatch,
-         every_frame: bool) -> tuple[list[tuple[Any, ...]], CameraMotion]:
+def _run(store: Path, clip: Path, engine: FaceEngine, monkeypatch: pytest.MonkeyPatch, every_frame: bool,
+         size: tuple[int, int] | None) -> tuple[list[tuple[Any, ...]], CameraMotion]:
     with monkeypatch.context() as patch:
         if every_frame:
             patch.setattr(tracking_module, "CameraMotion", EveryFrame)
         config = config_for(store, {"cam": clip})
         camera = config.cameras["cam"]
         camera.motion = dataclasses.replace(camera.motion, enabled=False)  # every sampled frame analysed
+        if size is not None:
+            camera.detect = dataclasses.replace(camera.detect, width=size[0], height=size[1])
         pipeline = Pipeline(config, engine=engine, actor="tester", start_time=START)
         pipeline.run(until_done=True)
     motion = pipeline.cameras[0].tracking.motion
@@ -115,12 +118,13 @@ def _run(store: Path, clip: Path, engine: FaceEngine, monkeypatch: pytest.Monkey
 
 
 def _same_with_and_without(tmp_path: Path, clip: Path, engine: FaceEngine, monkeypatch: pytest.MonkeyPatch,
-                           name: str, photo: Path) -> tuple[list[tuple[Any, ...]], CameraMotion]:
+                           name: str, photo: Path, size: tuple[int, int] | None = None,
+                           ) -> tuple[list[tuple[Any, ...]], CameraMotion]:
     runs = {}
     for label, every_frame in (("every", True), ("lazy", False)):
         store = tmp_path / label
         enrol(store, engine, name, photo)
-        runs[label] = _run(store, clip, engine, monkeypatch, every_frame)
+        runs[label] = _run(store, clip, engine, monkeypatch, every_frame, size)
     (every, full), (lazy, motion) = runs["every"], runs["lazy"]
     assert full.skipped == 0 and full.estimated > 0
     assert every == lazy, (every, lazy)
@@ -141,8 +145,9 @@ def test_a_still_camera_names_the_same_tracks_with_a_fraction_of_the_optical_flo
 
 
 @pytest.mark.models
+@pytest.mark.parametrize("size", [None, (640, 360)], ids=["1080p", "640x360"])
 def test_street_mp4_names_the_same_tracks(tmp_path: Path, video_engine: FaceEngine, data_dir: Path,
-                                          monkeypatch: pytest.MonkeyPatch) -> None:
+                                          monkeypatch: pytest.MonkeyPatch, size: tuple[int, int] | None) -> None:
     street = data_dir / "video" / "street.mp4"
     if not street.exists():
         pytest.skip(f"{street} is absent")
@@ -151,7 +156,7 @@ def test_street_mp4_names_the_same_tracks(tmp_path: Path, video_engine: FaceEngi
         image = next(f for k, f in enumerate(container.decode(video=0)) if k == 100).to_ndarray(format="bgr24")
     photo = tmp_path / "boy.png"
     cv2.imwrite(str(photo), image[733 - 130:733 + 130, 788 - 130:788 + 130])
-    rows, motion = _same_with_and_without(tmp_path, street, video_engine, monkeypatch, "Boy", photo)
+    rows, motion = _same_with_and_without(tmp_path, street, video_engine, monkeypatch, "Boy", photo, size)
     assert len(rows) >= 5 and not motion.still  # a hand-held camera: estimated on every frame with tracks
 
 

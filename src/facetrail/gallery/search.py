@@ -148,8 +148,8 @@ def _owners(session: Session, template_ids: list[int]) -> dict[int, int]:
     owners: dict[int, int] = {}
     for start in range(0, len(template_ids), _IN_CHUNK):
         chunk = template_ids[start:start + _IN_CHUNK]
-        owners.update(session.execute(select(FaceTemplate.id, FaceTemplate.identity_id)
-                                      .where(FaceTemplate.id.in_(chunk))).tuples().all())
+        owners.update(dict(session.execute(select(FaceTemplate.id, FaceTemplate.identity_id)
+                                           .where(FaceTemplate.id.in_(chunk))).all()))
     return owners
 
 

@@ -1,12 +1,12 @@
 """Camera-motion estimation skips what nobody needs, and the pipeline still tracks and names the same people.
 
-The flow follows 150 corners where it followed 300. A still camera is estimated only every ``CHECK_EVERY``-th frame once it has
-been still for ``STILL_FRAMES`` frames, and frames without a track skip the
-optical flow. These tests run real clips through the real pipeline twice, with
-the shortcuts and with the optical flow on every frame (the previous
-behaviour: 300 corners, every frame), and compare every sighting: a still
-camera of real faces, street.mp4 (a hand-held camera) at 1080p and 640x360,
-and the panning demo clip.
+The flow follows 150 corners where it followed 300. A still camera is
+estimated only every ``CHECK_EVERY``-th frame once it has been still for
+``STILL_FRAMES`` frames, and frames without a track skip the optical flow.
+These tests run real clips through the real pipeline twice, with the
+shortcuts and with the previous behaviour (300 corners, every frame), and
+compare every sighting: a still camera of real faces, street.mp4 (a hand-held
+camera) at 1080p and 640x360, and the panning demo clip.
 """
 
 from __future__ import annotations

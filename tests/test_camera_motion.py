@@ -4,7 +4,8 @@ The flow follows 150 corners where it followed 300. A still camera is
 estimated only every ``CHECK_EVERY``-th frame once it has been still for
 ``STILL_FRAMES`` frames, and frames without a track skip the optical flow.
 These tests run real clips through the real pipeline twice, with the
-shortcuts and with the previous behaviour (300 corners, every frame), and
+shortcuts and with the previous behaviour (300 corners, every frame, the grey
+copy shrunk in colour), and
 compare every sighting: a still camera of real faces, street.mp4 (a hand-held
 camera) at 1080p and 640x360, and the panning demo clip.
 """
@@ -45,6 +46,13 @@ class EveryFrame(CameraMotion):
 
     def estimate(self, image: BGRImage, *, needed: bool = True) -> np.ndarray | None:
         return super().estimate(image)
+
+    def _small(self, image: BGRImage) -> np.ndarray:  # shrunk in colour, then made grey
+        height, width = image.shape[:2]
+        self._scale = min(1.0, self.work_width / width)
+        size = (max(1, round(width * self._scale)), max(1, round(height * self._scale)))
+        return np.asarray(cv2.cvtColor(cv2.resize(image, size, interpolation=cv2.INTER_AREA), cv2.COLOR_BGR2GRAY),
+                          np.uint8)
 
 
 def _window(photo: BGRImage, x: int, noise: np.random.Generator) -> BGRImage:

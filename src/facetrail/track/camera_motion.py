@@ -7,7 +7,7 @@ flow on a small grey copy, a RANSAC similarity transform) and applied to the
 tracks' predictions before they are matched.
 
 The optical flow costs 2.5-3 ms of CPU per frame (150 corners on the 320-px
-copy; the copy itself 0.1 ms from 640x360, 1.8 ms from 1080p), more than the
+copy; the copy itself 0.1 ms from 640x360, 1.1 ms from 1080p), more than the
 tracker itself, and most cameras never move. Two shortcuts keep the result
 where it matters:
 
@@ -119,7 +119,9 @@ class CameraMotion:
         height, width = image.shape[:2]
         self._scale = min(1.0, self.work_width / width)
         size = (max(1, round(width * self._scale)), max(1, round(height * self._scale)))
-        return np.asarray(cv2.cvtColor(cv2.resize(image, size, interpolation=cv2.INTER_AREA), cv2.COLOR_BGR2GRAY),
+        # grey first, then shrink one channel instead of three: 1.1 ms instead of 1.9 from 1080p (at most one
+        # grey level apart)
+        return np.asarray(cv2.resize(cv2.cvtColor(image, cv2.COLOR_BGR2GRAY), size, interpolation=cv2.INTER_AREA),
                           np.uint8)
 
 

@@ -20,7 +20,11 @@ RGB view), which must give the identical blob.
 This is a diagnostic: it wraps the engine's private functions, so it follows
 their implementation. Decoding is not included (see bench/video.py).
 
-Run: ``.venv/bin/python bench/frame_cost.py [--repeat 3] [--clip PATH ...]``
+``--still`` adds a still camera's clip (made by ``facetrail.synth``: real
+people walking in, sensor noise), where camera motion is estimated only every
+few frames once the camera is found still.
+
+Run: ``.venv/bin/python bench/frame_cost.py [--repeat 3] [--clip PATH ...] [--still]``
 """
 
 from __future__ import annotations
@@ -56,6 +60,9 @@ from facetrail.pipeline.analyzer import FrameAnalyzer
 from facetrail.pipeline.runner import Pipeline, PipelineStats
 from facetrail.pipeline.tracking import CameraTracking
 from facetrail.store.models import Identity, Sighting
+from facetrail.synth.door_clips import head_and_shoulders
+from facetrail.synth.scenes import Appearance, composite_scene
+from facetrail.synth.writer import write_clip
 from facetrail.track.camera_motion import CameraMotion
 from facetrail.track.tracker import FaceTracker
 from facetrail.video.frames import Frame
@@ -64,6 +71,7 @@ from facetrail.vision import detector as detector_module
 from facetrail.vision import upright as upright_module
 from facetrail.vision.engine import EngineConfig, FaceEngine
 from facetrail.vision.lowlight import LowLightConfig
+from facetrail.vision.samples import sample_image
 
 SHARED = Path(os.environ.get("FACETRAIL_SHARED_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
 STREET = SHARED / "video" / "street.mp4"
@@ -284,6 +292,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--repeat", type=int, default=3, help="passes over each clip (default 3)")
     parser.add_argument("--clip", action="append", type=Path, help="more clips (default: street.mp4 only)")
+    parser.add_argument("--still", action="store_true",
+                        help="also a still camera (most CCTV): 10 s of two real people walking in, 960x540, made by "
+                             "facetrail.synth, where camera motion is estimated only now and then")
     parser.add_argument("--names", action="store_true",
                         help="also run the real pipeline on street.mp4 (1080p, 640x360), the demo clip and a door "
                              "clip on both canvases and print who is named")
@@ -297,6 +308,9 @@ def main() -> None:
     clips: list[tuple[str, Path, tuple[int, int] | None]] = [("street.mp4 1920x1080", STREET, None),
                                                              ("street.mp4 640x360", STREET, (640, 360))]
     clips += [(str(path), path, None) for path in args.clip or []]
+    held = tempfile.TemporaryDirectory()
+    if args.still:
+        clips.append(("still camera 960x540 (synth, yaoming.jpg + biden.jpg)", still_clip(Path(held.name)), None))
     if args.names or args.names_only:
         with tempfile.TemporaryDirectory() as tmp:
             names_section({"square": FaceEngine(EngineConfig(video_canvas="square")),
@@ -332,6 +346,19 @@ def main() -> None:
                 print(row)
         for s in (before, after):
             s.pipeline.gallery.close()
+    held.cleanup()
+
+
+def still_clip(folder: Path) -> Path:
+    """A still camera's 10 s clip of two real people walking in (sensor noise), as the pipeline tests make."""
+    engine = FaceEngine(EngineConfig())
+    people = [head_and_shoulders(engine, sample_image("yaoming.jpg")),
+              head_and_shoulders(engine, SHARED / "faces" / "biden" / "biden.jpg")]
+    walks = [Appearance(people[1], 0.0, 9.5, (0.7, 0.52), (0.72, 0.55), 0.495, 0.55),
+             Appearance(people[0], 3.0, 9.0, (0.3, 0.52), (0.32, 0.55), 0.495, 0.55)]
+    path = folder / "still.mp4"
+    write_clip(path, composite_scene(walks, duration_s=10.0, fps=10.0, noise=2.0), fps=10.0)
+    return path
 
 
 def make_setting_copy(setting: Setting) -> Setting:

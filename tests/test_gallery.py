@@ -19,7 +19,7 @@ from facetrail.gallery.enrol import EnrolOptions, Outcome, enrol_folder
 from facetrail.gallery.errors import GalleryError
 from facetrail.gallery.gallery import Gallery, GallerySettings
 from facetrail.gallery.people import add_negative, forget
-from facetrail.gallery.search import search_embedding
+from facetrail.gallery.search import match_many, search_embedding
 from facetrail.gallery.watchlists import add_member, create_watchlist
 from facetrail.store.audit import verify_chain
 from facetrail.store.models import (
@@ -141,6 +141,29 @@ def test_negative_example_stops_a_match(tmp_path: Path, data_dir: Path, engine: 
     other = probe_vector(engine, data_dir / "faces" / "obama" / "obama.jpg")
     still = search_embedding(gallery, other, purpose="t", actor="t")
     assert still.best is not None and still.best.display_name == "obama"
+
+
+def test_match_many_answers_each_row_as_a_search_of_it_alone(tmp_path: Path, data_dir: Path,
+                                                             engine: FaceEngine) -> None:
+    """The pipeline matches a track's shots in one call (one query per kind for all rows): each row's answer is
+    the audited single search's, negative examples included."""
+    probes = enrolment_tree(data_dir, tmp_path / "people")
+    gallery = open_gallery(tmp_path, engine)
+    enrol_folder(gallery, tmp_path / "people", OPTIONS)
+    names = sorted(probes)
+    vectors = [probe_vector(engine, probes[name]) for name in names]
+    add_negative(gallery, "obama", vectors[names.index("obama")], actor="reviewer")
+    stranger = np.random.default_rng(0).normal(size=vectors[0].shape).astype(np.float32)
+    rows = np.stack([*vectors, stranger / np.linalg.norm(stranger)])
+    together = match_many(gallery, rows)
+    for row, match in zip(rows, together, strict=True):
+        alone = search_embedding(gallery, row, purpose="t", actor="t", top=1)
+        expected = alone.matches[0] if alone.matches else None
+        assert match == expected
+    named = [m.display_name if m is not None and m.score >= engine.threshold else None for m in together]
+    assert named[names.index("obama")] != "obama"  # the negative example holds in a batch too
+    assert sum(n == name for n, name in zip(named, names, strict=False)) >= len(names) - 2
+    assert named[-1] is None
 
 
 def test_forget_removes_every_trace(tmp_path: Path, data_dir: Path, engine: FaceEngine, db_url: str) -> None:

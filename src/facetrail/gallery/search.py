@@ -31,6 +31,7 @@ from facetrail.store.sealed import open_column
 # Templates fetched per requested identity: one person may hold several templates.
 _OVERSAMPLE = 10
 _MIN_CANDIDATES = 50
+_IN_CHUNK = 500  # ids per IN (...) list, well under any database's limit on bound parameters
 
 
 @dataclass(frozen=True)
@@ -96,28 +97,29 @@ def match_many(gallery: Gallery, vectors: np.ndarray) -> list[Match | None]:
     """Best identity (any score) for each row of ``vectors``, negatives applied; not audited.
 
     For callers that audit at a higher level (the video pipeline records one
-    audit entry per run with its purpose, not one per face).
+    audit entry per run with its purpose, not one per face). Three queries for
+    all the rows together (template owners, negative examples, names): a
+    track's decision matches all of its shots at once.
     """
     queries = np.asarray(vectors, np.float32).reshape(len(vectors), -1)
     wanted = min(len(gallery.index), _MIN_CANDIDATES)
     if not wanted or not len(queries):
         return [None] * len(queries)
     hits = gallery.index.search(queries, wanted)
-    out: list[Match | None] = []
     with gallery.db.session() as session:
-        for row in range(len(queries)):
-            one = SearchHits(hits.scores[row:row + 1], hits.ids[row:row + 1])
-            best = _best_per_identity(session, one, None)
-            suppressed = _negatives(session, gallery.keys, queries[row], best, gallery.model_id)
-            ranked = sorted(((score, template_id, identity_id) for identity_id, (score, template_id) in best.items()
-                             if identity_id not in suppressed), reverse=True)
-            if not ranked:
-                out.append(None)
-                continue
-            score, template_id, identity_id = ranked[0]
-            name = session.scalar(select(Identity.display_name).where(Identity.id == identity_id)) or "?"
-            out.append(Match(identity_id, name, score, template_id))
-    return out
+        owners = _owners(session, [int(i) for i in np.unique(hits.ids[hits.ids >= 0])])
+        bests = [_best_of(owners, hits.scores[row], hits.ids[row], None) for row in range(len(queries))]
+        negatives = _negative_vectors(session, gallery.keys, {i for best in bests for i in best}, gallery.model_id)
+        ranked: list[tuple[float, int, int] | None] = []
+        for row, best in enumerate(bests):
+            suppressed = _suppressed(queries[row], best, negatives)
+            kept = [(score, template_id, identity_id) for identity_id, (score, template_id) in best.items()
+                    if identity_id not in suppressed]
+            ranked.append(max(kept) if kept else None)
+        winners = list({top[2] for top in ranked if top is not None})
+        names = dict(session.execute(select(Identity.id, Identity.display_name)
+                                     .where(Identity.id.in_(winners))).all()) if winners else {}
+    return [None if top is None else Match(top[2], names.get(top[2]) or "?", top[0], top[1]) for top in ranked]
 
 
 def _scope(session: Session, gallery: Gallery, watchlist: str | None) -> tuple[float, set[int] | None]:
@@ -137,14 +139,26 @@ def _scope(session: Session, gallery: Gallery, watchlist: str | None) -> tuple[f
 
 
 def _best_per_identity(session: Session, hits: SearchHits, members: set[int] | None) -> dict[int, tuple[float, int]]:
-    scores = hits.scores[0]
-    ids = hits.ids[0]
+    valid = hits.ids[0][hits.ids[0] >= 0]
+    return _best_of(_owners(session, [int(i) for i in valid]), hits.scores[0], hits.ids[0], members)
+
+
+def _owners(session: Session, template_ids: list[int]) -> dict[int, int]:
+    """Template id -> identity id, for the templates that still exist."""
+    owners: dict[int, int] = {}
+    for start in range(0, len(template_ids), _IN_CHUNK):
+        chunk = template_ids[start:start + _IN_CHUNK]
+        owners.update(dict(session.execute(select(FaceTemplate.id, FaceTemplate.identity_id)
+                                           .where(FaceTemplate.id.in_(chunk))).all()))
+    return owners
+
+
+def _best_of(owners: dict[int, int], scores: np.ndarray, ids: np.ndarray,
+             members: set[int] | None) -> dict[int, tuple[float, int]]:
+    """Identity -> (best score, its template) among one query's hits (``members``: the identities allowed)."""
     valid = ids >= 0
-    template_ids = [int(i) for i in ids[valid]]
-    owners = dict(session.execute(select(FaceTemplate.id, FaceTemplate.identity_id)
-                                  .where(FaceTemplate.id.in_(template_ids))).all())
     best: dict[int, tuple[float, int]] = {}
-    for template_id, score in zip(template_ids, scores[valid], strict=True):
+    for template_id, score in zip((int(i) for i in ids[valid]), scores[valid], strict=True):
         identity_id = owners.get(template_id)
         if identity_id is None or (members is not None and identity_id not in members):
             continue
@@ -158,12 +172,23 @@ def _negatives(session: Session, keys: KeyRing, query: np.ndarray, candidates: d
     """Candidates the query must not match: it is closer to a face known NOT to be them than to them."""
     if not candidates:
         return set()
+    return _suppressed(query, candidates, _negative_vectors(session, keys, set(candidates), model_id))
+
+
+def _negative_vectors(session: Session, keys: KeyRing, identities: set[int],
+                      model_id: str) -> list[tuple[int, np.ndarray]]:
+    """(identity id, embedding) of every negative example of these identities under ``model_id``."""
+    if not identities:
+        return []
     rows = session.execute(select(NegativeExample.id, NegativeExample.identity_id, NegativeExample.embedding)
-                           .where(NegativeExample.identity_id.in_(list(candidates)),
+                           .where(NegativeExample.identity_id.in_(sorted(identities)),
                                   NegativeExample.model_id == model_id)).all()
     plain = open_column(keys, session, "negative_examples", "embedding", [(r.id, r.embedding) for r in rows])
-    suppressed = set()
-    for (_, identity_id, _), blob in zip(rows, plain, strict=True):
-        if float(np.frombuffer(blob, np.float32) @ query) >= candidates[identity_id][0]:
-            suppressed.add(identity_id)
-    return suppressed
+    return [(row.identity_id, np.frombuffer(blob, np.float32)) for row, blob in zip(rows, plain, strict=True)]
+
+
+def _suppressed(query: np.ndarray, candidates: dict[int, tuple[float, int]],
+                negatives: list[tuple[int, np.ndarray]]) -> set[int]:
+    """The candidates whose negative example is at least as close to ``query`` as their best template."""
+    return {identity_id for identity_id, vector in negatives
+            if identity_id in candidates and float(vector @ query) >= candidates[identity_id][0]}

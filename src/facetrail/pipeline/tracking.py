@@ -100,7 +100,8 @@ class CameraTracking:
         self._frame = (frame, analysed)
         self._started, self._quality = set(), {}
         requests = []
-        camera_motion = self.motion.estimate(frame.image)
+        # The camera's motion only moves existing tracks: with none, the optical flow is skipped.
+        camera_motion = self.motion.estimate(frame.image, needed=bool(self.tracker.active))
         if self.high_resolution is not None:
             self.high_resolution.advance(frame)
         for track in self.tracker.update(analysed.faces.xyxy, analysed.faces.scores, t, camera_motion):

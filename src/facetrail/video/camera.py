@@ -27,6 +27,7 @@ from typing import Annotated, Literal
 from pydantic import ConfigDict, Field, field_validator, model_validator
 from pydantic.dataclasses import dataclass
 
+from facetrail.video.backoff import Backoff, Pacer
 from facetrail.video.decoding import DEFAULT_DECODE_THREADS, HWACCEL_TYPES
 from facetrail.video.errors import SourceError, StreamEndedError, mask_credentials
 from facetrail.video.frames import Frame
@@ -219,9 +220,7 @@ class Camera:
         self._ended = False
         self._start_time = datetime.now(UTC)
         self._state: CameraState = "connecting"
-        self._error: str | None = None
-        self._attempts = 0
-        self._next_retry_at: datetime | None = None
+        self._backoff = Backoff(settings.reconnect, self._stop)
         self._last_frame_at: datetime | None = None
         self._source: FrameSource | None = None
         self._decoded_closed = 0  # decoded by sources already closed
@@ -255,7 +254,7 @@ class Camera:
         with self._cond:
             if self._state not in ("finished", "failed"):
                 self._state = "stopped"
-            self._next_retry_at = None
+            self._backoff.waited()
             self._cond.notify_all()
         if self._thread is not None and self._thread is not threading.current_thread():
             self._thread.join(timeout)
@@ -294,8 +293,9 @@ class Camera:
             decoded = self._decoded_closed + (self._source.frames_decoded if self._source is not None else 0)
             not_decoded = self._not_decoded_closed + _skipped_by_decoder(self._source)
             return CameraStatus(
-                name=self.settings.name, state=self._state, last_frame_at=self._last_frame_at, error=self._error,
-                attempts=self._attempts, next_retry_at=self._next_retry_at, frames_decoded=decoded,
+                name=self.settings.name, state=self._state, last_frame_at=self._last_frame_at,
+                error=self._backoff.error, attempts=self._backoff.attempts,
+                next_retry_at=self._backoff.next_retry_at, frames_decoded=decoded,
                 frames_analysed=self._analysed, frames_skipped_motion=self._skipped,
                 analysed_fps=self._fps("analysed"), frames_dropped=self._dropped, connections=self._connections,
                 path=self._label, target_fps=self.settings.detect.fps, dropped_fps=self._fps("dropped"),
@@ -326,7 +326,7 @@ class Camera:
             log.exception("camera %s: reader crashed", self.settings.name)
             with self._cond:
                 self._state = "failed"
-                self._error = mask_credentials(f"internal error: {type(error).__name__}: {error}")
+                self._backoff.error = mask_credentials(f"internal error: {type(error).__name__}: {error}")
         finally:
             with self._cond:
                 if self._state not in ("finished", "failed"):
@@ -356,7 +356,8 @@ class Camera:
                 continue
             with self._cond:
                 self._check_stop()
-                self._state, self._next_retry_at, self._source = "connected", None, source
+                self._state, self._source = "connected", source
+                self._backoff.waited()
                 self._connections += 1
             log.info("camera %s: reading %s", settings.name, self._label)
             if stream:
@@ -365,11 +366,11 @@ class Camera:
                     offset = last[0] + time.monotonic() - last[1]
             delivered = 0
             try:
-                pace: tuple[float, float] | None = None
+                pacer = Pacer(self._stop)
                 for pts, image in source:
                     self._check_stop()
-                    if self._live and not stream:
-                        pace = self._pace(pace, offset + pts)
+                    if self._live and not stream and not pacer.wait(offset + pts):
+                        raise _Stopped
                     last = (offset + pts, time.monotonic())
                     if not stream:
                         resume = pts
@@ -411,7 +412,8 @@ class Camera:
         received = time.monotonic()
         now = datetime.now(UTC)
         with self._cond:
-            self._attempts, self._error, self._last_frame_at = 0, None, now
+            self._backoff.succeeded()
+            self._last_frame_at = now
             if self._first_frame is None:
                 self._first_frame = received
             if decision == "skip":
@@ -446,37 +448,25 @@ class Camera:
             self._queue.append(frame)
             self._cond.notify_all()
 
-    def _pace(self, pace: tuple[float, float] | None, pts: float) -> tuple[float, float]:
-        """Sleep until the frame's moment, so a file plays at its own speed like a live camera."""
-        if pace is None:
-            return time.monotonic(), pts
-        wait = pace[0] + (pts - pace[1]) - time.monotonic()
-        if wait > 0 and self._stop.wait(wait):
-            raise _Stopped
-        return pace
-
     def _fail(self, message: str) -> None:
         """Record a failure and wait out the back-off; raises _Stopped when giving up or stopped."""
-        reconnect = self.settings.reconnect
         with self._cond:
             self._check_stop()
-            self._attempts += 1
-            self._error = mask_credentials(message)
-            attempts = self._attempts
-            if reconnect.max_attempts is not None and attempts >= reconnect.max_attempts:
-                self._state, self._next_retry_at = "failed", None
+            delay = self._backoff.fail(message)
+            if delay is None:
+                self._state = "failed"
                 self._cond.notify_all()
-                log.error("camera %s: giving up after %d attempts: %s", self.settings.name, attempts, self._error)
+                log.error("camera %s: giving up after %d attempts: %s", self.settings.name,
+                          self._backoff.attempts, self._backoff.error)
                 raise _Stopped
-            delay = reconnect.delay(attempts)
             # "retrying" lasts until the source opens again, so it covers the reconnect attempt too.
             self._state = "retrying"
-            self._next_retry_at = datetime.now(UTC) + timedelta(seconds=delay)
-        log.warning("camera %s: %s; retrying in %.1f s (failure %d)", self.settings.name, self._error, delay, attempts)
-        if self._stop.wait(delay):
+        log.warning("camera %s: %s; retrying in %.1f s (failure %d)", self.settings.name, self._backoff.error,
+                    delay, self._backoff.attempts)
+        if not self._backoff.wait(delay):
             raise _Stopped
         with self._cond:
-            self._next_retry_at = None
+            self._backoff.waited()
 
     def _check_stop(self) -> None:
         if self._stop.is_set():

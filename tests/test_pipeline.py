@@ -287,3 +287,28 @@ def test_the_same_pipeline_on_postgresql(tmp_path: Path, video_engine: FaceEngin
         assert not (store / "facetrail.db").exists()  # nothing went to a SQLite file by mistake
     finally:
         gallery.db.dispose()
+
+
+def test_detection_ahead_on_its_own_thread_tracks_every_frame_as_the_plain_loop_does(
+        tmp_path: Path, video_engine: FaceEngine, people: dict[str, BGRImage]) -> None:
+    """Two cameras whose files end at different times: overlapped detection loses no frame at the end of a
+    file (a camera closes only once every frame taken from it was tracked) and finds the same sightings."""
+    from datetime import UTC, datetime
+
+    from facetrail.pipeline.runner import Pipeline
+
+    short = make_clip(tmp_path / "short.mp4", [walk_in(people["yao"], 0.0, 2.9, 0.4)], 3.0)
+    long = make_clip(tmp_path / "long.mp4", [walk_in(people["rudd"], 0.0, 5.0, 0.3),
+                                             walk_in(people["yao"], 3.0, 6.0, 0.7)], 6.0, seed=2)
+    results = {}
+    for overlap in (True, False):
+        store = tmp_path / f"data-{overlap}"
+        enrol(store, video_engine, "Yao Ming", sample_image("yaoming.jpg"))
+        pipeline = Pipeline(config_for(store, {"short": short, "long": long}), engine=video_engine,
+                            start_time=datetime(2026, 5, 1, 9, 0, tzinfo=UTC))
+        stats = pipeline.run(until_done=True, overlap=overlap)
+        assert stats.frames == sum(s.frames_analysed for s in pipeline.status()) > 0
+        results[overlap] = sorted((s.camera, s.first_seen, s.last_seen, s.frames, s.identity_id or 0)
+                                  for s in sightings(store))
+    assert results[True] == results[False]
+    assert any(row[-1] for row in results[True])  # Yao Ming was named

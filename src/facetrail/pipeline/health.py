@@ -11,6 +11,7 @@ status until it succeeds again.
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import TypeVar
@@ -54,6 +55,7 @@ class PipelineHealth:
 
     def __init__(self, cameras: Iterable[str]) -> None:
         self.cameras = {name: CameraHealth() for name in cameras}
+        self._lock = threading.Lock()  # detection (its own thread) and tracking count faults of one camera
 
     def guard(self, camera: str | None, part: str, call: Callable[[], T]) -> T | None:
         """``call()``; on an exception log and count it against ``camera`` (None: every camera), return None."""
@@ -61,13 +63,15 @@ class PipelineHealth:
         try:
             result = call()
         except Exception as error:
-            in_a_row = max(self.cameras[name].failed(part, error) for name in targets)
+            with self._lock:
+                in_a_row = max(self.cameras[name].failed(part, error) for name in targets)
             where = f"camera {camera}" if camera is not None else "every camera"
             if in_a_row == 1 or in_a_row == FAILING_AFTER:
                 log.exception("%s, %s failed (%d in a row; retried on the next frame)", where, part, in_a_row)
             else:
                 log.warning("%s, %s failed again (%d in a row): %s", where, part, in_a_row, error)
             return None
-        for name in targets:
-            self.cameras[name].succeeded(part)
+        with self._lock:
+            for name in targets:
+                self.cameras[name].succeeded(part)
         return result

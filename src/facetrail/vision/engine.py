@@ -180,6 +180,11 @@ class FaceEngine:
         return self.embedder.spec
 
     @property
+    def on_accelerator(self) -> bool:
+        """True when the detector runs on a GPU (or other accelerator) provider rather than the CPU."""
+        return self.detector.providers[0] != "CPUExecutionProvider"
+
+    @property
     def threshold(self) -> float:
         """Calibrated same-person cosine threshold of the recogniser."""
         calibration = self.recogniser.calibration

@@ -62,8 +62,9 @@ from facetrail.gallery.watchlists import add_member, create_watchlist
 from facetrail.pipeline.batch import FrameBatch
 from facetrail.pipeline.consumers import Consumer
 from facetrail.pipeline.runner import Pipeline
+from facetrail.pipeline.settings import engine_config
 from facetrail.store.models import FaceTemplate, Identity
-from facetrail.vision.engine import EngineConfig, FaceEngine
+from facetrail.vision.engine import FaceEngine
 from facetrail.vision.image import BGRImage
 from live_streams import LiveStreams, loop_file, make_cut
 
@@ -103,6 +104,9 @@ OTHERS = {"Biden": "biden/biden2.jpg", "Obama": "obama/obama.jpg", "Kit Haringto
           "Rob Lowe": "rob_lowe/Rob_Lowe_0001.jpg", "Shea Whigham": "shea_whigham/1.jpg"}
 RADIUS = 0.055  # a named face this far (share of the frame width) from where the person is, is someone else
 EDGE_S = 0.12  # outside the annotated span, the nearest row still counts this long
+
+
+PIPELINE_DEFAULTS = "purpose: benchmark\ncameras:\n  cam:\n    inputs:\n      - path: clip.mp4\n"
 
 
 def truth_at(name: str, t: float) -> tuple[float, float] | None:
@@ -611,7 +615,8 @@ def main() -> None:
     if not STREET.exists():
         raise SystemExit(f"{STREET} is missing (set FACETRAIL_SHARED_DATA to the shared data folder)")
 
-    engine = FaceEngine(EngineConfig())
+    # The engine the pipeline builds for itself (pipeline/settings.py): one onnxruntime thread per session.
+    engine = FaceEngine(engine_config(parse_config(PIPELINE_DEFAULTS)))
     figures: dict[str, Any] = {
         "machine": {"cpu": cpu_model(), "logical_cpus": os.cpu_count(), "python": platform.python_version(),
                     "pyav": av.__version__, "ffmpeg": ".".join(map(str, av.ffmpeg_version_info))
@@ -624,7 +629,8 @@ def main() -> None:
     print(f"machine   : {cpu_model()}, {os.cpu_count()} logical CPUs, Python {platform.python_version()}, "
           f"PyAV {av.__version__}; load average {os.getloadavg()[0]:.2f} at start")
     print(f"settings  : analysis {ANALYSIS_FPS:g} fps for both; facetrail's default engine and pipeline "
-          f"(EngineConfig()); naive = InsightFace FaceAnalysis det_size 640x640 on the same SCRFD-500M and "
+          f"(pipeline.settings.engine_config: {engine.config.threads} onnxruntime thread per session); "
+          "naive = InsightFace FaceAnalysis det_size 640x640 on the same SCRFD-500M and "
           f"w600k_mbf files, every face matched at facetrail's threshold {engine.threshold:.4f}")
     with tempfile.TemporaryDirectory(prefix="facetrail-bench-video-") as tmp:
         folder = Path(tmp)

@@ -35,6 +35,12 @@ def data_dir() -> Path:
 
 
 @pytest.fixture(scope="session")
+def video_engine() -> FaceEngine:
+    """A face engine with the defaults the video tests run the pipeline on (shared: it holds no state)."""
+    return FaceEngine(EngineConfig())
+
+
+@pytest.fixture(scope="session")
 def street_mp4(data_dir: Path) -> Path:
     """The shared real video: 4.2 s of 1080p25, a dozen people walking towards the camera."""
     path = data_dir / "video" / "street.mp4"

@@ -30,7 +30,7 @@ from facetrail.store.models import Sighting
 from facetrail.synth.scenes import demo_clip
 from facetrail.track import camera_motion
 from facetrail.track.camera_motion import CameraMotion
-from facetrail.vision.engine import EngineConfig, FaceEngine
+from facetrail.vision.engine import FaceEngine
 from facetrail.vision.image import BGRImage, load_image
 from facetrail.vision.samples import sample_image
 from pipeline_kit import config_for, enrol, head_and_shoulders, make_clip, walk_in
@@ -95,11 +95,6 @@ def test_no_track_means_no_optical_flow_and_the_next_estimate_is_unchanged() -> 
 
 
 # -- the pipeline, with and without the shortcuts ---------------------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def video_engine() -> FaceEngine:
-    return FaceEngine(EngineConfig())
 
 
 def _run(store: Path, clip: Path, engine: FaceEngine, monkeypatch: pytest.MonkeyPatch, every_frame: bool,

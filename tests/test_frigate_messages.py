@@ -30,7 +30,7 @@ from facetrail.config.loader import parse_config
 from facetrail.gallery.gallery import Gallery, GallerySettings
 from facetrail.pipeline.runner import Pipeline
 from facetrail.store.models import Event, OutboxMessage
-from facetrail.vision.engine import EngineConfig, FaceEngine
+from facetrail.vision.engine import FaceEngine
 from facetrail.vision.samples import sample_image
 from mqtt_kit import Listener
 from pipeline_kit import config_for, enrol, head_and_shoulders, make_clip, walk_in
@@ -81,11 +81,6 @@ def test_public_url_makes_links_absolute() -> None:
     config = parse_config(minimal + "server:\n  public_url: https://faces.example.org/\n", "site.yml")
     assert config.server.public_url == "https://faces.example.org"
     assert parse_config(minimal, "site.yml").server.public_url is None
-
-
-@pytest.fixture(scope="module")
-def video_engine() -> FaceEngine:
-    return FaceEngine(EngineConfig())
 
 
 @pytest.mark.models

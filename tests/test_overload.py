@@ -27,7 +27,7 @@ from facetrail.pipeline.runner import Pipeline
 from facetrail.store.models import CameraState
 from facetrail.video.camera import Camera, CameraSettings, DetectSettings, VideoInput
 from facetrail.video.motion import MotionSettings
-from facetrail.vision.engine import EngineConfig, FaceEngine
+from facetrail.vision.engine import FaceEngine
 from facetrail.vision.samples import sample_image
 from facetrail.web.app import install_dashboard
 from pipeline_kit import head_and_shoulders, make_clip, walk_in
@@ -37,11 +37,6 @@ pytestmark = pytest.mark.models
 
 LIVE = ("north", "south", "east", "west")
 CLIP_FPS = 10  # pipeline_kit's clips; the cameras ask for every frame, so each is overloaded on its own
-
-
-@pytest.fixture(scope="module")
-def video_engine() -> FaceEngine:
-    return FaceEngine(EngineConfig())
 
 
 @pytest.fixture(scope="module")

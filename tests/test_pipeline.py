@@ -14,18 +14,12 @@ from facetrail.gallery.gallery import Gallery, GallerySettings
 from facetrail.gallery.history import search_history, timeline
 from facetrail.store.audit import verify_chain
 from facetrail.store.models import AuditEntry, Event, OutboxMessage, Sighting, Visitor
-from facetrail.vision.engine import EngineConfig, FaceEngine
+from facetrail.vision.engine import FaceEngine
 from facetrail.vision.image import BGRImage
 from facetrail.vision.samples import sample_image
 from pipeline_kit import config_for, enrol, head_and_shoulders, make_clip, run, walk_in
 
 pytestmark = pytest.mark.models
-
-
-@pytest.fixture(scope="module")
-def video_engine() -> FaceEngine:
-    """The engine as the pipeline builds it (no rotation search)."""
-    return FaceEngine(EngineConfig())
 
 
 @pytest.fixture(scope="module")

@@ -18,18 +18,13 @@ from facetrail.gallery.gallery import Gallery, GallerySettings
 from facetrail.pipeline.runner import Pipeline
 from facetrail.store.audit import verify_chain
 from facetrail.store.models import Event, OutboxMessage
-from facetrail.vision.engine import EngineConfig, FaceEngine
+from facetrail.vision.engine import FaceEngine
 from facetrail.vision.samples import sample_image
 from pipeline_kit import config_for, enrol, head_and_shoulders, make_clip, walk_in
 from services import MOSQUITTO, SECRET_A, Mosquitto, Receiver, Subscriber, free_port, wait_until
 
 pytestmark = pytest.mark.models
 DELIVERY_WAIT_S = 120.0  # back-off after a long outage: generous, never a timing assertion
-
-
-@pytest.fixture(scope="module")
-def video_engine() -> FaceEngine:
-    return FaceEngine(EngineConfig())
 
 
 @pytest.fixture

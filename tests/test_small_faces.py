@@ -24,7 +24,7 @@ from facetrail.synth.scenes import Appearance, composite_scene
 from facetrail.synth.writer import write_clip
 from facetrail.track.bestshot import Shot, ShotGate
 from facetrail.track.decision import Matcher, decide_weak, weak_threshold
-from facetrail.vision.engine import EngineConfig, FaceEngine
+from facetrail.vision.engine import FaceEngine
 from facetrail.vision.image import BGRImage, load_image
 from facetrail.vision.lowlight import LowLightConfig
 from pipeline_kit import config_for, enrol, head_and_shoulders, run
@@ -40,12 +40,6 @@ ENROLMENT = {  # one photo per person, never the walker's clip photo
     "Rose Leslie": "rose_leslie/img1.jpg", "Alex Lacamoire": "alex_lacamoire/img1.jpg",
     "Rob Lowe": "rob_lowe/Rob_Lowe_0001.jpg",
 }
-
-
-@pytest.fixture(scope="module")
-def video_engine() -> FaceEngine:
-    """The engine as the pipeline builds it (no rotation search)."""
-    return FaceEngine(EngineConfig())
 
 
 def face_width(engine: FaceEngine, cut: BGRImage) -> float:

@@ -8,13 +8,10 @@ stream. Runs go through the whole pipeline into a real SQLite file.
 
 from __future__ import annotations
 
-import contextlib
 import subprocess
 import sys
-import threading
 import time
 from datetime import UTC, datetime
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import av
@@ -35,9 +32,10 @@ from facetrail.synth.writer import write_clip
 from facetrail.track.bestshot import BestShots, BestShotSettings, Shot
 from facetrail.video.frames import Frame
 from facetrail.video.record_stream import RecordStream, RecordStreamSettings
-from facetrail.vision.engine import EngineConfig, FaceEngine
+from facetrail.vision.engine import FaceEngine
 from facetrail.vision.image import BGRImage
 from pipeline_kit import enrol, head_and_shoulders
+from services import FlakyStream
 
 DETECT_SIZE, RECORD_SIZE = (640, 360), (1920, 1080)
 FPS = 10.0
@@ -213,41 +211,14 @@ def as_transport_stream(path: Path, target: Path) -> bytes:
     return target.read_bytes()
 
 
-class DroppingCamera:
-    """A camera's main stream over HTTP: the first response stops half-way, later ones (once allowed) send it all."""
-
-    def __init__(self, payload: bytes) -> None:
-        self.payload, self.requests, self.allow = payload, 0, threading.Event()
-        outer = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_GET(self) -> None:
-                outer.requests += 1
-                first = outer.requests == 1
-                if not first:
-                    outer.allow.wait(30)
-                self.send_response(200)
-                self.send_header("Content-Type", "video/mp2t")
-                self.end_headers()
-                with contextlib.suppress(OSError):
-                    self.wfile.write(outer.payload[: len(outer.payload) // 2] if first else outer.payload)
-
-            def log_message(self, format: str, *args: object) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.server.daemon_threads = True
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/main.ts"
-
-
 def test_a_live_record_stream_that_drops_is_shown_retrying_and_reconnected(tmp_path: Path, data_dir: Path) -> None:
     street = data_dir / "video" / "street.mp4"
     if not street.exists():
         pytest.skip(f"{street} is absent")
     from facetrail.video.camera import ReconnectSettings, VideoInput
 
-    camera = DroppingCamera(as_transport_stream(street, tmp_path / "main.ts"))
-    threading.Thread(target=camera.server.serve_forever, daemon=True).start()
+    camera = FlakyStream(as_transport_stream(street, tmp_path / "main.ts"))
+    camera.thread.start()
     record = RecordStream("street", VideoInput(path=camera.url), RecordStreamSettings(max_gap_s=5), fps=5.0,
                           reconnect=ReconnectSettings(initial_s=0.05, max_s=0.2))
     record.start()
@@ -293,11 +264,6 @@ def test_a_track_asks_for_a_cut_only_when_it_would_embed_the_shot() -> None:
 
 
 # -- small faces through the pipeline ----------------------------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def video_engine() -> FaceEngine:
-    return FaceEngine(EngineConfig())
 
 
 def face_width(engine: FaceEngine, cut: BGRImage) -> float:

@@ -23,7 +23,7 @@ from facetrail.synth import (
     write_clip,
 )
 from facetrail.synth.scenes import DEMO_PLAYER_BOX, synthetic_background
-from facetrail.vision.engine import EngineConfig, FaceEngine
+from facetrail.vision.engine import FaceEngine
 from facetrail.vision.image import BGRImage, as_bgr, load_image
 from facetrail.vision.lowlight import mean_luminance
 from facetrail.vision.types import FaceEmbeddings
@@ -44,12 +44,6 @@ def gradient_frames(count: int, width: int, height: int) -> Iterator[BGRImage]:
     for i in range(count):
         frame = np.broadcast_to(ramp + 20 * i + 20, (height, width, 3))
         yield np.clip(frame, 0, 255).astype(np.uint8)
-
-
-@pytest.fixture(scope="module")
-def video_engine() -> FaceEngine:
-    """The engine as the video pipeline builds it: low-light enhancement on, no rotation search."""
-    return FaceEngine(EngineConfig())
 
 
 @pytest.fixture(scope="module")

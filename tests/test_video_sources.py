@@ -2,15 +2,12 @@
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import socket
-import threading
 import time
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from fractions import Fraction
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import av
@@ -33,6 +30,7 @@ from facetrail.video import (
     open_source,
     stream_options,
 )
+from services import FlakyStream
 
 W, H, RATE = 160, 120, 25
 NO_MOTION_GATE = MotionSettings(enabled=False)
@@ -285,39 +283,6 @@ def test_rtsp_to_a_closed_port_retries_with_the_password_masked(caplog: pytest.L
 
 
 # -- live streams -----------------------------------------------------------------------------------------------
-
-
-class FlakyStream:
-    """A TS file over HTTP: the first response stops half-way; later ones wait for ``allow``, then send it all."""
-
-    def __init__(self, payload: bytes) -> None:
-        self.payload = payload
-        self.requests = 0
-        self.allow = threading.Event()
-        outer = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_GET(self) -> None:
-                outer.requests += 1
-                first = outer.requests == 1
-                if not first:
-                    outer.allow.wait(30)
-                self.send_response(200)
-                self.send_header("Content-Type", "video/mp2t")
-                self.end_headers()  # no Content-Length: the body ends when the connection closes
-                with contextlib.suppress(OSError):  # the camera went away
-                    self.wfile.write(outer.payload[: len(outer.payload) // 2] if first else outer.payload)
-
-            def log_message(self, format: str, *args: object) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.server.daemon_threads = True
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.server.server_address[1]}/live.ts"
 
 
 @pytest.fixture

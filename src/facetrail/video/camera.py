@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import collections
 import logging
-import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass as plain_dataclass
@@ -27,17 +26,18 @@ from typing import Annotated, Literal
 from pydantic import ConfigDict, Field, field_validator, model_validator
 from pydantic.dataclasses import dataclass
 
-from facetrail.video.backoff import Backoff, Pacer
+from facetrail.video.backoff import Pacer
 from facetrail.video.decoding import DEFAULT_DECODE_THREADS, HWACCEL_TYPES
 from facetrail.video.errors import SourceError, StreamEndedError, mask_credentials
 from facetrail.video.frames import Frame
 from facetrail.video.motion import MotionGate, MotionSettings
+from facetrail.video.reader import ReaderState, ReaderThread, Stopped
 from facetrail.video.sources import FrameSource, SourceKind, is_stream, open_source, source_kind
 from facetrail.vision.image import BGRImage
 
 log = logging.getLogger(__name__)
 
-CameraState = Literal["connecting", "connected", "retrying", "failed", "finished", "stopped"]
+CameraState = ReaderState
 FPS_WINDOW_S = 10.0
 LIVE_QUEUE = 1  # frames a live camera keeps for analysis: the newest only
 FILE_QUEUE = 2  # frames a file not read in real time decodes ahead while it waits
@@ -193,11 +193,7 @@ class CameraStatus:
         return self.dropped_fps > 0
 
 
-class _Stopped(Exception):
-    """Leaves the reader loop once the camera is stopped."""
-
-
-class Camera:
+class Camera(ReaderThread):
     """A camera's reader thread and its queue of frames for analysis.
 
     With a ``sink`` every frame is passed to it on the reader thread (keep it quick);
@@ -207,6 +203,7 @@ class Camera:
 
     def __init__(self, settings: CameraSettings, sink: Callable[[Frame], None] | None = None,
                  queue_size: int | None = None) -> None:
+        super().__init__(f"camera {settings.name}", f"camera-{settings.name}", settings.reconnect)
         self.settings = settings
         self._sink = sink
         self._label = mask_credentials(settings.input.path)
@@ -214,13 +211,7 @@ class Camera:
         self._queue: collections.deque[Frame] = collections.deque()
         self._queue_size = max(1, queue_size if queue_size is not None else
                                 LIVE_QUEUE if self._live else FILE_QUEUE)
-        self._cond = threading.Condition()
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
-        self._ended = False
         self._start_time = datetime.now(UTC)
-        self._state: CameraState = "connecting"
-        self._backoff = Backoff(settings.reconnect, self._stop)
         self._last_frame_at: datetime | None = None
         self._source: FrameSource | None = None
         self._decoded_closed = 0  # decoded by sources already closed
@@ -237,32 +228,9 @@ class Camera:
 
     def start(self) -> None:
         """Start the reader thread (a daemon, one per camera)."""
-        if self._thread is not None:
-            raise RuntimeError(f"camera {self.settings.name} was already started")
         start = self.settings.start_time or datetime.now(UTC)
         self._start_time = start if start.tzinfo is not None else start.replace(tzinfo=UTC)
-        self._thread = threading.Thread(target=self._run, name=f"camera-{self.settings.name}", daemon=True)
-        self._thread.start()
-
-    def stop(self, timeout: float = 5.0) -> None:
-        """Stop reading and wait up to ``timeout`` s for the thread.
-
-        Back-off waits, pacing and a full queue are interrupted at once; a blocked
-        network read ends within ``timeout_s``, after which the thread exits by itself.
-        """
-        self._stop.set()
-        with self._cond:
-            if self._state not in ("finished", "failed"):
-                self._state = "stopped"
-            self._backoff.waited()
-            self._cond.notify_all()
-        if self._thread is not None and self._thread is not threading.current_thread():
-            self._thread.join(timeout)
-
-    @property
-    def running(self) -> bool:
-        """True while the reader thread is alive."""
-        return self._thread is not None and self._thread.is_alive()
+        super().start()
 
     def get(self, timeout: float | None = None) -> Frame | None:
         """The oldest waiting frame; None when none comes within ``timeout`` s (0: don't wait) or reading ended."""
@@ -317,23 +285,6 @@ class Camera:
 
     # -- reader thread ----------------------------------------------------------------------------------
 
-    def _run(self) -> None:
-        try:
-            self._read()
-        except _Stopped:
-            pass
-        except Exception as error:  # a bug here must not take the service down
-            log.exception("camera %s: reader crashed", self.settings.name)
-            with self._cond:
-                self._state = "failed"
-                self._backoff.error = mask_credentials(f"internal error: {type(error).__name__}: {error}")
-        finally:
-            with self._cond:
-                if self._state not in ("finished", "failed"):
-                    self._state = "stopped"
-                self._ended = True
-                self._cond.notify_all()
-
     def _read(self) -> None:
         settings = self.settings
         source_input, detect = settings.input, settings.detect
@@ -370,7 +321,7 @@ class Camera:
                 for pts, image in source:
                     self._check_stop()
                     if self._live and not stream and not pacer.wait(offset + pts):
-                        raise _Stopped
+                        raise Stopped
                     last = (offset + pts, time.monotonic())
                     if not stream:
                         resume = pts
@@ -381,7 +332,7 @@ class Camera:
             except SourceError as error:
                 self._fail(str(error))
                 continue
-            except _Stopped:
+            except Stopped:
                 raise
             except Exception as error:
                 log.exception("camera %s: unexpected error reading %s", settings.name, self._label)
@@ -447,30 +398,6 @@ class Camera:
                     self._cond.wait()
             self._queue.append(frame)
             self._cond.notify_all()
-
-    def _fail(self, message: str) -> None:
-        """Record a failure and wait out the back-off; raises _Stopped when giving up or stopped."""
-        with self._cond:
-            self._check_stop()
-            delay = self._backoff.fail(message)
-            if delay is None:
-                self._state = "failed"
-                self._cond.notify_all()
-                log.error("camera %s: giving up after %d attempts: %s", self.settings.name,
-                          self._backoff.attempts, self._backoff.error)
-                raise _Stopped
-            # "retrying" lasts until the source opens again, so it covers the reconnect attempt too.
-            self._state = "retrying"
-        log.warning("camera %s: %s; retrying in %.1f s (failure %d)", self.settings.name, self._backoff.error,
-                    delay, self._backoff.attempts)
-        if not self._backoff.wait(delay):
-            raise _Stopped
-        with self._cond:
-            self._backoff.waited()
-
-    def _check_stop(self) -> None:
-        if self._stop.is_set():
-            raise _Stopped
 
 
 class _Rate:

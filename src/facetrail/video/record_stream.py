@@ -24,7 +24,6 @@ from __future__ import annotations
 import collections
 import logging
 import math
-import threading
 import time
 from dataclasses import dataclass as plain_dataclass
 from datetime import datetime
@@ -36,10 +35,11 @@ import numpy as np
 from pydantic import ConfigDict, Field
 from pydantic.dataclasses import dataclass
 
-from facetrail.video.backoff import Backoff, Pacer
+from facetrail.video.backoff import Pacer
 from facetrail.video.camera import DEFAULT_TIMEOUT_S, CameraState, ReconnectSettings, VideoInput
 from facetrail.video.errors import SourceError, StreamEndedError, mask_credentials
 from facetrail.video.frames import Frame
+from facetrail.video.reader import ReaderThread, Stopped
 from facetrail.video.sources import AVSource, open_video, source_kind
 from facetrail.vision.image import BGRImage
 
@@ -135,11 +135,7 @@ class RecordStatus:
     path: str  # credentials masked
 
 
-class _Stopped(Exception):
-    """Leaves the reader loop once the stream is stopped."""
-
-
-class RecordStream:
+class RecordStream(ReaderThread):
     """The reader thread of a camera's record input and its ring of the newest sampled frames."""
 
     def __init__(self, name: str, source: VideoInput, settings: RecordStreamSettings, *, fps: float,
@@ -150,39 +146,18 @@ class RecordStream:
         self.fps = fps
         self.timeout_s = timeout_s
         self.reconnect = reconnect or ReconnectSettings()
+        super().__init__(f"camera {name}: record stream", f"record-{name}", self.reconnect,
+                         aside="detection goes on")
         self.live = source.live
         self._label = mask_credentials(source.path)
         self._ring: collections.deque[RecordFrame] = collections.deque(maxlen=settings.ring_frames)
-        self._cond = threading.Condition()
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
         self._wanted = -math.inf  # files: the detect stream's latest media time; the reader stops just past it
-        self._state: CameraState = "connecting"
-        self._backoff = Backoff(self.reconnect, self._stop)
         self._source: AVSource | None = None
         self._decoded_closed = 0  # decoded by sources already closed
         self._kept = 0
         self._size: tuple[int, int] | None = None
-        self._ended = False
 
     # -- control and consumer side --------------------------------------------------------------------
-
-    def start(self) -> None:
-        """Start the reader thread (a daemon)."""
-        if self._thread is not None:
-            raise RuntimeError(f"the record stream of {self.name} was already started")
-        self._thread = threading.Thread(target=self._run, name=f"record-{self.name}", daemon=True)
-        self._thread.start()
-
-    def stop(self, timeout: float = 5.0) -> None:
-        """Stop reading and wait up to ``timeout`` s for the thread."""
-        self._stop.set()
-        with self._cond:
-            if self._state not in ("finished", "failed"):
-                self._state = "stopped"
-            self._cond.notify_all()
-        if self._thread is not None and self._thread is not threading.current_thread():
-            self._thread.join(timeout)
 
     @property
     def size(self) -> tuple[int, int] | None:
@@ -240,23 +215,6 @@ class RecordStream:
 
     # -- reader thread ----------------------------------------------------------------------------------
 
-    def _run(self) -> None:
-        try:
-            self._read()
-        except _Stopped:
-            pass
-        except Exception as error:  # a bug here must not take the camera down
-            log.exception("camera %s: the record stream's reader crashed", self.name)
-            with self._cond:
-                self._state = "failed"
-                self._backoff.error = mask_credentials(f"internal error: {type(error).__name__}: {error}")
-        finally:
-            with self._cond:
-                if self._state not in ("finished", "failed"):
-                    self._state = "stopped"
-                self._ended = True
-                self._cond.notify_all()
-
     def _read(self) -> None:
         stream = source_kind(self.source.path) == "stream"
         paced = self.live and not stream  # a file read in real time
@@ -281,7 +239,7 @@ class RecordStream:
                 pacer = Pacer(self._stop)
                 for pts, frame in source.frames():
                     if paced and not pacer.wait(offset + pts):
-                        raise _Stopped
+                        raise Stopped
                     self._keep(RecordFrame(time.time() if self.live else offset + pts, offset + pts, frame))
                     last = offset + pts
                 if stream:
@@ -317,28 +275,3 @@ class RecordStream:
                 while kept.t > self._wanted:
                     self._check_stop()
                     self._cond.wait()
-
-    def _fail(self, message: str) -> None:
-        """Record a failure and wait out the back-off; raises _Stopped when giving up or stopped."""
-        with self._cond:
-            self._check_stop()
-            delay = self._backoff.fail(message)
-            if delay is None:
-                self._state = "failed"
-                self._cond.notify_all()
-                log.error("camera %s: giving up on the record stream after %d attempts: %s (detection goes on)",
-                          self.name, self._backoff.attempts, self._backoff.error)
-                raise _Stopped
-            self._state = "retrying"
-            self._cond.notify_all()
-        log.warning("camera %s: record stream: %s; retrying in %.1f s (failure %d; detection goes on)",
-                    self.name, self._backoff.error, delay, self._backoff.attempts)
-        if not self._backoff.wait(delay):
-            raise _Stopped
-        with self._cond:
-            self._backoff.waited()
-
-    def _check_stop(self) -> None:
-        if self._stop.is_set():
-            raise _Stopped
-

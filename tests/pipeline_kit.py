@@ -70,3 +70,12 @@ def run(config: FacetrailConfig, engine: FaceEngine) -> tuple[PipelineStats, Pip
     pipeline = Pipeline(config, engine=engine, actor="tester")
     stats = pipeline.run(until_done=True)
     return stats, pipeline
+
+
+def face_width(engine: FaceEngine, cut: BGRImage) -> float:
+    """Width in pixels of the main face of a cut-out."""
+    found = engine.analyze(cut)
+    index = found.primary()
+    assert index is not None
+    x1, _, x2, _ = found.detections.xyxy[index]
+    return float(x2 - x1)

@@ -206,7 +206,8 @@ def test_csv_pairs_errors(tmp_path: Path) -> None:
         read_csv_pairs(_write(tmp_path / "b.csv", "file_x,file_y\na,b\n"))
 
 
-def _tree(root: Path, sizes: dict[str, int]) -> Path:
+def image_tree(root: Path, sizes: dict[str, int]) -> Path:
+    """A folder per person holding ``sizes[person]`` empty .jpg files (for the set builders, which only list)."""
     for person, count in sizes.items():
         (root / person).mkdir(parents=True)
         for i in range(count):
@@ -215,7 +216,7 @@ def _tree(root: Path, sizes: dict[str, int]) -> Path:
 
 
 def test_folder_pairs(tmp_path: Path) -> None:
-    root = _tree(tmp_path / "people", {"a": 4, "b": 3, "c": 1, "d": 2, "empty": 0})
+    root = image_tree(tmp_path / "people", {"a": 4, "b": 3, "c": 1, "d": 2, "empty": 0})
     (root / "a" / "notes.txt").write_text("not an image")
     pairs = folder_pairs(root)
     assert pairs.genuine == 6 + 3 + 0 + 1  # sum of C(n, 2)
@@ -233,7 +234,7 @@ def test_folder_pairs_errors(tmp_path: Path) -> None:
     with pytest.raises(PairsError, match="no person folders"):
         folder_pairs(tmp_path / "empty")
     with pytest.raises(PairsError, match="single image"):
-        folder_pairs(_tree(tmp_path / "singles", {"a": 1, "b": 1}))
+        folder_pairs(image_tree(tmp_path / "singles", {"a": 1, "b": 1}))
 
 
 # --- command line --------------------------------------------------------------------------------

@@ -18,6 +18,7 @@ from facetrail.eval.ident_groups import GroupsError, read_groups
 from facetrail.eval.ident_metrics import NO_MATE, cmc, det_curve, fnir_at_fpir, rank_probes, rates_at
 from facetrail.eval.ident_sets import IdentSetError, folder_ident, read_ident, read_ident_csv
 from facetrail.vision.engine import FaceEngine
+from test_eval import image_tree
 
 
 def main(argv: list[str]) -> int:
@@ -27,19 +28,11 @@ def main(argv: list[str]) -> int:
     return facetrail_main(argv)
 
 
-def _tree(root: Path, sizes: dict[str, int]) -> Path:
-    for person, count in sizes.items():
-        (root / person).mkdir(parents=True)
-        for i in range(count):
-            (root / person / f"{i}.jpg").write_bytes(b"")
-    return root
-
-
 # --- sets -----------------------------------------------------------------------------------------
 
 
 def test_folder_split_enrols_first_images_and_holds_people_out(tmp_path: Path) -> None:
-    root = _tree(tmp_path / "people", {f"p{i}": 1 + i % 4 for i in range(10)})
+    root = image_tree(tmp_path / "people", {f"p{i}": 1 + i % 4 for i in range(10)})
     ident = folder_ident(root, enrol=2, non_mated_fraction=0.3, seed=5)
     assert len(ident.held_out) == 3
     assert not set(ident.held_out) & set(ident.gallery)
@@ -62,7 +55,7 @@ def test_folder_split_errors(tmp_path: Path) -> None:
     (tmp_path / "empty").mkdir()
     with pytest.raises(IdentSetError, match="no person folders"):
         folder_ident(tmp_path / "empty")
-    singles = _tree(tmp_path / "singles", {"a": 1, "b": 1, "c": 1})
+    singles = image_tree(tmp_path / "singles", {"a": 1, "b": 1, "c": 1})
     with pytest.raises(IdentSetError, match="nothing to search for"):
         folder_ident(singles)
     with pytest.raises(IdentSetError, match="below 1"):

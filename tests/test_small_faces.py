@@ -27,7 +27,7 @@ from facetrail.track.decision import Matcher, decide_weak, weak_threshold
 from facetrail.vision.engine import FaceEngine
 from facetrail.vision.image import BGRImage, load_image
 from facetrail.vision.lowlight import LowLightConfig
-from pipeline_kit import config_for, enrol, head_and_shoulders, run
+from pipeline_kit import config_for, enrol, face_width, head_and_shoulders, run
 
 pytestmark = pytest.mark.models
 
@@ -40,15 +40,6 @@ ENROLMENT = {  # one photo per person, never the walker's clip photo
     "Rose Leslie": "rose_leslie/img1.jpg", "Alex Lacamoire": "alex_lacamoire/img1.jpg",
     "Rob Lowe": "rob_lowe/Rob_Lowe_0001.jpg",
 }
-
-
-def face_width(engine: FaceEngine, cut: BGRImage) -> float:
-    """Width in pixels of the main face of a cut-out."""
-    found = engine.analyze(cut)
-    index = found.primary()
-    assert index is not None
-    x1, _, x2, _ = found.detections.xyxy[index]
-    return float(x2 - x1)
 
 
 def small_face_clip(path: Path, engine: FaceEngine, cut: BGRImage, *, seconds: float = 4.0) -> Path:

@@ -33,8 +33,7 @@ from facetrail.track.bestshot import BestShots, BestShotSettings, Shot
 from facetrail.video.frames import Frame
 from facetrail.video.record_stream import RecordStream, RecordStreamSettings
 from facetrail.vision.engine import FaceEngine
-from facetrail.vision.image import BGRImage
-from pipeline_kit import enrol, head_and_shoulders
+from pipeline_kit import enrol, face_width, head_and_shoulders
 from services import FlakyStream
 
 DETECT_SIZE, RECORD_SIZE = (640, 360), (1920, 1080)
@@ -264,14 +263,6 @@ def test_a_track_asks_for_a_cut_only_when_it_would_embed_the_shot() -> None:
 
 
 # -- small faces through the pipeline ----------------------------------------------------------------------
-
-
-def face_width(engine: FaceEngine, cut: BGRImage) -> float:
-    found = engine.analyze(cut)
-    index = found.primary()
-    assert index is not None
-    x1, _, x2, _ = found.detections.xyxy[index]
-    return float(x2 - x1)
 
 
 def walker(engine: FaceEngine, data_dir: Path, face_px: float) -> Appearance:

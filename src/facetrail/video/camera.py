@@ -421,6 +421,5 @@ class _Rate:
 
 
 def _skipped_by_decoder(source: FrameSource | None) -> int:
-    """Frames ``source`` skipped without decoding them (its ``frames_skipped``, where it counts them; else 0)."""
-    # getattr: the decode policy's sources add `frames_skipped` to FrameSource; once merged, read it directly.
-    return int(getattr(source, "frames_skipped", 0) or 0) if source is not None else 0
+    """Frames ``source`` skipped without decoding them (0 without a source)."""
+    return source.frames_skipped if source is not None else 0

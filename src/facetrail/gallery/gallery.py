@@ -21,12 +21,13 @@ import getpass
 import logging
 import os
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 from sqlalchemy import func, select
 
+from facetrail.gallery.backends import FAISS, IndexBackendSettings, close_index, flush_index
 from facetrail.gallery.errors import GalleryError
 from facetrail.gallery.index import Index
 from facetrail.gallery.sync import apply, build_index, differences, fingerprint, remove_index_files, template_ids
@@ -57,12 +58,14 @@ class GallerySettings:
 
     ``data_dir`` holds the SQLite file (unless ``db_url`` names another
     database) and, unless FACETRAIL_MASTER_KEY is set, ``master.key``;
-    ``recogniser`` picks the embedding model.
+    ``recogniser`` picks the embedding model; ``index`` the vector index backend (FAISS in memory by default,
+    or Milvus).
     """
 
     data_dir: Path
     db_url: str | None = None
     recogniser: str = "arcface"
+    index: IndexBackendSettings = field(default=FAISS)
 
 
 class Gallery:
@@ -83,10 +86,13 @@ class Gallery:
             self.db.keys = self.keys
             seal_existing(self.db, self.keys)
             remove_index_files(settings.data_dir)
-            self.index: Index = build_index(self.db, self.model_id, self.dim)
+            self.index: Index = build_index(self.db, self.model_id, self.dim, settings.index, settings.data_dir)
         except CryptoError as error:  # no or a wrong master key, or a face that does not open: one line
             self.db.dispose()
             raise GalleryError(str(error)) from None
+        except BaseException:  # e.g. Milvus unreachable (a GalleryError in one line)
+            self.db.dispose()
+            raise
         self._engine = engine
         self.lock = threading.Lock()
         self._fingerprint = fingerprint(self.db, self.model_id)
@@ -132,7 +138,10 @@ class Gallery:
         return len(missing), len(extra)
 
     def save_index(self) -> None:
-        """Nothing to do: the index lives in memory only (a file would hold the faces in plaintext)."""
+        """Make removals durable where the index persists (Milvus: flush); a FAISS index lives in memory only
+        (a file would hold the faces in plaintext)."""
+        with self.lock:
+            flush_index(self.index)
 
     def counts(self) -> tuple[int, int]:
         """(identities, templates of this gallery's model) in the database."""
@@ -143,5 +152,6 @@ class Gallery:
         return int(identities), int(templates)
 
     def close(self) -> None:
-        """Release the database."""
+        """Release the database and the index's connection (Milvus)."""
+        close_index(self.index)
         self.db.dispose()

@@ -315,3 +315,14 @@ def test_milvus_lite_in_use_by_another_process_is_one_clear_error(tmp_path: Path
         assert holder.stdin is not None
         holder.stdin.close()
         holder.wait(timeout=60)
+
+
+def test_milvus_ids_past_one_query_are_read_in_batches(tmp_path: Path) -> None:
+    count = 17_000  # more than Milvus returns from one query (16,384)
+    index = MilvusIndex(8, lite(tmp_path), collection="many")
+    try:
+        ids = np.random.default_rng(5).choice(10**9, count, replace=False).astype(np.int64)
+        index.add(ids, random_unit(count, seed=6, dim=8))
+        assert len(index) == count and np.array_equal(index.ids(), np.sort(ids))
+    finally:
+        index.close()

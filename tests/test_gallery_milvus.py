@@ -7,6 +7,7 @@ difference is fixed; forget removes a person's vectors from the collection too (
 from __future__ import annotations
 
 import shutil
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import numpy as np
@@ -16,13 +17,20 @@ from sqlalchemy import select
 
 from facetrail.config.errors import ConfigError
 from facetrail.config.loader import parse_config
+from facetrail.events.messages import Channels
+from facetrail.events.rules import EventRules
 from facetrail.gallery.backends import IndexBackendSettings
-from facetrail.gallery.enrol import EnrolOptions, enrol_folder
+from facetrail.gallery.enrol import EnrolOptions, enrol_folder, enrol_person
 from facetrail.gallery.gallery import Gallery, GallerySettings
+from facetrail.gallery.history import search_history
 from facetrail.gallery.milvus_index import MilvusIndex, MilvusSettings, collection_name
 from facetrail.gallery.people import forget
+from facetrail.gallery.retention import apply_retention
 from facetrail.gallery.search import search_embedding
-from facetrail.store.models import FaceTemplate, Identity
+from facetrail.pipeline.recorder import Evidence, Recorder, TrackRecord
+from facetrail.store.models import FaceTemplate, Identity, Sighting
+from facetrail.store.retention import RetentionPolicy
+from facetrail.track.unknowns import UnknownClusters
 from facetrail.vision.engine import FaceEngine
 from facetrail.vision.image import load_image
 
@@ -176,3 +184,92 @@ def test_the_index_section_of_the_configuration(tmp_path: Path, monkeypatch: pyt
         parse_config(text.replace("https://milvus.example:19530", "milvus.sqlite"), "site.yml")
     lite = MilvusSettings(uri="index/milvus.db").resolved(tmp_path)
     assert lite.uri == str(tmp_path.resolve() / "index" / "milvus.db")
+
+
+# --------------------------------------------------------------------------- history search's sightings index
+
+T0 = datetime(2026, 12, 6, 12, 0, tzinfo=UTC)
+BACKENDS = {"faiss": IndexBackendSettings(), "milvus": MILVUS}
+
+
+def record(gallery: Gallery, engine: FaceEngine, photo: Path, uid: str, *, quality: float = 0.5,
+           identity_id: int | None = None, at: datetime = T0) -> np.ndarray:
+    """One sighting written by the pipeline's recorder (a second call with the same uid: a better best shot)."""
+    image = load_image(photo)
+    faces = engine.analyze(image)
+    primary = faces.primary()
+    assert primary is not None and faces.aligned is not None
+    vector = faces.embeddings.vectors[primary].astype(np.float32)
+    recorder = Recorder(gallery.db, channels=Channels(), rules=EventRules(),
+                        clusters=UnknownClusters(0.4, timedelta(days=30)))
+    with gallery.db.session() as session:
+        existing = session.scalar(select(Sighting.id).where(Sighting.track_uid == uid))
+    track = TrackRecord(uid=uid, camera="door", first_seen=at, last_seen=at, frames=1, sighting_id=existing)
+    evidence = Evidence(frame=image, box=(0.0, 0.0, 10.0, 10.0), thumbnail=faces.aligned.crops[primary],
+                        embedding=vector, quality=quality, model_id=gallery.model_id)
+    recorder.decided(track, status="named" if identity_id else "unknown", identity_id=identity_id,
+                     identity_name=None, score=0.9 if identity_id else None, rules=[], evidence=evidence,
+                     frame_time=at)
+    return vector
+
+
+def indexed_sightings(gallery: Gallery) -> list[int]:
+    index = gallery.sightings.index
+    if isinstance(index, MilvusIndex):  # read the collection itself
+        return sorted(int(row["id"]) for row in index._client.query(index.name, filter="id >= 0",
+                                                                      output_fields=["id"], consistency_level="Strong"))
+    return index.ids().tolist()
+
+
+def sighting_ids(gallery: Gallery) -> list[int]:
+    with gallery.db.session() as session:
+        return list(session.scalars(select(Sighting.id).order_by(Sighting.id)))
+
+
+@pytest.mark.parametrize("backend", list(BACKENDS))
+def test_history_search_goes_through_the_sightings_index(tmp_path: Path, data_dir: Path, engine: FaceEngine,
+                                                         backend: str) -> None:
+    faces = data_dir / "faces"
+    gallery = open_gallery(tmp_path, engine, BACKENDS[backend])
+    try:
+        obama = enrol_person(gallery, "obama", [faces / "obama" / "obama.jpg"], OPTIONS).identities["obama"]
+        record(gallery, engine, faces / "obama" / "obama2.jpg", "t-obama", identity_id=obama)
+        rose = record(gallery, engine, faces / "rose_leslie" / "img1.jpg", "t-rose")
+        record(gallery, engine, faces / "paul_rudd" / "1.jpg", "t-paul", at=T0 - timedelta(days=20))
+        hits = search_history(gallery, rose, purpose="test", actor="tester")
+        assert hits[0].visitor_id is not None and hits[0].similarity == pytest.approx(1.0, abs=1e-4)
+        assert indexed_sightings(gallery) == sighting_ids(gallery)  # synced from the database
+        assert type(gallery.sightings.index).__name__ == ("MilvusIndex" if backend == "milvus" else "FaissIndex")
+        # A better best shot of the same track replaces the indexed embedding.
+        better = record(gallery, engine, faces / "kate_siegel" / "1.jpg", "t-rose", quality=0.9)
+        assert search_history(gallery, better, purpose="test", actor="tester")[0].similarity == \
+            pytest.approx(1.0, abs=1e-4)
+        assert all(h.similarity is None or h.similarity < 0.9 for h in search_history(
+            gallery, rose, purpose="test", actor="tester", min_score=-1.0))
+        # Forget: the person's sightings leave the index at once.
+        with gallery.db.session() as session:
+            named = list(session.scalars(select(Sighting.id).where(Sighting.identity_id == obama)))
+        forget(gallery, "obama", actor="dpo", reason="deletion request")
+        assert named and not set(named) & set(indexed_sightings(gallery))
+        # Retention: the unknown sighting past 7 days goes, from the database and the index.
+        apply_retention(gallery, RetentionPolicy(), now=T0 + timedelta(hours=1))
+        assert indexed_sightings(gallery) == sighting_ids(gallery) != []
+        assert len(sighting_ids(gallery)) == 1  # the t-rose track (recorded at T0), its best shot now kate's
+    finally:
+        gallery.close()
+
+
+def test_milvus_sightings_collection_is_cleaned_by_forget_without_a_search(tmp_path: Path, data_dir: Path,
+                                                                           engine: FaceEngine) -> None:
+    faces = data_dir / "faces"
+    gallery = open_gallery(tmp_path, engine)
+    obama = enrol_person(gallery, "obama", [faces / "obama" / "obama.jpg"], OPTIONS).identities["obama"]
+    probe = record(gallery, engine, faces / "obama" / "obama2.jpg", "t-obama", identity_id=obama)
+    assert search_history(gallery, probe, purpose="test", actor="tester")  # the collection now holds it
+    gallery.close()
+    later = open_gallery(tmp_path, engine)  # another process: it never searched the history
+    try:
+        forget(later, "obama", actor="dpo", reason="deletion request")
+        assert indexed_sightings(later) == sighting_ids(later) == []
+    finally:
+        later.close()

@@ -30,6 +30,7 @@ from sqlalchemy import func, select
 from facetrail.gallery.backends import FAISS, IndexBackendSettings, close_index, flush_index
 from facetrail.gallery.errors import GalleryError
 from facetrail.gallery.index import Index
+from facetrail.gallery.sighting_index import SightingIndex
 from facetrail.gallery.sync import apply, build_index, differences, fingerprint, remove_index_files, template_ids
 from facetrail.store.audit_anchor import AuditAnchor
 from facetrail.store.audit_anchor import attach as attach_audit_anchor
@@ -96,6 +97,7 @@ class Gallery:
         self._engine = engine
         self.lock = threading.Lock()
         self._fingerprint = fingerprint(self.db, self.model_id)
+        self._sightings: SightingIndex | None = None  # opened by the first history search
 
     @property
     def model_id(self) -> str:
@@ -137,6 +139,25 @@ class Gallery:
         self._fingerprint = seen
         return len(missing), len(extra)
 
+    @property
+    def sightings(self) -> SightingIndex:
+        """The index of the sightings' embeddings (history search), opened on first use and synced by the caller."""
+        with self.lock:
+            if self._sightings is None:
+                self._sightings = SightingIndex(self.db, self.model_id, self.dim, self.settings.index,
+                                                self.settings.data_dir)
+            return self._sightings
+
+    def sync_sightings(self) -> tuple[int, int]:
+        """After sightings were deleted (forget, retention): drop them from the sightings index now.
+
+        A FAISS one only if this process opened it (it lives in memory); a Milvus one always, so deleted faces do
+        not wait in the collection for the next history search. Returns (added or replaced, removed).
+        """
+        if self._sightings is None and self.settings.index.backend == "faiss":
+            return 0, 0
+        return self.sightings.sync()
+
     def save_index(self) -> None:
         """Make removals durable where the index persists (Milvus: flush); a FAISS index lives in memory only
         (a file would hold the faces in plaintext)."""
@@ -152,6 +173,8 @@ class Gallery:
         return int(identities), int(templates)
 
     def close(self) -> None:
-        """Release the database and the index's connection (Milvus)."""
+        """Release the database and the indexes' connections (Milvus)."""
         close_index(self.index)
+        if self._sightings is not None:
+            self._sightings.close()
         self.db.dispose()

@@ -273,3 +273,24 @@ def test_milvus_sightings_collection_is_cleaned_by_forget_without_a_search(tmp_p
         assert indexed_sightings(later) == sighting_ids(later) == []
     finally:
         later.close()
+
+
+def test_a_forget_made_without_the_configuration_leaves_milvus_at_the_next_refresh(
+        tmp_path: Path, data_dir: Path, engine: FaceEngine) -> None:
+    faces = data_dir / "faces"
+    running = open_gallery(tmp_path, engine)  # the pipeline, configured with Milvus
+    try:
+        obama = enrol_person(running, "obama", [faces / "obama" / "obama.jpg"], OPTIONS).identities["obama"]
+        enrol_person(running, "biden", [faces / "biden" / "biden.jpg"], OPTIONS)
+        probe = record(running, engine, faces / "obama" / "obama2.jpg", "t-obama", identity_id=obama)
+        assert search_history(running, probe, purpose="test", actor="tester")
+        templates = template_ids(running, "obama")
+        elsewhere = open_gallery(tmp_path, engine, IndexBackendSettings())  # `facetrail forget`: no configuration
+        forget(elsewhere, "obama", actor="dpo", reason="deletion request")
+        elsewhere.close()
+        assert set(templates) <= set(stored_ids(running))  # Milvus has not heard of it yet
+        assert running.refresh() == (0, len(templates))
+        assert not set(templates) & set(stored_ids(running))
+        assert indexed_sightings(running) == sighting_ids(running) == []
+    finally:
+        running.close()

@@ -137,6 +137,8 @@ class Gallery:
         with self.lock:
             apply(self.db, self.model_id, self.dim, self.index, missing, extra)
         self._fingerprint = seen
+        if self.settings.index.backend != "faiss":  # a person forgotten elsewhere: their sightings leave Milvus too
+            self.sync_sightings()
         return len(missing), len(extra)
 
     @property

@@ -288,12 +288,21 @@ def test_milvus_collection_of_another_dimension_is_refused(tmp_path: Path) -> No
         "facetrail_templates_buffalo_l_w600k_r50_onnx"
 
 
-def test_milvus_search_returns_no_vectors(tmp_path: Path) -> None:
+def test_milvus_search_brings_back_no_vectors(tmp_path: Path) -> None:
     index = MilvusIndex(DIM, lite(tmp_path), collection="quiet")
+    answers: list[object] = []
+    real_search = index._client.search
+
+    def search(*args: object, **kwargs: object) -> object:  # the real call, its answer kept for a look
+        answers.append(real_search(*args, **kwargs))
+        return answers[-1]
+
     try:
         index.add(np.arange(3), random_unit(3, seed=5))
-        raw = index._client.search(index.name, data=[random_unit(1, seed=6)[0]], limit=3, output_fields=["id"])
-        assert all(set(hit["entity"]) <= {"id"} for hit in raw[0])  # what MilvusIndex asks for: ids only
+        index._client.search = search
+        assert index.search(random_unit(1, seed=6), 3).ids.shape == (1, 3)
+        hits = answers[0][0]  # type: ignore[index]
+        assert len(hits) == 3 and all(set(hit["entity"]) <= {"id"} for hit in hits)  # no vector came back
     finally:
         index.close()
 

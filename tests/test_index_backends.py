@@ -335,3 +335,9 @@ def test_milvus_ids_past_one_query_are_read_in_batches(tmp_path: Path) -> None:
         assert len(index) == count and np.array_equal(index.ids(), np.sort(ids))
     finally:
         index.close()
+
+
+def test_an_unreachable_milvus_server_is_one_clear_error() -> None:
+    need_milvus()
+    with pytest.raises(GalleryError, match=r"cannot open Milvus at http://127\.0\.0\.1:9: "):
+        MilvusIndex(DIM, MilvusSettings(uri="http://127.0.0.1:9", timeout_s=2), collection="away")

@@ -43,13 +43,14 @@ client is imported lazily: the FAISS default needs no pymilvus.
 
 from __future__ import annotations
 
+import functools
 import logging
 import re
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, ParamSpec, TypeVar
 
 import numpy as np
 import numpy.typing as npt
@@ -74,6 +75,26 @@ _NAME = re.compile(r"[^A-Za-z0-9_]")
 
 _lite_lock = threading.Lock()
 _lite_users: dict[str, int] = {}  # Milvus Lite folder -> open MilvusIndex count (its engine stops at zero)
+
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+def _one_line_errors(method: Callable[P, R]) -> Callable[P, R]:
+    """Milvus's own failures (server down, timeout, refused request) become a SearchIndexError in one line."""
+
+    @functools.wraps(method)
+    def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
+        try:
+            return method(*args, **kwargs)
+        except Exception as error:
+            if not type(error).__module__.startswith(("pymilvus", "grpc")):
+                raise
+            where = getattr(args[0], "name", "Milvus") if args else "Milvus"
+            raise SearchIndexError(f"Milvus collection {where}: {_reason(error)}") from error
+
+    return wrapper
 
 
 @pydantic_dataclass(frozen=True, config=ConfigDict(extra="forbid"))
@@ -145,7 +166,7 @@ class MilvusIndex:
                                f"{', '.join(sorted(LITE_TYPES))}); use a Milvus server or index_type: auto")
         self._dim = dim
         self.settings = settings
-        self.name = collection if collection.startswith(settings.collection_prefix) else \
+        self.name = collection if collection.startswith(f"{settings.collection_prefix}_") else \
             f"{settings.collection_prefix}_{collection}"
         if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]{0,254}", self.name):
             raise ValueError(f"invalid collection name {self.name!r}: letters, digits and _ only")
@@ -154,10 +175,10 @@ class MilvusIndex:
         self._client = self._connect()
         try:
             self._open_collection()
+            self.index_type: str = self._ensure_index()
         except BaseException:
             self.close()
             raise
-        self.index_type: str = self._ensure_index()
 
     # ------------------------------------------------------------------ connection
 
@@ -203,6 +224,7 @@ class MilvusIndex:
 
         server_manager_instance.release_server(path)
 
+    @_one_line_errors
     def _open_collection(self) -> None:
         from pymilvus import DataType
 
@@ -257,6 +279,7 @@ class MilvusIndex:
             return {"search_list": max(s.diskann_search_list, k)}
         return {}
 
+    @_one_line_errors
     def _ensure_index(self) -> str:
         """Re-index when the collection's size calls for another type than it has; returns the type in use."""
         described = self._client.describe_index(self.name, "vector") or {}
@@ -282,10 +305,12 @@ class MilvusIndex:
         """Length of every vector."""
         return self._dim
 
+    @_one_line_errors
     def __len__(self) -> int:
         rows = self._client.query(self.name, filter="", output_fields=["count(*)"], consistency_level="Strong")
         return int(rows[0]["count(*)"])
 
+    @_one_line_errors
     def ids(self) -> IdArray:
         """Every id present, sorted ascending (int64): one query up to 16,384, else read in batches."""
         if len(self) < MAX_TOPK:
@@ -304,6 +329,7 @@ class MilvusIndex:
         finally:
             iterator.close()
 
+    @_one_line_errors
     def __contains__(self, id: object) -> bool:
         if not isinstance(id, int | np.integer) or int(id) < 0:
             return False
@@ -319,6 +345,7 @@ class MilvusIndex:
             found.extend(int(row["id"]) for row in rows)
         return np.asarray(found, np.int64)
 
+    @_one_line_errors
     def search(self, queries: npt.ArrayLike, k: int) -> SearchHits:
         """Top-k ids and cosine scores for each of the (m, dim) unit ``queries``; -1 / -inf where fewer.
 
@@ -345,6 +372,7 @@ class MilvusIndex:
 
     # ------------------------------------------------------------------ mutations
 
+    @_one_line_errors
     def add(self, ids: npt.ArrayLike, vectors: npt.ArrayLike) -> None:
         """Add (n,) unique ids ≥ 0 with (n, dim) unit vectors; ids already present are replaced (upsert)."""
         id_array = as_ids(ids)
@@ -359,6 +387,7 @@ class MilvusIndex:
                         zip(id_array[start:start + _ROWS], x[start:start + _ROWS], strict=True)]
                 self._client.upsert(self.name, rows)
 
+    @_one_line_errors
     def remove(self, ids: npt.ArrayLike) -> int:
         """Remove ``ids``; returns how many were present. Absent ids are ignored.
 
@@ -376,12 +405,14 @@ class MilvusIndex:
                 self._client.compact(self.name)
         return int(present.size)
 
+    @_one_line_errors
     def save(self, path: Path | None = None) -> None:
         """Flush to Milvus's storage; ``path`` is ignored (Milvus persists the collection itself)."""
         self._client.flush(self.name)
 
     flush = save
 
+    @_one_line_errors
     def drop(self) -> None:
         """Delete the whole collection (its files go at the server's garbage collection)."""
         with self._write:

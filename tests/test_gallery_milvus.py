@@ -33,6 +33,7 @@ from facetrail.store.retention import RetentionPolicy
 from facetrail.track.unknowns import UnknownClusters
 from facetrail.vision.engine import FaceEngine
 from facetrail.vision.image import load_image
+from test_index import random_unit
 
 PEOPLE = ("biden", "obama", "kit_harington")
 OPTIONS = EnrolOptions(actor="tester")
@@ -294,3 +295,28 @@ def test_a_forget_made_without_the_configuration_leaves_milvus_at_the_next_refre
         assert indexed_sightings(running) == sighting_ids(running) == []
     finally:
         running.close()
+
+
+def test_another_models_collection_loses_the_templates_deleted_since(tmp_path: Path, data_dir: Path,
+                                                                     engine: FaceEngine) -> None:
+    faces = data_dir / "faces"
+    gallery = open_gallery(tmp_path, engine)
+    enrol_person(gallery, "obama", [faces / "obama" / "obama.jpg"], OPTIONS)
+    enrol_person(gallery, "biden", [faces / "biden" / "biden.jpg"], OPTIONS)
+    obama, biden = template_ids(gallery, "obama"), template_ids(gallery, "biden")
+    gallery.close()
+    settings = MILVUS.milvus.resolved(tmp_path / "data")
+    old = MilvusIndex(128, settings, collection=collection_name("facetrail", "templates", "an-older-model"))
+    kept = obama + biden + [9_999_999]  # as if enrolled under the older model; the last one deleted since
+    old.add(np.asarray(kept), random_unit(len(kept), seed=3, dim=128))
+    old.close()
+    reopened = open_gallery(tmp_path, engine)  # the current model's gallery prunes the other collection
+    forget(reopened, "obama", actor="dpo", reason="deletion request")
+    reopened.close()
+    again = open_gallery(tmp_path, engine)
+    old = MilvusIndex(128, settings, collection=collection_name("facetrail", "templates", "an-older-model"))
+    try:
+        assert old.ids().tolist() == biden
+    finally:
+        old.close()
+        again.close()

@@ -8,7 +8,12 @@ vectors, so the distance is the cosine). Two deployments, one client
 - **Milvus Lite** (``uri`` a path ending in ``.db``, a folder): an embedded
   engine in this process (pymilvus starts it on a 127.0.0.1 port). One
   process at a time holds the folder's lock; a second one gets a
-  ``GalleryError``. For tests and small sites.
+  ``GalleryError``. For tests and small sites: every Lite search walks all
+  rows in Python (deduplication and tombstones) before the index is asked,
+  so its cost grows with the collection whatever the index type; at 100k x
+  512 (bench/milvus_index.py, 2 busy cores) p50 was 108 ms with HNSW and
+  266 ms with FLAT, where FaissIndex took 1.2 ms. HNSW took 262 s to build
+  there (FLAT 57 s).
 - **A Milvus server** (``uri`` ``http(s)://host:19530``, ``token`` from a
   ``{FACETRAIL_*}`` secret): shared by every facetrail process.
 
@@ -307,21 +312,27 @@ class MilvusIndex:
 
     @_one_line_errors
     def __len__(self) -> int:
-        rows = self._client.query(self.name, filter="", output_fields=["count(*)"], consistency_level="Strong")
+        return self._count(self.name)
+
+    def _count(self, name: str) -> int:
+        rows = self._client.query(name, filter="", output_fields=["count(*)"], consistency_level="Strong")
         return int(rows[0]["count(*)"])
 
     @_one_line_errors
     def ids(self) -> IdArray:
         """Every id present, sorted ascending (int64): one query up to 16,384, else read in batches."""
-        if len(self) < MAX_TOPK:
-            rows = self._client.query(self.name, filter="id >= 0", output_fields=["id"], limit=MAX_TOPK,
+        return self._ids_of(self.name)
+
+    def _ids_of(self, name: str) -> IdArray:
+        if self._count(name) < MAX_TOPK:
+            rows = self._client.query(name, filter="id >= 0", output_fields=["id"], limit=MAX_TOPK,
                                       consistency_level="Strong")
             return np.sort(np.fromiter((int(row["id"]) for row in rows), np.int64))
-        return np.sort(np.fromiter(self._iterate_ids(), np.int64))
+        return np.sort(np.fromiter(self._iterate_ids(name), np.int64))
 
-    def _iterate_ids(self) -> Iterator[int]:
+    def _iterate_ids(self, name: str) -> Iterator[int]:
         # Milvus Lite lacks the timestamp call the iterator starts with: it logs a warning and uses the client's.
-        iterator = self._client.query_iterator(self.name, batch_size=10_000, filter="", output_fields=["id"],
+        iterator = self._client.query_iterator(name, batch_size=10_000, filter="", output_fields=["id"],
                                                consistency_level="Strong")
         try:
             while batch := iterator.next():
@@ -398,12 +409,37 @@ class MilvusIndex:
             return 0
         with self._write:
             present = self._present(id_array)
-            for start in range(0, present.size, _IDS):
-                self._client.delete(self.name, ids=[int(i) for i in present[start:start + _IDS]])
-            if present.size:
-                self._client.flush(self.name)
-                self._client.compact(self.name)
+            self._delete(self.name, present)
         return int(present.size)
+
+    def _delete(self, name: str, ids: IdArray) -> None:
+        """Delete ids known to be present, flush (the tombstones are durable) and ask for a compaction."""
+        for start in range(0, ids.size, _IDS):
+            self._client.delete(name, ids=[int(i) for i in ids[start:start + _IDS]])
+        if ids.size:
+            self._client.flush(name)
+            self._client.compact(name)
+
+    @_one_line_errors
+    def prune_siblings(self, what: str, keep: IdArray) -> int:
+        """From the other models' collections of ``what`` (templates, sightings), remove every id not in ``keep``.
+
+        A collection of a model no longer in use is never opened, so without this a person forgotten since the
+        model changed would stay in it. Returns how many were removed.
+        """
+        prefix = f"{self.settings.collection_prefix}_{what}_"
+        removed = 0
+        with self._write:
+            for name in self._client.list_collections():
+                if not name.startswith(prefix) or name == self.name:
+                    continue
+                self._client.load_collection(name)
+                gone = np.setdiff1d(self._ids_of(name), keep)
+                self._delete(name, gone)
+                removed += int(gone.size)
+                if gone.size:
+                    log.info("removed %d deleted vector(s) from %s (another model's collection)", gone.size, name)
+        return removed
 
     @_one_line_errors
     def save(self, path: Path | None = None) -> None:

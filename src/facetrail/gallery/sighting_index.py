@@ -26,6 +26,7 @@ from sqlalchemy import ColumnElement, func, select
 
 from facetrail.gallery.backends import IndexBackendSettings, close_index, flush_index, open_index
 from facetrail.gallery.index import Index
+from facetrail.gallery.milvus_index import MilvusIndex
 from facetrail.store.db import Database
 from facetrail.store.models import Sighting
 from facetrail.store.sealed import keys_of, open_column
@@ -69,6 +70,7 @@ class SightingIndex:
             present = set(self._seen)
             if self._fingerprint is None:  # first sync: what a persistent index already holds
                 present.update(int(i) for i in self.index.ids())
+                self._prune_other_models()
             gone = np.asarray(sorted(present - truth.keys()), np.int64)
             stale = np.asarray(sorted(i for i, q in truth.items() if self._seen.get(i) != q), np.int64)
             removed = self.index.remove(gone) if gone.size else 0
@@ -80,6 +82,13 @@ class SightingIndex:
                 flush_index(self.index)
             self._fingerprint = seen
         return int(stale.size), int(removed)
+
+    def _prune_other_models(self) -> None:
+        """Milvus: sightings deleted since the model changed leave the other models' collections too."""
+        if isinstance(self.index, MilvusIndex):
+            with self.db.session() as session:
+                every = np.asarray(session.scalars(select(Sighting.id)).all(), np.int64)
+            self.index.prune_siblings("sightings", every)
 
     def _add(self, ids: np.ndarray) -> None:
         keys = keys_of(self.db)

@@ -18,6 +18,7 @@ from sqlalchemy import func, select
 
 from facetrail.gallery.backends import FAISS, IndexBackendSettings, open_index
 from facetrail.gallery.index import Index
+from facetrail.gallery.milvus_index import MilvusIndex
 from facetrail.store.db import Database
 from facetrail.store.models import FaceTemplate
 from facetrail.store.sealed import keys_of, open_column
@@ -64,6 +65,10 @@ def build_index(db: Database, model_id: str, dim: int, settings: IndexBackendSet
     index = open_index(settings, data_dir or Path("."), "templates", model_id, dim)
     missing, extra = differences(index, truth) if settings.backend != "faiss" else (truth, truth[:0])
     apply(db, model_id, dim, index, missing, extra)
+    if isinstance(index, MilvusIndex):  # other models' collections: templates deleted since leave them too
+        with db.session() as session:
+            every = np.asarray(session.scalars(select(FaceTemplate.id)).all(), np.int64)
+        index.prune_siblings("templates", every)
     log.info("vector index of %s (%s) holds %d templates: %d added, %d removed at open", model_id,
              settings.backend, len(truth), len(missing), len(extra))
     return index

@@ -165,6 +165,7 @@ def test_dimension_mismatch_is_clear(make: Make) -> None:
     index.add(np.array([1]), random_unit(1, seed=0))
     with pytest.raises(DimensionMismatchError):
         index.search(random_unit(2, seed=1, dim=128), 1)
+    assert issubclass(DimensionMismatchError, ValueError)
 
 
 def test_inputs_are_validated_and_coerced(make: Make) -> None:

@@ -17,6 +17,7 @@ from sqlalchemy import select
 
 from facetrail.config.errors import ConfigError
 from facetrail.config.loader import parse_config
+from facetrail.config.schema import FacetrailConfig
 from facetrail.events.messages import Channels
 from facetrail.events.rules import EventRules
 from facetrail.gallery.backends import IndexBackendSettings
@@ -183,6 +184,9 @@ def test_the_index_section_of_the_configuration(tmp_path: Path, monkeypatch: pyt
     assert default.index.backend == "faiss"
     with pytest.raises(ConfigError, match=r"index\.milvus\.uri: .*ending in \.db"):
         parse_config(text.replace("https://milvus.example:19530", "milvus.sqlite"), "site.yml")
+    schema = FacetrailConfig.model_json_schema()["$defs"]  # what `facetrail config schema` shows: the runtime's own
+    assert schema["MilvusSettings"]["properties"]["uri"]["description"] == \
+        MilvusSettings.__pydantic_fields__["uri"].description
     lite = MilvusSettings(uri="index/milvus.db").resolved(tmp_path)
     assert lite.uri == str(tmp_path.resolve() / "index" / "milvus.db")
 

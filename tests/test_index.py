@@ -1,7 +1,9 @@
-"""The gallery's vector index: true neighbours, exact deletes, replacement, files that validate.
+"""The FAISS index's own behaviour: exact and approx modes, tombstones, files that validate.
 
 Seeded random unit vectors stand in for a gallery; real ArcFace embeddings of
-the players in the sample photo check that real faces find themselves.
+the players in the sample photo check that real faces find themselves. What
+every backend must do (padding, removal, replacement, input checks) is in
+test_index_backends.py, run over FAISS and Milvus alike.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ import numpy as np
 import numpy.typing as npt
 import pytest
 
-from facetrail.gallery.errors import DimensionMismatchError, GalleryError, IndexCorruptError, SearchIndexError
+from facetrail.gallery.errors import GalleryError, IndexCorruptError, SearchIndexError
 from facetrail.gallery.faiss_index import HEADER_BYTES, FaissIndex, load_index
 from facetrail.gallery.index import Index, SearchHits
 from facetrail.vision.engine import FaceEngine
@@ -81,41 +83,6 @@ def test_exact_mode_returns_the_true_neighbours(gallery: tuple[npt.NDArray[np.in
     expected = np.sort(queries @ vectors.T, axis=1)[:, ::-1][:, :10]
     np.testing.assert_allclose(hits.scores, expected, atol=1e-5)
     assert np.array_equal(np.sort(ids), index.ids())
-
-
-def test_fewer_than_k_are_padded() -> None:
-    index = FaissIndex(DIM)
-    empty = index.search(random_unit(2, seed=0), 3)
-    assert (empty.ids == -1).all() and np.isneginf(empty.scores).all()
-    index.add(np.array([5, 9]), random_unit(2, seed=1))
-    hits = index.search(random_unit(1, seed=2)[0], 4)  # one (dim,) query is m = 1
-    assert hits.ids.shape == (1, 4)
-    assert sorted(hits.ids[0, :2].tolist()) == [5, 9] and (hits.ids[0, 2:] == -1).all()
-    assert np.isfinite(hits.scores[0, :2]).all() and np.isneginf(hits.scores[0, 2:]).all()
-
-
-def test_remove_is_never_returned_and_len_drops(gallery: tuple[npt.NDArray[np.int64], F32]) -> None:
-    ids, vectors = gallery
-    index = FaissIndex(DIM)
-    index.add(ids, vectors)
-    gone = ids[:50]
-    assert index.remove(np.concatenate([gone, [123_456_789_000]])) == 50  # an absent id is ignored
-    assert len(index) == 2950 and int(gone[0]) not in index and int(ids[60]) in index
-    hits = index.search(vectors[:50], 5)  # the removed vectors themselves
-    assert not np.isin(hits.ids, gone).any()
-    assert index.remove(gone) == 0
-
-
-def test_re_adding_an_id_replaces_its_vector(gallery: tuple[npt.NDArray[np.int64], F32]) -> None:
-    ids, vectors = gallery
-    index = FaissIndex(DIM)
-    index.add(ids[:100], vectors[:100])
-    replacement = random_unit(1, seed=99)
-    index.add(ids[:1], replacement)
-    assert len(index) == 100
-    assert index.search(replacement, 1).ids[0, 0] == ids[0]
-    old = index.search(vectors[:1], 1)
-    assert old.ids[0, 0] != ids[0] or old.scores[0, 0] < 0.5
 
 
 @pytest.mark.models
@@ -317,39 +284,7 @@ def test_wrong_dimension_file_is_corrupt(tmp_path: Path) -> None:
         load_index(path, 128)
 
 
-# --------------------------------------------------------------------------- inputs and threads
-
-
-def test_dimension_mismatch_is_clear() -> None:
-    index = FaissIndex(DIM)
-    with pytest.raises(DimensionMismatchError, match="128 dimensions but the index holds 512-d"):
-        index.add(np.array([1]), random_unit(1, seed=0, dim=128))
-    index.add(np.array([1]), random_unit(1, seed=0))
-    with pytest.raises(DimensionMismatchError):
-        index.search(random_unit(2, seed=1, dim=128), 1)
-    assert issubclass(DimensionMismatchError, ValueError)
-
-
-def test_inputs_are_validated_and_coerced() -> None:
-    index = FaissIndex(DIM)
-    vectors = random_unit(4, seed=61)
-    bad = vectors.copy()
-    bad[1, 3] = np.nan
-    with pytest.raises(ValueError, match="NaN or infinite"):
-        index.add(np.arange(4), bad)
-    with pytest.raises(ValueError, match="not L2-normalised"):
-        index.add(np.arange(4), vectors * 2)
-    with pytest.raises(ValueError, match="unique"):
-        index.add(np.array([1, 1, 2, 3]), vectors)
-    with pytest.raises(ValueError, match="≥ 0"):
-        index.add(np.array([-1, 1, 2, 3]), vectors)
-    with pytest.raises(ValueError, match="4 vectors"):
-        index.add(np.arange(3), vectors)
-    with pytest.raises(ValueError, match="k must be"):
-        index.search(vectors, 0)
-    assert len(index) == 0
-    index.add(np.arange(4).astype(np.int32), np.asfortranarray(vectors.astype(np.float64)))  # coerced
-    assert np.array_equal(index.search(vectors, 1).ids[:, 0], np.arange(4))
+# --------------------------------------------------------------------------- threads
 
 
 def test_concurrent_searches_and_mutations() -> None:

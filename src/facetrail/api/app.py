@@ -28,6 +28,7 @@ from facetrail.api.routers import (
     watchlists,
 )
 from facetrail.config.schema import FacetrailConfig
+from facetrail.gallery.backends import FAISS
 from facetrail.gallery.gallery import Gallery, GallerySettings
 from facetrail.vision.image import load_image
 from facetrail.vision.samples import sample_image
@@ -68,8 +69,9 @@ def create_app(settings: ApiSettings, *, gallery: Gallery | None = None) -> Fast
                                      "key (or the dashboard's session cookie); "
                                      "every search, enrolment, review and deletion is audited with the caller.")
     app.state.settings = settings
+    index = settings.config.index if settings.config is not None else FAISS  # the configured index backend
     app.state.gallery = gallery or Gallery(GallerySettings(settings.data_dir, settings.db_url,
-                                                           settings.recogniser))
+                                                           settings.recogniser, index))
     app.state.login_limiter = LoginLimiter(settings.login_attempts)
     app.state.factor_limiter = LoginLimiter(settings.factor_attempts, what="wrong codes at this door")
     app.state.heavy = HeavyWork(settings.search_workers, settings.search_queue)

@@ -22,6 +22,7 @@ from facetrail.events.messages import PublicLinks
 from facetrail.events.mqtt import MqttSettings
 from facetrail.events.rules import EventRules
 from facetrail.events.webhooks import WebhookTarget
+from facetrail.gallery.backends import IndexBackendSettings
 from facetrail.store.retention import RetentionPolicy
 from facetrail.track.bestshot import ShotGate, ShotSelection
 from facetrail.track.decision import DecisionMethod, RecognitionThresholds
@@ -100,6 +101,7 @@ UnknownsConfig = UnknownsSettings  # defined with the visitor clusters
 LiveConfig = LiveViewSettings  # defined with the clip writer (video/recording.py)
 ClipsConfig = ClipSettings  # likewise
 EventsConfig = EventRules  # defined with the event rules
+IndexConfig = IndexBackendSettings  # defined with the gallery's index backends
 
 
 @pydantic_dataclass(frozen=True, config=ConfigDict(extra="forbid"))
@@ -200,6 +202,8 @@ class FacetrailConfig(_Strict):
     recogniser: Literal["arcface", "dlib"] = Field("arcface", title="Recogniser",
                                                    description="arcface (w600k_mbf, default) or dlib (permissive).")
     detector: DetectorConfig = Field(default_factory=DetectorConfig, title="Detector", description="Face detector.")
+    index: IndexConfig = Field(default_factory=IndexConfig, title="Vector index",
+                               description="Where faces are searched: FAISS in memory (default) or Milvus.")
     face_recognition: FaceRecognitionConfig = Field(default_factory=FaceRecognitionConfig, title="Face recognition",
                                                     description="Thresholds and quality bar, for every camera.")
     tracking: TrackingConfig = Field(default_factory=TrackingConfig, title="Tracking", description="Face tracking.")

@@ -21,14 +21,16 @@ import getpass
 import logging
 import os
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 from sqlalchemy import func, select
 
+from facetrail.gallery.backends import FAISS, IndexBackendSettings, close_index, flush_index
 from facetrail.gallery.errors import GalleryError
 from facetrail.gallery.index import Index
+from facetrail.gallery.sighting_index import SightingIndex
 from facetrail.gallery.sync import apply, build_index, differences, fingerprint, remove_index_files, template_ids
 from facetrail.store.audit_anchor import AuditAnchor
 from facetrail.store.audit_anchor import attach as attach_audit_anchor
@@ -57,12 +59,14 @@ class GallerySettings:
 
     ``data_dir`` holds the SQLite file (unless ``db_url`` names another
     database) and, unless FACETRAIL_MASTER_KEY is set, ``master.key``;
-    ``recogniser`` picks the embedding model.
+    ``recogniser`` picks the embedding model; ``index`` the vector index backend (FAISS in memory by default,
+    or Milvus).
     """
 
     data_dir: Path
     db_url: str | None = None
     recogniser: str = "arcface"
+    index: IndexBackendSettings = field(default=FAISS)
 
 
 class Gallery:
@@ -83,13 +87,17 @@ class Gallery:
             self.db.keys = self.keys
             seal_existing(self.db, self.keys)
             remove_index_files(settings.data_dir)
-            self.index: Index = build_index(self.db, self.model_id, self.dim)
+            self.index: Index = build_index(self.db, self.model_id, self.dim, settings.index, settings.data_dir)
         except CryptoError as error:  # no or a wrong master key, or a face that does not open: one line
             self.db.dispose()
             raise GalleryError(str(error)) from None
+        except BaseException:  # e.g. Milvus unreachable (a GalleryError in one line)
+            self.db.dispose()
+            raise
         self._engine = engine
         self.lock = threading.Lock()
         self._fingerprint = fingerprint(self.db, self.model_id)
+        self._sightings: SightingIndex | None = None  # opened by the first history search
 
     @property
     def model_id(self) -> str:
@@ -129,10 +137,34 @@ class Gallery:
         with self.lock:
             apply(self.db, self.model_id, self.dim, self.index, missing, extra)
         self._fingerprint = seen
+        if self.settings.index.backend != "faiss":  # a person forgotten elsewhere: their sightings leave Milvus too
+            self.sync_sightings()
         return len(missing), len(extra)
 
+    @property
+    def sightings(self) -> SightingIndex:
+        """The index of the sightings' embeddings (history search), opened on first use and synced by the caller."""
+        with self.lock:
+            if self._sightings is None:
+                self._sightings = SightingIndex(self.db, self.model_id, self.dim, self.settings.index,
+                                                self.settings.data_dir)
+            return self._sightings
+
+    def sync_sightings(self) -> tuple[int, int]:
+        """After sightings were deleted (forget, retention): drop them from the sightings index now.
+
+        A FAISS one only if this process opened it (it lives in memory); a Milvus one always, so deleted faces do
+        not wait in the collection for the next history search. Returns (added or replaced, removed).
+        """
+        if self._sightings is None and self.settings.index.backend == "faiss":
+            return 0, 0
+        return self.sightings.sync()
+
     def save_index(self) -> None:
-        """Nothing to do: the index lives in memory only (a file would hold the faces in plaintext)."""
+        """Make removals durable where the index persists (Milvus: flush); a FAISS index lives in memory only
+        (a file would hold the faces in plaintext)."""
+        with self.lock:
+            flush_index(self.index)
 
     def counts(self) -> tuple[int, int]:
         """(identities, templates of this gallery's model) in the database."""
@@ -143,5 +175,8 @@ class Gallery:
         return int(identities), int(templates)
 
     def close(self) -> None:
-        """Release the database."""
+        """Release the database and the indexes' connections (Milvus)."""
+        close_index(self.index)
+        if self._sightings is not None:
+            self._sightings.close()
         self.db.dispose()

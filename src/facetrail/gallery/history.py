@@ -2,8 +2,9 @@
 
 A timeline follows an enrolled identity or an anonymous visitor across
 cameras, in time order. ``search_history`` compares a face with the best
-shot of every stored sighting, enrolled or not. Both need a purpose and are
-written to the audit log, like every other search.
+shot of every stored sighting, enrolled or not, through the sightings index
+(``sighting_index.py``: same backend as the gallery's). Both need a purpose
+and are written to the audit log, like every other search.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from facetrail.gallery.gallery import Gallery
 from facetrail.gallery.people import resolve_identity
 from facetrail.store import audit
 from facetrail.store.models import Identity, Sighting, Visitor, as_utc
-from facetrail.store.sealed import open_column, open_from
+from facetrail.store.sealed import open_from
 
 VISITOR_PREFIX = "visitor:"
 
@@ -74,16 +75,14 @@ def search_history(gallery: Gallery, vector: np.ndarray, *, purpose: str, actor:
     threshold = min_score if min_score is not None else (
         gallery.spec.calibration.threshold if gallery.spec.calibration else 0.5)
     query = np.asarray(vector, np.float32).reshape(-1)
+    sightings = gallery.sightings
+    sightings.sync()  # the database is the source of truth: catch up with sightings stored or deleted since
+    scored: list[tuple[float, int]] = []
+    if top >= 1:
+        found = sightings.index.search(query / (np.linalg.norm(query) or 1.0), top)
+        scored = [(float(score), int(i)) for score, i in zip(found.scores[0], found.ids[0], strict=True)
+                  if i >= 0 and score >= threshold]
     with gallery.db.session() as session:
-        stored = [(int(i), bytes(b or b"")) for i, b in session.execute(select(Sighting.id, Sighting.embedding).where(
-            Sighting.model_id == gallery.model_id, Sighting.embedding.is_not(None)))]
-        scored: list[tuple[float, int]] = []
-        if stored:
-            plain = open_column(gallery.keys, session, "sightings", "embedding", stored)
-            matrix = np.stack([np.frombuffer(blob, np.float32) for blob in plain])
-            scores = matrix @ query
-            order = np.argsort(-scores)[:top]
-            scored = [(float(scores[k]), int(stored[k][0])) for k in order if scores[k] >= threshold]
         by_id = {view.id: view for view in _views(session, select(Sighting).where(
             Sighting.id.in_([sighting_id for _, sighting_id in scored])))}
         hits = [_with_similarity(by_id[sighting_id], score) for score, sighting_id in scored if sighting_id in by_id]

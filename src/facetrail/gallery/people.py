@@ -73,6 +73,7 @@ def forget(gallery: Gallery, reference: str, *, actor: str, reason: str) -> Forg
         ClipFiles(gallery.settings.data_dir).sweep(session)
     gallery.remove_from_index(forgotten.template_ids)
     gallery.save_index()
+    gallery.sync_sightings()  # their sightings leave the history search's index too
     return forgotten
 
 

@@ -76,4 +76,5 @@ def apply_retention(gallery: Gallery, retention: RetentionPolicy, *, actor: str 
     if people.template_ids:
         gallery.remove_from_index(people.template_ids)
         gallery.save_index()
+    gallery.sync_sightings()  # deleted sightings leave the history search's index
     return outcome

@@ -1,9 +1,11 @@
 """Keeping the vector index true to the database, which is the source of truth.
 
-The index is built in memory from the decrypted templates when the gallery
-opens, and a long-running process catches up with changes made elsewhere by
-comparing the index's ids with the database's (``differences`` / ``apply``).
-Nothing of it is saved: an index file would hold every face in plaintext.
+With FAISS (the default) the index is built in memory from the decrypted
+templates when the gallery opens; nothing of it is saved (an index file
+would hold every face in plaintext). With Milvus the collection persists, so
+opening compares its ids with the database's and fixes only the difference.
+Either way a long-running process catches up with changes made elsewhere by
+the same comparison (``differences`` / ``apply``).
 """
 
 from __future__ import annotations
@@ -14,8 +16,9 @@ from pathlib import Path
 import numpy as np
 from sqlalchemy import func, select
 
-from facetrail.gallery.faiss_index import FaissIndex
+from facetrail.gallery.backends import FAISS, IndexBackendSettings, open_index
 from facetrail.gallery.index import Index
+from facetrail.gallery.milvus_index import MilvusIndex
 from facetrail.store.db import Database
 from facetrail.store.models import FaceTemplate
 from facetrail.store.sealed import keys_of, open_column
@@ -50,16 +53,24 @@ def load_vectors(db: Database, model_id: str, ids: np.ndarray, dim: int) -> np.n
     return out
 
 
-def build_index(db: Database, model_id: str, dim: int) -> Index:
-    """The index for ``model_id`` (the FAISS backend), built in memory from the decrypted templates.
+def build_index(db: Database, model_id: str, dim: int, settings: IndexBackendSettings = FAISS,
+                data_dir: Path | None = None) -> Index:
+    """The index of ``model_id``'s templates, true to the database.
 
-    It is never written to disk: a file would hold the faces in plaintext, beyond the reach of ``forget``.
+    FAISS: built in memory from the decrypted templates, never written to disk (a file would hold the faces in
+    plaintext, beyond the reach of ``forget``). Milvus: the model's collection, reconciled with the database
+    (templates it lacks are added, ids the database no longer has removed).
     """
     truth = template_ids(db, model_id)
-    index = FaissIndex(dim)
-    if len(truth):
-        index.add(truth, load_vectors(db, model_id, truth, dim))
-    log.info("vector index of %s built in memory with %d templates", model_id, len(truth))
+    index = open_index(settings, data_dir or Path("."), "templates", model_id, dim)
+    missing, extra = differences(index, truth) if settings.backend != "faiss" else (truth, truth[:0])
+    apply(db, model_id, dim, index, missing, extra)
+    if isinstance(index, MilvusIndex):  # other models' collections: templates deleted since leave them too
+        with db.session() as session:
+            every = np.asarray(session.scalars(select(FaceTemplate.id)).all(), np.int64)
+        index.prune_siblings("templates", every)
+    log.info("vector index of %s (%s) holds %d templates: %d added, %d removed at open", model_id,
+             settings.backend, len(truth), len(missing), len(extra))
     return index
 
 

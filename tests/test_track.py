@@ -26,7 +26,7 @@ from facetrail.track.unknowns import UnknownClusters, Visitor
 from facetrail.vision.align import align_faces
 from facetrail.vision.embedder import ArcFaceEmbedder
 from facetrail.vision.engine import FaceEngine
-from facetrail.vision.image import BGRImage
+from facetrail.vision.image import BGRImage, load_image
 from facetrail.vision.registry import DLIB_RESNET, W600K_MBF
 from facetrail.vision.types import FaceDetections
 
@@ -172,6 +172,23 @@ def test_weak_shots_are_embedded_until_the_budget_or_a_strong_shot() -> None:
     fresh.set_embedding(6, np.ones(4))
     assert first in fresh.decisive()
     assert not fresh.offer(shot(7, 0.05, area=600))  # a track with a strong shot embeds no weak ones
+
+
+@pytest.mark.parametrize(("photo", "embedded"), [("left_face.jpeg", False), ("right_face.png", False),
+                                                  ("lower_face.jpeg", True), ("left_wryneck.png", True)])
+def test_a_face_turned_past_the_pose_limits_is_never_embedded(engine: FaceEngine, data_dir: Path, photo: str,
+                                                              embedded: bool) -> None:
+    found = engine.analyze(load_image(data_dir / "conditions" / "pose" / photo))
+    i = found.primary()
+    assert i is not None
+    quality = found.qualities[i]
+    assert (quality.score > 0) == embedded  # a profile (yaw 90) scores 0; a face turned 16-43 degrees does not
+    shots = BestShots(BestShotSettings())
+    face = Shot(shot_id=1, t=0.0, quality=quality.score, area=float(found.detections.areas[i]), crop=CROP)
+    assert shots.may_embed(quality.score, face.area) == embedded  # (asked before a record-stream cut)
+    assert shots.offer(face) == embedded
+    small = Shot(shot_id=2, t=0.0, quality=quality.score, area=900.0, crop=CROP)  # the same view, far away: weak
+    assert BestShots(BestShotSettings()).offer(small) == embedded
 
 
 @pytest.fixture(scope="module")

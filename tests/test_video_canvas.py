@@ -128,3 +128,23 @@ def _iou(a: np.ndarray, b: np.ndarray) -> float:
     iy = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
     inter = ix * iy
     return float(inter / ((a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter))
+
+
+@pytest.mark.parametrize("size", [None, (640, 360), (1280, 720)], ids=["1080p", "640x360", "720p"])
+def test_the_detector_input_is_opencvs_blob_of_the_canvas_frame_after_frame(
+        street: Path, engines: dict[str, FaceEngine], size: tuple[int, int] | None) -> None:
+    # the resized picture and its planes live in buffers reused from frame to frame: each blob must still be
+    # exactly OpenCV's blobFromImage of that frame on its canvas (black padding), whatever came before
+    detector = engines["fit"].detector.with_input_size(640)
+    source = open_source(str(street), fps=5.0, width=size[0] if size else None, height=size[1] if size else None)
+    try:
+        frames = [image for _, image in source][:6]
+    finally:
+        source.close()
+    frames.insert(3, cv2.resize(frames[0], (500, 700)))  # another canvas in between: other buffers, then back
+    for image in frames:
+        box = detector._letterbox_geometry(image.shape[1], image.shape[0])
+        canvas = np.zeros((box.canvas[1], box.canvas[0], 3), np.uint8)
+        canvas[:box.resized[1], :box.resized[0]] = cv2.resize(image, box.resized)
+        expected = cv2.dnn.blobFromImage(canvas, 1.0 / 128.0, box.canvas, (127.5, 127.5, 127.5), swapRB=True)[0]
+        np.testing.assert_array_equal(detector._prepare(image, box), expected)

@@ -21,6 +21,7 @@ from facetrail.video import (
     CameraStatus,
     DetectSettings,
     Frame,
+    MotionGate,
     MotionSettings,
     RateSampler,
     ReconnectSettings,
@@ -30,6 +31,7 @@ from facetrail.video import (
     open_source,
     stream_options,
 )
+from facetrail.vision.image import small_grey
 from services import FlakyStream
 
 W, H, RATE = 160, 120, 25
@@ -218,6 +220,41 @@ def test_motion_gate_passes_a_moving_object(clips: dict[str, Path]) -> None:
     frames, status = run_to_end(CameraSettings("moving", VideoInput(str(clips["moving"])), DetectSettings(fps=5)))
     assert len(frames) == 10 and all(f.motion for f in frames)
     assert (status.frames_analysed, status.frames_skipped_motion) == (10, 0)
+
+
+@pytest.mark.parametrize("size", [None, (640, 360)], ids=["1080p", "640x360"])
+def test_the_gate_measures_the_same_change_from_the_shared_grey_copy(data_dir: Path,
+                                                                       size: tuple[int, int] | None) -> None:
+    street = data_dir / "video" / "street.mp4"
+    if not street.exists():
+        pytest.skip(f"{street} is absent")
+    settings = MotionSettings(min_changed=0.0)  # every frame passes: both gates compare consecutive frames
+    own, shared = MotionGate(settings), MotionGate(settings)
+    source = open_source(str(street), width=size[0] if size else None, height=size[1] if size else None)
+    changed = []
+    try:
+        for pts, image in source:
+            grey = small_grey(image)
+            assert grey.shape[1] == 320
+            own.check(image, pts)
+            shared.check(image, pts, grey)
+            changed.append((own.last_changed, shared.last_changed))
+    finally:
+        source.close()
+    assert len(changed) > 100
+    mine, theirs = np.array(changed[1:]).T
+    assert mine.max() > 0.05  # a hand-held camera: the comparison has changes to measure
+    np.testing.assert_allclose(theirs, mine, atol=0.002)  # a pixel in 500 at most, on the colour copy's scale
+
+
+def test_a_gated_frame_carries_the_grey_copy_the_gate_used(clips: dict[str, Path]) -> None:
+    frames, _ = run_to_end(CameraSettings("moving", VideoInput(str(clips["moving"])), DetectSettings(fps=5)))
+    assert frames and all(f.made_grey is not None and f.grey is f.made_grey for f in frames)
+    np.testing.assert_array_equal(frames[0].grey, small_grey(frames[0].image))
+    ungated, _ = run_to_end(CameraSettings("moving", VideoInput(str(clips["moving"])), DetectSettings(fps=5),
+                                           motion=NO_MOTION_GATE))
+    assert ungated[0].made_grey is None  # made on first use only
+    np.testing.assert_array_equal(ungated[0].grey, small_grey(ungated[0].image))
 
 
 # -- failures ---------------------------------------------------------------------------------------------------

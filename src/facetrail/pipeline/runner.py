@@ -118,6 +118,7 @@ class Pipeline:
         ``FRAMES_PER_STEP`` on the CPU, every camera's on an accelerator.
         """
         keep_large_buffers_out_of_the_heap()  # each camera's frames are freed on its own thread (see heap.py)
+        cfg.use_pipeline_threads()
         self.clock: Clock = clock or SystemClock()
         self.config = config
         self.actor = actor

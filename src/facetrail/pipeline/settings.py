@@ -6,6 +6,8 @@ import dataclasses
 from datetime import datetime
 from typing import Any
 
+import cv2
+
 from facetrail.config.schema import CameraConfig, FaceRecognitionConfig, FacetrailConfig
 from facetrail.events.mqtt import MqttSettings
 from facetrail.events.webhooks import WebhookTarget
@@ -18,6 +20,18 @@ from facetrail.vision.engine import EngineConfig
 from facetrail.vision.lowlight import LowLightConfig
 
 PIPELINE_ONNX_THREADS = 1
+# OpenCV's own worker threads, for the whole process while a pipeline runs. The pipeline already keeps the cores
+# busy with threads of its own (a reader per camera, detection, tracking), and OpenCV's pool splitting each small
+# call (resizing, colour conversion, the optical flow, alignment) across the cores only adds CPU: street.mp4 at 5 fps
+# took 12-16% less CPU per frame with one thread on a quiet 2-core machine (bench/frame_cost.py run with either),
+# 3-8% on a loaded one (bench/cpu_per_frame.py), with the same faces and tracks (every function used gives the same
+# pixels on any thread count).
+PIPELINE_OPENCV_THREADS = 1
+
+
+def use_pipeline_threads() -> None:
+    """Set the process's OpenCV thread pool to ``PIPELINE_OPENCV_THREADS`` (process-wide, as OpenCV's is)."""
+    cv2.setNumThreads(PIPELINE_OPENCV_THREADS)
 
 
 def engine_config(config: FacetrailConfig) -> EngineConfig:

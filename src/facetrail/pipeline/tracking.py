@@ -101,7 +101,7 @@ class CameraTracking:
         self._started, self._quality = set(), {}
         requests = []
         # The camera's motion only moves existing tracks: with none, the optical flow is skipped.
-        camera_motion = self.motion.estimate(frame.image, needed=bool(self.tracker.active))
+        camera_motion = self.motion.estimate(frame.image, needed=bool(self.tracker.active), grey=lambda: frame.grey)
         if self.high_resolution is not None:
             self.high_resolution.advance(frame)
         for track in self.tracker.update(analysed.faces.xyxy, analysed.faces.scores, t, camera_motion):

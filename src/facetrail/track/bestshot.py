@@ -10,7 +10,8 @@ Shots under the gate (``min_area``, ``min_quality``) but above the floor
 a strong embedded shot, each of its weak shots is embedded, at most
 ``weak_embeddings`` of them, because a weak track is named only when several
 weak shots agree (``facetrail.track.decision.decide_weak``). Below the floor a
-face is tracked but never aligned or embedded.
+face is tracked but never aligned or embedded, and a shot of quality 0 (a face
+turned past the pose limits, ``facetrail.vision.quality``) is never embedded.
 """
 
 from __future__ import annotations
@@ -113,9 +114,10 @@ class BestShots:
 
     def weak_eligible(self, shot: Shot) -> bool:
         """True when the shot misses the gate but is over the floor (and weak shots are on): it counts only with
-        others that agree."""
+        others that agree. A shot of quality 0 never does: its face is turned past the pose limits (70 degrees of
+        yaw, 50 of pitch), a view the weak-shot threshold was not calibrated on (frontal LFW faces, shrunk)."""
         return (self.settings.weak_embeddings > 0 and not self.eligible(shot)
-                and shot.area >= self.settings.weak_min_area)
+                and shot.area >= self.settings.weak_min_area and shot.quality > 0)
 
     def offer(self, shot: Shot) -> bool:
         """Keep the shot if it is among the best; True when it should be embedded now."""
@@ -145,7 +147,7 @@ class BestShots:
         if quality is None or area is None:
             return self.embeddings_used < self.settings.max_embeddings or self.takes_weak()
         if quality < self.settings.min_quality or area < self.settings.min_area:
-            return area >= self.settings.weak_min_area and self.takes_weak()
+            return area >= self.settings.weak_min_area and quality > 0 and self.takes_weak()
         if self.embeddings_used >= self.settings.max_embeddings:
             return False
         best = max((s.quality for s in self.embedded_shots if not s.weak), default=None)

@@ -7,9 +7,10 @@ flow on a small grey copy, a RANSAC similarity transform) and applied to the
 tracks' predictions before they are matched.
 
 The optical flow costs 2.5-3 ms of CPU per frame (150 corners on the 320-px
-copy; the copy itself 0.1 ms from 640x360, 1.1 ms from 1080p), more than the
-tracker itself, and most cameras never move. Two shortcuts keep the result
-where it matters:
+copy), more than the tracker itself, and most cameras never move. The copy
+itself (0.1 ms from 640x360, 1.1 ms from 1080p) is the frame's own small grey
+copy (``Frame.grey``), made once and shared with the motion gate. Two
+shortcuts keep the result where it matters:
 
 - With no track to move (nobody in view) the transform would be thrown
   away: only the grey copy is kept, for the next frame.
@@ -22,12 +23,14 @@ where it matters:
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import cv2
 import numpy as np
 
-from facetrail.vision.image import BGRImage
+from facetrail.vision.image import GREY_WIDTH, BGRImage, GreyImage, small_grey
 
-WORK_WIDTH = 320
+WORK_WIDTH = GREY_WIDTH  # the frame's shared small grey copy is used as it is
 # Corners followed by the optical flow, whose cost grows with them: 150 cost 35% less CPU than 300 and move the
 # estimate by at most 1.6 px of a 1080p frame on street.mp4 and 0.7 px of the 640x360 demo clip (median 0.7 and
 # 0.05), under the estimate's own noise; both clips give the same tracks and names (tests/test_camera_motion.py).
@@ -68,30 +71,33 @@ class CameraMotion:
         self._previous = None
         self._still = self._since_check = 0
 
-    def estimate(self, image: BGRImage, *, needed: bool = True) -> np.ndarray | None:
+    def estimate(self, image: BGRImage, *, needed: bool = True,
+                 grey: Callable[[], GreyImage] | None = None) -> np.ndarray | None:
         """Transform (2x3, full-resolution pixels) from the previous frame to this one.
 
         None for the first frame, when the flow finds too little to go on, when ``needed`` is False (no track
         to apply it to: only this frame's grey copy is kept) and on the frames a still camera skips.
+        ``grey``: gives the frame's small grey copy (``small_grey``, made once per frame and shared with the
+        motion gate), asked for only when this frame needs it; without it the copy is made here.
         """
         if self.still:
             self._since_check += 1
             if self._since_check < self.check_every:
                 # the frame just before a check keeps its grey copy, so the check measures one frame's motion
-                self._previous = self._small(image) if self._since_check == self.check_every - 1 else None
+                self._previous = self._small(image, grey) if self._since_check == self.check_every - 1 else None
                 self.skipped += 1
                 return None
             self._since_check = 0
-        grey = self._small(image)
-        previous, self._previous = self._previous, grey
-        if previous is None or previous.shape != grey.shape:
+        small = self._small(image, grey)
+        previous, self._previous = self._previous, small
+        if previous is None or previous.shape != small.shape:
             return None
         if not needed:
             self.skipped += 1
             return None
         self.estimated += 1
-        matrix = self._flow(previous, grey)
-        moved = _displacement(matrix, grey.shape[1], grey.shape[0]) if matrix is not None else np.inf
+        matrix = self._flow(previous, small)
+        moved = _displacement(matrix, small.shape[1], small.shape[0]) if matrix is not None else np.inf
         self._still = self._still + 1 if moved < STILL_PX else 0
         if matrix is None:
             return None
@@ -115,14 +121,12 @@ class CameraMotion:
             return None
         return np.asarray(matrix, np.float64)
 
-    def _small(self, image: BGRImage) -> np.ndarray:
-        height, width = image.shape[:2]
+    def _small(self, image: BGRImage, grey: Callable[[], GreyImage] | None = None) -> np.ndarray:
+        width = image.shape[1]
         self._scale = min(1.0, self.work_width / width)
-        size = (max(1, round(width * self._scale)), max(1, round(height * self._scale)))
-        # grey first, then shrink one channel instead of three: 1.1 ms instead of 1.9 from 1080p (at most one
-        # grey level apart)
-        return np.asarray(cv2.resize(cv2.cvtColor(image, cv2.COLOR_BGR2GRAY), size, interpolation=cv2.INTER_AREA),
-                          np.uint8)
+        if grey is not None and self.work_width == GREY_WIDTH:
+            return grey()
+        return small_grey(image, self.work_width)
 
 
 def _displacement(matrix: np.ndarray, width: int, height: int) -> float:

@@ -33,7 +33,7 @@ from facetrail.video.frames import Frame
 from facetrail.video.motion import MotionGate, MotionSettings
 from facetrail.video.reader import ReaderState, ReaderThread, Stopped
 from facetrail.video.sources import FrameSource, SourceKind, is_stream, open_source, source_kind
-from facetrail.vision.image import BGRImage
+from facetrail.vision.image import BGRImage, small_grey
 
 log = logging.getLogger(__name__)
 
@@ -358,8 +358,9 @@ class Camera(ReaderThread):
             return
 
     def _take(self, image: BGRImage, pts: float, gate: MotionGate, stream: bool) -> None:
-        """Gate a sampled picture and pass it on as a Frame."""
-        decision = gate.check(image, pts)
+        """Gate a sampled picture and pass it on as a Frame (with the grey copy the gate made, for camera motion)."""
+        grey = small_grey(image) if gate.settings.enabled else None
+        decision = gate.check(image, pts, grey)
         received = time.monotonic()
         now = datetime.now(UTC)
         with self._cond:
@@ -376,7 +377,8 @@ class Camera(ReaderThread):
         # A live source (a stream, or a file read in real time) is stamped when the frame arrives, as a
         # camera would be; a file read as fast as possible replays on the clock of its start time.
         captured = now if stream or self._live else self._start_time + timedelta(seconds=pts)
-        frame = Frame(self.settings.name, image, index, pts, captured, received, motion=decision == "motion")
+        frame = Frame(self.settings.name, image, index, pts, captured, received, motion=decision == "motion",
+                      made_grey=grey)
         if self._sink is not None:
             try:
                 self._sink(frame)

@@ -8,10 +8,11 @@ picture is converted to when the camera asks for a width and/or height.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
+from functools import cached_property
 
-from facetrail.vision.image import BGRImage
+from facetrail.vision.image import BGRImage, GreyImage, small_grey
 
 # Slack for pts that land a hair below a slot boundary through float rounding (e.g. 0.6 * 5 = 2.9999999999999996).
 _SLOT_EPSILON = 1e-6
@@ -30,6 +31,12 @@ class Frame:
     captured_at: datetime  # UTC: arrival time for live sources (streams, files in real time), else start + pts
     received_monotonic: float  # time.monotonic() when decoded
     motion: bool = True  # False when the motion gate let it through only as a heartbeat
+    made_grey: GreyImage | None = field(default=None, repr=False)  # the reader's small grey copy, when it made one
+
+    @cached_property
+    def grey(self) -> GreyImage:
+        """The frame's small grey copy (``small_grey``), made once: the motion gate and camera motion share it."""
+        return self.made_grey if self.made_grey is not None else small_grey(self.image)
 
 
 class RateSampler:

@@ -1,6 +1,7 @@
 """The motion gate: skip detection on frames where nothing moved.
 
-Each frame is shrunk, turned grey and blurred, then compared with the last
+Each frame is turned grey, shrunk and blurred (from the frame's small grey
+copy when the reader made one, which camera motion reuses later), then compared with the last
 frame that was let through; when too few pixels changed, the frame is
 skipped. So that a person standing still is not forgotten, one frame passes
 every ``max_skip_s`` seconds anyway (a heartbeat).
@@ -12,14 +13,12 @@ from typing import Literal, cast
 
 import cv2
 import numpy as np
-import numpy.typing as npt
 from pydantic import ConfigDict, Field
 from pydantic.dataclasses import dataclass
 
-from facetrail.vision.image import BGRImage
+from facetrail.vision.image import BGRImage, GreyImage
 
 MotionDecision = Literal["motion", "heartbeat", "skip"]
-GreyImage = npt.NDArray[np.uint8]
 
 
 @dataclass(frozen=True, config=ConfigDict(extra="forbid"))
@@ -50,11 +49,14 @@ class MotionGate:
         """Forget the reference frame (after a reconnect the next frame passes)."""
         self._previous = None
 
-    def check(self, image: BGRImage, pts: float) -> MotionDecision:
-        """``motion``, ``heartbeat`` (nothing moved for ``max_skip_s``) or ``skip``; the first frame is motion."""
+    def check(self, image: BGRImage, pts: float, grey: GreyImage | None = None) -> MotionDecision:
+        """``motion``, ``heartbeat`` (nothing moved for ``max_skip_s``) or ``skip``; the first frame is motion.
+
+        ``grey``: the frame's small grey copy (``small_grey``), shrunk on from there when it is wide enough.
+        """
         if not self.settings.enabled:
             return "motion"
-        small = self._small(image)
+        small = self._small(image, grey)
         if self._previous is None or self._previous.shape != small.shape:
             self.last_changed = 1.0
             return self._pass(small, pts, "motion")
@@ -71,9 +73,13 @@ class MotionGate:
         self._passed_at = pts
         return decision
 
-    def _small(self, image: BGRImage) -> GreyImage:
+    def _small(self, image: BGRImage, grey: GreyImage | None) -> GreyImage:
         height, width = image.shape[:2]
         target = min(self.settings.downscale_width, width)
         size = (target, max(1, round(height * target / width)))
-        grey = cv2.cvtColor(cv2.resize(image, size, interpolation=cv2.INTER_AREA), cv2.COLOR_BGR2GRAY)
-        return cast(GreyImage, cv2.GaussianBlur(grey, (5, 5), 0))
+        if grey is not None and grey.shape[1] >= target:
+            # from the shared grey copy: 0.03 ms instead of 2.3 (1080p) to shrink three channels and make them grey
+            small = cv2.resize(grey, size, interpolation=cv2.INTER_AREA)
+        else:
+            small = cv2.cvtColor(cv2.resize(image, size, interpolation=cv2.INTER_AREA), cv2.COLOR_BGR2GRAY)
+        return cast(GreyImage, cv2.GaussianBlur(small, (5, 5), 0))

@@ -9,6 +9,7 @@ orientation phones write. Arrays from video frames go through ``as_bgr``.
 from __future__ import annotations
 
 import io
+import threading
 import warnings
 from pathlib import Path
 from typing import cast
@@ -21,6 +22,11 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 from facetrail.vision.errors import ImageError
 
 BGRImage = npt.NDArray[np.uint8]
+GreyImage = npt.NDArray[np.uint8]
+
+# Width of a video frame's small grey copy, made once per frame and shared by the motion gate (which shrinks it on
+# to its own width) and the camera-motion estimate (which works at this width).
+GREY_WIDTH = 320
 
 DEFAULT_MAX_PIXELS = 50_000_000  # 50 MP: larger than any camera frame we expect
 
@@ -91,6 +97,27 @@ def _pil_to_bgr(image: Image.Image, label: str) -> BGRImage:
     if image.mode not in ("RGB", "L"):
         image = image.convert("RGB")
     return as_bgr(np.asarray(image), label, rgb=True)
+
+
+def small_grey(image: BGRImage, width: int = GREY_WIDTH) -> GreyImage:
+    """A grey copy of ``image`` at most ``width`` pixels wide, the aspect ratio kept.
+
+    Made grey first, then shrunk (INTER_AREA): one channel to shrink instead of three (1.1 ms instead of 1.9
+    from 1080p, at most one grey level apart). The full-size grey picture goes into a buffer each thread
+    reuses: a new one per frame is a fresh mapping of 2 MB at 1080p (``facetrail.heap``), whose page faults
+    cost more than the conversion (busy 2-core machine: 3.5 ms against 1.8).
+    """
+    height, full = image.shape[:2]
+    scale = min(1.0, width / full)
+    size = (max(1, round(full * scale)), max(1, round(height * scale)))
+    buffer: GreyImage | None = getattr(_GREY_BUFFERS, "grey", None)
+    if buffer is None or buffer.shape != (height, full):
+        buffer = _GREY_BUFFERS.grey = np.empty((height, full), np.uint8)
+    grey = cv2.cvtColor(image, cv2.COLOR_BGR2GRAY, dst=buffer)
+    return np.asarray(cv2.resize(grey, size, interpolation=cv2.INTER_AREA), np.uint8)
+
+
+_GREY_BUFFERS = threading.local()  # per thread: the full-size grey picture small_grey last used
 
 
 def rotate(image: BGRImage, degrees: int) -> BGRImage:

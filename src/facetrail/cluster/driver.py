@@ -1,0 +1,197 @@
+"""The driver of a cluster run: places the camera groups, watches them, delivers, and stops cleanly.
+
+``facetrail run`` becomes this when the configuration has a ``cluster:`` section (or ``--ray`` is given).
+Each group is an actor that Ray restarts elsewhere when its node dies (``max_restarts=-1``); the driver only
+notices (a group it cannot reach), reports the move once the group answers from its new node, and warns when
+that takes longer than ``restart_deadline_s``. When the head itself dies the driver cannot reach the cluster:
+it stops with :class:`ClusterLost`, everything stored stays stored, and the next run resumes from each
+camera's checkpoint.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import ray
+from ray.exceptions import GetTimeoutError, RayError
+
+from facetrail.cluster.actors import CameraGroup, GroupStatus
+from facetrail.cluster.delivery import Delivery
+from facetrail.cluster.groups import camera_groups
+from facetrail.cluster.settings import ClusterSettings
+from facetrail.config.schema import FacetrailConfig, cluster_database_problem
+from facetrail.pipeline.runner import PipelineStats
+from facetrail.store.db import Database
+from facetrail.store.models import CameraPlacement
+from facetrail.store.placements import placements
+
+log = logging.getLogger(__name__)
+CALL_TIMEOUT_S = 10.0  # one status call; a group that does not answer is counted away, not waited for
+STOP_TIMEOUT_S = 120.0
+HEAD_LOST_S = 20.0  # no answer from the cluster at all (not one group, not the head) for this long: stop
+
+
+class ClusterLost(RuntimeError):
+    """The driver lost the cluster (its head died or is unreachable)."""
+
+
+@dataclass
+class _Group:
+    cameras: list[str]
+    handle: Any
+    status: GroupStatus | None = None
+    away_since: float | None = None  # monotonic: since when it does not answer
+    warned: bool = False
+
+
+@dataclass
+class ClusterStats:
+    """Totals of every group, and the groups' latest statuses."""
+
+    totals: PipelineStats = field(default_factory=PipelineStats)
+    groups: list[GroupStatus] = field(default_factory=list)
+
+
+class ClusterRun:
+    """One run of a configuration's cameras on a Ray cluster."""
+
+    def __init__(self, config: FacetrailConfig, settings: ClusterSettings, *, actor: str = "pipeline",
+                 notify: Callable[[str], None] = log.warning) -> None:
+        problem = cluster_database_problem(config.database.url)
+        if problem or config.database.url is None:
+            raise ValueError(problem)
+        self.config, self.settings, self.actor, self.notify = config, settings, actor, notify
+        self.run_id = uuid.uuid4().hex[:12]
+        self.db = Database(config.database.url)
+        self.delivery = Delivery(config, self.db)
+        self.groups: list[_Group] = []
+        self.stats = ClusterStats()
+        self.moves: dict[str, tuple[str, datetime]] = {}  # camera -> (node it left, when), as reported
+
+    # -- lifecycle -----------------------------------------------------------------------------------------
+
+    def start(self, *, until_done: bool = True) -> None:
+        """Connect to the cluster, start delivery, place every group."""
+        ray.init(address=self.settings.ray.address, namespace="facetrail", logging_level=logging.WARNING,
+                 log_to_driver=False)
+        self.delivery.start()
+        resources = ray.cluster_resources()  # type: ignore[no-untyped-call]
+        groups = camera_groups(self.config, self.settings.cameras_per_group)
+        gpus = self.settings.gpus_per_group
+        if gpus is None:
+            gpus = min(1.0, resources.get("GPU", 0.0) / max(1, len(groups)))
+        remote = ray.remote(CameraGroup).options(
+            max_restarts=-1, max_task_retries=0, num_cpus=self.settings.cpus_per_group, num_gpus=gpus,
+            resources=dict(self.settings.resources) or None, scheduling_strategy="SPREAD")
+        origin = datetime.now(UTC)
+        for cameras in groups:
+            handle = remote.remote(self.config, cameras, self.run_id, origin, until_done, self.actor)
+            self.groups.append(_Group(cameras, handle))
+
+    def poll(self) -> bool:
+        """Ask every group for its status (at most ``CALL_TIMEOUT_S``); True once every group is done."""
+        calls = {id(group): group.handle.status.remote() for group in self.groups}
+        now = time.monotonic()
+        for group in self.groups:
+            try:
+                status: GroupStatus = ray.get(calls[id(group)], timeout=CALL_TIMEOUT_S)
+            except (GetTimeoutError, RayError) as error:
+                if group.away_since is None:
+                    group.away_since = now
+                    self.notify(f"cluster: cameras {', '.join(group.cameras)} do not answer "
+                                f"({type(error).__name__}); waiting for them to restart")
+                elif not group.warned and now - group.away_since > self.settings.restart_deadline_s:
+                    group.warned = True
+                    self.notify(f"cluster: cameras {', '.join(group.cameras)} are not back after "
+                                f"{self.settings.restart_deadline_s:g} s: is there a node with the resources they "
+                                "need, and does the head notice dead nodes in time (RAY_health_check_*)?")
+                continue
+            if group.away_since is not None:
+                self.notify(f"cluster: cameras {', '.join(group.cameras)} run on {status.node} again, "
+                            f"{now - group.away_since:.1f} s after they stopped answering")
+                group.away_since, group.warned = None, False
+            if group.status is not None and group.status.node != status.node:
+                for camera in group.cameras:
+                    self.moves[camera] = (group.status.node, datetime.now(UTC))
+            group.status = status
+        if all(group.away_since is not None for group in self.groups) and not self._head_answers():
+            raise ClusterLost("the Ray cluster's head does not answer")
+        self._total()
+        return all(group.status is not None and group.status.done for group in self.groups)
+
+    def stop(self) -> None:
+        """Stop every group (their tracks end and are stored), deliver what is due, disconnect."""
+        try:
+            pending = [group.handle.stop.remote() for group in self.groups]
+            if pending:
+                ready, _ = ray.wait(pending, num_returns=len(pending), timeout=STOP_TIMEOUT_S)
+                for ref in ready:
+                    try:
+                        ray.get(ref)
+                    except RayError as error:
+                        log.warning("a camera group did not stop cleanly: %s", error)
+            for group in self.groups:
+                ray.kill(group.handle, no_restart=True)
+        except RayError as error:
+            log.warning("the cluster did not answer while stopping: %s", error)
+        finally:
+            self.delivery.stop()
+            ray.shutdown()
+            self.db.dispose()
+
+    def run(self, stop: threading.Event | None = None, *, until_done: bool = True,
+            on_poll: Callable[[ClusterRun], None] | None = None) -> ClusterStats:
+        """Start, poll every ``poll_s`` until stopped (or every camera ended), stop."""
+        self.start(until_done=until_done)
+        try:
+            while not (stop is not None and stop.is_set()):
+                done = self.poll()
+                if on_poll is not None:
+                    on_poll(self)
+                if until_done and done:
+                    break
+                if stop is not None:
+                    stop.wait(self.settings.poll_s)
+                else:
+                    time.sleep(self.settings.poll_s)
+        finally:
+            self.stop()
+        return self.stats
+
+    # -- internals -----------------------------------------------------------------------------------------
+
+    def placements(self) -> dict[str, CameraPlacement]:
+        """Where each camera runs and where it ran before, as the groups recorded it."""
+        with self.db.session() as session:
+            rows = placements(session)
+            for row in rows.values():
+                session.expunge(row)
+            return rows
+
+    def _head_answers(self) -> bool:
+        try:
+            ray.cluster_resources()  # type: ignore[no-untyped-call]
+        except Exception:  # any failure to reach the head means the same here
+            return False
+        return True
+
+    def _total(self) -> None:
+        totals = PipelineStats()
+        statuses = [group.status for group in self.groups if group.status is not None]
+        for status in statuses:
+            stats = status.stats
+            totals.frames += stats.frames
+            totals.faces += stats.faces
+            totals.embedded += stats.embedded
+            totals.tracks += stats.tracks
+            totals.named_tracks += stats.named_tracks
+            totals.events += stats.events
+            totals.per_camera_frames.update(stats.per_camera_frames)
+        self.stats = ClusterStats(totals, statuses)

@@ -1,0 +1,243 @@
+"""The pipeline on a real Ray cluster of three nodes on this machine; a worker node killed mid-run.
+
+The cluster (a head and two workers, each with its own temporary folder) runs real clips of enrolled people
+against a throwaway PostgreSQL database; events go to a real Mosquitto and a real webhook receiver.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import subprocess
+import sys
+from collections import Counter
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+from sqlalchemy import func, select
+
+from facetrail.config.errors import ConfigError
+from facetrail.config.loader import parse_config
+from facetrail.store.db import Database
+from facetrail.store.models import CameraPlacement, Event, OutboxMessage, as_utc
+from facetrail.vision.engine import FaceEngine
+from facetrail.vision.samples import sample_image
+from mqtt_kit import Listener
+from pipeline_kit import enrol, head_and_shoulders, make_clip, walk_in
+from services import SECRET_A, Mosquitto, Receiver, free_port, wait_until
+
+SRC = Path(__file__).resolve().parents[1] / "src"
+RUN_WAIT_S = 600.0  # a busy 2-core machine, three nodes and two engines: generous, never a timing assertion
+
+
+def _ray_problem() -> str | None:
+    if importlib.util.find_spec("ray") is None:
+        return "ray is not installed (pip install 'facetrail[cluster]')"
+    if not Path(sys.executable).with_name("ray").exists():
+        return f"the ray command is not beside {sys.executable}"
+    return None
+
+
+def facetrail(*args: str | Path, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "facetrail.cli.main", *map(str, args)], capture_output=True,
+                          text=True, timeout=timeout, stdin=subprocess.DEVNULL)
+
+
+# -- without a cluster ---------------------------------------------------------------------------------------
+
+
+def test_a_plain_run_never_imports_ray(tmp_path: Path) -> None:
+    config = tmp_path / "site.yml"
+    config.write_text(f"purpose: no cluster\ndata_dir: {tmp_path / 'data'}\ncameras:\n  door:\n    inputs:\n"
+                      f"      - path: {tmp_path / 'missing.mp4'}\n    reconnect:\n      max_attempts: 1\n")
+    probe = ("import sys\nfrom facetrail.cli.main import main\n"
+             f"code = main(['run', {str(config)!r}])\n"
+             "print('RAY' if 'ray' in sys.modules else 'NO RAY', code)\n")
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.strip().splitlines()[-1] == "NO RAY 0"
+    assert "camera door: failed" in done.stdout  # it did run (the file is missing), on one process
+
+
+def test_a_cluster_needs_a_shared_postgresql_database(tmp_path: Path) -> None:
+    text = ("purpose: cluster\ncameras:\n  door:\n    inputs:\n      - path: door.mp4\n"
+            "cluster:\n  ray:\n    address: 127.0.0.1:6379\n")
+    with pytest.raises(ConfigError) as refused:
+        parse_config(text, "site.yml")
+    assert "line 6" in str(refused.value) and "PostgreSQL" in str(refused.value)
+    config = tmp_path / "site.yml"
+    config.write_text(text.split("cluster:")[0])
+    done = facetrail("run", config, "--ray", "127.0.0.1:6379")
+    assert done.returncode == 1
+    assert "PostgreSQL" in done.stderr and "Traceback" not in done.stderr
+    assert not (tmp_path / "facetrail-data").exists()  # nothing was opened or written
+
+
+def test_the_cluster_section_is_read_with_its_defaults() -> None:
+    config = parse_config("purpose: cluster\ndatabase:\n  url: postgresql+psycopg://u@db/facetrail\n"
+                          "cameras:\n  door:\n    inputs:\n      - path: door.mp4\n"
+                          "cluster:\n  ray:\n    address: head:6379\n  resources: {cameras: 1}\n", "site.yml")
+    assert config.cluster is not None
+    assert (config.cluster.ray.address, config.cluster.restart_deadline_s, config.cluster.resources) == \
+        ("head:6379", 30.0, {"cameras": 1.0})
+    with pytest.raises(ConfigError, match="unknown setting"):
+        parse_config("purpose: x\ndatabase:\n  url: postgresql+psycopg://u@db/f\ncameras:\n  d:\n    inputs:\n"
+                     "      - path: d.mp4\ncluster:\n  ray:\n    adress: head:6379\n", "site.yml")
+
+
+# -- on a cluster --------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[object]:
+    """A head (no camera resources) and two workers that run up to two camera groups each."""
+    problem = _ray_problem()
+    if problem:
+        pytest.skip(problem)
+    from facetrail.cluster.local import LocalCluster
+
+    root = tmp_path_factory.mktemp("ray")
+    path = os.pathsep.join(p for p in (str(SRC), os.environ.get("PYTHONPATH", "")) if p)
+    made = LocalCluster(root, env={"PYTHONPATH": path})
+    try:
+        made.start_head(num_cpus=1)
+        made.add_worker("worker-a", num_cpus=2, resources={"cameras": 2})
+        made.add_worker("worker-b", num_cpus=2, resources={"cameras": 2})
+        yield made
+    finally:
+        made.stop()
+
+
+@pytest.fixture
+def postgres() -> Iterator[str]:
+    from dbs import postgres_problem, throwaway_postgres
+
+    problem = postgres_problem()
+    if problem:
+        pytest.skip(problem)
+    with throwaway_postgres() as url:
+        yield url
+
+
+@pytest.fixture
+def clips(tmp_path: Path, video_engine: FaceEngine) -> dict[str, Path]:
+    """Two cameras; Yao Ming walks past each twice (two watchlist hits per camera)."""
+    yao = head_and_shoulders(video_engine, sample_image("yaoming.jpg"))
+    return {name: make_clip(tmp_path / f"{name}.mp4", [walk_in(yao, 0.5, 4.5, x), walk_in(yao, 9.0, 13.0, x)],
+                            15.0, seed=seed)
+            for seed, (name, x) in enumerate((("gate", 0.3), ("hall", 0.6)))}
+
+
+def site(tmp_path: Path, url: str, address: str, clips: dict[str, Path], broker: int, webhook: int) -> Path:
+    lines = [f"purpose: cluster test\ndata_dir: {tmp_path / 'data'}\ndatabase:\n  url: {url}\n",
+             f"mqtt:\n  enabled: true\n  port: {broker}\n",
+             f"webhooks:\n  - name: desk\n    url: http://127.0.0.1:{webhook}/hook\n    secret: {SECRET_A}\n",
+             f"cluster:\n  ray:\n    address: {address}\n  resources: {{cameras: 1}}\n  poll_s: 0.5\n", "cameras:\n"]
+    for name, clip in clips.items():
+        lines.append(f"  {name}:\n    inputs:\n      - path: {clip}\n        realtime: true\n    detect:\n"
+                     "      fps: 5\n")
+    path = tmp_path / "site.yml"
+    path.write_text("".join(lines))
+    return path
+
+
+def placements(db: Database) -> dict[str, CameraPlacement]:
+    with db.session() as session:
+        rows = {row.camera: row for row in session.scalars(select(CameraPlacement))}
+        for row in rows.values():
+            session.expunge(row)
+        return rows
+
+
+def test_a_killed_worker_s_cameras_resume_elsewhere_and_every_event_arrives_once(
+        tmp_path: Path, cluster: object, postgres: str, clips: dict[str, Path], video_engine: FaceEngine,
+        broker: Mosquitto) -> None:
+    from facetrail.cluster.local import LocalCluster
+
+    assert isinstance(cluster, LocalCluster)
+    enrol(tmp_path / "data", video_engine, "Yao Ming", sample_image("yaoming.jpg"), watchlist="vip", db_url=postgres)
+    webhook = free_port()
+    receiver = Receiver(webhook, {"/hook": SECRET_A}).start()
+    config = site(tmp_path, postgres, cluster.address, clips, broker.port, webhook)
+    db = Database(postgres)
+    log = (tmp_path / "run.log").open("w")
+    with Listener(broker.port, "facetrail/events") as heard:
+        run = subprocess.Popen([sys.executable, "-m", "facetrail.cli.main", "run", str(config)], stdout=log,
+                               stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+        try:
+            workers = {cluster.node_id(node)[:8]: node for node in cluster.nodes if node.name != "head"}
+
+            def running_on_both() -> bool:
+                assert run.poll() is None, (tmp_path / "run.log").read_text()[-3000:]
+                rows = placements(db)
+                return len(rows) == 2 and all((row.position_s or 0) >= 1.0 for row in rows.values())
+
+            wait_until(running_on_both, "both cameras to be reading", timeout=RUN_WAIT_S)
+            before = placements(db)
+            nodes = {name: row.node.rsplit("/", 1)[1] for name, row in before.items()}
+            assert set(nodes.values()) == set(workers), nodes  # one camera on each worker, none on the head
+
+            # Kill the node running "gate" while Yao Ming is in view and his first event there is open: the
+            # resumed camera must continue that event, not raise a second one.
+            def gate_event_open() -> bool:
+                with db.session() as session:
+                    return session.scalar(select(func.count()).select_from(Event).where(
+                        Event.camera == "gate", Event.ended_at.is_(None))) == 1
+
+            wait_until(gate_event_open, "gate's first event", timeout=RUN_WAIT_S)
+            with db.session() as session:
+                open_uid = session.scalar(select(Event.uid).where(Event.camera == "gate"))
+            victim = nodes["gate"]
+            killed_at = datetime.now(UTC)
+            assert cluster.kill(workers[victim])
+
+            def moved() -> bool:
+                row = placements(db)["gate"]
+                return row.moved_from is not None and not row.node.endswith(victim)
+
+            wait_until(moved, "gate to resume on the other worker", timeout=RUN_WAIT_S)
+            assert run.wait(timeout=RUN_WAIT_S) == 0, (tmp_path / "run.log").read_text()[-3000:]
+        finally:
+            if run.poll() is None:
+                run.kill()
+                run.wait()
+            log.close()
+        after = placements(db)
+        assert after["gate"].moved_from is not None and after["gate"].moved_from.endswith(victim)
+        assert after["gate"].node.rsplit("/", 1)[1] == nodes["hall"]  # the survivor runs both now
+        assert after["hall"].moved_from is None
+        assert all(row.position_s is None for row in after.values())  # both files read to their end
+        output = (tmp_path / "run.log").read_text()
+        assert f"camera gate: on node {after['gate'].node}, moved from {after['gate'].moved_from}" in output
+
+        with db.session() as session:
+            events = {e.uid: e for e in session.scalars(select(Event).where(Event.kind == "watchlist_hit"))}
+            waiting = session.scalar(select(func.count()).select_from(OutboxMessage)
+                                     .where(OutboxMessage.delivered_at.is_(None)))
+            hooks = list(session.scalars(select(OutboxMessage.message_id).where(OutboxMessage.channel == "webhook")
+                                         .order_by(OutboxMessage.id)))
+        assert waiting == 0
+        per_camera = Counter(e.camera for e in events.values())
+        assert per_camera == {"gate": 2, "hall": 2}  # two walks past each camera: no event lost, none twice
+        assert all(e.ended_at is not None for e in events.values())
+        # The event open at the kill went on on the new node (the files play in real time, stamped on the
+        # clock): it ended after the kill, when Yao Ming left, not when the dead node last saw him.
+        assert as_utc(events[open_uid].ended_at) > killed_at
+
+        def all_heard() -> bool:
+            ends = [m.json() for m in heard.on("facetrail/events") if m.json()["type"] == "end"]
+            return {p["after"]["id"] for p in ends} >= set(events)
+
+        wait_until(all_heard, "every event's end over MQTT")
+        payloads = [m.json() for m in heard.on("facetrail/events")]
+        ids = [p["message_id"] for p in payloads]
+        assert len(ids) == len(set(ids))  # no MQTT message twice
+        news = Counter(p["after"]["id"] for p in payloads if p["type"] == "new")
+        ends = Counter(p["after"]["id"] for p in payloads if p["type"] == "end")
+        assert news == Counter(set(events)) and ends == Counter(set(events))  # each event new once, ended once
+        assert receiver.delivered("/hook") == hooks  # every webhook once, in order
+        assert not receiver.problems
+    receiver.stop()
+    db.dispose()

@@ -7,9 +7,11 @@ against a throwaway PostgreSQL database; events go to a real Mosquitto and a rea
 from __future__ import annotations
 
 import importlib.util
+import json
 import os
 import subprocess
 import sys
+import tempfile
 from collections import Counter
 from collections.abc import Iterator
 from datetime import UTC, datetime
@@ -38,6 +40,15 @@ def _ray_problem() -> str | None:
     if not Path(sys.executable).with_name("ray").exists():
         return f"the ray command is not beside {sys.executable}"
     return None
+
+
+def short_dir(under: Path, name: str) -> Path:
+    """A folder for a Ray node's files: a link under /tmp to one in ``under`` (Ray's socket paths are short)."""
+    target = under / name
+    target.mkdir(parents=True, exist_ok=True)
+    link = Path(tempfile.mkdtemp(prefix="ft-ray-", dir="/tmp")) / "n"
+    link.symlink_to(target)
+    return link
 
 
 def facetrail(*args: str | Path, timeout: float = 60) -> subprocess.CompletedProcess[str]:
@@ -98,7 +109,7 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[object]:
         pytest.skip(problem)
     from facetrail.cluster.local import LocalCluster
 
-    root = tmp_path_factory.mktemp("ray")
+    root = short_dir(tmp_path_factory.mktemp("ray"), "cluster")
     path = os.pathsep.join(p for p in (str(SRC), os.environ.get("PYTHONPATH", "")) if p)
     made = LocalCluster(root, env={"PYTHONPATH": path})
     try:
@@ -239,5 +250,79 @@ def test_a_killed_worker_s_cameras_resume_elsewhere_and_every_event_arrives_once
         assert news == Counter(set(events)) and ends == Counter(set(events))  # each event new once, ended once
         assert receiver.delivered("/hook") == hooks  # every webhook once, in order
         assert not receiver.problems
+    receiver.stop()
+    db.dispose()
+
+
+def test_when_the_head_dies_the_run_stops_cleanly_and_the_next_run_resumes(
+        tmp_path: Path, postgres: str, video_engine: FaceEngine, broker: Mosquitto) -> None:
+    problem = _ray_problem()
+    if problem:
+        pytest.skip(problem)
+    from facetrail.cluster.local import LocalCluster
+
+    enrol(tmp_path / "data", video_engine, "Yao Ming", sample_image("yaoming.jpg"), watchlist="vip", db_url=postgres)
+    webhook = free_port()
+    receiver = Receiver(webhook, {"/hook": SECRET_A}).start()
+    db = Database(postgres)
+    path = os.pathsep.join(p for p in (str(SRC), os.environ.get("PYTHONPATH", "")) if p)
+    yao = head_and_shoulders(video_engine, sample_image("yaoming.jpg"))  # 30 s: the head dies long before its end
+    gate = {"gate": make_clip(tmp_path / "long.mp4", [walk_in(yao, 0.5, 4.5, 0.3), walk_in(yao, 24.0, 28.0, 0.3)],
+                              30.0)}
+    with Listener(broker.port, "facetrail/events") as heard:
+        first = LocalCluster(short_dir(tmp_path, "ray-1"), env={"PYTHONPATH": path})
+        try:
+            first.start_head()
+            first.add_worker("worker", num_cpus=2, resources={"cameras": 2})
+            config = site(tmp_path, postgres, first.address, gate, broker.port, webhook)
+            run = subprocess.Popen([sys.executable, "-m", "facetrail.cli.main", "run", str(config)],
+                                   stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                   stdin=subprocess.DEVNULL)
+
+            def gate_event_open() -> bool:
+                assert run.poll() is None
+                with db.session() as session:
+                    return session.scalar(select(func.count()).select_from(Event).where(
+                        Event.camera == "gate", Event.ended_at.is_(None))) == 1
+
+            wait_until(gate_event_open, "gate's first event", timeout=RUN_WAIT_S)
+            first.kill(first.nodes[0])  # the head
+            _, stderr = run.communicate(timeout=RUN_WAIT_S)
+            (tmp_path / "run.log").write_text(stderr)
+        finally:
+            first.stop()
+        assert run.returncode == 1, stderr[-3000:]
+        assert "the cluster run stopped" in stderr and "resumes" in stderr and "Traceback" not in stderr
+        with db.session() as session:
+            stored = set(session.scalars(select(Event.uid)))
+            announced = {json.loads(m.payload)["after"]["id"] for m in session.scalars(
+                select(OutboxMessage).where(OutboxMessage.destination == "facetrail/events"))}
+        assert stored and stored <= announced  # nothing half-written
+        stopped_at = placements(db)["gate"].position_s
+        assert stopped_at is not None and stopped_at > 0  # a checkpoint to resume from
+
+        second = LocalCluster(short_dir(tmp_path, "ray-2"), env={"PYTHONPATH": path})
+        try:
+            second.start_head()
+            second.add_worker("worker", num_cpus=2, resources={"cameras": 2})
+            config = site(tmp_path, postgres, second.address, gate, broker.port, webhook)
+            done = facetrail("run", config, timeout=RUN_WAIT_S)
+        finally:
+            second.stop()
+        assert done.returncode == 0, done.stderr[-3000:]
+        assert placements(db)["gate"].position_s is None  # read to the end this time
+        with db.session() as session:
+            events = set(session.scalars(select(Event.uid).where(Event.kind == "watchlist_hit",
+                                                                  Event.ended_at.is_not(None))))
+            total = session.scalar(select(func.count()).select_from(Event))
+        assert len(events) == total == 2  # resumed from the checkpoint: the first walk past is not raised again
+
+        def all_heard() -> bool:
+            return {m.json()["after"]["id"] for m in heard.on("facetrail/events") if m.json()["type"] == "end"} \
+                >= events
+
+        wait_until(all_heard, "every event's end over MQTT")
+        news = Counter(m.json()["after"]["id"] for m in heard.on("facetrail/events") if m.json()["type"] == "new")
+        assert news == Counter(events)
     receiver.stop()
     db.dispose()

@@ -7,6 +7,7 @@ Ray restarts the actor (``max_restarts=-1``) on another node when its node dies,
 from __future__ import annotations
 
 import logging
+import os
 import threading
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -83,6 +84,15 @@ class CameraGroup:
         """The group's cameras, node, counts; ``done`` once its pipeline stopped."""
         return GroupStatus(self.cameras, self.node, self.pipeline.status(), self.pipeline.stats,
                            not self._thread.is_alive(), self._error, self.resumed)
+
+    def abandon(self) -> None:
+        """End this process now, as a crash would: what is stored stays, open events stay open for the next run.
+
+        The driver calls it when the cluster's head is lost: the run cannot go on, and closing the tracks here
+        would make the next run (resuming from the checkpoints) announce the people still in view again.
+        """
+        log.warning("group %s: the driver lost the cluster; stopping at once", self.cameras)
+        threading.Timer(0.2, os._exit, args=(3,)).start()  # after this call's answer is on its way
 
     def stop(self, timeout: float = 60.0) -> GroupStatus:
         """Stop the cameras (open tracks end, everything is stored) and report."""

@@ -35,7 +35,10 @@ from facetrail.store.placements import placements
 log = logging.getLogger(__name__)
 CALL_TIMEOUT_S = 10.0  # one status call; a group that does not answer is counted away, not waited for
 STOP_TIMEOUT_S = 120.0
-HEAD_LOST_S = 20.0  # no answer from the cluster at all (not one group, not the head) for this long: stop
+# The head has not answered for this long: stop (Ray itself ends a driver that cannot reach the head for
+# RAY_gcs_rpc_server_reconnect_timeout_s, 60 s by default: the driver must be done before that).
+HEAD_LOST_S = 10.0
+ABANDON_WAIT_S = 5.0
 
 
 class ClusterLost(RuntimeError):
@@ -74,6 +77,9 @@ class ClusterRun:
         self.groups: list[_Group] = []
         self.stats = ClusterStats()
         self.moves: dict[str, tuple[str, datetime]] = {}  # camera -> (node it left, when), as reported
+        self.lost = False  # the head stopped answering
+        self._probe: threading.Thread | None = None
+        self._head_seen = time.monotonic()
 
     # -- lifecycle -----------------------------------------------------------------------------------------
 
@@ -121,13 +127,27 @@ class ClusterRun:
                 for camera in group.cameras:
                     self.moves[camera] = (group.status.node, datetime.now(UTC))
             group.status = status
-        if all(group.away_since is not None for group in self.groups) and not self._head_answers():
-            raise ClusterLost("the Ray cluster's head does not answer")
+        if self._head_lost():
+            self.lost = True
+            raise ClusterLost(f"the Ray cluster's head ({self.settings.ray.address}) has not answered for "
+                              f"{HEAD_LOST_S:g} s")
         self._total()
         return all(group.status is not None and group.status.done for group in self.groups)
 
     def stop(self) -> None:
-        """Stop every group (their tracks end and are stored), deliver what is due, disconnect."""
+        """Stop every group (their tracks end and are stored), deliver what is due, disconnect.
+
+        Once the head is lost the groups are abandoned instead (they end as a crash would, leaving their
+        checkpoints and open events for the next run) and Ray is left alone: every call needing the head hangs.
+        """
+        if self.lost:
+            for group in self.groups:
+                group.handle.abandon.remote()  # reaches the worker directly: no head needed
+            ray.wait([group.handle.status.remote() for group in self.groups], num_returns=len(self.groups),
+                     timeout=ABANDON_WAIT_S)
+            self.delivery.stop()
+            self.db.dispose()
+            return
         try:
             pending = [group.handle.stop.remote() for group in self.groups]
             if pending:
@@ -175,12 +195,20 @@ class ClusterRun:
                 session.expunge(row)
             return rows
 
-    def _head_answers(self) -> bool:
+    def _head_lost(self) -> bool:
+        """True once the head has not answered for ``HEAD_LOST_S`` (a call to a dead head hangs: asked aside)."""
+        now = time.monotonic()
+        if self._probe is None or not self._probe.is_alive():
+            self._probe = threading.Thread(target=self._ask_head, name="head-probe", daemon=True)
+            self._probe.start()
+        return now - self._head_seen > HEAD_LOST_S
+
+    def _ask_head(self) -> None:
         try:
             ray.cluster_resources()  # type: ignore[no-untyped-call]
         except Exception:  # any failure to reach the head means the same here
-            return False
-        return True
+            return
+        self._head_seen = time.monotonic()
 
     def _total(self) -> None:
         totals = PipelineStats()

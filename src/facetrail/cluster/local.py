@@ -88,7 +88,7 @@ class LocalCluster:
         for node in sorted(self.nodes, key=lambda n: n.name == "head"):
             self.kill(node)
         for pid in _all_pids():  # the head's client server names the head's address, not its folder
-            if any(self.address in arg for arg in _cmdline(pid)):
+            if any(arg.startswith("--address=") and arg.endswith(f":{self.port}") for arg in _cmdline(pid)):
                 _signal(pid, signal.SIGKILL)
 
     def _start(self, node: Node, args: list[str]) -> None:

@@ -98,6 +98,38 @@ def test_the_cluster_section_is_read_with_its_defaults() -> None:
                      "      - path: d.mp4\ncluster:\n  ray:\n    adress: head:6379\n", "site.yml")
 
 
+def test_placements_record_moves_and_keep_the_checkpoint_for_the_next_run(postgres: str) -> None:
+    from facetrail.api.views import cameras_out
+    from facetrail.store.placements import checkpoint, place
+
+    db = Database(postgres)
+    origin = datetime(2026, 1, 1, 12, 0, tzinfo=UTC)
+    with db.session() as session:
+        fresh = place(session, ["gate"], run_id="run-1", node="10.0.0.1/aaaa", origin=origin)
+    assert fresh["gate"].position_s is None and fresh["gate"].clock_origin == origin
+    with db.session() as session:
+        checkpoint(session, "gate", 12.4)
+    with db.session() as session:  # the node died: the same run places the camera elsewhere
+        moved = place(session, ["gate"], run_id="run-1", node="10.0.0.2/bbbb", origin=datetime.now(UTC))
+    assert moved["gate"].position_s == 12.4 and moved["gate"].clock_origin == origin
+    with db.session() as session:
+        (shown,) = cameras_out(session, None)
+    assert (shown.name, shown.node, shown.moved_from) == ("gate", "10.0.0.2/bbbb", "10.0.0.1/aaaa")
+    assert shown.moved_at is not None
+    with db.session() as session:  # the next run (the head died) resumes, and has not moved yet
+        resumed = place(session, ["gate"], run_id="run-2", node="10.0.0.3/cccc", origin=datetime.now(UTC))
+        (shown,) = cameras_out(session, None)
+    assert resumed["gate"].position_s == 12.4 and resumed["gate"].clock_origin == origin
+    assert (shown.node, shown.moved_from) == ("10.0.0.3/cccc", None)
+    with db.session() as session:  # read to its end: the run after starts afresh
+        checkpoint(session, "gate", None)
+    later = datetime.now(UTC)
+    with db.session() as session:
+        again = place(session, ["gate"], run_id="run-3", node="10.0.0.3/cccc", origin=later)
+    assert again["gate"].position_s is None and again["gate"].clock_origin == later
+    db.dispose()
+
+
 # -- on a cluster --------------------------------------------------------------------------------------------
 
 

@@ -53,6 +53,10 @@ def run_on_cluster(config: FacetrailConfig, settings: ClusterSettings, *, actor:
                            "each camera from its checkpoint") from None
     for line in placement_lines(driver.placements()):
         out.print(line, markup=False)
+    failures = driver.failures
+    if failures:
+        reasons = "; ".join(f"{camera}: {reason}" for camera, reason in sorted(failures.items()))
+        raise CommandError(f"the cluster run stopped: {reasons}; stored sightings and events are kept")
     totals = stats.totals
     out.print(f"analysed {totals.frames} frame(s), {totals.faces} face(s), embedded {totals.embedded}; "
               f"{totals.tracks} track(s), {totals.named_tracks} named; {totals.events} event(s) "

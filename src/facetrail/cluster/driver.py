@@ -20,7 +20,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import ray
-from ray.exceptions import GetTimeoutError, RayError
+from ray.exceptions import GetTimeoutError, RayActorError, RayError
 
 from facetrail.cluster.actors import CameraGroup, GroupStatus
 from facetrail.cluster.delivery import Delivery
@@ -51,6 +51,7 @@ class _Group:
     handle: Any
     status: GroupStatus | None = None
     away_since: float | None = None  # monotonic: since when it does not answer
+    failed: str | None = None  # the actor could not start (it is not restarted)
     warned: bool = False
 
 
@@ -109,6 +110,11 @@ class ClusterRun:
             try:
                 status: GroupStatus = ray.get(calls[id(group)], timeout=CALL_TIMEOUT_S)
             except (GetTimeoutError, RayError) as error:
+                if isinstance(error, RayActorError) and error.actor_init_failed:  # for good: it is not restarted
+                    if group.failed is None:
+                        group.failed = str(error).strip().splitlines()[-1][:500]
+                        self.notify(f"cluster: cameras {', '.join(group.cameras)} failed to start: {group.failed}")
+                    continue
                 if group.away_since is None:
                     group.away_since = now
                     self.notify(f"cluster: cameras {', '.join(group.cameras)} do not answer "
@@ -132,7 +138,18 @@ class ClusterRun:
             raise ClusterLost(f"the Ray cluster's head ({self.settings.ray.address}) has not answered for "
                               f"{HEAD_LOST_S:g} s")
         self._total()
-        return all(group.status is not None and group.status.done for group in self.groups)
+        return all(group.failed is not None or (group.status is not None and group.status.done)
+                   for group in self.groups)
+
+    @property
+    def failures(self) -> dict[str, str]:
+        """Why each failed group's cameras (or group's pipeline) stopped, by camera."""
+        failed = {}
+        for group in self.groups:
+            reason = group.failed or (group.status.error if group.status is not None else None)
+            if reason:
+                failed.update(dict.fromkeys(group.cameras, reason))
+        return failed
 
     def stop(self) -> None:
         """Stop every group (their tracks end and are stored), deliver what is due, disconnect.

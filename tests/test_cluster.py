@@ -286,6 +286,21 @@ def test_a_killed_worker_s_cameras_resume_elsewhere_and_every_event_arrives_once
     db.dispose()
 
 
+def test_cameras_no_node_can_run_fail_the_run_with_the_reason(tmp_path: Path, cluster: object, postgres: str,
+                                                              clips: dict[str, Path]) -> None:
+    from facetrail.cluster.local import LocalCluster
+
+    assert isinstance(cluster, LocalCluster)
+    config = tmp_path / "site.yml"
+    config.write_text(f"purpose: cluster test\ndata_dir: {tmp_path / 'data'}\ndatabase:\n  url: {postgres}\n"
+                      f"cluster:\n  ray:\n    address: {cluster.address}\n  resources: {{gpu_room: 1}}\n"
+                      f"  start_timeout_s: 5\ncameras:\n  gate:\n    inputs:\n      - path: {clips['gate']}\n")
+    done = facetrail("run", config, timeout=RUN_WAIT_S)
+    assert done.returncode == 1
+    assert "gate: not started after 5 s" in done.stderr and "gpu_room" in done.stderr
+    assert "Traceback" not in done.stderr
+
+
 def test_when_the_head_dies_the_run_stops_cleanly_and_the_next_run_resumes(
         tmp_path: Path, postgres: str, video_engine: FaceEngine, broker: Mosquitto) -> None:
     problem = _ray_problem()
@@ -298,9 +313,9 @@ def test_when_the_head_dies_the_run_stops_cleanly_and_the_next_run_resumes(
     receiver = Receiver(webhook, {"/hook": SECRET_A}).start()
     db = Database(postgres)
     path = os.pathsep.join(p for p in (str(SRC), os.environ.get("PYTHONPATH", "")) if p)
-    yao = head_and_shoulders(video_engine, sample_image("yaoming.jpg"))  # 30 s: the head dies long before its end
-    gate = {"gate": make_clip(tmp_path / "long.mp4", [walk_in(yao, 0.5, 4.5, 0.3), walk_in(yao, 24.0, 28.0, 0.3)],
-                              30.0)}
+    yao = head_and_shoulders(video_engine, sample_image("yaoming.jpg"))  # 45 s: the head dies long before its end
+    gate = {"gate": make_clip(tmp_path / "long.mp4", [walk_in(yao, 0.5, 4.5, 0.3), walk_in(yao, 38.0, 42.0, 0.3)],
+                              45.0)}
     with Listener(broker.port, "facetrail/events") as heard:
         first = LocalCluster(short_dir(tmp_path, "ray-1"), env={"PYTHONPATH": path})
         try:

@@ -20,6 +20,7 @@ from facetrail.store.models import Event
 from facetrail.store.placements import checkpoint
 from facetrail.video.camera import Camera
 
+QUIET_EVERY_S = 1.0  # checkpoint interval while nobody is in view
 ADOPT_WITHIN_S = 10.0  # media seconds after a resume during which a track may take over a left-open event
 
 
@@ -41,10 +42,18 @@ class Checkpoints(Consumer):
         self.cameras = cameras
         self.resumed_at = dict(resumed_at)  # camera -> media time it resumed after
         self.end_orphans: Callable[[list[str]], int] | None = None  # set to the recorder's, once it exists
+        self._written: dict[str, float] = {}  # camera -> media time of its last checkpoint
+        self._in_view: dict[str, bool] = {}  # camera -> its last frame had tracks in view
 
     def on_frame(self, batch: FrameBatch) -> None:
-        with self.db.session() as session:
-            checkpoint(session, batch.camera, batch.pts)
+        # Every frame while someone is in view (and the frame they left), else once a second: replaying a second
+        # of empty frames after a crash stores nothing, and a write per frame costs a commit per frame.
+        camera = batch.camera
+        if len(batch) or self._in_view.get(camera) or batch.pts - self._written.get(camera, -1e9) >= QUIET_EVERY_S:
+            with self.db.session() as session:
+                checkpoint(session, camera, batch.pts)
+            self._written[camera] = batch.pts
+        self._in_view[camera] = len(batch) > 0
         start = self.resumed_at.get(batch.camera)
         if start is not None and batch.pts - start >= ADOPT_WITHIN_S and self.end_orphans is not None:
             del self.resumed_at[batch.camera]

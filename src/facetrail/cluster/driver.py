@@ -35,9 +35,10 @@ from facetrail.store.placements import placements
 log = logging.getLogger(__name__)
 CALL_TIMEOUT_S = 10.0  # one status call; a group that does not answer is counted away, not waited for
 STOP_TIMEOUT_S = 120.0
-# The head has not answered for this long: stop (Ray itself ends a driver that cannot reach the head for
-# RAY_gcs_rpc_server_reconnect_timeout_s, 60 s by default: the driver must be done before that).
-HEAD_LOST_S = 10.0
+# The head has not answered for this long: stop. It is asked once per poll, and a poll may wait CALL_TIMEOUT_S
+# for the groups, so it is more than that; and Ray itself ends a driver that cannot reach the head for
+# RAY_gcs_rpc_server_reconnect_timeout_s (60 s by default): the driver must be done before.
+HEAD_LOST_S = 20.0
 ABANDON_WAIT_S = 5.0
 
 
@@ -80,7 +81,7 @@ class ClusterRun:
         self.moves: dict[str, tuple[str, datetime]] = {}  # camera -> (node it left, when), as reported
         self.lost = False  # the head stopped answering
         self._probe: threading.Thread | None = None
-        self._head_seen = time.monotonic()
+        self._head_seen = self._started = time.monotonic()
 
     # -- lifecycle -----------------------------------------------------------------------------------------
 
@@ -98,22 +99,32 @@ class ClusterRun:
             max_restarts=-1, max_task_retries=0, num_cpus=self.settings.cpus_per_group, num_gpus=gpus,
             resources=dict(self.settings.resources) or None, scheduling_strategy="SPREAD")
         origin = datetime.now(UTC)
+        self._started = self._head_seen = time.monotonic()
         for cameras in groups:
             handle = remote.remote(self.config, cameras, self.run_id, origin, until_done, self.actor)
             self.groups.append(_Group(cameras, handle))
 
     def poll(self) -> bool:
         """Ask every group for its status (at most ``CALL_TIMEOUT_S``); True once every group is done."""
-        calls = {id(group): group.handle.status.remote() for group in self.groups}
+        self._ask_head_aside()
+        asking = [group for group in self.groups if group.failed is None]
+        calls = [group.handle.status.remote() for group in asking]
+        ready, _ = ray.wait(calls, num_returns=len(calls), timeout=CALL_TIMEOUT_S)  # all at once, one wait
+        answered = set(ready)
         now = time.monotonic()
-        for group in self.groups:
+        for group, call in zip(asking, calls, strict=True):
             try:
-                status: GroupStatus = ray.get(calls[id(group)], timeout=CALL_TIMEOUT_S)
+                if call not in answered:
+                    raise GetTimeoutError(f"no answer within {CALL_TIMEOUT_S:g} s")
+                status: GroupStatus = ray.get(call)
             except (GetTimeoutError, RayError) as error:
                 if isinstance(error, RayActorError) and error.actor_init_failed:  # for good: it is not restarted
-                    if group.failed is None:
-                        group.failed = str(error).strip().splitlines()[-1][:500]
-                        self.notify(f"cluster: cameras {', '.join(group.cameras)} failed to start: {group.failed}")
+                    self._fail(group, str(error).strip().splitlines()[-1][:500])
+                    continue
+                if group.status is None and now - self._started > self.settings.start_timeout_s:
+                    self._fail(group, f"not started after {self.settings.start_timeout_s:g} s: does a node have "
+                                      f"{self.settings.cpus_per_group:g} CPU(s) and the resources "
+                                      f"{dict(self.settings.resources) or '{}'} free?")
                     continue
                 if group.away_since is None:
                     group.away_since = now
@@ -204,6 +215,12 @@ class ClusterRun:
 
     # -- internals -----------------------------------------------------------------------------------------
 
+    def _fail(self, group: _Group, reason: str) -> None:
+        if group.failed is None:
+            group.failed = reason
+            self.notify(f"cluster: cameras {', '.join(group.cameras)} failed to start: {reason}")
+            ray.kill(group.handle, no_restart=True)
+
     def placements(self) -> dict[str, CameraPlacement]:
         """Where each camera runs and where it ran before, as the groups recorded it."""
         with self.db.session() as session:
@@ -212,13 +229,15 @@ class ClusterRun:
                 session.expunge(row)
             return rows
 
-    def _head_lost(self) -> bool:
-        """True once the head has not answered for ``HEAD_LOST_S`` (a call to a dead head hangs: asked aside)."""
-        now = time.monotonic()
+    def _ask_head_aside(self) -> None:
+        """Ask the head for the cluster's resources on a thread of its own (a call to a dead head hangs)."""
         if self._probe is None or not self._probe.is_alive():
             self._probe = threading.Thread(target=self._ask_head, name="head-probe", daemon=True)
             self._probe.start()
-        return now - self._head_seen > HEAD_LOST_S
+
+    def _head_lost(self) -> bool:
+        """True once the head has not answered for ``HEAD_LOST_S``."""
+        return time.monotonic() - self._head_seen > HEAD_LOST_S
 
     def _ask_head(self) -> None:
         try:

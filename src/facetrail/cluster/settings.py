@@ -41,5 +41,9 @@ class ClusterSettings:
         description="Seconds within which the cameras of a dead node run again elsewhere. The head notices a "
                     "dead node after RAY_health_check_period_ms x RAY_health_check_failure_threshold (set them "
                     "on the head: see README); the run warns when a group stays away longer than this.")
+    start_timeout_s: float = Field(
+        default=180.0, gt=0, le=3600, title="Start timeout",
+        description="Seconds a group may take to start (placed on a node, its engine loaded) before the run "
+                    "gives up: no node has the CPUs, GPUs or resources it asks for.")
     poll_s: float = Field(default=1.0, gt=0, le=60, title="Status poll",
                           description="Seconds between two status polls of every group.")

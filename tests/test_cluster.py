@@ -130,6 +130,48 @@ def test_placements_record_moves_and_keep_the_checkpoint_for_the_next_run(postgr
     db.dispose()
 
 
+def test_a_resumed_camera_ends_the_event_a_dead_run_left_open_and_reads_on_from_its_checkpoint(
+        tmp_path: Path, video_engine: FaceEngine) -> None:
+    """Without Ray: what a restarted group does, on one process (the resume position and the left-open event)."""
+    from facetrail.cluster.checkpoints import Checkpoints, open_watchlist_events
+    from facetrail.pipeline.runner import Pipeline
+    from facetrail.store.models import Sighting
+    from pipeline_kit import config_for
+
+    store = tmp_path / "data"
+    enrol(store, video_engine, "Yao Ming", sample_image("yaoming.jpg"), watchlist="vip")
+    yao = head_and_shoulders(video_engine, sample_image("yaoming.jpg"))
+    clip = make_clip(tmp_path / "gate.mp4", [walk_in(yao, 0.5, 4.0, 0.4)], 8.0)
+    config = config_for(store, {"gate": clip}, "mqtt:\n  enabled: true\n  port: 1\n")
+    first = Pipeline(config, engine=video_engine, deliver=False)
+    first.run(until_done=True)
+    db = first.gallery.db
+    with db.session() as session:  # as if the run had died with Yao Ming in view: his event never ended
+        (event,) = session.scalars(select(Event))
+        event.ended_at = None
+        uid, seen = event.uid, session.scalar(select(Sighting.last_seen).where(Sighting.id == event.sighting_id))
+        ends_before = session.scalar(select(func.count()).select_from(OutboxMessage).where(
+            OutboxMessage.payload.contains('"end"')))
+    first.gallery.close()
+
+    second = Pipeline(config, engine=video_engine, deliver=False, positions={"gate": 6.0})  # he left at 4 s
+    checkpoints = Checkpoints(second.gallery.db, [r.camera for r in second.cameras], {"gate": 6.0})
+    second.consumers.append(checkpoints)
+    second.recorder.resume(open_watchlist_events(second.gallery.db, ["gate"]))
+    checkpoints.end_orphans = second.recorder.end_orphans
+    second.run(until_done=True)
+    (read,) = second.status()
+    assert 0 < read.frames_analysed + read.frames_skipped_motion <= 11  # only what follows 6 s (2 s at 5 fps)
+    with second.gallery.db.session() as session:
+        events = list(session.scalars(select(Event)))
+        ends_after = session.scalar(select(func.count()).select_from(OutboxMessage).where(
+            OutboxMessage.payload.contains('"end"')))
+    assert [e.uid for e in events] == [uid]  # no new event
+    assert events[0].ended_at is not None and as_utc(events[0].ended_at) == as_utc(seen)  # ended when last seen
+    assert ends_after == ends_before + 1  # its end announced once more (the first one was lost with the run)
+    second.gallery.close()
+
+
 # -- on a cluster --------------------------------------------------------------------------------------------
 
 

@@ -18,6 +18,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
+import sqlalchemy as sa
 from sqlalchemy import func, select
 
 from facetrail.config.errors import ConfigError
@@ -84,6 +85,22 @@ def test_a_cluster_needs_a_shared_postgresql_database(tmp_path: Path) -> None:
     assert done.returncode == 1
     assert "PostgreSQL" in done.stderr and "Traceback" not in done.stderr
     assert not (tmp_path / "facetrail-data").exists()  # nothing was opened or written
+
+
+def test_no_cluster_at_the_address_is_one_line_and_opens_nothing(tmp_path: Path, postgres: str) -> None:
+    if _ray_problem():
+        pytest.skip(str(_ray_problem()))
+    config = tmp_path / "site.yml"
+    config.write_text(f"purpose: cluster\ndata_dir: {tmp_path / 'data'}\ndatabase:\n  url: {postgres}\n"
+                      f"cameras:\n  door:\n    inputs:\n      - path: door.mp4\n")
+    done = facetrail("run", config, "--ray", f"127.0.0.1:{free_port()}")
+    assert done.returncode == 1
+    assert "no Ray cluster answers at 127.0.0.1:" in done.stderr and "Traceback" not in done.stderr
+    db = Database(postgres, migrate=False)
+    with db.session() as session:  # the database was not even migrated
+        assert session.scalar(sa.text("select count(*) from information_schema.tables "
+                                      "where table_name = 'camera_placements'")) == 0
+    db.dispose()
 
 
 def test_the_cluster_section_is_read_with_its_defaults() -> None:

@@ -32,7 +32,10 @@ def run_on_cluster(config: FacetrailConfig, settings: ClusterSettings, *, actor:
 
     signal.signal(signal.SIGTERM, handler)
     signal.signal(signal.SIGINT, handler)
-    driver = ClusterRun(config, settings, actor=actor, notify=lambda line: err.print(line, markup=False))
+    try:
+        driver = ClusterRun(config, settings, actor=actor, notify=lambda line: err.print(line, markup=False))
+    except ConnectionError as error:
+        raise CommandError(str(error)) from None
     last = [time.monotonic()]
 
     def progress(run: ClusterRun) -> None:

@@ -11,6 +11,7 @@ camera's checkpoint.
 from __future__ import annotations
 
 import logging
+import socket
 import threading
 import time
 import uuid
@@ -40,6 +41,18 @@ STOP_TIMEOUT_S = 120.0
 # RAY_gcs_rpc_server_reconnect_timeout_s (60 s by default): the driver must be done before.
 HEAD_LOST_S = 20.0
 ABANDON_WAIT_S = 5.0
+
+
+def check_reachable(address: str, timeout: float = 5.0) -> None:
+    """ConnectionError when nothing listens at ``address`` (HOST:PORT; ``auto`` is Ray's to find)."""
+    host, _, port = address.rpartition(":")
+    if address == "auto" or not host or not port.isdigit():
+        return
+    try:
+        socket.create_connection((host, int(port)), timeout=timeout).close()
+    except OSError as error:
+        raise ConnectionError(f"no Ray cluster answers at {address} ({error.strerror or error}); start its "
+                              "head with `ray start --head --port PORT`") from None
 
 
 class ClusterLost(RuntimeError):
@@ -73,12 +86,12 @@ class ClusterRun:
         if problem or config.database.url is None:
             raise ValueError(problem)
         self.config, self.settings, self.actor, self.notify = config, settings, actor, notify
+        check_reachable(settings.ray.address)  # before anything is opened: ray.init waits minutes for nobody
         self.run_id = uuid.uuid4().hex[:12]
         self.db = Database(config.database.url)
         self.delivery = Delivery(config, self.db)
         self.groups: list[_Group] = []
         self.stats = ClusterStats()
-        self.moves: dict[str, tuple[str, datetime]] = {}  # camera -> (node it left, when), as reported
         self.lost = False  # the head stopped answering
         self._probe: threading.Thread | None = None
         self._head_seen = self._started = time.monotonic()
@@ -140,9 +153,6 @@ class ClusterRun:
                 self.notify(f"cluster: cameras {', '.join(group.cameras)} run on {status.node} again, "
                             f"{now - group.away_since:.1f} s after they stopped answering")
                 group.away_since, group.warned = None, False
-            if group.status is not None and group.status.node != status.node:
-                for camera in group.cameras:
-                    self.moves[camera] = (group.status.node, datetime.now(UTC))
             group.status = status
         if self._head_lost():
             self.lost = True

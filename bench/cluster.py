@@ -29,6 +29,7 @@ import contextlib
 import json
 import os
 import platform
+import shutil
 import statistics
 import subprocess
 import sys
@@ -256,6 +257,7 @@ def main() -> None:
         print(f"resume after a worker was killed: {resume_s:.1f} s", flush=True)
     finally:
         cluster.stop()
+        shutil.rmtree(work, ignore_errors=True)
     single_wall = statistics.median(w for w, _ in single_runs)
     cluster_wall = statistics.median(w for w, _ in cluster_runs)
     overhead_pct = 100.0 * (cluster_wall - single_wall) / single_wall

@@ -6,9 +6,11 @@ against a throwaway PostgreSQL database; events go to a real Mosquitto and a rea
 
 from __future__ import annotations
 
+import atexit
 import importlib.util
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -49,6 +51,7 @@ def short_dir(under: Path, name: str) -> Path:
     target.mkdir(parents=True, exist_ok=True)
     link = Path(tempfile.mkdtemp(prefix="ft-ray-", dir="/tmp")) / "n"
     link.symlink_to(target)
+    atexit.register(shutil.rmtree, link.parent, True)  # the link only; the files stay in ``under``
     return link
 
 

@@ -316,6 +316,7 @@ def test_a_killed_worker_s_cameras_resume_elsewhere_and_every_event_arrives_once
         assert all(row.position_s is None for row in after.values())  # both files read to their end
         output = (tmp_path / "run.log").read_text()
         assert f"camera gate: on node {after['gate'].node}, moved from {after['gate'].moved_from}" in output
+        assert "camera gate: finished" in output and "camera hall: finished" in output
 
         with db.session() as session:
             events = {e.uid: e for e in session.scalars(select(Event).where(Event.kind == "watchlist_hit"))}

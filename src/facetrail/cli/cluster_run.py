@@ -9,6 +9,7 @@ import time
 from types import FrameType
 
 from facetrail.cli.common import CommandError, err, out
+from facetrail.cli.run_cmd import status_line
 from facetrail.cluster.settings import ClusterSettings
 from facetrail.config.schema import FacetrailConfig
 from facetrail.store.models import CameraPlacement, as_utc
@@ -41,6 +42,9 @@ def run_on_cluster(config: FacetrailConfig, settings: ClusterSettings, *, actor:
     def progress(run: ClusterRun) -> None:
         if time.monotonic() - last[0] >= STATUS_EVERY_S:
             last[0] = time.monotonic()
+            for group in run.stats.groups:
+                for status in group.statuses:
+                    err.print(f"{status_line(status)} (node {group.node})", markup=False)
             for line in placement_lines(run.placements()):
                 err.print(line, markup=False)
 
@@ -54,6 +58,9 @@ def run_on_cluster(config: FacetrailConfig, settings: ClusterSettings, *, actor:
         raise CommandError(f"the cluster run stopped: {type(error).__name__}: {error} (run with -vv for "
                            "details); stored sightings and events are kept, and running it again resumes "
                            "each camera from its checkpoint") from None
+    for group in stats.groups:
+        for status in group.statuses:
+            out.print(status_line(status), markup=False)
     for line in placement_lines(driver.placements()):
         out.print(line, markup=False)
     failures = driver.failures

@@ -36,6 +36,8 @@ REVIEWED_COLUMNS: dict[str, set[str]] = {
         "frames_analysed", "frames_skipped_motion", "frames_dropped", "faces_in_frame", "frame_jpeg", "frame_at",
         "faults", "last_fault", "failing", "updated_at", "target_fps", "dropped_fps", "skipped_motion_fps",
         "frames_skipped_decoder"},
+    "camera_placements": {"camera", "run_id", "node", "moved_from", "moved_at", "position_s", "clock_origin",
+        "updated_at"},
     "dispatch_leases": {"name", "holder", "acquired_at", "expires_at"},
     "data_keys": {"id", "owner_kind", "owner_id", "wrapped", "created_at"},
     "door_consents": {"id", "identity_id", "door", "method", "recorded_by", "recorded_at", "factor_hash",

@@ -256,6 +256,10 @@ class CameraOut(BaseModel):
     failing: list[str] = Field(default_factory=list, description="parts that failed several times in a row and "
                                                                  "have not recovered since")
     reported_at: Moment | None
+    node: str | None = Field(None, description="on a cluster: the node running the camera (IP/node id)")
+    moved_from: str | None = Field(None, description="on a cluster: the node that ran it before it moved in this "
+                                                     "run (that node died or left)")
+    moved_at: Moment | None = Field(None, description="when it moved")
 
 
 class RetentionOut(BaseModel):

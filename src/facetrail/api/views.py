@@ -15,6 +15,7 @@ from facetrail.gallery.retention import apply_retention, retention_in_effect
 from facetrail.store.cameras import camera_states
 from facetrail.store.models import (
     AuditEntry,
+    CameraPlacement,
     CameraState,
     DoorDecisionRecord,
     Event,
@@ -27,6 +28,7 @@ from facetrail.store.models import (
     as_utc,
     utcnow,
 )
+from facetrail.store.placements import placements
 from facetrail.video.errors import mask_credentials
 
 SILENT_AFTER = timedelta(seconds=30)  # a pipeline reports every 2 s; this long without one means it is gone
@@ -58,8 +60,16 @@ def identity_out(session: Session, row: Identity) -> IdentityOut:
 def cameras_out(session: Session, config: FacetrailConfig | None) -> list[CameraOut]:
     """Configured cameras and every camera a pipeline reported, by name."""
     states = {row.camera: row for row in camera_states(session)}
-    names = sorted(set(states) | set(config.cameras if config else ()))
-    return [_camera(name, config, states.get(name)) for name in names]
+    where = placements(session)
+    names = sorted(set(states) | set(config.cameras if config else ()) | set(where))
+    return [_placed(_camera(name, config, states.get(name)), where.get(name)) for name in names]
+
+
+def _placed(camera: CameraOut, row: CameraPlacement | None) -> CameraOut:
+    """The camera with the cluster node running it and its last move (unchanged off a cluster)."""
+    if row is None:
+        return camera
+    return camera.model_copy(update={"node": row.node, "moved_from": row.moved_from, "moved_at": row.moved_at})
 
 
 def _camera(name: str, config: FacetrailConfig | None, row: CameraState | None) -> CameraOut:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import logging
 import signal
 import threading
@@ -14,7 +15,9 @@ from rich.live import Live
 from rich.table import Table
 
 from facetrail.cli.common import CommandError, actor_of, err, out, stdout_is_tty
+from facetrail.cluster.settings import ClusterSettings, RayConnection
 from facetrail.config.loader import load_config
+from facetrail.config.schema import cluster_database_problem
 from facetrail.pipeline.runner import Pipeline, PipelineStats
 from facetrail.video.camera import CameraStatus
 from facetrail.video.record_stream import RecordStatus
@@ -33,12 +36,26 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser.add_argument("--forever", action="store_true",
                         help="keep running after every camera ended (default: stop when all have ended)")
     parser.add_argument("--actor", default=None, help="who runs it, for the audit log")
+    parser.add_argument("--ray", metavar="ADDRESS", default=None,
+                        help="run the cameras on the Ray cluster whose head is at HOST:PORT (as a cluster: "
+                             "section with ray.address would; needs a PostgreSQL database)")
     parser.set_defaults(run=run)
 
 
 def run(args: argparse.Namespace) -> int:
     """Load, start, show status, stop cleanly."""
     config = load_config(args.config)
+    cluster = config.cluster
+    if args.ray is not None:
+        address = RayConnection(address=args.ray)
+        cluster = dataclasses.replace(cluster, ray=address) if cluster else ClusterSettings(ray=address)
+    if cluster is not None:
+        problem = cluster_database_problem(config.database.url)
+        if problem:
+            raise CommandError(f"{args.config}: {problem}")
+        from facetrail.cli.cluster_run import run_on_cluster  # imports Ray: only for a cluster run
+
+        return run_on_cluster(config, cluster, actor=actor_of(args), forever=args.forever)
     pipeline = Pipeline(config, actor=actor_of(args))
     stop = threading.Event()
     _stop_on_signals(stop)

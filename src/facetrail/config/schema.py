@@ -13,10 +13,20 @@ import re
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Literal, get_args
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    create_model,
+    field_validator,
+    model_validator,
+)
 from pydantic.dataclasses import dataclass as pydantic_dataclass
 from pydantic.fields import FieldInfo
 
+from facetrail.cluster.settings import ClusterSettings
 from facetrail.config.doors import DoorConfig
 from facetrail.events.messages import PublicLinks
 from facetrail.events.mqtt import MqttSettings
@@ -190,6 +200,17 @@ class CameraConfig(_Strict):
         return None if record is None or DETECT in record.roles else record
 
 
+ClusterConfig = ClusterSettings  # defined with the cluster's driver (facetrail/cluster/settings.py)
+
+
+def cluster_database_problem(url: str | None) -> str | None:
+    """Why a cluster cannot run on the database at ``url`` (None: it can): every node needs the same one."""
+    if url is None or not url.startswith("postgresql"):
+        return ("a cluster run needs a PostgreSQL database that every node reaches (database.url: "
+                "postgresql+psycopg://user@host/db); SQLite is a file on one machine")
+    return None
+
+
 class FacetrailConfig(_Strict):
     """A facetrail installation: cameras, recognition, events, delivery and retention."""
 
@@ -225,6 +246,9 @@ class FacetrailConfig(_Strict):
                                description="Recordings of a few seconds around each event.")
     doors: dict[str, DoorConfig] = Field(default_factory=dict, title="Doors",
                                          description="Doors by name: a camera, who may pass, and how.")
+    cluster: ClusterConfig | None = Field(None, title="Cluster",
+                                          description="Run the cameras on a Ray cluster (pip install "
+                                                      "'facetrail[cluster]'). Empty: one process, no Ray.")
 
     @field_validator("purpose")
     @classmethod
@@ -267,6 +291,16 @@ class FacetrailConfig(_Strict):
                 raise ValueError(f"door {name}: no camera called {door.camera!r} (cameras: "
                                  f"{', '.join(sorted(self.cameras))})")
         return self
+
+    @field_validator("cluster")
+    @classmethod
+    def _cluster_shares_a_database(cls, cluster: ClusterConfig | None, info: ValidationInfo) -> ClusterConfig | None:
+        database = info.data.get("database")
+        if cluster is not None and isinstance(database, DatabaseConfig):
+            problem = cluster_database_problem(database.url)
+            if problem:
+                raise ValueError(problem)
+        return cluster
 
     @model_validator(mode="after")
     def _unique_webhooks(self) -> FacetrailConfig:

@@ -74,6 +74,7 @@ class FrameBatch:
     decided: np.ndarray  # (n,) bool
     started: np.ndarray  # (n,) bool
     merges: tuple[Merge, ...] = ()
+    pts: float = 0.0  # the frame's media time in its source (a resumed file camera starts after it)
 
     def __post_init__(self) -> None:
         n = len(self.track_ids)

@@ -80,6 +80,8 @@ class Recorder:
         self.keep_unknowns = keep_unknowns
         self._present: dict[tuple[str, int], int] = {}  # (camera, identity) -> active named tracks
         self._in_view: dict[str, set[int]] = {}  # camera -> visitors of its open tracks
+        # (camera, identity, watchlist) -> an event a stopped run left open (its camera resumed here)
+        self._orphans: dict[tuple[str, int | None, str | None], EventView] = {}
 
     @property
     def enqueued(self) -> int:
@@ -97,6 +99,32 @@ class Recorder:
         self.clusters.load(Cluster(r.id, np.frombuffer(c, np.float32).copy(), r.sightings, as_utc(r.first_seen),
                                    as_utc(r.last_seen)) for r, c in zip(rows, centroids, strict=True))
         return len(rows)
+
+    def resume(self, open_events: Iterable[EventView]) -> None:
+        """Take over the watchlist events a stopped run of these cameras left open (it died mid-track).
+
+        The first track of the same person on the same camera, for the same watchlist, continues such an event
+        (its updates and its end) instead of raising a new one: a camera resumed on another node does not
+        announce twice the person it was following. :meth:`end_orphans` closes those nobody took over.
+        """
+        for view in open_events:
+            self._orphans[(view.camera, view.identity_id, view.watchlist)] = view
+
+    def end_orphans(self, cameras: Iterable[str] | None = None) -> int:
+        """End the events taken over by no track (of ``cameras``, default all) when their sighting was last seen."""
+        chosen = set(cameras) if cameras is not None else None
+        due = [key for key in self._orphans if chosen is None or key[0] in chosen]
+        if not due:
+            return 0
+        with self.db.session() as session:
+            for key in due:
+                view = self._orphans.pop(key)
+                seen = session.scalar(select(Sighting.last_seen).where(Sighting.id == view.sighting_id)) \
+                    if view.sighting_id is not None else None
+                at = as_utc(seen) if seen is not None else view.start_time
+                view.frame_time = at
+                self.outlet.end(session, view, at=at)
+        return len(due)
 
     def decided(self, record: TrackRecord, *, status: str, identity_id: int | None, identity_name: str | None,
                 score: float | None, rules: list[WatchlistRule], evidence: Evidence, frame_time: datetime) -> None:
@@ -241,6 +269,10 @@ class Recorder:
         key = f"watchlist:{rule.watchlist_id}:{record.identity_id}"
         record.watchlist_hit = sighting.watchlist_hit = True
         view = record.events.get(key)
+        if view is None and self._orphans:
+            view = self._orphans.pop((record.camera, record.identity_id, rule.name), None)
+            if view is not None:
+                record.events[key] = view
         if view is None:
             view = EventView(uid=new_uid(), kind="watchlist_hit", camera=record.camera, start_time=at,
                              identity_id=record.identity_id, identity_name=record.identity_name,

@@ -29,7 +29,7 @@ import queue
 import threading
 import time
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from functools import partial
@@ -109,13 +109,16 @@ class Pipeline:
     def __init__(self, config: FacetrailConfig, *, engine: FaceEngine | None = None,
                  start_time: datetime | None = None, actor: str = "pipeline",
                  consumers: Sequence[Consumer] = (), clock: Clock | None = None,
-                 frames_per_step: int | None = None) -> None:
+                 frames_per_step: int | None = None, positions: Mapping[str, float] | None = None,
+                 deliver: bool = True) -> None:
         """Open the gallery and cameras of ``config``; nothing runs until ``start`` (or ``run``).
 
         ``consumers``: more stages after the tracker, after the built-in ones (sightings and events, doors,
         camera status). ``clock``: what housekeeping intervals and door time-outs are measured by.
         ``frames_per_step``: the most frames detected in one batch (bounds the detector's memory); default
-        ``FRAMES_PER_STEP`` on the CPU, every camera's on an accelerator.
+        ``FRAMES_PER_STEP`` on the CPU, every camera's on an accelerator. ``positions``: file cameras start
+        after these media times (a camera resumed from its checkpoint). ``deliver``: False leaves the outbox to
+        another process (the cluster's driver): no MQTT connection, no dispatcher, no Home Assistant bridge.
         """
         keep_large_buffers_out_of_the_heap()  # each camera's frames are freed on its own thread (see heap.py)
         cfg.use_pipeline_threads()
@@ -143,7 +146,8 @@ class Pipeline:
                                       run_id=self.run_id, model_id=self.gallery.model_id,
                                       embedding_size=self.gallery.dim, shot_ids=shot_ids)
             door = any(d.camera == name for d in config.doors.values())
-            reader = Camera(cfg.camera_settings(name, camera, start_time=start_time, watches_door=door))
+            reader = Camera(cfg.camera_settings(name, camera, start_time=start_time, watches_door=door,
+                                                resume_after=(positions or {}).get(name)))
             record = cfg.record_stream(name, camera)
             self.cameras.append(_CameraRuntime(name, reader, tracking, cfg.low_light(recognition), record))
         self.health = PipelineHealth(runtime.name for runtime in self.cameras)
@@ -155,7 +159,7 @@ class Pipeline:
                 runtime.tracking.high_resolution = HighResolutionShots(
                     runtime.record, self.analyzer, runtime.low_light, self.health.cameras[runtime.name])
         self.mqtt: MqttPublisher | None = None
-        mqtt = cfg.mqtt_settings(config)
+        mqtt = cfg.mqtt_settings(config) if deliver else None
         self.home_assistant: HomeAssistantBridge | None = None  # discovery, states, removals of forgotten people
         if mqtt is not None:
             self.mqtt = MqttPublisher(mqtt)
@@ -163,7 +167,7 @@ class Pipeline:
                            {name: door.camera for name, door in config.doors.items()})
             self.home_assistant = HomeAssistantBridge(self.gallery.db, self.recorder.outlet, site, config.mqtt)
             self.home_assistant.attach(self.mqtt)
-        targets = cfg.webhook_targets(config)
+        targets = cfg.webhook_targets(config) if deliver else []
         self.dispatcher: Dispatcher | None = None
         if self.mqtt is not None or targets:
             self.dispatcher = Dispatcher(self.gallery.db, mqtt=self.mqtt,

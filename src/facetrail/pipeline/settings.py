@@ -46,7 +46,7 @@ def engine_config(config: FacetrailConfig) -> EngineConfig:
 
 
 def camera_settings(name: str, camera: CameraConfig, *, start_time: datetime | None = None,
-                    watches_door: bool = False) -> CameraSettings:
+                    watches_door: bool = False, resume_after: float | None = None) -> CameraSettings:
     """Reader settings of one camera; a door's camera analyses every sampled frame (no motion gate).
 
     Someone waiting still in front of a door moves too little for the gate, and their liveness and
@@ -54,7 +54,9 @@ def camera_settings(name: str, camera: CameraConfig, *, start_time: datetime | N
     """
     motion = dataclasses.replace(camera.motion, enabled=False) if watches_door else camera.motion
     return CameraSettings(name=name, input=camera.detect_input, detect=camera.detect, timeout_s=camera.timeout_s,
-                          motion=motion, reconnect=camera.reconnect, start_time=start_time)
+                          motion=motion, reconnect=camera.reconnect, start_time=start_time,
+                          resume_after=None if camera.detect_input.is_stream or camera.detect_input.loop
+                          else resume_after)
 
 
 def record_stream(name: str, camera: CameraConfig) -> RecordStream | None:

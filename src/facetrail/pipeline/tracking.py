@@ -223,7 +223,7 @@ class CameraTracking:
             if int(i) in made:
                 embeddings[k], embedded[k] = made[int(i)], True
         return FrameBatch(
-            camera=self.camera, captured_at=frame.captured_at, frame=analysed, model_id=self.model_id,
+            camera=self.camera, captured_at=frame.captured_at, pts=frame.pts, frame=analysed, model_id=self.model_id,
             track_ids=np.array([t.track_id for t in rows], np.int64),
             uids=tuple(self._uids[t.track_id] for t in rows),
             face_index=index,

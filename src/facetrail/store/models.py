@@ -370,6 +370,26 @@ class DispatchLeaseRecord(Base):
     expires_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
 
 
+class CameraPlacement(Base):
+    """Where a cluster runs a camera, where it ran before (a move), and how far its file has been read.
+
+    ``position_s`` is the media time of the last frame whose sightings and events are stored (the camera's
+    checkpoint, NULL once the file was read to its end); ``clock_origin`` is the wall time its media time 0
+    stands for, so a resumed file stamps its frames as the first run did.
+    """
+
+    __tablename__ = "camera_placements"
+
+    camera: Mapped[str] = mapped_column(String(200), primary_key=True)
+    run_id: Mapped[str] = mapped_column(String(32))
+    node: Mapped[str] = mapped_column(String(200))
+    moved_from: Mapped[str | None] = mapped_column(String(200))
+    moved_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    position_s: Mapped[float | None] = mapped_column(Float)
+    clock_origin: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
 class DataKey(Base):
     """One owner's data key (an identity, an unknown sighting or a visitor), wrapped by the master key.
 

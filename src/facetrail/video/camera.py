@@ -152,6 +152,7 @@ class CameraSettings:
     motion: MotionSettings = Field(default_factory=MotionSettings)
     reconnect: ReconnectSettings = Field(default_factory=ReconnectSettings)
     start_time: datetime | None = None  # files not read in real time: captured_at = start_time + pts
+    resume_after: float | None = None  # files: start after this media time (a camera resumed elsewhere)
 
     @property
     def kind(self) -> SourceKind:
@@ -290,7 +291,7 @@ class Camera(ReaderThread):
         source_input, detect = settings.input, settings.detect
         stream = settings.kind == "stream"
         gate = MotionGate(settings.motion)
-        resume: float | None = None  # files: media time of this pass already delivered
+        resume = settings.resume_after  # files: media time of this pass already delivered
         offset = 0.0  # added to the source's pts: earlier passes of a looped file, or time across a reconnect
         last: tuple[float, float] | None = None  # (pts, monotonic) of the latest frame
         while True:

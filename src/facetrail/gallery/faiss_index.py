@@ -91,6 +91,7 @@ DEFAULT_AUTO_THRESHOLD = 20_000  # exact single-query p99 reaches 5 ms at ~25k v
 DEFAULT_SHORTLIST = 256  # PQ candidates re-scored exactly per query
 MIN_TRAIN_VECTORS = 1_000  # fewer cannot train 16-centroid PQ codebooks; approx waits for this many
 TRAIN_SAMPLE = 32_768  # vectors used to train PQ codebooks (more changes nothing measurable)
+TRAIN_PER_CELL = 64  # and at least this many per coarse cell when cells are used (nlist > 1)
 RETRAIN_FACTOR = 8  # retrain the PQ codebooks when the gallery grows past 8x the size they saw
 COMPACT_FRACTION = 0.2  # rebuild when removed-but-still-scanned slots pass this share of all slots
 MIN_COMPACT = 1_000  # ... and this many
@@ -230,9 +231,11 @@ class _Shortlist:
     mode: Mode = "approx"
 
     def __init__(self, dim: int, shortlist: int, shards: int = 1,
-                 pool: ThreadPoolExecutor | None = None) -> None:
+                 pool: ThreadPoolExecutor | None = None, nlist: int = 1, nprobe: int = 1) -> None:
         self.dim = dim
         self.shortlist = shortlist
+        self.nlist = max(1, nlist)
+        self.nprobe = min(max(1, nprobe), self.nlist)
         self.pq_m = _pq_subquantizers(dim)
         # slot s lives in shard s % len(shards); shards are scanned in parallel, one thread each
         self.shards: list[faiss.Index] = [self._empty() for _ in range(shards)]
@@ -262,32 +265,47 @@ class _Shortlist:
         return len(self.slot_of)
 
     def _empty(self) -> faiss.Index:
-        return faiss.index_factory(self.dim, f"IVF1,PQ{self.pq_m}x4fs", faiss.METRIC_INNER_PRODUCT)
+        return faiss.index_factory(self.dim, f"IVF{self.nlist},PQ{self.pq_m}x4fs", faiss.METRIC_INNER_PRODUCT)
 
     def train(self, vectors: FloatArray, seed: int = 0) -> None:
-        """Train the PQ codebooks on up to TRAIN_SAMPLE of ``vectors`` (one OpenMP thread: see module doc)."""
+        """Train the coarse cells and PQ codebooks on a sample of ``vectors`` (one OpenMP thread for PQ:
+        see module doc; the cells' k-means uses the caller's threads)."""
         self.trained_size = int(vectors.shape[0])
-        if vectors.shape[0] > TRAIN_SAMPLE:
-            pick = np.sort(np.random.default_rng(seed).choice(vectors.shape[0], TRAIN_SAMPLE, replace=False))
+        sample = max(TRAIN_SAMPLE, TRAIN_PER_CELL * self.nlist) if self.nlist > 1 else TRAIN_SAMPLE
+        if vectors.shape[0] > sample:
+            pick = np.sort(np.random.default_rng(seed).choice(vectors.shape[0], sample, replace=False))
             vectors = vectors[pick]
+        vectors = np.ascontiguousarray(vectors)
+        if self.nlist > 1:  # the cells on the caller's threads (big k-means); FAISS then skips them
+            ivf = faiss.extract_index_ivf(self.shards[0])
+            kmeans = faiss.Clustering(self.dim, self.nlist, ivf.cp)  # spherical for inner product
+            kmeans.seed = seed
+            kmeans.train(vectors, ivf.quantizer)
         with _omp_threads(1):
-            self.shards[0].train(np.ascontiguousarray(vectors))
+            self.shards[0].train(vectors)
         trained = faiss.serialize_index(self.shards[0])  # same codebooks in every shard
         self.shards[1:] = [faiss.deserialize_index(trained) for _ in self.shards[1:]]
+
+    def reserve(self, n: int) -> None:
+        """Size the slot arrays for ``n`` slots at once (untouched pages cost no memory until used)."""
+        if n > self.slot_ids.shape[0]:
+            self._grow(n)
+
+    def _grow(self, capacity: int) -> None:
+        slot_ids = np.full(capacity, -1, np.int64)
+        slot_ids[: self.slot_ids.shape[0]] = self.slot_ids
+        store = np.zeros((capacity, self.dim), np.int8)
+        store[: self.store.shape[0]] = self.store
+        scales = np.ones(capacity, np.float32)
+        scales[: self.scales.shape[0]] = self.scales
+        self.slot_ids, self.store, self.scales = slot_ids, store, scales
 
     def _take_slots(self, n: int) -> npt.NDArray[np.int64]:
         """Fresh slots; removed ones are not reused before a rebuild (see the module doc)."""
         fresh = np.arange(self.used, self.used + n, dtype=np.int64)
         self.used += n
         if self.used > self.slot_ids.shape[0]:
-            capacity = max(self.used, int(self.slot_ids.shape[0] * 1.25), 1024)
-            slot_ids = np.full(capacity, -1, np.int64)
-            slot_ids[: self.slot_ids.shape[0]] = self.slot_ids
-            store = np.zeros((capacity, self.dim), np.int8)
-            store[: self.store.shape[0]] = self.store
-            scales = np.ones(capacity, np.float32)
-            scales[: self.scales.shape[0]] = self.scales
-            self.slot_ids, self.store, self.scales = slot_ids, store, scales
+            self._grow(max(self.used, int(self.slot_ids.shape[0] * 1.25), 1024))
         return fresh
 
     def add(self, ids: IdArray, vectors: FloatArray) -> None:
@@ -315,10 +333,11 @@ class _Shortlist:
     def search(self, queries: FloatArray, k: int) -> tuple[FloatArray, IdArray]:
         per_shard = max(k, -(-self.shortlist // len(self.shards)))
         params = None
-        if self.live_bits is not None:
+        if self.live_bits is not None or self.nlist > 1:
             params = faiss.SearchParametersIVF()
-            params.sel = faiss.IDSelectorBitmap(self.used, faiss.swig_ptr(self.live_bits))
-            params.nprobe = 1
+            params.nprobe = self.nprobe
+            if self.live_bits is not None:
+                params.sel = faiss.IDSelectorBitmap(self.used, faiss.swig_ptr(self.live_bits))
         if self.pool is None:
             slots = _scan(self.shards[0], queries, per_shard, params)
         else:  # the other shards on the pool's threads, the first on this one
@@ -369,7 +388,9 @@ class IndexSettings:
     each (0 = min(2, CPU count); 2 halved p50 at 1M on 2 cores; takes effect
     when the approx structure is built). ``search_threads``: OpenMP threads
     of the calling thread per search. ``build_threads``: OpenMP threads for
-    bulk encoding (0 = all CPUs).
+    bulk encoding (0 = all CPUs). ``nlist``: coarse cells of the approx
+    structure (1: every PQ code is scanned; more: IVF k-means cells, of which
+    ``nprobe`` nearest are scanned per query).
     """
 
     kind: Kind = "auto"
@@ -378,6 +399,8 @@ class IndexSettings:
     shards: int = 0
     search_threads: int = 1
     build_threads: int = 0
+    nlist: int = 1
+    nprobe: int = 1
 
     def __post_init__(self) -> None:
         if self.kind not in ("auto", "exact", "approx"):
@@ -386,6 +409,8 @@ class IndexSettings:
             raise ValueError(f"auto_threshold must be ≥ {MIN_TRAIN_VECTORS}, got {self.auto_threshold}")
         if self.shortlist < 1 or self.search_threads < 1 or self.build_threads < 0 or self.shards < 0:
             raise ValueError("shortlist and search_threads must be ≥ 1, shards and build_threads ≥ 0")
+        if self.nlist < 1 or self.nprobe < 1:
+            raise ValueError(f"nlist and nprobe must be ≥ 1, got {self.nlist} and {self.nprobe}")
 
     @property
     def resolved_shards(self) -> int:
@@ -409,6 +434,18 @@ class FaissIndex:
         self._pool: ThreadPoolExecutor | None = None  # scans shards 2..n; made on first need
         self._pool_size = 0
         self._backend: _Backend = _Exact(dim)
+        self._reserved = 0
+
+    def reserve(self, n: int) -> None:
+        """Expect up to ``n`` vectors: approx mode sizes its arrays once instead of growing them by copies.
+
+        Growing copies the int8 store (at 10M, 8 GB next to 10 GB for a moment);
+        reserved pages that are never written cost no memory on Linux.
+        """
+        with self._lock.write():
+            self._reserved = max(0, int(n))
+            if isinstance(self._backend, _Shortlist):
+                self._backend.reserve(self._reserved)
 
     # ------------------------------------------------------------------ queries
 
@@ -542,8 +579,10 @@ class FaissIndex:
         backend: _Backend
         if self._wants_approx(ids.size):
             shards = self.settings.resolved_shards
-            backend = _Shortlist(self._dim, self.settings.shortlist, shards, self._shard_pool(shards))
+            backend = _Shortlist(self._dim, self.settings.shortlist, shards, self._shard_pool(shards),
+                                 self.settings.nlist, self.settings.nprobe)
             backend.train(vectors)
+            backend.reserve(max(self._reserved, ids.size))
         else:
             backend = _Exact(self._dim)
         if ids.size:
@@ -578,6 +617,7 @@ class FaissIndex:
                 "dim": self._dim, "count": len(backend), "mode": backend.mode,
                 "kind": self.settings.kind, "auto_threshold": self.settings.auto_threshold,
                 "shortlist": self.settings.shortlist, "faiss_version": faiss.__version__,
+                "nlist": self.settings.nlist, "nprobe": self.settings.nprobe,
             }
             if isinstance(backend, _Exact):
                 sections.append(("faiss", lambda out: _write_faiss(backend.index, out)))
@@ -741,7 +781,8 @@ def load_index(path: str | Path, dim: int, **overrides: Any) -> FaissIndex:
         header = _read_header(path, file, dim)
         try:
             settings = IndexSettings(kind=header["kind"], auto_threshold=int(header["auto_threshold"]),
-                                     shortlist=int(header["shortlist"]))
+                                     shortlist=int(header["shortlist"]), nlist=int(header.get("nlist", 1)),
+                                     nprobe=int(header.get("nprobe", 1)))
             settings = IndexSettings(**{**settings.__dict__, **overrides})
             count = int(header["count"])
             used = int(header.get("used", 0))
@@ -792,14 +833,17 @@ def _shortlist_from(path: Path, parts: dict[str, Any], header: dict[str, Any], i
         raise IndexCorruptError(path, f"bad shard count {n_shards}")
     for shard in shards:
         ivf = faiss.try_extract_index_ivf(shard)
-        if ivf is None or ivf.nlist != 1 or shard.metric_type != faiss.METRIC_INNER_PRODUCT:
-            raise IndexCorruptError(path, f"approx mode needs IVF1 PQ fast scan, got {type(shard).__name__}")
+        if (ivf is None or ivf.nlist != index.settings.nlist or shard.metric_type != faiss.METRIC_INNER_PRODUCT
+                or not isinstance(faiss.downcast_index(ivf), faiss.IndexIVFPQFastScan)):
+            raise IndexCorruptError(path, f"approx mode needs IVF{index.settings.nlist} PQ fast scan, "
+                                          f"got {type(shard).__name__}")
         if shard.d != dim:
             raise IndexCorruptError(path, f"FAISS index is {shard.d}-d, {dim}-d expected")
     if sum(shard.ntotal for shard in shards) != slot_ids.size:
         raise IndexCorruptError(path, f"the FAISS shards hold {sum(s.ntotal for s in shards)} codes, "
                                       f"the slot table {slot_ids.size}")
-    backend = _Shortlist(dim, index.settings.shortlist, n_shards, index._shard_pool(n_shards))
+    backend = _Shortlist(dim, index.settings.shortlist, n_shards, index._shard_pool(n_shards),
+                         index.settings.nlist, index.settings.nprobe)
     if backend.pq_m != pq_m:
         raise IndexCorruptError(path, "PQ layout differs from this facetrail's")
     live = np.flatnonzero(slot_ids >= 0)

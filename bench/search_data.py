@@ -11,10 +11,12 @@
   (a real enrolment holds distinct photos, not augmented copies); every
   other person (the distractors) is in the gallery with their photos and
   the augmentations of them.
-- **Synthetic filler**, drawn to match the real embeddings' statistics in
-  three levels, as the distractors are: an identity centre, a photo of it
-  from the within-identity (photo to photo) covariance, and ``1 + augment``
-  templates of that photo from the augmentation covariance; normalised.
+- **Synthetic filler**, drawn to match the real embeddings' statistics as
+  the distractors are built: one photo per synthetic identity (identity
+  centre from the between-identity covariance plus the within-identity,
+  photo-to-photo spread: together the covariance of the real photos, around
+  their mean), then ``1 + augment`` templates of that photo from the
+  augmentation covariance (augmented minus original embeddings); normalised.
   The check (``impostor_check``) compares the queries' cosines to real
   strangers and to as many synthetic templates: they match in mean, spread
   and up to the 99th percentile; beyond it real strangers reach higher (a
@@ -22,7 +24,7 @@
   of ~15k synthetic ones: look-alikes and shared photo conditions, which a
   Gaussian does not have; a smoothed bootstrap of real identity centres and
   a multivariate t were tried and closed under a tenth of that gap).
-  Chunk ``c`` is drawn from ``default_rng([seed, c])``, so any chunk can be
+  Chunk ``c`` is drawn from ``default_rng([seed, 1000 + c])``, so any chunk can be
   made again alone and 10M never has to be held as float32.
 """
 
@@ -205,8 +207,7 @@ class FillerModel:
     """Three-level Gaussian model of a face gallery, estimated from real embeddings (see module doc)."""
 
     mean: F32
-    between: F32  # square roots of the covariances
-    within: F32
+    photo: F32  # square roots of the covariances: a photo around the mean (between + within), augmentation
     aug: F32
     templates_per_photo: int
     variances: tuple[float, float, float]  # traces: between, within (photo to photo), augmentation
@@ -241,7 +242,7 @@ class FillerModel:
         between_cov = total_cov - within_cov
         mean = x[originals].mean(axis=0)
         between_var = float(np.clip(np.linalg.eigvalsh(between_cov), 0, None).sum())
-        return cls(mean.astype(np.float32), _psd_root(between_cov), _psd_root(within_cov), _psd_root(aug_cov),
+        return cls(mean.astype(np.float32), _psd_root(between_cov + within_cov), _psd_root(aug_cov),
                    templates_per_photo, (between_var, float(np.trace(within_cov)), float(np.trace(aug_cov))))
 
     def draw(self, n: int, rng: np.random.Generator) -> F32:
@@ -249,8 +250,8 @@ class FillerModel:
         dim = self.mean.shape[0]
         t = self.templates_per_photo
         photos = -(-n // t)
-        deviation = rng.standard_normal((photos, dim), dtype=np.float32) @ self.between
-        deviation += rng.standard_normal((photos, dim), dtype=np.float32) @ self.within
+        # centre + photo-to-photo deviation in one draw: one photo per synthetic identity, as a distractor has
+        deviation = rng.standard_normal((photos, dim), dtype=np.float32) @ self.photo
         out = np.repeat(deviation, t, axis=0)[:n]
         out += rng.standard_normal((n, dim), dtype=np.float32) @ self.aug
         out += self.mean

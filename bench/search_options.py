@@ -37,7 +37,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--augment", type=int, default=3)
     parser.add_argument("--chunk", type=int, default=200_000)
-    parser.add_argument("--nlist", type=int, nargs="+", default=[1, 1024])
+    parser.add_argument("--nlist", type=int, nargs="+", default=[1])
+    parser.add_argument("--pq-m", type=int, nargs="+", default=[0], help="PQ sub-quantizers (0: dim / 8)")
     parser.add_argument("--nprobe", type=int, nargs="+", default=[16, 32, 64])
     parser.add_argument("--shortlist", type=int, nargs="+", default=[256])
     parser.add_argument("--shards", type=int, default=0)
@@ -54,20 +55,21 @@ def main(argv: list[str] | None = None) -> int:
     queries = np.ascontiguousarray(real.vectors[roles.query_rows])
     gallery = Gallery.make(args.size, real, roles, model, args.seed, args.chunk)
 
-    indexes: dict[int, FaissIndex] = {}
+    indexes: dict[tuple[int, int], FaissIndex] = {}
     truth = None
-    for nlist in args.nlist:
-        index = FaissIndex(queries.shape[1], IndexSettings(kind="approx", nlist=nlist, shards=args.shards))
+    for nlist, pq_m in itertools.product(args.nlist, args.pq_m):
+        index = FaissIndex(queries.shape[1], IndexSettings(kind="approx", nlist=nlist, shards=args.shards,
+                                                           pq_m=pq_m))
         index.reserve(args.size)
         made = build(index, gallery, queries)
         truth = made.truth
-        print(f"nlist {nlist}: built in {made.add.wall:.1f} s wall / {made.add.cpu:.1f} s CPU, "
+        print(f"nlist {nlist}, pq_m {pq_m or 'auto'}: built in {made.add.wall:.1f} s wall / {made.add.cpu:.1f} s CPU, "
               f"{index.nbytes / len(index):.0f} B/template; peak RSS {peak_rss_bytes() / 2**30:.2f} GiB",
               flush=True)
-        indexes[nlist] = index
+        indexes[nlist, pq_m] = index
     assert truth is not None
 
-    combos = [(nlist, nprobe, shortlist) for nlist in args.nlist
+    combos = [(nlist, pq_m, nprobe, shortlist) for nlist, pq_m in indexes
               for nprobe in (args.nprobe if nlist > 1 else [1]) for shortlist in args.shortlist]
     wall: dict[Any, list[float]] = {c: [] for c in combos}
     cpu: dict[Any, list[float]] = {c: [] for c in combos}
@@ -78,25 +80,25 @@ def main(argv: list[str] | None = None) -> int:
     meter.start()
     for _, (i, q) in itertools.product(range(args.passes), enumerate(queries)):
         for combo in combos:
-            nlist, nprobe, shortlist = combo
-            backend = indexes[nlist]._backend
+            nlist, pq_m, nprobe, shortlist = combo
+            backend = indexes[nlist, pq_m]._backend
             backend.nprobe, backend.shortlist = nprobe, shortlist  # type: ignore[union-attr]
             clock = Clock()
             with clock:
-                hits = indexes[nlist].search(q, 10)
+                hits = indexes[nlist, pq_m].search(q, 10)
             wall[combo].append(clock.wall)
             cpu[combo].append(clock.cpu)
             top1[combo][i] = hits.ids[0, 0]
     noise = meter.background_share()
     rows = []
-    print(f"\n{'nlist':>6} {'nprobe':>6} {'shortlist':>9} {'p50 ms':>8} {'p99 ms':>8} {'CPU p50':>8} "
+    print(f"\n{'nlist':>6} {'pq_m':>5} {'nprobe':>6} {'shortlist':>9} {'p50 ms':>8} {'p99 ms':>8} {'CPU p50':>8} "
           f"{'CPU p99':>8} {'recall@1':>9}")
     for combo in combos:
         lat, c = percentiles(wall[combo]), percentiles(cpu[combo])
         recall = float(np.mean(top1[combo] == truth))
-        rows.append({"nlist": combo[0], "nprobe": combo[1], "shortlist": combo[2], "latency": lat,
+        rows.append({"nlist": combo[0], "pq_m": combo[1], "nprobe": combo[2], "shortlist": combo[3], "latency": lat,
                      "cpu_latency": c, "recall_at_1": recall})
-        print(f"{combo[0]:>6} {combo[1]:>6} {combo[2]:>9} {lat['p50_ms']:>8.2f} {lat['p99_ms']:>8.2f} "
+        print(f"{combo[0]:>6} {combo[1]:>5} {combo[2]:>6} {combo[3]:>9} {lat['p50_ms']:>8.2f} {lat['p99_ms']:>8.2f} "
               f"{c['p50_ms']:>8.2f} {c['p99_ms']:>8.2f} {recall:>9.4f}")
     if noise is not None:
         print(f"background CPU use by other processes while timing: {noise:.1%} (busy machine: compare rows, "

@@ -289,11 +289,31 @@ def test_cells_scan_the_nearest_cells_and_keep_exact_deletes(tmp_path: Path) -> 
         load_index(path, DIM, nlist=1)  # a file whose cells do not match the settings is refused
 
 
+def test_fewer_sub_quantizers_still_find_the_neighbours_and_round_trip(tmp_path: Path) -> None:
+    vectors = random_unit(4000, seed=65)
+    ids = np.arange(4000, dtype=np.int64)
+    index = FaissIndex(DIM, auto_threshold=2000, pq_m=16, shortlist=512)
+    index.add(ids, vectors)
+    assert index.mode == "approx" and index._backend.pq_m == 16
+    queries = near(vectors[:300], 0.5, seed=66)
+    truth = numpy_top(vectors, ids, queries, 1)[:, 0]
+    hits = index.search(queries, 10)
+    assert float(np.mean(hits.ids[:, 0] == truth)) >= 0.95
+    index.save(tmp_path / "pq16.ftidx")
+    loaded = load_index(tmp_path / "pq16.ftidx", DIM)
+    assert loaded.settings.pq_m == 16 and np.array_equal(loaded.search(queries, 10).ids, hits.ids)
+    _rewrite_header(tmp_path / "pq16.ftidx", {"pq_m": 32})  # a header that does not describe its codes
+    with pytest.raises(IndexCorruptError, match="sub-quantizers"):
+        load_index(tmp_path / "pq16.ftidx", DIM)
+
+
 def test_cell_settings_are_validated() -> None:
     with pytest.raises(ValueError, match="nlist and nprobe"):
         FaissIndex(DIM, nlist=0)
     with pytest.raises(ValueError, match="nlist and nprobe"):
         FaissIndex(DIM, nprobe=0)
+    with pytest.raises(ValueError, match="pq_m"):
+        FaissIndex(DIM, pq_m=-1)
 
 
 # --------------------------------------------------------------------------- files

@@ -121,9 +121,9 @@ def _scan(index: faiss.Index, queries: FloatArray, k: int,
     return slots
 
 
-def _pq_subquantizers(dim: int) -> int:
-    """Number of 4-bit PQ sub-quantizers: about one per 8 dimensions, dividing ``dim``."""
-    target = max(1, dim // 8)
+def _pq_subquantizers(dim: int, wanted: int = 0) -> int:
+    """Number of 4-bit PQ sub-quantizers: at most ``wanted`` (0: one per 8 dimensions), dividing ``dim``."""
+    target = max(1, min(wanted, dim) if wanted else dim // 8)
     return max(m for m in range(1, target + 1) if dim % m == 0)
 
 
@@ -231,12 +231,12 @@ class _Shortlist:
     mode: Mode = "approx"
 
     def __init__(self, dim: int, shortlist: int, shards: int = 1,
-                 pool: ThreadPoolExecutor | None = None, nlist: int = 1, nprobe: int = 1) -> None:
+                 pool: ThreadPoolExecutor | None = None, nlist: int = 1, nprobe: int = 1, pq_m: int = 0) -> None:
         self.dim = dim
         self.shortlist = shortlist
         self.nlist = max(1, nlist)
         self.nprobe = min(max(1, nprobe), self.nlist)
-        self.pq_m = _pq_subquantizers(dim)
+        self.pq_m = _pq_subquantizers(dim, pq_m)
         # slot s lives in shard s % len(shards); shards are scanned in parallel, one thread each
         self.shards: list[faiss.Index] = [self._empty() for _ in range(shards)]
         self.pool = pool if shards > 1 else None
@@ -390,7 +390,9 @@ class IndexSettings:
     of the calling thread per search. ``build_threads``: OpenMP threads for
     bulk encoding (0 = all CPUs). ``nlist``: coarse cells of the approx
     structure (1: every PQ code is scanned; more: IVF k-means cells, of which
-    ``nprobe`` nearest are scanned per query).
+    ``nprobe`` nearest are scanned per query). ``pq_m``: 4-bit PQ
+    sub-quantizers per vector (0: dim / 8; half a byte each, scan cost
+    grows with them).
     """
 
     kind: Kind = "auto"
@@ -401,6 +403,7 @@ class IndexSettings:
     build_threads: int = 0
     nlist: int = 1
     nprobe: int = 1
+    pq_m: int = 0
 
     def __post_init__(self) -> None:
         if self.kind not in ("auto", "exact", "approx"):
@@ -409,8 +412,9 @@ class IndexSettings:
             raise ValueError(f"auto_threshold must be ≥ {MIN_TRAIN_VECTORS}, got {self.auto_threshold}")
         if self.shortlist < 1 or self.search_threads < 1 or self.build_threads < 0 or self.shards < 0:
             raise ValueError("shortlist and search_threads must be ≥ 1, shards and build_threads ≥ 0")
-        if self.nlist < 1 or self.nprobe < 1:
-            raise ValueError(f"nlist and nprobe must be ≥ 1, got {self.nlist} and {self.nprobe}")
+        if self.nlist < 1 or self.nprobe < 1 or self.pq_m < 0:
+            raise ValueError(f"nlist and nprobe must be ≥ 1 and pq_m ≥ 0, got {self.nlist}, {self.nprobe}, "
+                             f"{self.pq_m}")
 
     @property
     def resolved_shards(self) -> int:
@@ -580,7 +584,7 @@ class FaissIndex:
         if self._wants_approx(ids.size):
             shards = self.settings.resolved_shards
             backend = _Shortlist(self._dim, self.settings.shortlist, shards, self._shard_pool(shards),
-                                 self.settings.nlist, self.settings.nprobe)
+                                 self.settings.nlist, self.settings.nprobe, self.settings.pq_m)
             backend.train(vectors)
             backend.reserve(max(self._reserved, ids.size))
         else:
@@ -782,7 +786,7 @@ def load_index(path: str | Path, dim: int, **overrides: Any) -> FaissIndex:
         try:
             settings = IndexSettings(kind=header["kind"], auto_threshold=int(header["auto_threshold"]),
                                      shortlist=int(header["shortlist"]), nlist=int(header.get("nlist", 1)),
-                                     nprobe=int(header.get("nprobe", 1)))
+                                     nprobe=int(header.get("nprobe", 1)), pq_m=int(header.get("pq_m", 0)))
             settings = IndexSettings(**{**settings.__dict__, **overrides})
             count = int(header["count"])
             used = int(header.get("used", 0))
@@ -839,11 +843,14 @@ def _shortlist_from(path: Path, parts: dict[str, Any], header: dict[str, Any], i
                                           f"got {type(shard).__name__}")
         if shard.d != dim:
             raise IndexCorruptError(path, f"FAISS index is {shard.d}-d, {dim}-d expected")
+        stored_m = int(cast(Any, faiss.downcast_index(ivf)).pq.M)
+        if stored_m != pq_m:
+            raise IndexCorruptError(path, f"PQ of {stored_m} sub-quantizers, the header says {pq_m}")
     if sum(shard.ntotal for shard in shards) != slot_ids.size:
         raise IndexCorruptError(path, f"the FAISS shards hold {sum(s.ntotal for s in shards)} codes, "
                                       f"the slot table {slot_ids.size}")
     backend = _Shortlist(dim, index.settings.shortlist, n_shards, index._shard_pool(n_shards),
-                         index.settings.nlist, index.settings.nprobe)
+                         index.settings.nlist, index.settings.nprobe, pq_m)
     if backend.pq_m != pq_m:
         raise IndexCorruptError(path, "PQ layout differs from this facetrail's")
     live = np.flatnonzero(slot_ids >= 0)

@@ -250,6 +250,28 @@ def test_reserve_sizes_the_store_once_and_changes_no_result() -> None:
     assert np.array_equal(a.ids, b.ids) and np.array_equal(a.scores, b.scores)
 
 
+def test_retraining_streams_from_the_int8_copies(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Growing past RETRAIN_FACTOR x the trained size retrains without decoding every vector at once."""
+    from facetrail.gallery import faiss_index
+
+    def no_full_export(self: object) -> None:
+        raise AssertionError("an approx-to-approx rebuild must not export every vector")
+
+    monkeypatch.setattr(faiss_index._Shortlist, "export", no_full_export)
+    vectors = random_unit(11_000, seed=37)
+    ids = np.arange(11_000, dtype=np.int64)
+    index = FaissIndex(DIM, auto_threshold=1000)
+    index.add(ids[:1200], vectors[:1200])
+    first = index._backend
+    assert first.trained_size == 1200
+    index.remove(ids[:100])  # a tombstone that the rebuild drops
+    index.add(ids[1200:], vectors[1200:])  # 10,900 > 8 x 1,200: retrained
+    assert index._backend is not first and index._backend.trained_size == 10_900
+    assert index._backend.dead == 0 and len(index) == 10_900
+    assert np.array_equal(index.search(vectors[100:400], 1).ids[:, 0], ids[100:400])
+    assert not np.isin(index.search(vectors[:100], 10).ids, ids[:100]).any()
+
+
 # --------------------------------------------------------------------------- coarse cells (nlist > 1)
 
 

@@ -12,19 +12,41 @@ Two modes, chosen on ``add`` (``kind="auto"``):
   one search, the best ``shortlist`` (256) candidates are re-scored against
   int8 copies of the vectors (per-vector scale; score error ~5e-4 typical,
   ~2e-3 worst), and the top k of those are returned. Only the shortlist is
-  approximate. At 1M x 512 on 2 cores (bench/search.py): p50 1.6 ms, p99
-  2-2.5 ms per query (one shard: 2.7 / 3.1 ms), recall@1 0.994 against
-  exact search, 670 bytes per identity (a NumPy float32 matrix: 2,056).
+  approximate. ``nlist`` > 1 (IVF cells, ``nprobe`` scanned) and ``pq_m``
+  (fewer sub-quantizers) exist for measuring; the defaults are the choice.
 
-Why not IVF or HNSW (measured at 1M x 512: real faces among seeded random
-unit vectors, real other-photo queries): IVF-Flat / IVF-SQ8 with nlist
-1024 or 2048 reached only 0.56-0.72 recall@1 at the nprobe that fits 5 ms,
-because k-means cells carry no information on isotropic data. HNSW32 needed
-50-75 s per 100k vectors to build on 2 cores (11-16 minutes for 1M, at every
-rebuild), cannot remove in FAISS, and already at 100k needed efSearch 256-512
-(p50 2.6-4.9 ms) for recall@1 0.99. The PQ scan needs no partition to be
-right; its cost grows with the gallery only, about 2.5 ms per million
-vectors per core, so the 5 ms goal holds to about 3M identities here.
+Measured with bench/search.py and bench/search_options.py on realistic data
+(real LFW/own faces and augmentations of them through FaceEngine, synthetic
+filler from a Gaussian fitted to their photo and augmentation covariances;
+queries are other photos of enrolled people; 2-core machine shared with
+other jobs, 50-80% of its CPU taken by them, so wall p99 is mostly waiting
+for a core; CPU time per search is given beside it):
+
+- 1M: p50 2.35 ms, p99 7.1 ms wall (CPU 2.3 / 3.6 ms), recall@1 0.994
+  against exact search (the 3 misses: the exact top-1 not in the
+  shortlist), 670 bytes per template (a float32 matrix: 2,056).
+- 10M: see the table in the README (``Gallery search at scale``); the scan
+  grows linearly, ~2.3 ms of CPU per million vectors per query, split
+  over the 2 shards.
+
+Options measured at 1M on that data (one build each, searches interleaved):
+IVF1024 cells reach recall@1 0.46 / 0.61 / 0.73 / 0.85 at nprobe 8 / 16 /
+32 / 64 (p50 0.8-1.2 ms): a query's mate (another photo, cosine ~0.64) is
+usually in another k-means cell, realistic data or not, so cells cannot cut
+the scan without losing the mates. Fewer PQ sub-quantizers halve or
+quarter the scan but lose the truth from the shortlist: 32 reached 0.966 /
+0.978 / 0.982 / 0.988 with shortlists 256 / 512 / 1024 / 2048, 16 reached
+0.83-0.91; a longer shortlist for 64 sub-quantizers (0.994 / 0.994 / 0.996
+/ 0.998 for 256-2048) costs more re-scoring than it gains (CPU p50 5.3 ->
+13 ms at 2048). HNSW (earlier measurement, 1M): 11-16 minutes to build on 2
+cores at every rebuild, no removal in FAISS. The flat PQ scan stays.
+
+Memory at 10M: the int8 copies are 512 of the ~670 bytes per template;
+``reserve(n)`` sizes the slot arrays once (growing copies the int8 store:
+at 10M, 8 GB beside 10 GB for a moment). Retraining (the gallery grew past
+RETRAIN_FACTOR times the size the codebooks saw) and compaction still
+decode every vector to float32 at once (10M: 20 GB); keep them for
+galleries that fit that, or load with the final size first.
 
 Removal is exact in both modes, so a removed id is never returned. Exact mode
 uses FAISS ``remove_ids``. Approx mode does not: in faiss-cpu 1.15.1,
@@ -102,6 +124,7 @@ FORMAT_VERSION = 1
 HEADER_BYTES = 4096
 _PREFIX = struct.Struct("<8sII")  # magic, format version, JSON length
 _CHUNK = 8 << 20
+_REBUILD_BATCH = 65_536  # vectors decoded at a time when rebuilding (a 128 MB float32 temporary at 512-d)
 _RERANK_BATCH = 32  # queries re-ranked together (bounds the (m, shortlist, dim) float32 temporary)
 
 
@@ -267,10 +290,11 @@ class _Shortlist:
     def _empty(self) -> faiss.Index:
         return faiss.index_factory(self.dim, f"IVF{self.nlist},PQ{self.pq_m}x4fs", faiss.METRIC_INNER_PRODUCT)
 
-    def train(self, vectors: FloatArray, seed: int = 0) -> None:
+    def train(self, vectors: FloatArray, seed: int = 0, size: int = 0) -> None:
         """Train the coarse cells and PQ codebooks on a sample of ``vectors`` (one OpenMP thread for PQ:
-        see module doc; the cells' k-means uses the caller's threads)."""
-        self.trained_size = int(vectors.shape[0])
+        see module doc; the cells' k-means uses the caller's threads). ``size``: the gallery size the
+        vectors stand for, when they are already a sample of it."""
+        self.trained_size = int(size or vectors.shape[0])
         sample = max(TRAIN_SAMPLE, TRAIN_PER_CELL * self.nlist) if self.nlist > 1 else TRAIN_SAMPLE
         if vectors.shape[0] > sample:
             pick = np.sort(np.random.default_rng(seed).choice(vectors.shape[0], sample, replace=False))
@@ -361,10 +385,18 @@ class _Shortlist:
 
     def export(self) -> tuple[IdArray, FloatArray]:
         """All ids and their vectors (decoded from int8, renormalised), in slot order."""
-        live = np.flatnonzero(self.slot_ids[: self.used] >= 0)
-        vectors = self.store[live].astype(np.float32) * self.scales[live, None]
+        live = self.live_slots()
+        return self.slot_ids[live].copy(), self.decode(live)
+
+    def live_slots(self) -> IdArray:
+        """Slots holding a vector, ascending."""
+        return np.flatnonzero(self.slot_ids[: self.used] >= 0).astype(np.int64)
+
+    def decode(self, slots: IdArray) -> FloatArray:
+        """The vectors of ``slots`` from their int8 copies, renormalised."""
+        vectors = self.store[slots].astype(np.float32) * self.scales[slots, None]
         vectors /= np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
-        return self.slot_ids[live].copy(), vectors
+        return vectors
 
     def nbytes(self) -> int:
         code_bytes = (self.pq_m + 1) // 2 + 8  # 4-bit codes + the id FAISS keeps per vector
@@ -602,9 +634,34 @@ class FaissIndex:
         return self._pool
 
     def _rebuild_locked(self) -> None:
-        ids, vectors = self._backend.export()
+        old = self._backend
+        if isinstance(old, _Shortlist) and self._wants_approx(len(old)):
+            self._backend = self._rebuild_shortlist(old)
+            return
+        ids, vectors = old.export()
         self._backend = _Exact(self._dim)  # let the old structure go before building the new one
         self._backend = self._build(ids, vectors)
+
+    def _rebuild_shortlist(self, old: _Shortlist) -> _Shortlist:
+        """Approx to approx (retrain, drop tombstones) streamed from the int8 copies: never every vector
+        as float32 at once (20 GB at 10M), only a training sample and one add batch."""
+        started = time.perf_counter()
+        live = old.live_slots()
+        shards = self.settings.resolved_shards
+        new = _Shortlist(self._dim, self.settings.shortlist, shards, self._shard_pool(shards),
+                         self.settings.nlist, self.settings.nprobe, self.settings.pq_m)
+        with _omp_threads(self._build_threads):
+            sample_size = max(TRAIN_SAMPLE, TRAIN_PER_CELL * new.nlist)
+            sample = live if live.size <= sample_size else np.sort(
+                np.random.default_rng(0).choice(live, sample_size, replace=False))
+            new.train(old.decode(sample), size=live.size)
+            new.reserve(max(self._reserved, live.size))
+            for start in range(0, live.size, _REBUILD_BATCH):
+                part = live[start:start + _REBUILD_BATCH]
+                new.add(old.slot_ids[part], old.decode(part))
+        log.info("gallery index rebuilt from its int8 copies: %d vectors, %.1f s", live.size,
+                 time.perf_counter() - started)
+        return new
 
     # ------------------------------------------------------------------ files
 

@@ -299,11 +299,14 @@ class Gallery:
         return np.arange(start, stop, dtype=np.int64), vectors
 
     def vectors_of(self, ids: I64) -> F32:
-        """The vectors of ``ids``, remaking only the chunks that hold them."""
+        """The vectors of ``ids``: real rows directly, synthetic ones by remaking only their chunks."""
         out = np.empty((ids.size, self.model.mean.shape[0]), np.float32)
-        for number in np.unique(ids // self.chunk).tolist():
+        at = np.minimum(np.searchsorted(self.positions, ids), self.positions.size - 1)
+        real = self.positions[at] == ids
+        out[real] = self.real.vectors[self.real_rows[at[real]]]
+        for number in np.unique(ids[~real] // self.chunk).tolist():
             chunk_ids, vectors = self.make_chunk(number)
-            mine = ids // self.chunk == number
+            mine = ~real & (ids // self.chunk == number)
             out[mine] = vectors[ids[mine] - chunk_ids[0]]
         return out
 

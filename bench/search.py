@@ -164,23 +164,29 @@ def percentiles(seconds: list[float]) -> dict[str, float]:
 # --------------------------------------------------------------------------- backends
 
 
+def milvus_module() -> Any:
+    """facetrail's Milvus backend module, imported lazily; exits 2 (with the reason) where it is absent."""
+    try:
+        import facetrail.gallery.milvus_index as module  # type: ignore[import-not-found,unused-ignore]
+    except ImportError as exc:
+        print(f"the milvus backend is not available here: facetrail.gallery.milvus_index cannot be imported "
+              f"({exc}); install the cluster extra and a facetrail that has it", file=sys.stderr)
+        raise SystemExit(2) from None
+    return module
+
+
 def make_index(args: argparse.Namespace, dim: int) -> tuple[Index, dict[str, Any]]:
-    """The backend under test and its settings; exits 2 when the Milvus backend is not available."""
+    """The backend under test and its settings."""
     if args.backend == "faiss":
         overrides = parse_overrides(args.faiss)
         index = FaissIndex(dim, IndexSettings(**overrides))
         if hasattr(index, "reserve"):
             index.reserve(args.size)
         return index, {"backend": "faiss", **dataclasses.asdict(index.settings)}
-    try:
-        from facetrail.gallery.milvus_index import MilvusIndex, MilvusSettings  # type: ignore[import-not-found]
-    except ImportError as exc:
-        print(f"the milvus backend is not available here: facetrail.gallery.milvus_index cannot be imported "
-              f"({exc}); install the cluster extra and a facetrail that has it", file=sys.stderr)
-        raise SystemExit(2) from None
+    module = milvus_module()
     uri = args.milvus_uri or Path(tempfile.mkdtemp(prefix="ft-milvus-", dir=args.tmp)) / "bench.db"
     args.milvus_uri = Path(uri)
-    milvus = MilvusIndex(dim, MilvusSettings(uri=str(uri)), collection="bench")
+    milvus = module.MilvusIndex(dim, module.MilvusSettings(uri=str(uri)), collection="bench")
     settings = getattr(milvus, "settings", None)
     described = dataclasses.asdict(settings) if dataclasses.is_dataclass(settings) else {"uri": str(uri)}
     return milvus, {"backend": "milvus", **{k: str(v) for k, v in described.items()}}
@@ -350,6 +356,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", type=Path, help="write the results here")
     args = parser.parse_args(argv)
 
+    if args.backend == "milvus":
+        milvus_module()  # before minutes of data: exits 2 where the backend is absent
     info = machine()
     print("facetrail gallery search at scale")
     print(f"machine : {info['cpu']}, {info['cores']} cores, {info['ram_gb']} GB RAM; load average "

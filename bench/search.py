@@ -418,7 +418,7 @@ def main(argv: list[str] | None = None) -> int:
           f"{missed['within_tie']} returned a template within {TIE:g} of the exact top-1's cosine "
           f"(recall@1 counting those ties as hits: {recall_ties:.4f})")
     print(f"exact search (the peer, streamed NumPy blocks, batched over {queries.shape[0]} queries): "
-          f"{exact_ms:.1f} ms per query amortised, {exact_ms / lat['p50_ms']:.0f}x our p50")
+          f"{exact_ms:.1f} ms per query amortised, {exact_ms / lat['p50_ms']:.3g}x our p50")
     print(f"memory: {per_template:.0f} bytes per template ({memory_note}); RSS {rss_built / 2**30:.2f} GiB "
           f"after the build (grew {(rss_built - made.rss_before) / args.size:.0f} B/template), peak "
           f"{peak / 2**30:.2f} GiB" + (f"; child processes {server_rss / 2**30:.2f} GiB" if server_rss else ""))

@@ -44,9 +44,11 @@ cores at every rebuild, no removal in FAISS. The flat PQ scan stays.
 Memory at 10M: the int8 copies are 512 of the ~670 bytes per template;
 ``reserve(n)`` sizes the slot arrays once (growing copies the int8 store:
 at 10M, 8 GB beside 10 GB for a moment). Retraining (the gallery grew past
-RETRAIN_FACTOR times the size the codebooks saw) and compaction still
-decode every vector to float32 at once (10M: 20 GB); keep them for
-galleries that fit that, or load with the final size first.
+RETRAIN_FACTOR times the size the codebooks saw) and compaction rebuild
+from the int8 copies in batches of _REBUILD_BATCH: a training sample and
+one batch as float32, next to the old and the new int8 stores (they used to
+decode every vector at once, three float32 copies in flight: the 10M run's
+11.4 GiB peak came from retraining at 1.6M).
 
 Removal is exact in both modes, so a removed id is never returned. Exact mode
 uses FAISS ``remove_ids``. Approx mode does not: in faiss-cpu 1.15.1,

@@ -9,7 +9,7 @@ Two modes, chosen on ``add`` (``kind="auto"``):
 - **approx** (above it): every vector is scanned as a 32-byte 4-bit PQ code
   (FAISS ``IVF1,PQ{dim/8}x4fs``: one list, SIMD "fast scan"; FAISS ids are
   storage slots), split over ``shards`` (default 2) scanned in parallel by
-  one search, the best ``shortlist`` (256) candidates are re-scored against
+  one search, the best ``shortlist`` (512) candidates are re-scored against
   int8 copies of the vectors (per-vector scale; score error ~5e-4 typical,
   ~2e-3 worst), and the top k of those are returned. Only the shortlist is
   approximate. ``nlist`` > 1 (IVF cells, ``nprobe`` scanned) and ``pq_m``
@@ -25,9 +25,15 @@ for a core; CPU time per search is given beside it):
 - 1M: p50 2.35 ms, p99 7.1 ms wall (CPU 2.3 / 3.6 ms), recall@1 0.994
   against exact search (the 3 misses: the exact top-1 not in the
   shortlist), 670 bytes per template (a float32 matrix: 2,056).
-- 10M: see the table in the README (``Gallery search at scale``); the scan
-  grows linearly, ~2.3 ms of CPU per million vectors per query, split
-  over the 2 shards.
+- 10M (one build, shortlists interleaved; search_options.py): shortlist
+  256 / 512 / 768: p50 19.7 / 20.3 / 21.1 ms, p99 33 / 37 / 43 ms wall
+  (CPU p50 21.6 / 22.1 / 23.3 ms), recall@1 0.980 / 0.986 / 0.986, 662
+  bytes per template. The scan grows linearly, ~2.2 ms of CPU per million
+  vectors per query, split over the 2 shards: 10M needs two free cores
+  for ~11 ms, so p99 ≤ 20 ms needs an idle 2-core machine at least; the
+  misses are exact top-1s the 4-bit codes rank below the first ~800, which
+  a longer shortlist does not reach. Shortlist 512 (the default since this
+  run; 256 before) bought 0.006 at 10M for ~0.5 ms of CPU.
 
 Options measured at 1M on that data (one build each, searches interleaved):
 IVF1024 cells reach recall@1 0.46 / 0.61 / 0.73 / 0.85 at nprobe 8 / 16 /
@@ -112,7 +118,7 @@ Kind = Literal["auto", "exact", "approx"]
 Mode = Literal["exact", "approx"]
 
 DEFAULT_AUTO_THRESHOLD = 20_000  # exact single-query p99 reaches 5 ms at ~25k vectors (2-core reference)
-DEFAULT_SHORTLIST = 256  # PQ candidates re-scored exactly per query
+DEFAULT_SHORTLIST = 512  # PQ candidates re-scored exactly per query (256 per shard; see the module doc)
 MIN_TRAIN_VECTORS = 1_000  # fewer cannot train 16-centroid PQ codebooks; approx waits for this many
 TRAIN_SAMPLE = 32_768  # vectors used to train PQ codebooks (more changes nothing measurable)
 TRAIN_PER_CELL = 64  # and at least this many per coarse cell when cells are used (nlist > 1)
@@ -417,7 +423,7 @@ class IndexSettings:
     ``kind``: "auto" (exact up to ``auto_threshold`` vectors, approx above),
     "exact" or "approx" (approx once MIN_TRAIN_VECTORS are present).
     ``shortlist``: PQ candidates re-scored per query (recall against cost;
-    256 gave recall@1 ~0.99 at 1M). ``shards``: approx mode splits the PQ
+    512 gave recall@1 0.994 at 1M and 0.986 at 10M on realistic data). ``shards``: approx mode splits the PQ
     codes into this many parts scanned in parallel by one search, one thread
     each (0 = min(2, CPU count); 2 halved p50 at 1M on 2 cores; takes effect
     when the approx structure is built). ``search_threads``: OpenMP threads

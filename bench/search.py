@@ -180,8 +180,8 @@ def make_index(args: argparse.Namespace, dim: int) -> tuple[Index, dict[str, Any
     if args.backend == "faiss":
         overrides = parse_overrides(args.faiss)
         index = FaissIndex(dim, IndexSettings(**overrides))
-        if hasattr(index, "reserve"):
-            index.reserve(args.size)
+        if hasattr(index, "reserve"):  # + room for the deletes check's re-adds (new slots; no 1.25x growth copy)
+            index.reserve(args.size + 1_000)
         return index, {"backend": "faiss", **dataclasses.asdict(index.settings)}
     module = milvus_module()
     uri = args.milvus_uri or Path(tempfile.mkdtemp(prefix="ft-milvus-", dir=args.tmp)) / "bench.db"

@@ -19,12 +19,16 @@ Measured with bench/search.py and bench/search_options.py on realistic data
 (real LFW/own faces and augmentations of them through FaceEngine, synthetic
 filler from a Gaussian fitted to their photo and augmentation covariances;
 queries are other photos of enrolled people; 2-core machine shared with
-other jobs, 50-80% of its CPU taken by them, so wall p99 is mostly waiting
+other jobs: where they took 35-80% of its CPU, wall p99 is mostly waiting
 for a core; CPU time per search is given beside it):
 
-- 1M: p50 2.35 ms, p99 7.1 ms wall (CPU 2.3 / 3.6 ms), recall@1 0.994
-  against exact search (the 3 misses: the exact top-1 not in the
-  shortlist), 670 bytes per template (a float32 matrix: 2,056).
+- 1M: p50 1.61 ms, p99 2.98 ms wall (CPU 2.6 / 4.2 ms; quiet machine,
+  shortlist 512; busy, shortlist 256: 2.35 / 7.1 ms), recall@1 0.994
+  against exact search (3 misses), 670 bytes per template (a float32
+  matrix: 2,056).
+- 10M, quiet machine, shortlist 512: p50 12.1 ms, p99 17.9 ms wall (CPU
+  22.5 / 28.9 ms), recall@1 0.986 (7 misses, all exact top-1s outside the
+  shortlist), 662 bytes per template; exact search 92 ms per query.
 - 10M (one build, shortlists interleaved; search_options.py): shortlist
   256 / 512 / 768: p50 19.7 / 20.3 / 21.1 ms, p99 33 / 37 / 43 ms wall
   (CPU p50 21.6 / 22.1 / 23.3 ms), recall@1 0.980 / 0.986 / 0.986, 662
@@ -53,8 +57,8 @@ at 10M, 8 GB beside 10 GB for a moment). Retraining (the gallery grew past
 RETRAIN_FACTOR times the size the codebooks saw) and compaction rebuild
 from the int8 copies in batches of _REBUILD_BATCH: a training sample and
 one batch as float32, next to the old and the new int8 stores (they used to
-decode every vector at once, three float32 copies in flight: the 10M run's
-11.4 GiB peak came from retraining at 1.6M).
+decode every vector at once, with up to three float32 copies in flight:
+at 10M, 20 GB each). Adding past the reserved size still grows by copying.
 
 Removal is exact in both modes, so a removed id is never returned. Exact mode
 uses FAISS ``remove_ids``. Approx mode does not: in faiss-cpu 1.15.1,

@@ -26,9 +26,10 @@ for a core; CPU time per search is given beside it):
   shortlist 512; busy, shortlist 256: 2.35 / 7.1 ms), recall@1 0.994
   against exact search (3 misses), 670 bytes per template (a float32
   matrix: 2,056).
-- 10M, quiet machine, shortlist 512: p50 12.1 ms, p99 17.9 ms wall (CPU
-  22.5 / 28.9 ms), recall@1 0.986 (7 misses, all exact top-1s outside the
-  shortlist), 662 bytes per template; exact search 92 ms per query.
+- 10M, quiet machine, shortlist 512, two runs: p50 12.1 / 11.9 ms, p99
+  17.9 / 17.3 ms wall (CPU p50 22.5 / 22.4 ms), recall@1 0.986 (7 misses,
+  all exact top-1s outside the shortlist), 662 bytes per template, peak
+  RSS of the run 8.1 GiB; exact search 82-92 ms per query.
 - 10M (one build, shortlists interleaved; search_options.py): shortlist
   256 / 512 / 768: p50 19.7 / 20.3 / 21.1 ms, p99 33 / 37 / 43 ms wall
   (CPU p50 21.6 / 22.1 / 23.3 ms), recall@1 0.980 / 0.986 / 0.986, 662

@@ -1,78 +1,69 @@
-"""Gallery search benchmark: facetrail's FaissIndex against a brute-force NumPy scan at 1M identities.
+"""Gallery search at scale: one backend (FaissIndex or MilvusIndex) against exact search, up to 10M templates.
 
-One run, one data set:
+One run, one data set (bench/search_data.py): real-face embeddings of
+``faces/`` and LFW View 1 (FaceEngine) plus seeded augmentations of every
+image, and synthetic templates drawn from a three-level Gaussian fitted to
+them (identity centre, photo, augmentation), streamed in seeded chunks so
+that 10M templates are never held as float32. Queries are *other* photos of
+enrolled people. The run prints the data's statistics and checks that the
+queries' impostor cosines against synthetic templates match those against
+real strangers.
 
-- real faces: every image under ../shared/data/faces and the first
-  ``--lfw-limit`` images of ../shared/data/lfw-view1/images, embedded with
-  facetrail's FaceEngine (the main face of each image; cached under /tmp
-  between runs). For every person with two or more photos the first photo is
-  enrolled and the others are the queries; people with one photo are
-  enrolled as distractors.
-- filler: seeded random unit vectors (``np.random.default_rng(seed)``) up to
-  ``--size``. They are isotropic, which makes them harder for partitioning
-  indexes (IVF, HNSW) than a gallery of real faces would be.
-- when there are fewer real queries than ``--queries``, the rest are
-  enrolled real vectors plus Gaussian noise (cosine ~0.9 to the original).
+The chunks are added to the index one at a time; while they pass, each
+query's exact top-1 (the ground truth and the peer: exact search, batched)
+is kept. Then every query is searched alone, ``--passes`` times:
+p50/p99 latency (wall, with CPU time beside it), recall@1 against exact
+search, rank-1 identification, memory per template and the process's peak RSS.
 
-Peers: a brute-force NumPy scan (``gallery @ q`` then the top k, what
-face_recognition and CompreFace do) and facetrail's FaissIndex in auto mode.
-Reported: build time, p50/p99 latency of one search (k=10), recall@1 against
-exact search, rank-1 identification, memory per identity, save/load, and the
-face engine's enrolment throughput on real images.
-
-Run: ``.venv/bin/python bench/search.py [--size N] [--queries N] [--seed S] [--json OUT]``
+Run: ``.venv/bin/python bench/search.py --backend faiss|milvus --size N [--queries 500] [--json OUT]``
+Exit status: 0 when the goals hold (p99 <= 20 ms, recall@1 >= 0.99), 1 when
+not, 2 when the backend is not available.
 """
 
 from __future__ import annotations
 
 import argparse
-import hashlib
+import dataclasses
 import json
 import os
 import platform
+import resource
 import sys
 import tempfile
 import time
-from collections import defaultdict
-from dataclasses import dataclass
-from importlib.metadata import version
+from dataclasses import dataclass, field
+from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
 
-import faiss
 import numpy as np
-import numpy.typing as npt
 
 from cpu_meter import CpuMeter
-from facetrail.gallery.faiss_index import FaissIndex, load_index
+from facetrail.gallery.faiss_index import FaissIndex, IndexSettings
+from facetrail.gallery.index import Index
 from facetrail.vision.engine import EngineConfig, FaceEngine
-from facetrail.vision.errors import ImageError
-from facetrail.vision.image import load_image
+from search_data import (
+    F32,
+    I64,
+    FillerModel,
+    Gallery,
+    RealFaces,
+    Roles,
+    anisotropy,
+    assign_roles,
+    embed_real_faces,
+    image_list,
+    impostor_check,
+)
 
 DATA = Path(os.environ.get("FACETRAIL_SHARED_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
 FACES = DATA / "faces"
 LFW = DATA / "lfw-view1" / "images"
-CACHE_DIR = Path(tempfile.gettempdir()) / "facetrail-bench-search"
-K = 10
-NOISE_COSINE = 0.9  # expected cosine between an enrolled vector and its noisy top-up query
-GOAL_P99_MS = 5.0
+GOAL_P99_MS = 20.0
 GOAL_RECALL = 0.99
-GOAL_SPEEDUP = 30.0
 NOISY_BACKGROUND = 0.05  # other processes' share of all CPUs above which timings are flagged
-
-F32 = npt.NDArray[np.float32]
-I64 = npt.NDArray[np.int64]
-
-
-@dataclass
-class RealFaces:
-    """Main-face embeddings of the real images, one row per image with a face."""
-
-    vectors: F32
-    people: list[str]
-    paths: list[str]
-    model_id: str
-    no_face: int
+TIE = 1e-3  # a returned top-1 this close to the exact top-1's cosine is a tie (ANN-benchmarks' epsilon)
+TRUTH_BLOCK = 50_000  # gallery rows per exact-search block (bounds the (block, queries) temporary)
 
 
 def machine() -> dict[str, Any]:
@@ -84,9 +75,14 @@ def machine() -> dict[str, Any]:
                 break
     except OSError:
         pass
-    return {"cpu": cpu, "cores": os.cpu_count(), "python": platform.python_version(),
-            "numpy": np.__version__, "faiss": faiss.__version__, "faiss_simd": faiss.get_compile_options(),
-            "onnxruntime": version("onnxruntime"), "ram_gb": round(_meminfo("MemTotal") / 2**20, 1)}
+    info: dict[str, Any] = {"cpu": cpu, "cores": os.cpu_count(), "python": platform.python_version(),
+                            "numpy": np.__version__, "ram_gb": round(_meminfo("MemTotal") / 2**20, 1)}
+    for package in ("faiss-cpu", "pymilvus", "milvus-lite", "onnxruntime"):
+        try:
+            info[package] = version(package)
+        except PackageNotFoundError:
+            info[package] = None
+    return info
 
 
 def _meminfo(key: str) -> int:
@@ -100,368 +96,360 @@ def _meminfo(key: str) -> int:
     return 0
 
 
-def rss_bytes() -> int:
-    """Resident set size of this process."""
+def rss_bytes(pid: int | str = "self") -> int:
+    """Resident set size of a process (0 where unavailable)."""
     try:
-        return int(Path("/proc/self/statm").read_text().split()[1]) * os.sysconf("SC_PAGE_SIZE")
-    except (OSError, ValueError):
+        return int(Path(f"/proc/{pid}/statm").read_text().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, ValueError, IndexError):
         return 0
 
 
-def image_list(lfw_limit: int) -> list[tuple[str, Path]]:
-    """(person, path) of the own faces folder, then the first ``lfw_limit`` LFW images by name."""
-    own = sorted((p.parent.name, p) for p in FACES.glob("*/*") if p.is_file())
-    lfw = sorted((p.parent.name, p) for p in LFW.glob("*/*.jpg"))[:lfw_limit]
-    return own + lfw
+def peak_rss_bytes() -> int:
+    """Peak resident set size of this process so far."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 
 
-def embed_real_faces(engine: FaceEngine, lfw_limit: int) -> tuple[RealFaces, bool]:
-    """Embeddings of the main face of every image, from the cache when the image list and model match."""
-    images = image_list(lfw_limit)
-    if not images:
-        raise SystemExit(f"no images under {FACES} or {LFW}")
-    key = hashlib.sha256("\n".join(str(p) for _, p in images).encode()).hexdigest()[:12]
-    stem = CACHE_DIR / f"real-{engine.recogniser.name}-{lfw_limit}-{key}"
-    npy, meta_file = stem.with_suffix(".npy"), stem.with_suffix(".json")
-    if npy.is_file() and meta_file.is_file():
-        meta = json.loads(meta_file.read_text())
-        return RealFaces(np.load(npy), meta["people"], meta["paths"], meta["model_id"], meta["no_face"]), True
-    rows: list[F32] = []
-    people: list[str] = []
-    paths: list[str] = []
-    no_face = 0
-    model_id = ""
-    for person, path in images:
+def children_rss_bytes() -> int:
+    """RSS of this process's descendants (a Milvus Lite server runs as one)."""
+    total, todo, seen = 0, [str(os.getpid())], set()
+    while todo:
+        pid = todo.pop()
         try:
-            found = engine.analyze(load_image(path))
-        except ImageError:
-            no_face += 1
+            tasks = list(Path(f"/proc/{pid}/task").iterdir())
+        except OSError:
             continue
-        main = found.primary()
-        if main is None:
-            no_face += 1
-            continue
-        rows.append(np.asarray(found.embeddings.vectors[main], np.float32))
-        model_id = found.embeddings.model_id
-        people.append(person)
-        paths.append(str(path))
-    vectors = np.stack(rows).astype(np.float32)
-    CACHE_DIR.mkdir(parents=True, exist_ok=True)
-    np.save(npy, vectors)
-    meta_file.write_text(json.dumps({"people": people, "paths": paths, "model_id": model_id,
-                                     "no_face": no_face}))
-    return RealFaces(vectors, people, paths, model_id, no_face), False
+        for task in tasks:
+            try:
+                kids = (task / "children").read_text().split()
+            except OSError:
+                continue
+            for kid in kids:
+                if kid not in seen:
+                    seen.add(kid)
+                    total += rss_bytes(kid)
+                    todo.append(kid)
+    return total
 
 
-def enrolment_throughput(engine: FaceEngine, paths: list[Path]) -> dict[str, float]:
-    """Decode + detect + align + embed every image one by one; faces and images per second."""
-    engine.analyze(load_image(paths[0]))  # warm-up
-    faces = 0
-    started = time.perf_counter()
-    for path in paths:
-        faces += len(engine.analyze(load_image(path)))
-    seconds = time.perf_counter() - started
-    return {"images": len(paths), "faces": faces, "seconds": round(seconds, 2),
-            "images_per_s": round(len(paths) / seconds, 1), "faces_per_s": round(faces / seconds, 1)}
-
-
-# --------------------------------------------------------------------------- data set
+def disk_bytes(path: Path) -> int:
+    """Bytes on disk under ``path`` (a file or a folder)."""
+    if path.is_file():
+        return path.stat().st_size
+    return sum(p.stat().st_size for p in path.rglob("*") if p.is_file()) if path.exists() else 0
 
 
 @dataclass
-class DataSet:
-    gallery: F32  # (size, dim) unit rows; row i has id i
-    queries: F32  # (m, dim) unit rows
-    query_person: list[str]  # who each query shows
-    id_person: dict[int, str]  # gallery id -> person, for the real rows only
-    real_queries: int
-    noisy_queries: int
-    enrolled_real: int
+class Clock:
+    """Wall and CPU seconds (all threads of this process) accumulated over timed sections."""
 
+    wall: float = 0.0
+    cpu: float = 0.0
+    _start: tuple[float, float] = field(default=(0.0, 0.0), repr=False)
 
-def build_data(real: RealFaces, size: int, n_queries: int, seed: int) -> DataSet:
-    rng = np.random.default_rng(seed)
-    by_person: dict[str, list[int]] = defaultdict(list)
-    for row, person in enumerate(real.people):
-        by_person[person].append(row)
-    enrolled = [rows[0] for rows in by_person.values()]
-    probes = [row for rows in by_person.values() for row in rows[1:]]
-    if len(enrolled) > size:
-        raise SystemExit(f"--size {size} is smaller than the {len(enrolled)} real enrolled faces")
-    dim = real.vectors.shape[1]
-    gallery = np.empty((size, dim), np.float32)
-    for start in range(0, size, 100_000):
-        block = rng.standard_normal((min(size, start + 100_000) - start, dim), dtype=np.float32)
-        block /= np.linalg.norm(block, axis=1, keepdims=True)
-        gallery[start:start + block.shape[0]] = block
-    positions = rng.choice(size, len(enrolled), replace=False)
-    gallery[positions] = real.vectors[enrolled]
-    id_person = {int(p): real.people[row] for p, row in zip(positions, enrolled, strict=True)}
+    def __enter__(self) -> Clock:
+        self._start = (time.perf_counter(), time.process_time())
+        return self
 
-    if len(probes) > n_queries:
-        probes = sorted(rng.choice(probes, n_queries, replace=False).tolist())
-    queries = [real.vectors[probes]]
-    query_person = [real.people[row] for row in probes]
-    noisy = n_queries - len(probes)
-    if noisy > 0:
-        # per-dimension sigma so that the noise norm is tan(arccos(0.9)) ~ 0.48: cosine ~0.9 after renorm
-        sigma = np.tan(np.arccos(NOISE_COSINE)) / np.sqrt(dim)
-        pick = rng.choice(len(enrolled), noisy, replace=len(enrolled) < noisy)
-        base = real.vectors[[enrolled[i] for i in pick]]
-        extra = base + rng.normal(0.0, sigma, base.shape).astype(np.float32)
-        extra /= np.linalg.norm(extra, axis=1, keepdims=True)
-        queries.append(extra.astype(np.float32))
-        query_person += [real.people[enrolled[i]] for i in pick]
-    return DataSet(gallery, np.ascontiguousarray(np.concatenate(queries)), query_person, id_person,
-                   len(probes), max(noisy, 0), len(enrolled))
-
-
-def exact_top1(gallery: F32, queries: F32, block: int = 100_000) -> tuple[I64, F32]:
-    """Exact top-1 id and score of every query (blocked matrix products)."""
-    best = np.full(queries.shape[0], -np.inf, np.float32)
-    arg = np.full(queries.shape[0], -1, np.int64)
-    for start in range(0, gallery.shape[0], block):
-        scores = gallery[start:start + block] @ queries.T
-        top = scores.argmax(axis=0)
-        value = scores[top, np.arange(queries.shape[0])]
-        better = value > best
-        best[better] = value[better]
-        arg[better] = top[better] + start
-    return arg, best
+    def __exit__(self, *_: object) -> None:
+        self.wall += time.perf_counter() - self._start[0]
+        self.cpu += time.process_time() - self._start[1]
 
 
 def percentiles(seconds: list[float]) -> dict[str, float]:
     ms = np.asarray(seconds) * 1000
-    return {"p50_ms": round(float(np.percentile(ms, 50)), 3),
-            "p99_ms": round(float(np.percentile(ms, 99)), 3),
+    return {"p50_ms": round(float(np.percentile(ms, 50)), 3), "p99_ms": round(float(np.percentile(ms, 99)), 3),
             "mean_ms": round(float(ms.mean()), 3), "max_ms": round(float(ms.max()), 3), "n": len(seconds)}
 
 
-def identification(top: I64, data: DataSet) -> float:
-    """Share of queries whose top-1 is an enrolled photo of the same person."""
-    hits = [data.id_person.get(int(i)) == person for i, person in zip(top, data.query_person, strict=True)]
-    return float(np.mean(hits))
+# --------------------------------------------------------------------------- backends
 
 
-# --------------------------------------------------------------------------- peers
+def milvus_module() -> Any:
+    """facetrail's Milvus backend module, imported lazily; exits 2 (with the reason) where it is absent."""
+    try:
+        import facetrail.gallery.milvus_index as module  # type: ignore[import-not-found,unused-ignore]
+    except ImportError as exc:
+        print(f"the milvus backend is not available here: facetrail.gallery.milvus_index cannot be imported "
+              f"({exc}); install the cluster extra and a facetrail that has it", file=sys.stderr)
+        raise SystemExit(2) from None
+    return module
 
 
-def bench_numpy(data: DataSet, n: int, truth: I64) -> dict[str, Any]:
-    """Brute force: one (size, dim) @ (dim,) product per query, then the top k."""
-    gallery = data.gallery
-    times: list[float] = []
-    top1: list[int] = []
-    for q in data.queries[:n]:
-        started = time.perf_counter()
-        scores = gallery @ q
-        part = np.argpartition(scores, -K)[-K:]
-        best = part[np.argsort(-scores[part])]
-        times.append(time.perf_counter() - started)
-        top1.append(int(best[0]))
-    tops = np.asarray(top1, np.int64)
-    return {"build_s": 0.0, "build_note": "none: the float32 matrix is the index",
-            "latency": percentiles(times), "recall_at_1": float(np.mean(tops == truth[:n])),
-            "bytes_per_identity": gallery.shape[1] * gallery.itemsize + 8,
-            "memory_note": "float32 row + int64 id"}
+def make_index(args: argparse.Namespace, dim: int) -> tuple[Index, dict[str, Any]]:
+    """The backend under test and its settings."""
+    if args.backend == "faiss":
+        overrides = parse_overrides(args.faiss)
+        index = FaissIndex(dim, IndexSettings(**overrides))
+        if hasattr(index, "reserve"):  # + room for the deletes check's re-adds (new slots; no 1.25x growth copy)
+            index.reserve(args.size + 1_000)
+        return index, {"backend": "faiss", **dataclasses.asdict(index.settings)}
+    module = milvus_module()
+    uri = args.milvus_uri or Path(tempfile.mkdtemp(prefix="ft-milvus-", dir=args.tmp)) / "bench.db"
+    args.milvus_uri = Path(uri)
+    milvus = module.MilvusIndex(dim, module.MilvusSettings(uri=str(uri)), collection="bench")
+    settings = getattr(milvus, "settings", None)
+    described = dataclasses.asdict(settings) if dataclasses.is_dataclass(settings) else {"uri": str(uri)}
+    return milvus, {"backend": "milvus", **{k: str(v) for k, v in described.items()}}
 
 
-def bench_faiss(data: DataSet, truth: I64, truth_scores: F32, args: argparse.Namespace,
-                shards: int = 0, extras: bool = True) -> dict[str, Any]:
-    """FaissIndex in auto mode: build, single-query latency and recall; with ``extras`` also
-    batched search, single adds and removes, exact deletes and a save/load round trip."""
-    ids = np.arange(data.gallery.shape[0], dtype=np.int64)
-    rss0 = rss_bytes()
-    index = FaissIndex(data.gallery.shape[1], shards=shards)
-    started = time.perf_counter()
-    index.add(ids, data.gallery)
-    build = time.perf_counter() - started
-    rss1 = rss_bytes()
-    index.search(data.queries[:20], K)  # warm-up
-    times: list[float] = []
-    top1 = np.empty(data.queries.shape[0], np.int64)
-    top1_scores = np.empty(data.queries.shape[0], np.float32)
-    for i, q in enumerate(data.queries):
-        started = time.perf_counter()
-        hits = index.search(q, K)
-        times.append(time.perf_counter() - started)
-        top1[i] = hits.ids[0, 0]
-        top1_scores[i] = hits.scores[0, 0]
-    recall = float(np.mean(top1 == truth))
-    out: dict[str, Any] = {
-        "mode": index.mode, "settings": index.settings.__dict__, "build_s": round(build, 2),
-        "scan_threads_per_query": index.settings.resolved_shards if index.mode == "approx" else 1,
-        "latency": percentiles(times), "recall_at_1": recall,
-        "identification_rank1": identification(top1, data),
-        "bytes_per_identity": round(index.nbytes / len(index), 1),
-        "rss_growth_per_identity": round((rss1 - rss0) / len(index), 1),
-        "top1_score_error_max": float(np.abs(top1_scores - truth_scores)[top1 == truth].max()),
-    }
-    if not extras:
-        return out
-    # batched search throughput (many cameras' faces at once)
-    started = time.perf_counter()
-    index.search(data.queries, K)
-    out["batch_queries_per_s"] = round(data.queries.shape[0] / (time.perf_counter() - started), 1)
+def parse_overrides(pairs: list[str]) -> dict[str, Any]:
+    """``KEY=VALUE`` pairs into IndexSettings fields, typed by the field's default."""
+    fields = {f.name: f for f in dataclasses.fields(IndexSettings)}
+    out: dict[str, Any] = {}
+    for pair in pairs:
+        key, _, value = pair.partition("=")
+        if key not in fields:
+            raise SystemExit(f"--faiss {pair}: no IndexSettings field {key!r} (fields: {', '.join(fields)})")
+        default = fields[key].default
+        out[key] = type(default)(value) if isinstance(default, int | float) and not isinstance(default, bool) \
+            else value
+    return out
 
-    # enrolment and removal of single identities at full size
-    rng = np.random.default_rng(args.seed + 1)
-    fresh = rng.standard_normal((200, data.gallery.shape[1]), dtype=np.float32)
-    fresh /= np.linalg.norm(fresh, axis=1, keepdims=True)
-    add_t, remove_t = [], []
-    for j in range(fresh.shape[0]):
-        new_id = np.array([ids.size + j], np.int64)
-        started = time.perf_counter()
-        index.add(new_id, fresh[j])
-        add_t.append(time.perf_counter() - started)
-        started = time.perf_counter()
-        index.remove(new_id)
-        remove_t.append(time.perf_counter() - started)
-    out["add_one"] = percentiles(add_t)
-    out["remove_one"] = percentiles(remove_t)
 
-    # deletes are exact: remove the true best match of 100 queries and search again
+def bytes_per_template(index: Index, args: argparse.Namespace) -> tuple[float, str]:
+    """Memory per template as the backend counts it (FAISS), else the collection's bytes on disk (Milvus)."""
+    nbytes = getattr(index, "nbytes", None)
+    if isinstance(nbytes, int):
+        return nbytes / len(index), "FaissIndex.nbytes (codes, int8 copies, id tables)"
+    path = Path(args.milvus_uri) if args.milvus_uri else None
+    if path is not None:
+        return disk_bytes(path.parent if path.parent.name.startswith("ft-milvus-") else path) / len(index), \
+            "Milvus Lite files on disk"
+    return float("nan"), "unknown"
+
+
+# --------------------------------------------------------------------------- build and ground truth
+
+
+@dataclass
+class Build:
+    truth: I64
+    truth_scores: F32
+    add: Clock
+    exact: Clock
+    draw: Clock
+    rss_before: int
+    chunks: int
+
+
+def build(index: Index, gallery: Gallery, queries: F32) -> Build:
+    """Add every chunk to the index while keeping each query's exact top-1 (ties: the lower id)."""
+    best = np.full(queries.shape[0], -np.inf, np.float32)
+    arg = np.full(queries.shape[0], -1, np.int64)
+    add, exact, draw = Clock(), Clock(), Clock()
+    rss_before = rss_bytes()
+    stream = gallery.chunks()
+    chunks = 0
+    while True:
+        with draw:
+            item = next(stream, None)
+        if item is None:
+            break
+        ids, vectors = item
+        with exact:
+            for start in range(0, ids.size, TRUTH_BLOCK):
+                scores = vectors[start:start + TRUTH_BLOCK] @ queries.T
+                top = scores.argmax(axis=0)
+                value = scores[top, np.arange(queries.shape[0])]
+                better = value > best
+                best[better] = value[better]
+                arg[better] = ids[start + top[better]]
+        with add:
+            index.add(ids, vectors)
+        chunks += 1
+        if chunks % 10 == 0:
+            print(f"  {ids[-1] + 1:,} added; RSS {rss_bytes() / 2**30:.2f} GiB", flush=True)
+    return Build(arg, best, add, exact, draw, rss_before, chunks)
+
+
+def timed_searches(index: Index, queries: F32, k: int, passes: int) -> tuple[list[float], list[float], I64]:
+    """Each query searched alone, ``passes`` times; wall and CPU seconds per search and the top-k ids."""
+    index.search(queries[: min(20, queries.shape[0])], k)  # warm-up
+    wall: list[float] = []
+    cpu: list[float] = []
+    top = np.empty((queries.shape[0], k), np.int64)
+    for _ in range(passes):
+        for i, q in enumerate(queries):
+            c0, t0 = time.process_time(), time.perf_counter()
+            hits = index.search(q, k)
+            wall.append(time.perf_counter() - t0)
+            cpu.append(time.process_time() - c0)
+            top[i] = hits.ids[0]
+    return wall, cpu, top
+
+
+def misses(top: I64, made: Build, gallery: Gallery, queries: F32) -> dict[str, int]:
+    """Why the top-1 differs from exact search: the true top-1 lower in the top k (re-scoring order) or
+    absent from it (not shortlisted), and how many returned top-1s score within TIE of the exact one."""
+    wrong = np.flatnonzero(top[:, 0] != made.truth)
+    if wrong.size == 0:
+        return {"misses": 0, "truth_lower_in_top_k": 0, "truth_not_in_top_k": 0, "within_tie": 0}
+    lower = int(sum(made.truth[i] in top[i, 1:] for i in wrong.tolist()))
+    returned = gallery.vectors_of(top[wrong, 0])
+    scores = np.einsum("ij,ij->i", returned, queries[wrong])
+    ties = int((made.truth_scores[wrong] - scores <= TIE).sum())
+    return {"misses": int(wrong.size), "truth_lower_in_top_k": lower, "truth_not_in_top_k": int(wrong.size) - lower,
+            "within_tie": ties}
+
+
+def deletes_exact(index: Index, gallery: Gallery, queries: F32, truth: I64, k: int) -> bool:
+    """Remove the true top-1 of (up to) 100 queries: none of them may come back. Re-adds them after."""
     victims = np.unique(truth[:100])
     removed = index.remove(victims)
-    after = index.search(data.queries[:100], K)
-    out["deleted_never_returned"] = bool(removed == victims.size and not np.isin(after.ids, victims).any())
-    index.add(victims, data.gallery[victims])
-
-    before = index.search(data.queries[:100], K)
-    with tempfile.TemporaryDirectory(dir=args.tmp) as folder:
-        path = Path(folder) / "gallery.ftidx"
-        started = time.perf_counter()
-        index.save(path)
-        out["save_s"] = round(time.perf_counter() - started, 2)
-        out["file_bytes_per_identity"] = round(path.stat().st_size / len(index), 1)
-        del index
-        started = time.perf_counter()
-        loaded = load_index(path, data.gallery.shape[1])
-        out["load_s"] = round(time.perf_counter() - started, 2)
-        again = loaded.search(data.queries[:100], K)
-        out["load_same_results"] = bool(np.array_equal(again.ids, before.ids)
-                                        and np.array_equal(again.scores, before.scores))
-    return out
+    after = index.search(queries[:100], k)
+    ok = removed == victims.size and not np.isin(after.ids, victims).any()
+    index.add(victims, gallery.vectors_of(victims))
+    return bool(ok)
 
 
 # --------------------------------------------------------------------------- main
 
 
+def describe_data(real: RealFaces, roles: Roles, model: FillerModel, seed: int) -> dict[str, Any]:
+    originals = sum(1 for v in real.variants if v == 0)
+    gallery_real = real.vectors[roles.gallery_rows]
+    synthetic = model.draw(min(20_000, 4 * gallery_real.shape[0]), np.random.default_rng([seed, 98]))
+    real_aniso, synth_aniso = anisotropy(gallery_real), anisotropy(synthetic)
+    check = impostor_check(real, roles, model, seed)
+    print(f"real faces: {real.vectors.shape[0]:,} embeddings ({originals:,} photos + "
+          f"{real.vectors.shape[0] - originals:,} augmentations; {real.no_face} images without a face), "
+          f"{len(set(real.people)):,} people, model {real.model_id}")
+    print(f"roles: {roles.query_rows.size} queries (other photos of {roles.enrolled_people:,} people with 2+ "
+          f"photos), {roles.gallery_rows.size:,} real gallery templates "
+          f"({roles.people_with_one_photo:,} people with one photo among them)")
+    print(f"filler model: variance between identities {model.variances[0]:.3f}, photo to photo "
+          f"{model.variances[1]:.3f}, augmentation {model.variances[2]:.3f}; mean norm "
+          f"{np.linalg.norm(model.mean):.3f}; {model.templates_per_photo} templates per synthetic photo")
+    print(f"variance in the top 10 / 50 principal components: real {real_aniso[0]:.1%} / {real_aniso[1]:.1%}, "
+          f"synthetic {synth_aniso[0]:.1%} / {synth_aniso[1]:.1%} (isotropic 512-d: 2.0% / 9.8%)")
+    q = ", ".join(f"p{100 * v:g}" for v in check["all_quantiles"])  # type: ignore[attr-defined]
+    print(f"impostor cosines, query vs each of {check['distractors_per_query']:,} distractors ({q}): "
+          f"real {check['real_all']}, synthetic {check['synthetic_all']}; mean/sd real "
+          f"{check['real_all_mean_sd']}, synthetic {check['synthetic_all_mean_sd']}")
+    tq = ", ".join(f"p{100 * v:g}" for v in check["top1_quantiles"])  # type: ignore[attr-defined]
+    print(f"top-1 impostor cosine per query ({tq}): real {check['real_top1']}, synthetic "
+          f"{check['synthetic_top1']} (KS distance {check['top1_ks_distance']}); mated top-1 "
+          f"{check['mated_top1']}")
+    return {"real_embeddings": int(real.vectors.shape[0]), "real_photos": originals,
+            "people": len(set(real.people)), "no_face": real.no_face, "queries": int(roles.query_rows.size),
+            "real_gallery_templates": int(roles.gallery_rows.size), "enrolled_people": roles.enrolled_people,
+            "filler_variances": model.variances, "anisotropy_top10_top50": {"real": real_aniso,
+                                                                             "synthetic": synth_aniso},
+            "impostor_check": check}
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
-    parser.add_argument("--size", type=int, default=1_000_000, help="gallery size (identities)")
-    parser.add_argument("--queries", type=int, default=1000, help="single-search queries timed")
+    parser.add_argument("--backend", choices=("faiss", "milvus"), default="faiss")
+    parser.add_argument("--size", type=int, default=1_000_000, help="gallery size (templates)")
+    parser.add_argument("--queries", type=int, default=500, help="real query photos (other photos of enrolled)")
+    parser.add_argument("--passes", type=int, default=2, help="timed passes over the queries")
+    parser.add_argument("--k", type=int, default=10)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--augment", type=int, default=3, help="augmented variants embedded per real image")
+    parser.add_argument("--chunk", type=int, default=200_000, help="templates drawn and added at a time")
+    parser.add_argument("--faiss", action="append", default=[], metavar="KEY=VALUE",
+                        help="an IndexSettings field for the faiss backend (repeatable), e.g. shards=4")
+    parser.add_argument("--milvus-uri", type=Path, default=None, help="Milvus Lite file (default: a temp folder)")
+    parser.add_argument("--no-extras", action="store_true", help="skip the exact-deletes check")
+    parser.add_argument("--tmp", default=None, help="folder for temporary files (default: system temp)")
     parser.add_argument("--json", type=Path, help="write the results here")
-    parser.add_argument("--lfw-limit", type=int, default=2000, help="LFW images embedded (sorted by name)")
-    parser.add_argument("--numpy-queries", type=int, default=200,
-                        help="queries timed for the NumPy scan (each takes ~0.15 s at 1M)")
-    parser.add_argument("--throughput-images", type=int, default=300,
-                        help="LFW images timed for enrolment throughput")
-    parser.add_argument("--tmp", default=None, help="folder for the saved index (default: system temp)")
     args = parser.parse_args(argv)
 
+    if args.backend == "milvus":
+        milvus_module()  # before minutes of data: exits 2 where the backend is absent
     info = machine()
-    print("facetrail gallery search benchmark")
-    print(f"machine : {info['cpu']}, {info['cores']} cores, {info['ram_gb']} GB RAM")
-    print(f"software: python {info['python']}, numpy {info['numpy']}, faiss {info['faiss']} "
-          f"({info['faiss_simd'].strip()}), onnxruntime {info['onnxruntime']}")
-    print(f"settings: size {args.size:,}, queries {args.queries}, k {K}, seed {args.seed}, "
-          f"LFW limit {args.lfw_limit}, NumPy timed on {args.numpy_queries} queries")
+    print("facetrail gallery search at scale")
+    print(f"machine : {info['cpu']}, {info['cores']} cores, {info['ram_gb']} GB RAM; load average "
+          f"{os.getloadavg()[0]:.2f}")
+    print(f"software: python {info['python']}, numpy {info['numpy']}, faiss-cpu {info['faiss-cpu']}, "
+          f"pymilvus {info['pymilvus']}, milvus-lite {info['milvus-lite']}")
+    print(f"settings: backend {args.backend}, size {args.size:,}, queries {args.queries} x {args.passes} passes, "
+          f"k {args.k}, seed {args.seed}, augment {args.augment}, chunk {args.chunk:,}")
 
+    started = time.perf_counter()
     engine = FaceEngine(EngineConfig())
-    started = time.perf_counter()
-    real, cached = embed_real_faces(engine, args.lfw_limit)
-    source = f"from cache {CACHE_DIR}" if cached else f"embedded in {time.perf_counter() - started:.0f} s"
-    print(f"\nreal faces: {real.vectors.shape[0]} images with a face ({real.no_face} without), "
-          f"{len(set(real.people))} people, model {real.model_id}; {source}")
-    lfw_paths = [p for _, p in image_list(args.lfw_limit) if p.is_relative_to(LFW)][:args.throughput_images]
-    throughput = enrolment_throughput(engine, lfw_paths)
-    print(f"enrolment throughput (decode+detect+align+embed, one image per call, {throughput['images']} "
-          f"LFW images): {throughput['images_per_s']} images/s, {throughput['faces_per_s']} faces/s")
+    real, cached = embed_real_faces(engine, image_list(FACES, LFW), args.augment, args.seed)
     del engine
+    print(f"\nembeddings {'from the cache' if cached else 'made'} in {time.perf_counter() - started:.0f} s")
+    roles = assign_roles(real, args.queries, args.seed)
+    model = FillerModel.fit(real, roles.gallery_rows, 1 + args.augment)
+    data_info = describe_data(real, roles, model, args.seed)
+    queries = np.ascontiguousarray(real.vectors[roles.query_rows])
+    query_people = [real.people[r] for r in roles.query_rows.tolist()]
+    gallery = Gallery.make(args.size, real, roles, model, args.seed, args.chunk)
 
-    started = time.perf_counter()
-    data = build_data(real, args.size, args.queries, args.seed)
-    print(f"\ngallery: {args.size:,} x {data.gallery.shape[1]} unit vectors = {data.enrolled_real} real "
-          f"enrolled faces (first photo of each person) + {args.size - data.enrolled_real:,} seeded random "
-          f"unit vectors (default_rng({args.seed})); built in {time.perf_counter() - started:.1f} s")
-    print(f"queries: {data.real_queries} real (another photo of an enrolled person) + {data.noisy_queries} "
-          f"enrolled vectors with noise (cosine ~{NOISE_COSINE})")
-    started = time.perf_counter()
-    truth, truth_scores = exact_top1(data.gallery, data.queries)
-    print(f"exact ground truth in {time.perf_counter() - started:.1f} s; exact top-1 cosine median "
-          f"{np.median(truth_scores):.3f}, min {truth_scores.min():.3f}; exact rank-1 identification "
-          f"{identification(truth, data):.4f}")
+    index, settings = make_index(args, queries.shape[1])
+    print(f"\nbuilding: {args.size:,} templates in {-(-args.size // args.chunk)} chunks "
+          f"({roles.gallery_rows.size:,} real at seeded positions) ...", flush=True)
+    made = build(index, gallery, queries)
+    rss_built = rss_bytes()
+    server_rss = children_rss_bytes()
+    per_template, memory_note = bytes_per_template(index, args)
+    print(f"built: add {made.add.wall:.1f} s wall / {made.add.cpu:.1f} s CPU; exact top-1 of "
+          f"{queries.shape[0]} queries {made.exact.wall:.1f} s wall / {made.exact.cpu:.1f} s CPU; drawing the "
+          f"filler {made.draw.wall:.1f} s")
 
-    print("\nNumPy brute force ...", flush=True)
-    background = CpuMeter()
-    background.start()
-    brute = bench_numpy(data, min(args.numpy_queries, args.queries), truth)
-    print("facetrail FaissIndex (auto) ...", flush=True)
-    ours = bench_faiss(data, truth, truth_scores, args)
-    print("facetrail FaissIndex (auto, shards=1: one thread per query) ...", flush=True)
-    single = bench_faiss(data, truth, truth_scores, args, shards=1, extras=False)
-    noise = background.background_share()
+    person = gallery.person_of()
+    exact_ident = float(np.mean([person.get(int(i)) == p for i, p in zip(made.truth, query_people, strict=True)]))
+    real_top1 = float(np.mean(np.isin(made.truth, gallery.positions)))
+    print(f"exact search: top-1 is a real template for {real_top1:.1%} of queries; rank-1 identification "
+          f"{exact_ident:.4f}; top-1 cosine median {np.median(made.truth_scores):.3f}")
 
-    rows = [("", "build s", "p50 ms", "p99 ms", "recall@1", "bytes/identity")]
-    rows.append(("NumPy brute force", f"{brute['build_s']:.1f}", f"{brute['latency']['p50_ms']:.2f}",
-                 f"{brute['latency']['p99_ms']:.2f}", f"{brute['recall_at_1']:.4f}",
-                 f"{brute['bytes_per_identity']}"))
-    for result in (ours, single):
-        label = f"facetrail FaissIndex ({result['mode']}, {result['scan_threads_per_query']} scan thr/query)"
-        rows.append((label,
-                     f"{result['build_s']:.1f}", f"{result['latency']['p50_ms']:.2f}",
-                     f"{result['latency']['p99_ms']:.2f}", f"{result['recall_at_1']:.4f}",
-                     f"{result['bytes_per_identity']:.0f}"))
-    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
-    print()
-    for row in rows:
-        cells = [cell.ljust(w) if i == 0 else cell.rjust(w)
-                 for i, (cell, w) in enumerate(zip(row, widths, strict=True))]
-        print("  ".join(cells))
-    speed50 = brute["latency"]["p50_ms"] / ours["latency"]["p50_ms"]
-    speed99 = brute["latency"]["p99_ms"] / ours["latency"]["p99_ms"]
-    single50 = brute["latency"]["p50_ms"] / single["latency"]["p50_ms"]
-    single99 = brute["latency"]["p99_ms"] / single["latency"]["p99_ms"]
-    print(f"\nspeed-up over NumPy (single query, k={K}; NumPy/BLAS on its default threads): "
-          f"{speed50:.0f}x at p50, {speed99:.0f}x at p99 with the default "
-          f"{ours['scan_threads_per_query']} scan threads per query; "
-          f"{single50:.0f}x / {single99:.0f}x with one")
-    print(f"facetrail: rank-1 identification {ours['identification_rank1']:.4f}; top-1 score error vs "
-          f"exact ≤ {ours['top1_score_error_max']:.1e} (same id); memory "
-          f"{ours['bytes_per_identity']:.0f} B/identity by count, "
-          f"{ours['rss_growth_per_identity']:.0f} B/identity RSS growth during the build")
-    print(f"facetrail: batched search {ours['batch_queries_per_s']} queries/s; add one identity p50 "
-          f"{ours['add_one']['p50_ms']:.2f} ms, remove one p50 {ours['remove_one']['p50_ms']:.2f} ms; "
-          f"deleted ids never returned: {ours['deleted_never_returned']}")
-    print(f"facetrail: save {ours['save_s']} s, load (every byte checksummed) {ours['load_s']} s, file "
-          f"{ours['file_bytes_per_identity']:.0f} B/identity, same results after load: "
-          f"{ours['load_same_results']}")
+    meter = CpuMeter()
+    meter.start()
+    wall, cpu, top = timed_searches(index, queries, args.k, args.passes)
+    top1 = top[:, 0]
+    noise = meter.background_share()
+    lat, cpu_lat = percentiles(wall), percentiles(cpu)
+    recall = float(np.mean(top1 == made.truth))
+    ident = float(np.mean([person.get(int(i)) == p for i, p in zip(top1, query_people, strict=True)]))
+    exact_ms = 1000 * made.exact.wall / queries.shape[0]
+    missed = misses(top, made, gallery, queries)
+    recall_ties = 1 - (missed["misses"] - missed["within_tie"]) / queries.shape[0]
+    deletes = None if args.no_extras else deletes_exact(index, gallery, queries, made.truth, args.k)
+    peak = peak_rss_bytes()
 
+    print(f"\n{args.backend}: p50 {lat['p50_ms']:.2f} ms, p99 {lat['p99_ms']:.2f} ms wall (CPU p50 "
+          f"{cpu_lat['p50_ms']:.2f} ms, p99 {cpu_lat['p99_ms']:.2f} ms) over {lat['n']} single searches; "
+          f"recall@1 vs exact {recall:.4f}; rank-1 identification {ident:.4f} (exact {exact_ident:.4f})")
+    print(f"misses {missed['misses']}: the exact top-1 lower in our top {args.k} for "
+          f"{missed['truth_lower_in_top_k']}, not in it for {missed['truth_not_in_top_k']}; "
+          f"{missed['within_tie']} returned a template within {TIE:g} of the exact top-1's cosine "
+          f"(recall@1 counting those ties as hits: {recall_ties:.4f})")
+    print(f"exact search (the peer, streamed NumPy blocks, batched over {queries.shape[0]} queries): "
+          f"{exact_ms:.1f} ms per query amortised, {exact_ms / lat['p50_ms']:.3g}x our p50")
+    print(f"memory: {per_template:.0f} bytes per template ({memory_note}); RSS {rss_built / 2**30:.2f} GiB "
+          f"after the build (grew {(rss_built - made.rss_before) / args.size:.0f} B/template), peak "
+          f"{peak / 2**30:.2f} GiB" + (f"; child processes {server_rss / 2**30:.2f} GiB" if server_rss else ""))
+    if deletes is not None:
+        print(f"deleted ids never returned: {deletes}")
     if noise is not None:
-        noisy = noise > NOISY_BACKGROUND
-        flag = "  (NOISY: other processes were busy; rerun on a quiet machine)" if noisy else ""
+        flag = "  (NOISY: other processes were busy; rerun on a quiet machine)" if noise > NOISY_BACKGROUND else ""
         print(f"background CPU use by other processes while timing: {noise:.1%}{flag}")
-
-    goals = {
-        f"p99 <= {GOAL_P99_MS} ms": ours["latency"]["p99_ms"] <= GOAL_P99_MS,
-        f"recall@1 >= {GOAL_RECALL}": ours["recall_at_1"] >= GOAL_RECALL,
-        f">= {GOAL_SPEEDUP:.0f}x faster than NumPy (p50)": speed50 >= GOAL_SPEEDUP,
-        "deletes exact": ours["deleted_never_returned"],
-    }
-    print("\ngoals: " + "; ".join(f"{name}: {'PASS' if ok else 'FAIL'}" for name, ok in goals.items()))
+    goals = {f"p99 <= {GOAL_P99_MS:g} ms": lat["p99_ms"] <= GOAL_P99_MS,
+             f"recall@1 >= {GOAL_RECALL}": recall >= GOAL_RECALL}
+    if deletes is not None:
+        goals["deletes exact"] = deletes
+    print("goals: " + "; ".join(f"{name}: {'PASS' if ok else 'FAIL'}" for name, ok in goals.items()))
 
     if args.json:
-        result = {"machine": info, "settings": vars(args) | {"json": str(args.json), "k": K},
-                  "data": {"real_faces": int(real.vectors.shape[0]), "enrolled_real": data.enrolled_real,
-                           "real_queries": data.real_queries, "noisy_queries": data.noisy_queries,
-                           "random_filler": args.size - data.enrolled_real},
-                  "enrolment_throughput": throughput, "numpy": brute, "facetrail": ours,
-                  "facetrail_one_thread": single,
-                  "background_cpu_share": noise, "speedup_p50": speed50, "speedup_p99": speed99,
-                  "goals": goals}
+        result = {"recall_at_1": recall, "recall_at_1_with_ties": recall_ties, "misses": missed,
+                  "p50_ms": lat["p50_ms"], "p99_ms": lat["p99_ms"],
+                  "bytes_per_template": round(per_template, 1), "memory_note": memory_note,
+                  "cpu_p50_ms": cpu_lat["p50_ms"], "cpu_p99_ms": cpu_lat["p99_ms"], "latency": lat,
+                  "cpu_latency": cpu_lat, "identification_rank1": ident, "exact_identification_rank1": exact_ident,
+                  "build_s": round(made.add.wall, 2), "build_cpu_s": round(made.add.cpu, 2),
+                  "exact_ms_per_query_amortised": round(exact_ms, 2), "peak_rss_bytes": peak,
+                  "rss_after_build_bytes": rss_built, "child_rss_bytes": server_rss,
+                  "deletes_exact": deletes, "background_cpu_share": noise, "goals": goals,
+                  "machine": info, "index_settings": settings, "data": data_info,
+                  "settings": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()}}
         args.json.write_text(json.dumps(result, indent=2, default=str))
         print(f"results written to {args.json}")
+    close = getattr(index, "close", None)
+    if callable(close):
+        close()
     return 0 if all(goals.values()) else 1
 
 

@@ -203,6 +203,108 @@ def test_shrinking_goes_back_to_exact_and_rebuild_keeps_results() -> None:
     assert np.array_equal(index.search(vectors[1600:1700], 1).ids[:, 0], ids[1600:1700])
 
 
+def test_reserve_sizes_the_store_once_and_changes_no_result() -> None:
+    vectors = random_unit(3000, seed=35)
+    ids = np.arange(3000, dtype=np.int64)
+    plain, reserved = FaissIndex(DIM, auto_threshold=1000), FaissIndex(DIM, auto_threshold=1000)
+    reserved.reserve(10_000)
+    for index in (plain, reserved):
+        index.add(ids[:1500], vectors[:1500])
+        index.add(ids[1500:], vectors[1500:])
+    assert reserved._backend.store.shape[0] == 10_000  # sized once, never copied
+    queries = near(vectors[:100], 0.5, seed=36)
+    a, b = plain.search(queries, 10), reserved.search(queries, 10)
+    assert np.array_equal(a.ids, b.ids) and np.array_equal(a.scores, b.scores)
+
+
+def test_retraining_streams_from_the_int8_copies(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Growing past RETRAIN_FACTOR x the trained size retrains without decoding every vector at once."""
+    from facetrail.gallery import faiss_index
+
+    def no_full_export(self: object) -> None:
+        raise AssertionError("an approx-to-approx rebuild must not export every vector")
+
+    monkeypatch.setattr(faiss_index._Shortlist, "export", no_full_export)
+    vectors = random_unit(11_000, seed=37)
+    ids = np.arange(11_000, dtype=np.int64)
+    index = FaissIndex(DIM, auto_threshold=1000)
+    index.add(ids[:1200], vectors[:1200])
+    first = index._backend
+    assert first.trained_size == 1200
+    index.remove(ids[:100])  # a tombstone that the rebuild drops
+    index.add(ids[1200:], vectors[1200:])  # 10,900 > 8 x 1,200: retrained
+    assert index._backend is not first and index._backend.trained_size == 10_900
+    assert index._backend.dead == 0 and len(index) == 10_900
+    assert np.array_equal(index.search(vectors[100:400], 1).ids[:, 0], ids[100:400])
+    assert not np.isin(index.search(vectors[:100], 10).ids, ids[:100]).any()
+
+
+# --------------------------------------------------------------------------- coarse cells (nlist > 1)
+
+
+def clustered_unit(n: int, centres: int, seed: int) -> F32:
+    """Unit vectors around ``centres`` random directions (cosine ~0.5 to their centre): a gallery with structure."""
+    rng = np.random.default_rng(seed)
+    middle = random_unit(centres, seed=seed + 1)
+    return near(middle[rng.integers(0, centres, n)], 0.5, seed=seed + 2)
+
+
+def test_cells_scan_the_nearest_cells_and_keep_exact_deletes(tmp_path: Path) -> None:
+    vectors = clustered_unit(6000, 40, seed=61)
+    ids = np.arange(6000, dtype=np.int64) * 2
+    index = FaissIndex(DIM, auto_threshold=2000, nlist=16, nprobe=4, shards=2)
+    index.add(ids, vectors)
+    backend = index._backend
+    assert index.mode == "approx" and backend.nlist == 16
+    queries = near(vectors[:300], 0.6, seed=62)
+    truth = numpy_top(vectors, ids, queries, 1)[:, 0]
+    hits = index.search(queries, 10)
+    assert float(np.mean(hits.ids[:, 0] == truth)) >= 0.95
+    assert (np.diff(hits.scores, axis=1) <= 0).all()
+    # every cell probed: the same candidates as the flat scan gets, so recall cannot be lower
+    everything = FaissIndex(DIM, auto_threshold=2000, nlist=16, nprobe=16)
+    everything.add(ids, vectors)
+    assert float(np.mean(everything.search(queries, 1).ids[:, 0] == truth)) >= 0.95
+    gone = truth[:50]
+    assert index.remove(gone) == np.unique(gone).size
+    assert not np.isin(index.search(queries[:50], 10).ids, gone).any()
+    path = tmp_path / "cells.ftidx"
+    index.save(path)
+    loaded = load_index(path, DIM)
+    assert loaded.settings.nlist == 16 and loaded.settings.nprobe == 4
+    before, after = index.search(queries, 10), loaded.search(queries, 10)
+    assert np.array_equal(before.ids, after.ids) and np.array_equal(before.scores, after.scores)
+    with pytest.raises(IndexCorruptError, match="IVF1 PQ fast scan"):
+        load_index(path, DIM, nlist=1)  # a file whose cells do not match the settings is refused
+
+
+def test_fewer_sub_quantizers_still_find_the_neighbours_and_round_trip(tmp_path: Path) -> None:
+    vectors = random_unit(4000, seed=65)
+    ids = np.arange(4000, dtype=np.int64)
+    index = FaissIndex(DIM, auto_threshold=2000, pq_m=16, shortlist=512)
+    index.add(ids, vectors)
+    assert index.mode == "approx" and index._backend.pq_m == 16
+    queries = near(vectors[:300], 0.5, seed=66)
+    truth = numpy_top(vectors, ids, queries, 1)[:, 0]
+    hits = index.search(queries, 10)
+    assert float(np.mean(hits.ids[:, 0] == truth)) >= 0.95
+    index.save(tmp_path / "pq16.ftidx")
+    loaded = load_index(tmp_path / "pq16.ftidx", DIM)
+    assert loaded.settings.pq_m == 16 and np.array_equal(loaded.search(queries, 10).ids, hits.ids)
+    _rewrite_header(tmp_path / "pq16.ftidx", {"pq_m": 32})  # a header that does not describe its codes
+    with pytest.raises(IndexCorruptError, match="sub-quantizers"):
+        load_index(tmp_path / "pq16.ftidx", DIM)
+
+
+def test_cell_settings_are_validated() -> None:
+    with pytest.raises(ValueError, match="nlist and nprobe"):
+        FaissIndex(DIM, nlist=0)
+    with pytest.raises(ValueError, match="nlist and nprobe"):
+        FaissIndex(DIM, nprobe=0)
+    with pytest.raises(ValueError, match="pq_m"):
+        FaissIndex(DIM, pq_m=-1)
+
+
 # --------------------------------------------------------------------------- files
 
 

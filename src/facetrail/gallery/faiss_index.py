@@ -9,22 +9,57 @@ Two modes, chosen on ``add`` (``kind="auto"``):
 - **approx** (above it): every vector is scanned as a 32-byte 4-bit PQ code
   (FAISS ``IVF1,PQ{dim/8}x4fs``: one list, SIMD "fast scan"; FAISS ids are
   storage slots), split over ``shards`` (default 2) scanned in parallel by
-  one search, the best ``shortlist`` (256) candidates are re-scored against
+  one search, the best ``shortlist`` (512) candidates are re-scored against
   int8 copies of the vectors (per-vector scale; score error ~5e-4 typical,
   ~2e-3 worst), and the top k of those are returned. Only the shortlist is
-  approximate. At 1M x 512 on 2 cores (bench/search.py): p50 1.6 ms, p99
-  2-2.5 ms per query (one shard: 2.7 / 3.1 ms), recall@1 0.994 against
-  exact search, 670 bytes per identity (a NumPy float32 matrix: 2,056).
+  approximate. ``nlist`` > 1 (IVF cells, ``nprobe`` scanned) and ``pq_m``
+  (fewer sub-quantizers) exist for measuring; the defaults are the choice.
 
-Why not IVF or HNSW (measured at 1M x 512: real faces among seeded random
-unit vectors, real other-photo queries): IVF-Flat / IVF-SQ8 with nlist
-1024 or 2048 reached only 0.56-0.72 recall@1 at the nprobe that fits 5 ms,
-because k-means cells carry no information on isotropic data. HNSW32 needed
-50-75 s per 100k vectors to build on 2 cores (11-16 minutes for 1M, at every
-rebuild), cannot remove in FAISS, and already at 100k needed efSearch 256-512
-(p50 2.6-4.9 ms) for recall@1 0.99. The PQ scan needs no partition to be
-right; its cost grows with the gallery only, about 2.5 ms per million
-vectors per core, so the 5 ms goal holds to about 3M identities here.
+Measured with bench/search.py and bench/search_options.py on realistic data
+(real LFW/own faces and augmentations of them through FaceEngine, synthetic
+filler from a Gaussian fitted to their photo and augmentation covariances;
+queries are other photos of enrolled people; 2-core machine shared with
+other jobs: where they took 35-80% of its CPU, wall p99 is mostly waiting
+for a core; CPU time per search is given beside it):
+
+- 1M: p50 1.61 ms, p99 2.98 ms wall (CPU 2.6 / 4.2 ms; quiet machine,
+  shortlist 512; busy, shortlist 256: 2.35 / 7.1 ms), recall@1 0.994
+  against exact search (3 misses), 670 bytes per template (a float32
+  matrix: 2,056).
+- 10M, quiet machine, shortlist 512, two runs: p50 12.1 / 11.9 ms, p99
+  17.9 / 17.3 ms wall (CPU p50 22.5 / 22.4 ms), recall@1 0.986 (7 misses,
+  all exact top-1s outside the shortlist), 662 bytes per template, peak
+  RSS of the run 8.1 GiB; exact search 82-92 ms per query.
+- 10M (one build, shortlists interleaved; search_options.py): shortlist
+  256 / 512 / 768: p50 19.7 / 20.3 / 21.1 ms, p99 33 / 37 / 43 ms wall
+  (CPU p50 21.6 / 22.1 / 23.3 ms), recall@1 0.980 / 0.986 / 0.986, 662
+  bytes per template. The scan grows linearly, ~2.2 ms of CPU per million
+  vectors per query, split over the 2 shards: 10M needs two free cores
+  for ~11 ms, so p99 ≤ 20 ms needs an idle 2-core machine at least; the
+  misses are exact top-1s the 4-bit codes rank below the first ~800, which
+  a longer shortlist does not reach. Shortlist 512 (the default since this
+  run; 256 before) bought 0.006 at 10M for ~0.5 ms of CPU.
+
+Options measured at 1M on that data (one build each, searches interleaved):
+IVF1024 cells reach recall@1 0.46 / 0.61 / 0.73 / 0.85 at nprobe 8 / 16 /
+32 / 64 (p50 0.8-1.2 ms): a query's mate (another photo, cosine ~0.64) is
+usually in another k-means cell, realistic data or not, so cells cannot cut
+the scan without losing the mates. Fewer PQ sub-quantizers halve or
+quarter the scan but lose the truth from the shortlist: 32 reached 0.966 /
+0.978 / 0.982 / 0.988 with shortlists 256 / 512 / 1024 / 2048, 16 reached
+0.83-0.91; a longer shortlist for 64 sub-quantizers (0.994 / 0.994 / 0.996
+/ 0.998 for 256-2048) costs more re-scoring than it gains (CPU p50 5.3 ->
+13 ms at 2048). HNSW (earlier measurement, 1M): 11-16 minutes to build on 2
+cores at every rebuild, no removal in FAISS. The flat PQ scan stays.
+
+Memory at 10M: the int8 copies are 512 of the ~670 bytes per template;
+``reserve(n)`` sizes the slot arrays once (growing copies the int8 store:
+at 10M, 8 GB beside 10 GB for a moment). Retraining (the gallery grew past
+RETRAIN_FACTOR times the size the codebooks saw) and compaction rebuild
+from the int8 copies in batches of _REBUILD_BATCH: a training sample and
+one batch as float32, next to the old and the new int8 stores (they used to
+decode every vector at once, with up to three float32 copies in flight:
+at 10M, 20 GB each). Adding past the reserved size still grows by copying.
 
 Removal is exact in both modes, so a removed id is never returned. Exact mode
 uses FAISS ``remove_ids``. Approx mode does not: in faiss-cpu 1.15.1,
@@ -88,9 +123,10 @@ Kind = Literal["auto", "exact", "approx"]
 Mode = Literal["exact", "approx"]
 
 DEFAULT_AUTO_THRESHOLD = 20_000  # exact single-query p99 reaches 5 ms at ~25k vectors (2-core reference)
-DEFAULT_SHORTLIST = 256  # PQ candidates re-scored exactly per query
+DEFAULT_SHORTLIST = 512  # PQ candidates re-scored exactly per query (256 per shard; see the module doc)
 MIN_TRAIN_VECTORS = 1_000  # fewer cannot train 16-centroid PQ codebooks; approx waits for this many
 TRAIN_SAMPLE = 32_768  # vectors used to train PQ codebooks (more changes nothing measurable)
+TRAIN_PER_CELL = 64  # and at least this many per coarse cell when cells are used (nlist > 1)
 RETRAIN_FACTOR = 8  # retrain the PQ codebooks when the gallery grows past 8x the size they saw
 COMPACT_FRACTION = 0.2  # rebuild when removed-but-still-scanned slots pass this share of all slots
 MIN_COMPACT = 1_000  # ... and this many
@@ -101,6 +137,7 @@ FORMAT_VERSION = 1
 HEADER_BYTES = 4096
 _PREFIX = struct.Struct("<8sII")  # magic, format version, JSON length
 _CHUNK = 8 << 20
+_REBUILD_BATCH = 65_536  # vectors decoded at a time when rebuilding (a 128 MB float32 temporary at 512-d)
 _RERANK_BATCH = 32  # queries re-ranked together (bounds the (m, shortlist, dim) float32 temporary)
 
 
@@ -120,9 +157,9 @@ def _scan(index: faiss.Index, queries: FloatArray, k: int,
     return slots
 
 
-def _pq_subquantizers(dim: int) -> int:
-    """Number of 4-bit PQ sub-quantizers: about one per 8 dimensions, dividing ``dim``."""
-    target = max(1, dim // 8)
+def _pq_subquantizers(dim: int, wanted: int = 0) -> int:
+    """Number of 4-bit PQ sub-quantizers: at most ``wanted`` (0: one per 8 dimensions), dividing ``dim``."""
+    target = max(1, min(wanted, dim) if wanted else dim // 8)
     return max(m for m in range(1, target + 1) if dim % m == 0)
 
 
@@ -230,10 +267,12 @@ class _Shortlist:
     mode: Mode = "approx"
 
     def __init__(self, dim: int, shortlist: int, shards: int = 1,
-                 pool: ThreadPoolExecutor | None = None) -> None:
+                 pool: ThreadPoolExecutor | None = None, nlist: int = 1, nprobe: int = 1, pq_m: int = 0) -> None:
         self.dim = dim
         self.shortlist = shortlist
-        self.pq_m = _pq_subquantizers(dim)
+        self.nlist = max(1, nlist)
+        self.nprobe = min(max(1, nprobe), self.nlist)
+        self.pq_m = _pq_subquantizers(dim, pq_m)
         # slot s lives in shard s % len(shards); shards are scanned in parallel, one thread each
         self.shards: list[faiss.Index] = [self._empty() for _ in range(shards)]
         self.pool = pool if shards > 1 else None
@@ -262,32 +301,48 @@ class _Shortlist:
         return len(self.slot_of)
 
     def _empty(self) -> faiss.Index:
-        return faiss.index_factory(self.dim, f"IVF1,PQ{self.pq_m}x4fs", faiss.METRIC_INNER_PRODUCT)
+        return faiss.index_factory(self.dim, f"IVF{self.nlist},PQ{self.pq_m}x4fs", faiss.METRIC_INNER_PRODUCT)
 
-    def train(self, vectors: FloatArray, seed: int = 0) -> None:
-        """Train the PQ codebooks on up to TRAIN_SAMPLE of ``vectors`` (one OpenMP thread: see module doc)."""
-        self.trained_size = int(vectors.shape[0])
-        if vectors.shape[0] > TRAIN_SAMPLE:
-            pick = np.sort(np.random.default_rng(seed).choice(vectors.shape[0], TRAIN_SAMPLE, replace=False))
+    def train(self, vectors: FloatArray, seed: int = 0, size: int = 0) -> None:
+        """Train the coarse cells and PQ codebooks on a sample of ``vectors`` (one OpenMP thread for PQ:
+        see module doc; the cells' k-means uses the caller's threads). ``size``: the gallery size the
+        vectors stand for, when they are already a sample of it."""
+        self.trained_size = int(size or vectors.shape[0])
+        sample = max(TRAIN_SAMPLE, TRAIN_PER_CELL * self.nlist) if self.nlist > 1 else TRAIN_SAMPLE
+        if vectors.shape[0] > sample:
+            pick = np.sort(np.random.default_rng(seed).choice(vectors.shape[0], sample, replace=False))
             vectors = vectors[pick]
+        vectors = np.ascontiguousarray(vectors)
+        if self.nlist > 1:  # the cells on the caller's threads (big k-means); FAISS then skips them
+            ivf = faiss.extract_index_ivf(self.shards[0])
+            kmeans = faiss.Clustering(self.dim, self.nlist, ivf.cp)  # spherical for inner product
+            kmeans.seed = seed
+            kmeans.train(vectors, ivf.quantizer)
         with _omp_threads(1):
-            self.shards[0].train(np.ascontiguousarray(vectors))
+            self.shards[0].train(vectors)
         trained = faiss.serialize_index(self.shards[0])  # same codebooks in every shard
         self.shards[1:] = [faiss.deserialize_index(trained) for _ in self.shards[1:]]
+
+    def reserve(self, n: int) -> None:
+        """Size the slot arrays for ``n`` slots at once (untouched pages cost no memory until used)."""
+        if n > self.slot_ids.shape[0]:
+            self._grow(n)
+
+    def _grow(self, capacity: int) -> None:
+        slot_ids = np.full(capacity, -1, np.int64)
+        slot_ids[: self.slot_ids.shape[0]] = self.slot_ids
+        store = np.zeros((capacity, self.dim), np.int8)
+        store[: self.store.shape[0]] = self.store
+        scales = np.ones(capacity, np.float32)
+        scales[: self.scales.shape[0]] = self.scales
+        self.slot_ids, self.store, self.scales = slot_ids, store, scales
 
     def _take_slots(self, n: int) -> npt.NDArray[np.int64]:
         """Fresh slots; removed ones are not reused before a rebuild (see the module doc)."""
         fresh = np.arange(self.used, self.used + n, dtype=np.int64)
         self.used += n
         if self.used > self.slot_ids.shape[0]:
-            capacity = max(self.used, int(self.slot_ids.shape[0] * 1.25), 1024)
-            slot_ids = np.full(capacity, -1, np.int64)
-            slot_ids[: self.slot_ids.shape[0]] = self.slot_ids
-            store = np.zeros((capacity, self.dim), np.int8)
-            store[: self.store.shape[0]] = self.store
-            scales = np.ones(capacity, np.float32)
-            scales[: self.scales.shape[0]] = self.scales
-            self.slot_ids, self.store, self.scales = slot_ids, store, scales
+            self._grow(max(self.used, int(self.slot_ids.shape[0] * 1.25), 1024))
         return fresh
 
     def add(self, ids: IdArray, vectors: FloatArray) -> None:
@@ -315,10 +370,11 @@ class _Shortlist:
     def search(self, queries: FloatArray, k: int) -> tuple[FloatArray, IdArray]:
         per_shard = max(k, -(-self.shortlist // len(self.shards)))
         params = None
-        if self.live_bits is not None:
+        if self.live_bits is not None or self.nlist > 1:
             params = faiss.SearchParametersIVF()
-            params.sel = faiss.IDSelectorBitmap(self.used, faiss.swig_ptr(self.live_bits))
-            params.nprobe = 1
+            params.nprobe = self.nprobe
+            if self.live_bits is not None:
+                params.sel = faiss.IDSelectorBitmap(self.used, faiss.swig_ptr(self.live_bits))
         if self.pool is None:
             slots = _scan(self.shards[0], queries, per_shard, params)
         else:  # the other shards on the pool's threads, the first on this one
@@ -342,10 +398,18 @@ class _Shortlist:
 
     def export(self) -> tuple[IdArray, FloatArray]:
         """All ids and their vectors (decoded from int8, renormalised), in slot order."""
-        live = np.flatnonzero(self.slot_ids[: self.used] >= 0)
-        vectors = self.store[live].astype(np.float32) * self.scales[live, None]
+        live = self.live_slots()
+        return self.slot_ids[live].copy(), self.decode(live)
+
+    def live_slots(self) -> IdArray:
+        """Slots holding a vector, ascending."""
+        return np.flatnonzero(self.slot_ids[: self.used] >= 0).astype(np.int64)
+
+    def decode(self, slots: IdArray) -> FloatArray:
+        """The vectors of ``slots`` from their int8 copies, renormalised."""
+        vectors = self.store[slots].astype(np.float32) * self.scales[slots, None]
         vectors /= np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
-        return self.slot_ids[live].copy(), vectors
+        return vectors
 
     def nbytes(self) -> int:
         code_bytes = (self.pq_m + 1) // 2 + 8  # 4-bit codes + the id FAISS keeps per vector
@@ -364,12 +428,16 @@ class IndexSettings:
     ``kind``: "auto" (exact up to ``auto_threshold`` vectors, approx above),
     "exact" or "approx" (approx once MIN_TRAIN_VECTORS are present).
     ``shortlist``: PQ candidates re-scored per query (recall against cost;
-    256 gave recall@1 ~0.99 at 1M). ``shards``: approx mode splits the PQ
+    512 gave recall@1 0.994 at 1M and 0.986 at 10M on realistic data). ``shards``: approx mode splits the PQ
     codes into this many parts scanned in parallel by one search, one thread
     each (0 = min(2, CPU count); 2 halved p50 at 1M on 2 cores; takes effect
     when the approx structure is built). ``search_threads``: OpenMP threads
     of the calling thread per search. ``build_threads``: OpenMP threads for
-    bulk encoding (0 = all CPUs).
+    bulk encoding (0 = all CPUs). ``nlist``: coarse cells of the approx
+    structure (1: every PQ code is scanned; more: IVF k-means cells, of which
+    ``nprobe`` nearest are scanned per query). ``pq_m``: 4-bit PQ
+    sub-quantizers per vector (0: dim / 8; half a byte each, scan cost
+    grows with them).
     """
 
     kind: Kind = "auto"
@@ -378,6 +446,9 @@ class IndexSettings:
     shards: int = 0
     search_threads: int = 1
     build_threads: int = 0
+    nlist: int = 1
+    nprobe: int = 1
+    pq_m: int = 0
 
     def __post_init__(self) -> None:
         if self.kind not in ("auto", "exact", "approx"):
@@ -386,6 +457,9 @@ class IndexSettings:
             raise ValueError(f"auto_threshold must be ≥ {MIN_TRAIN_VECTORS}, got {self.auto_threshold}")
         if self.shortlist < 1 or self.search_threads < 1 or self.build_threads < 0 or self.shards < 0:
             raise ValueError("shortlist and search_threads must be ≥ 1, shards and build_threads ≥ 0")
+        if self.nlist < 1 or self.nprobe < 1 or self.pq_m < 0:
+            raise ValueError(f"nlist and nprobe must be ≥ 1 and pq_m ≥ 0, got {self.nlist}, {self.nprobe}, "
+                             f"{self.pq_m}")
 
     @property
     def resolved_shards(self) -> int:
@@ -409,6 +483,18 @@ class FaissIndex:
         self._pool: ThreadPoolExecutor | None = None  # scans shards 2..n; made on first need
         self._pool_size = 0
         self._backend: _Backend = _Exact(dim)
+        self._reserved = 0
+
+    def reserve(self, n: int) -> None:
+        """Expect up to ``n`` vectors: approx mode sizes its arrays once instead of growing them by copies.
+
+        Growing copies the int8 store (at 10M, 8 GB next to 10 GB for a moment);
+        reserved pages that are never written cost no memory on Linux.
+        """
+        with self._lock.write():
+            self._reserved = max(0, int(n))
+            if isinstance(self._backend, _Shortlist):
+                self._backend.reserve(self._reserved)
 
     # ------------------------------------------------------------------ queries
 
@@ -542,8 +628,10 @@ class FaissIndex:
         backend: _Backend
         if self._wants_approx(ids.size):
             shards = self.settings.resolved_shards
-            backend = _Shortlist(self._dim, self.settings.shortlist, shards, self._shard_pool(shards))
+            backend = _Shortlist(self._dim, self.settings.shortlist, shards, self._shard_pool(shards),
+                                 self.settings.nlist, self.settings.nprobe, self.settings.pq_m)
             backend.train(vectors)
+            backend.reserve(max(self._reserved, ids.size))
         else:
             backend = _Exact(self._dim)
         if ids.size:
@@ -559,9 +647,34 @@ class FaissIndex:
         return self._pool
 
     def _rebuild_locked(self) -> None:
-        ids, vectors = self._backend.export()
+        old = self._backend
+        if isinstance(old, _Shortlist) and self._wants_approx(len(old)):
+            self._backend = self._rebuild_shortlist(old)
+            return
+        ids, vectors = old.export()
         self._backend = _Exact(self._dim)  # let the old structure go before building the new one
         self._backend = self._build(ids, vectors)
+
+    def _rebuild_shortlist(self, old: _Shortlist) -> _Shortlist:
+        """Approx to approx (retrain, drop tombstones) streamed from the int8 copies: never every vector
+        as float32 at once (20 GB at 10M), only a training sample and one add batch."""
+        started = time.perf_counter()
+        live = old.live_slots()
+        shards = self.settings.resolved_shards
+        new = _Shortlist(self._dim, self.settings.shortlist, shards, self._shard_pool(shards),
+                         self.settings.nlist, self.settings.nprobe, self.settings.pq_m)
+        with _omp_threads(self._build_threads):
+            sample_size = max(TRAIN_SAMPLE, TRAIN_PER_CELL * new.nlist)
+            sample = live if live.size <= sample_size else np.sort(
+                np.random.default_rng(0).choice(live, sample_size, replace=False))
+            new.train(old.decode(sample), size=live.size)
+            new.reserve(max(self._reserved, live.size))
+            for start in range(0, live.size, _REBUILD_BATCH):
+                part = live[start:start + _REBUILD_BATCH]
+                new.add(old.slot_ids[part], old.decode(part))
+        log.info("gallery index rebuilt from its int8 copies: %d vectors, %.1f s", live.size,
+                 time.perf_counter() - started)
+        return new
 
     # ------------------------------------------------------------------ files
 
@@ -578,6 +691,7 @@ class FaissIndex:
                 "dim": self._dim, "count": len(backend), "mode": backend.mode,
                 "kind": self.settings.kind, "auto_threshold": self.settings.auto_threshold,
                 "shortlist": self.settings.shortlist, "faiss_version": faiss.__version__,
+                "nlist": self.settings.nlist, "nprobe": self.settings.nprobe,
             }
             if isinstance(backend, _Exact):
                 sections.append(("faiss", lambda out: _write_faiss(backend.index, out)))
@@ -741,7 +855,8 @@ def load_index(path: str | Path, dim: int, **overrides: Any) -> FaissIndex:
         header = _read_header(path, file, dim)
         try:
             settings = IndexSettings(kind=header["kind"], auto_threshold=int(header["auto_threshold"]),
-                                     shortlist=int(header["shortlist"]))
+                                     shortlist=int(header["shortlist"]), nlist=int(header.get("nlist", 1)),
+                                     nprobe=int(header.get("nprobe", 1)), pq_m=int(header.get("pq_m", 0)))
             settings = IndexSettings(**{**settings.__dict__, **overrides})
             count = int(header["count"])
             used = int(header.get("used", 0))
@@ -792,14 +907,20 @@ def _shortlist_from(path: Path, parts: dict[str, Any], header: dict[str, Any], i
         raise IndexCorruptError(path, f"bad shard count {n_shards}")
     for shard in shards:
         ivf = faiss.try_extract_index_ivf(shard)
-        if ivf is None or ivf.nlist != 1 or shard.metric_type != faiss.METRIC_INNER_PRODUCT:
-            raise IndexCorruptError(path, f"approx mode needs IVF1 PQ fast scan, got {type(shard).__name__}")
+        if (ivf is None or ivf.nlist != index.settings.nlist or shard.metric_type != faiss.METRIC_INNER_PRODUCT
+                or not isinstance(faiss.downcast_index(ivf), faiss.IndexIVFPQFastScan)):
+            raise IndexCorruptError(path, f"approx mode needs IVF{index.settings.nlist} PQ fast scan, "
+                                          f"got {type(shard).__name__}")
         if shard.d != dim:
             raise IndexCorruptError(path, f"FAISS index is {shard.d}-d, {dim}-d expected")
+        stored_m = int(cast(Any, faiss.downcast_index(ivf)).pq.M)
+        if stored_m != pq_m:
+            raise IndexCorruptError(path, f"PQ of {stored_m} sub-quantizers, the header says {pq_m}")
     if sum(shard.ntotal for shard in shards) != slot_ids.size:
         raise IndexCorruptError(path, f"the FAISS shards hold {sum(s.ntotal for s in shards)} codes, "
                                       f"the slot table {slot_ids.size}")
-    backend = _Shortlist(dim, index.settings.shortlist, n_shards, index._shard_pool(n_shards))
+    backend = _Shortlist(dim, index.settings.shortlist, n_shards, index._shard_pool(n_shards),
+                         index.settings.nlist, index.settings.nprobe, pq_m)
     if backend.pq_m != pq_m:
         raise IndexCorruptError(path, "PQ layout differs from this facetrail's")
     live = np.flatnonzero(slot_ids >= 0)

@@ -24,10 +24,12 @@ import ray
 from ray.exceptions import GetTimeoutError, RayActorError, RayError
 
 from facetrail.cluster.actors import CameraGroup, GroupStatus
-from facetrail.cluster.delivery import Delivery
 from facetrail.cluster.groups import camera_groups
 from facetrail.cluster.settings import ClusterSettings
 from facetrail.config.schema import FacetrailConfig, cluster_database_problem
+from facetrail.events.outlet import EventOutlet
+from facetrail.pipeline import settings as cfg
+from facetrail.pipeline.delivery import Delivery
 from facetrail.pipeline.runner import PipelineStats
 from facetrail.store.db import Database
 from facetrail.store.models import CameraPlacement
@@ -89,7 +91,8 @@ class ClusterRun:
         check_reachable(settings.ray.address)  # before anything is opened: ray.init waits minutes for nobody
         self.run_id = uuid.uuid4().hex[:12]
         self.db = Database(config.database.url)
-        self.delivery = Delivery(config, self.db)
+        cameras = [name for name, camera in config.cameras.items() if camera.enabled]
+        self.delivery = Delivery(config, self.db, EventOutlet(cfg.channels(config)), cameras)
         self.groups: list[_Group] = []
         self.stats = ClusterStats()
         self.lost = False  # the head stopped answering

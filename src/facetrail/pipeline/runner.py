@@ -38,10 +38,6 @@ import numpy as np
 
 from facetrail.clock import Clock, SystemClock
 from facetrail.config.schema import FacetrailConfig
-from facetrail.events.dispatcher import Dispatcher
-from facetrail.events.homeassistant import HomeAssistantBridge, site_of
-from facetrail.events.mqtt import MqttPublisher
-from facetrail.events.webhooks import WebhookSender
 from facetrail.gallery.gallery import Gallery, GallerySettings
 from facetrail.gallery.retention import apply_retention
 from facetrail.heap import keep_large_buffers_out_of_the_heap
@@ -50,6 +46,7 @@ from facetrail.pipeline.analyzer import AnalysedFrame, FrameAnalyzer
 from facetrail.pipeline.batch import EndedTrack, FrameBatch
 from facetrail.pipeline.clips import ClipRecorder, announce_clip
 from facetrail.pipeline.consumers import CameraStatus, Consumer, Doors, Sightings
+from facetrail.pipeline.delivery import Delivery
 from facetrail.pipeline.doors import DoorService
 from facetrail.pipeline.health import PipelineHealth
 from facetrail.pipeline.high_resolution import HighResolutionShots
@@ -158,20 +155,9 @@ class Pipeline:
             if runtime.record is not None:
                 runtime.tracking.high_resolution = HighResolutionShots(
                     runtime.record, self.analyzer, runtime.low_light, self.health.cameras[runtime.name])
-        self.mqtt: MqttPublisher | None = None
-        mqtt = cfg.mqtt_settings(config) if deliver else None
-        self.home_assistant: HomeAssistantBridge | None = None  # discovery, states, removals of forgotten people
-        if mqtt is not None:
-            self.mqtt = MqttPublisher(mqtt)
-            site = site_of(mqtt.topic_prefix, config.mqtt.discovery_prefix, [r.name for r in self.cameras],
-                           {name: door.camera for name, door in config.doors.items()})
-            self.home_assistant = HomeAssistantBridge(self.gallery.db, self.recorder.outlet, site, config.mqtt)
-            self.home_assistant.attach(self.mqtt)
-        targets = cfg.webhook_targets(config) if deliver else []
-        self.dispatcher: Dispatcher | None = None
-        if self.mqtt is not None or targets:
-            self.dispatcher = Dispatcher(self.gallery.db, mqtt=self.mqtt,
-                                         webhooks=WebhookSender(targets) if targets else None)
+        self.delivery: Delivery | None = None  # MQTT, webhooks, Home Assistant and the outbox dispatcher
+        if deliver:
+            self.delivery = Delivery(config, self.gallery.db, self.recorder.outlet, [r.name for r in self.cameras])
         self.doors = DoorService(config, self.gallery.db, self.matcher, self.analyzer,
                                  default_threshold=calibrated, outlet=self.recorder.outlet)
         self.sightings = Sightings(self.recorder, self.matcher)
@@ -214,12 +200,8 @@ class Pipeline:
                          target="cameras:" + ",".join(c.name for c in self.cameras), purpose=self.config.purpose,
                          details={"run": self.run_id, "recogniser": self.gallery.model_id,
                                   "retention": asdict(self.config.retention)})
-        if self.mqtt is not None:
-            self.mqtt.start()
-        if self.dispatcher is not None:
-            self.dispatcher.start()
-        if self.home_assistant is not None:
-            self.home_assistant.start()
+        if self.delivery is not None:
+            self.delivery.start()
         for consumer in self.consumers:
             consumer.start()
         for runtime in self.cameras:
@@ -240,13 +222,8 @@ class Pipeline:
                 self.health.guard(None, f"{consumer.name} (stop)", consumer.stop)
         else:
             self.doors.stop()
-        if self.home_assistant is not None:
-            self.home_assistant.stop()
-        if self.dispatcher is not None:
-            self.dispatcher.drain_once()
-            self.dispatcher.stop()
-        if self.mqtt is not None:
-            self.mqtt.stop()
+        if self.delivery is not None:
+            self.delivery.stop()
         if self._started:
             self.stats.events = self.sightings.events
             with self.gallery.db.session() as session:
@@ -258,7 +235,7 @@ class Pipeline:
     @property
     def delivery_elsewhere(self) -> str | None:
         """Who delivers this database's outbox when another process holds the lease (this run then only stores)."""
-        return self.dispatcher.held_by if self.dispatcher is not None else None
+        return self.delivery.held_by if self.delivery is not None else None
 
     @property
     def done(self) -> bool:
@@ -390,9 +367,9 @@ class Pipeline:
 
     def _wake_dispatcher(self) -> None:
         """Have what was just enqueued delivered now rather than at the dispatcher's next poll."""
-        if self.dispatcher is not None and self.recorder.enqueued != self._announced:
+        if self.delivery is not None and self.recorder.enqueued != self._announced:
             self._announced = self.recorder.enqueued
-            self.dispatcher.wake()
+            self.delivery.wake()
 
     def _take_frames(self) -> list[tuple[_CameraRuntime, Frame]]:
         """The ready frames, at most one per camera and ``frames_per_step`` in all, in round-robin order.

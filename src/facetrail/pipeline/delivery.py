@@ -1,10 +1,14 @@
-"""The cluster's one delivery: MQTT, webhooks and Home Assistant, run by the driver for every group.
+"""Delivery of one configuration: the MQTT publisher, the webhook sender, the Home Assistant bridge and the
+outbox dispatcher, started and stopped together.
 
-The groups only store (their pipelines run with ``deliver=False``); the outbox they write to is drained here.
-The dispatcher's lease (``events/lease.py``) still guards it: a second driver on the same database waits.
+A one-process run's pipeline owns one; on a cluster the groups only store (their pipelines run with
+``deliver=False``) and the driver owns the one that drains their outbox. The dispatcher's lease
+(``events/lease.py``) guards it either way: a second process on the same database waits.
 """
 
 from __future__ import annotations
+
+from collections.abc import Sequence
 
 from facetrail.config.schema import FacetrailConfig
 from facetrail.events.dispatcher import Dispatcher
@@ -19,16 +23,16 @@ from facetrail.store.db import Database
 class Delivery:
     """The publisher, the webhook sender, the Home Assistant bridge and the dispatcher of one configuration."""
 
-    def __init__(self, config: FacetrailConfig, db: Database) -> None:
+    def __init__(self, config: FacetrailConfig, db: Database, outlet: EventOutlet, cameras: Sequence[str]) -> None:
+        """``outlet``: how Home Assistant's states are announced; ``cameras``: the ones its site lists."""
         self.mqtt: MqttPublisher | None = None
         self.home_assistant: HomeAssistantBridge | None = None
         mqtt = cfg.mqtt_settings(config)
         if mqtt is not None:
             self.mqtt = MqttPublisher(mqtt)
-            cameras = [name for name, camera in config.cameras.items() if camera.enabled]
-            site = site_of(mqtt.topic_prefix, config.mqtt.discovery_prefix, cameras,
+            site = site_of(mqtt.topic_prefix, config.mqtt.discovery_prefix, list(cameras),
                            {name: door.camera for name, door in config.doors.items()})
-            self.home_assistant = HomeAssistantBridge(db, EventOutlet(cfg.channels(config)), site, config.mqtt)
+            self.home_assistant = HomeAssistantBridge(db, outlet, site, config.mqtt)
             self.home_assistant.attach(self.mqtt)
         targets = cfg.webhook_targets(config)
         self.webhooks = WebhookSender(targets) if targets else None
@@ -61,3 +65,8 @@ class Delivery:
     def held_by(self) -> str | None:
         """Who delivers instead, while another process holds the lease."""
         return self.dispatcher.held_by if self.dispatcher is not None else None
+
+    def wake(self) -> None:
+        """Deliver what was just enqueued now rather than at the dispatcher's next poll."""
+        if self.dispatcher is not None:
+            self.dispatcher.wake()

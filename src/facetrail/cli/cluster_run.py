@@ -10,7 +10,7 @@ from types import FrameType
 
 from facetrail.cli.common import CommandError, err, out
 from facetrail.cli.run_cmd import status_line
-from facetrail.cluster.settings import ClusterSettings
+from facetrail.config.cluster import ClusterSettings
 from facetrail.config.schema import FacetrailConfig
 from facetrail.store.models import CameraPlacement, as_utc
 

@@ -15,7 +15,7 @@ from rich.live import Live
 from rich.table import Table
 
 from facetrail.cli.common import CommandError, actor_of, err, out, stdout_is_tty
-from facetrail.cluster.settings import ClusterSettings, RayConnection
+from facetrail.config.cluster import ClusterSettings, RayConnection
 from facetrail.config.loader import load_config
 from facetrail.config.schema import cluster_database_problem
 from facetrail.pipeline.runner import Pipeline, PipelineStats

@@ -25,7 +25,7 @@ from ray.exceptions import GetTimeoutError, RayActorError, RayError
 
 from facetrail.cluster.actors import CameraGroup, GroupStatus
 from facetrail.cluster.groups import camera_groups
-from facetrail.cluster.settings import ClusterSettings
+from facetrail.config.cluster import ClusterSettings
 from facetrail.config.schema import FacetrailConfig, cluster_database_problem
 from facetrail.events.outlet import EventOutlet
 from facetrail.pipeline import settings as cfg

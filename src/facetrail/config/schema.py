@@ -26,7 +26,7 @@ from pydantic import (
 from pydantic.dataclasses import dataclass as pydantic_dataclass
 from pydantic.fields import FieldInfo
 
-from facetrail.cluster.settings import ClusterSettings
+from facetrail.config.cluster import ClusterSettings
 from facetrail.config.doors import DoorConfig
 from facetrail.events.messages import PublicLinks
 from facetrail.events.mqtt import MqttSettings

@@ -115,7 +115,7 @@ import numpy as np
 import numpy.typing as npt
 
 from facetrail.gallery.errors import DimensionMismatchError, IndexCorruptError
-from facetrail.gallery.index import FloatArray, IdArray, SearchHits, as_ids, as_vectors
+from facetrail.gallery.index import FloatArray, IdArray, SearchHits, as_entries, as_ids, as_vectors
 
 log = logging.getLogger(__name__)
 
@@ -555,12 +555,7 @@ class FaissIndex:
 
         May switch to approx mode or retrain its codebooks (seconds at 1M; searches wait).
         """
-        id_array = as_ids(ids)
-        x = as_vectors(vectors, self._dim)
-        if id_array.shape[0] != x.shape[0]:
-            raise ValueError(f"{id_array.shape[0]} ids for {x.shape[0]} vectors")
-        if np.unique(id_array).size != id_array.size:
-            raise ValueError("ids within one add must be unique")
+        id_array, x = as_entries(ids, vectors, self._dim)
         if id_array.size == 0:
             return
         threads = self._build_threads if id_array.size >= BULK_ROWS else 1

@@ -144,3 +144,14 @@ def as_ids(ids: npt.ArrayLike, what: str = "ids") -> IdArray:
     if out.size and int(out.min()) < 0:
         raise ValueError(f"{what} must be ≥ 0 (-1 marks an empty result), got {int(out.min())}")
     return out
+
+
+def as_entries(ids: npt.ArrayLike, vectors: npt.ArrayLike, dim: int) -> tuple[IdArray, FloatArray]:
+    """Validate one ``add``: unique ids (``as_ids``) and as many unit vectors (``as_vectors``)."""
+    id_array = as_ids(ids)
+    x = as_vectors(vectors, dim)
+    if id_array.shape[0] != x.shape[0]:
+        raise ValueError(f"{id_array.shape[0]} ids for {x.shape[0]} vectors")
+    if np.unique(id_array).size != id_array.size:
+        raise ValueError("ids within one add must be unique")
+    return id_array, x

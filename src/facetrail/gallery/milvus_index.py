@@ -63,7 +63,7 @@ from pydantic import ConfigDict, Field, field_validator
 from pydantic.dataclasses import dataclass as pydantic_dataclass
 
 from facetrail.gallery.errors import DimensionMismatchError, GalleryError, SearchIndexError
-from facetrail.gallery.index import IdArray, SearchHits, as_ids, as_vectors
+from facetrail.gallery.index import IdArray, SearchHits, as_entries, as_ids, as_vectors
 
 if TYPE_CHECKING:
     from pymilvus import MilvusClient
@@ -386,12 +386,7 @@ class MilvusIndex:
     @_one_line_errors
     def add(self, ids: npt.ArrayLike, vectors: npt.ArrayLike) -> None:
         """Add (n,) unique ids ≥ 0 with (n, dim) unit vectors; ids already present are replaced (upsert)."""
-        id_array = as_ids(ids)
-        x = as_vectors(vectors, self._dim)
-        if id_array.shape[0] != x.shape[0]:
-            raise ValueError(f"{id_array.shape[0]} ids for {x.shape[0]} vectors")
-        if np.unique(id_array).size != id_array.size:
-            raise ValueError("ids within one add must be unique")
+        id_array, x = as_entries(ids, vectors, self._dim)
         with self._write:
             for start in range(0, id_array.size, _ROWS):
                 rows = [{"id": int(i), "vector": v} for i, v in

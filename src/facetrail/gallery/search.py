@@ -75,11 +75,11 @@ def search_embedding(gallery: Gallery, vector: np.ndarray, *, purpose: str, acto
     if top < 1:
         raise GalleryError("top must be at least 1")
     query = np.asarray(vector, np.float32).reshape(1, -1)
-    wanted = min(len(gallery.index), max(_MIN_CANDIDATES, top * _OVERSAMPLE))
-    hits = gallery.index.search(query, wanted) if wanted else None
+    # No len(gallery.index) first: it is a count query on Milvus, and missing results come back as id -1.
+    hits = gallery.index.search(query, max(_MIN_CANDIDATES, top * _OVERSAMPLE))
     with gallery.db.session() as session:
         threshold, members = _scope(session, gallery, watchlist)
-        best_per_identity = _best_per_identity(session, hits, members) if hits is not None else {}
+        best_per_identity = _best_per_identity(session, hits, members)
         suppressed = _negatives(session, gallery.keys, query[0], best_per_identity, gallery.model_id)
         names = dict(session.execute(select(Identity.id, Identity.display_name)
                                      .where(Identity.id.in_(list(best_per_identity)))).all())
@@ -102,10 +102,9 @@ def match_many(gallery: Gallery, vectors: np.ndarray) -> list[Match | None]:
     track's decision matches all of its shots at once.
     """
     queries = np.asarray(vectors, np.float32).reshape(len(vectors), -1)
-    wanted = min(len(gallery.index), _MIN_CANDIDATES)
-    if not wanted or not len(queries):
-        return [None] * len(queries)
-    hits = gallery.index.search(queries, wanted)
+    if not len(queries):
+        return []
+    hits = gallery.index.search(queries, _MIN_CANDIDATES)
     with gallery.db.session() as session:
         owners = _owners(session, [int(i) for i in np.unique(hits.ids[hits.ids >= 0])])
         bests = [_best_of(owners, hits.scores[row], hits.ids[row], None) for row in range(len(queries))]

@@ -71,12 +71,9 @@ def plain_engine() -> FaceEngine:
     return FaceEngine(EngineConfig(low_light=LowLightConfig(enabled=False)))
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
-def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
-    """A real, empty database: a SQLite file, then a throwaway PostgreSQL database."""
-    if request.param == "sqlite":
-        yield f"sqlite:///{tmp_path / 'facetrail.db'}"
-        return
+@pytest.fixture
+def postgres() -> Iterator[str]:
+    """URL of a throwaway PostgreSQL database (skips, with the reason, where no server answers)."""
     from dbs import postgres_problem, throwaway_postgres
 
     problem = postgres_problem()
@@ -84,6 +81,14 @@ def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
         pytest.skip(problem)
     with throwaway_postgres() as url:
         yield url
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """A real, empty database: a SQLite file, then a throwaway PostgreSQL database."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'facetrail.db'}"
+    return str(request.getfixturevalue("postgres"))
 
 
 @pytest.fixture

@@ -216,17 +216,6 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[object]:
 
 
 @pytest.fixture
-def postgres() -> Iterator[str]:
-    from dbs import postgres_problem, throwaway_postgres
-
-    problem = postgres_problem()
-    if problem:
-        pytest.skip(problem)
-    with throwaway_postgres() as url:
-        yield url
-
-
-@pytest.fixture
 def clips(tmp_path: Path, video_engine: FaceEngine) -> dict[str, Path]:
     """Two cameras; Yao Ming walks past each twice (two watchlist hits per camera)."""
     yao = head_and_shoulders(video_engine, sample_image("yaoming.jpg"))

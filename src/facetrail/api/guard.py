@@ -7,10 +7,17 @@ the caller from the headers alone (the same ``deps.caller`` and
 ``auth.authenticate``), refuses a declared ``Content-Length`` over the limit
 at once, and counts a streamed body's bytes as they arrive, answering 413 and
 closing the connection when the limit is passed.
+
+A refusal while the client is still sending lingers before the connection closes (as nginx's
+``lingering_close``): the answer goes out first, then what is still arriving is read and dropped until the
+client pauses. Closing a socket with unread bytes makes the kernel send a reset, which can destroy the
+answer in the client's buffer before it reads it: the client would see "connection reset", not the 413.
 """
 
 from __future__ import annotations
 
+import asyncio
+import time
 from dataclasses import dataclass, field
 from urllib.parse import quote
 
@@ -24,6 +31,9 @@ from facetrail.api.deps import caller
 from facetrail.api.errors import ApiError, envelope
 from facetrail.gallery.gallery import Gallery
 from facetrail.store.keys import Caller
+
+LINGER_QUIET_S = 1.0  # after a refusal, the body is drained until the client sends nothing for this long
+LINGER_MAX_S = 10.0  # ... or this long at most, whatever the client does
 
 
 @dataclass
@@ -68,7 +78,7 @@ class RequestGuard:
             if refusal is not None:
                 await _refuse(refusal, scope, receive, send, has_body)
                 return
-        body = _BodyLimit(scope, receive, send, limit, _too_large(path, rules, limit))
+        body = _BodyLimit(receive, send, limit, _too_large(path, rules, limit))
         try:
             await self.app(scope, body.receive, body.send)
         except Exception:
@@ -113,17 +123,36 @@ def _size(limit: int) -> str:
 
 
 async def _refuse(response: Response, scope: Scope, receive: Receive, send: Send, has_body: bool) -> None:
-    """Answer without reading the body; close the connection when a body is coming, so it is never read."""
+    """Answer without reading the body; close the connection when a body is coming, so it is never used."""
     if has_body:
-        response.headers["connection"] = "close"
-    await response(scope, receive, send)
+        await _answer_and_close(response, receive, send)
+    else:
+        await response(scope, receive, send)
+
+
+async def _answer_and_close(response: Response, receive: Receive, send: Send) -> None:
+    """Send ``response`` whole, drop what the client still sends (see the module's note), and close."""
+    response.headers["connection"] = "close"
+    await send({"type": "http.response.start", "status": response.status_code, "headers": response.raw_headers})
+    # The body is whole (its Content-Length is sent), but the response stays open on the server's side so
+    # that ``receive`` keeps reading the client's bytes; the last, empty part ends it and closes.
+    await send({"type": "http.response.body", "body": response.body, "more_body": True})
+    deadline = time.monotonic() + LINGER_MAX_S
+    while (left := deadline - time.monotonic()) > 0:
+        try:
+            message = await asyncio.wait_for(receive(), timeout=min(LINGER_QUIET_S, left))
+        except TimeoutError:
+            break
+        if message["type"] != "http.request" or not message.get("more_body", False):
+            break
+    await send({"type": "http.response.body", "body": b"", "more_body": False})
 
 
 class _BodyLimit:
     """A request's ``receive`` counting body bytes (413 and a disconnect past ``limit``) and its silenced ``send``."""
 
-    def __init__(self, scope: Scope, receive: Receive, send: Send, limit: int, too_large: Response) -> None:
-        self.scope, self._receive, self._send, self.limit, self.too_large = scope, receive, send, limit, too_large
+    def __init__(self, receive: Receive, send: Send, limit: int, too_large: Response) -> None:
+        self._receive, self._send, self.limit, self.too_large = receive, send, limit, too_large
         self.received, self.started, self.refused = 0, False, False
 
     async def receive(self) -> Message:
@@ -135,8 +164,7 @@ class _BodyLimit:
             if self.received > self.limit:
                 self.refused = True
                 if not self.started:
-                    self.too_large.headers["connection"] = "close"
-                    await self.too_large(self.scope, self._receive, self._send)
+                    await _answer_and_close(self.too_large, self._receive, self._send)
                 return {"type": "http.disconnect"}  # the app stops reading; whatever it answers is dropped
         return message
 

@@ -24,6 +24,7 @@ import subprocess
 import sys
 import threading
 import time
+import traceback
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
@@ -138,8 +139,10 @@ def serve_port(listener: socket.socket, packets: Packets, stop: threading.Event)
         try:
             with av.open(_SocketWriter(connection), "w", format="mpegts") as output:
                 _mux_loops(packets, output, None, pace=True)
-        except Exception:  # the client went away (broken pipe, reset): wait for the next one
+        except (BrokenPipeError, ConnectionResetError):  # the client went away: wait for the next one
             pass
+        except Exception:  # anything else is the server's fault: say so (the client sees only a closed stream)
+            traceback.print_exc(file=sys.stderr)
         finally:
             connection.close()
 

@@ -14,12 +14,13 @@ import struct
 import threading
 from pathlib import Path
 
+import faiss
 import numpy as np
 import numpy.typing as npt
 import pytest
 
 from facetrail.gallery.errors import GalleryError, IndexCorruptError, SearchIndexError
-from facetrail.gallery.faiss_index import HEADER_BYTES, FaissIndex, load_index
+from facetrail.gallery.faiss_index import HEADER_BYTES, FaissIndex, _Shortlist, load_index
 from facetrail.gallery.index import Index, SearchHits
 from facetrail.vision.engine import FaceEngine
 from facetrail.vision.image import load_image
@@ -296,6 +297,48 @@ def test_fewer_sub_quantizers_still_find_the_neighbours_and_round_trip(tmp_path:
         load_index(tmp_path / "pq16.ftidx", DIM)
 
 
+def test_codes_are_made_of_half_the_principal_components_and_older_files_still_load(tmp_path: Path) -> None:
+    # Faces vary along fewer directions than they have dimensions: most of the variance in the first 64 here.
+    spread = np.where(np.arange(DIM) < 64, 1.0, 0.15).astype(np.float32)
+    vectors = unit(np.random.default_rng(81).standard_normal((4000, DIM), dtype=np.float32) * spread)
+    ids = np.arange(4000, dtype=np.int64)
+    queries = near(vectors[:300], 0.5, seed=82)
+    truth = numpy_top(vectors, ids, queries, 1)[:, 0]
+
+    index = FaissIndex(DIM, auto_threshold=2000)
+    index.add(ids, vectors)
+    backend = index._backend
+    assert isinstance(backend, _Shortlist) and backend.pca_dim == DIM // 2
+    assert faiss.extract_index_ivf(backend.shards[0]).d == DIM // 2  # the codes' space, not the vectors'
+    hits = index.search(queries, 10)
+    assert float(np.mean(hits.ids[:, 0] == truth)) >= 0.95
+    np.testing.assert_allclose(hits.scores[:, 0], np.einsum("ij,ij->i", queries, vectors[hits.ids[:, 0]]),
+                               atol=3e-3)  # re-scored on the whole vector
+    path = tmp_path / "pca.ftidx"
+    index.save(path)
+    loaded = load_index(path, DIM)
+    assert loaded.settings.pca_dim == 0 and np.array_equal(loaded.search(queries, 10).ids, hits.ids)
+
+    # A file written before the transform existed: codes of the plain vectors, no pca keys in its header.
+    plain = FaissIndex(DIM, auto_threshold=2000, pca_dim=None)
+    plain.add(ids, vectors)
+    plain.save(path)
+    _rewrite_header(path, {}, drop=("pca_dim", "pca_out"))
+    older = load_index(path, DIM)
+    assert isinstance(older._backend, _Shortlist) and older._backend.pca_dim == 0
+    assert np.array_equal(older.search(queries, 10).ids, plain.search(queries, 10).ids)
+    older.rebuild()  # the next rebuild makes the codes the way this version does
+    assert isinstance(older._backend, _Shortlist) and older._backend.pca_dim == DIM // 2
+    assert float(np.mean(older.search(queries, 10).ids[:, 0] == truth)) >= 0.95
+
+    index.save(path)
+    _rewrite_header(path, {"pca_out": 0})  # a header that does not describe its codes
+    with pytest.raises(IndexCorruptError, match="dimensions"):
+        load_index(path, DIM)
+    with pytest.raises(ValueError, match="pca_dim"):
+        FaissIndex(DIM, pca_dim=-1)
+
+
 def test_cell_settings_are_validated() -> None:
     with pytest.raises(ValueError, match="nlist and nprobe"):
         FaissIndex(DIM, nlist=0)
@@ -340,10 +383,10 @@ def _saved(tmp_path: Path, n: int = 1500) -> Path:
     return path
 
 
-def _rewrite_header(path: Path, change: dict[str, object]) -> None:
+def _rewrite_header(path: Path, change: dict[str, object], drop: tuple[str, ...] = ()) -> None:
     raw = bytearray(path.read_bytes())
     length = struct.unpack_from("<I", raw, 12)[0]
-    header = json.loads(raw[16:16 + length]) | change
+    header = {k: v for k, v in json.loads(raw[16:16 + length]).items() if k not in drop} | change
     blob = json.dumps(header).encode()
     raw[12:16] = struct.pack("<I", len(blob))
     raw[16:HEADER_BYTES] = blob.ljust(HEADER_BYTES - 16, b"\x00")

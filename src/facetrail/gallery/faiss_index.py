@@ -267,12 +267,14 @@ class _Shortlist:
     mode: Mode = "approx"
 
     def __init__(self, dim: int, shortlist: int, shards: int = 1,
-                 pool: ThreadPoolExecutor | None = None, nlist: int = 1, nprobe: int = 1, pq_m: int = 0) -> None:
+                 pool: ThreadPoolExecutor | None = None, nlist: int = 1, nprobe: int = 1, pq_m: int = 0,
+                 pca_dim: int = 0) -> None:
         self.dim = dim
         self.shortlist = shortlist
         self.nlist = max(1, nlist)
         self.nprobe = min(max(1, nprobe), self.nlist)
-        self.pq_m = _pq_subquantizers(dim, pq_m)
+        self.pca_dim = pca_dim  # dimensions the codes are made in (PCA + random rotation); 0: no transform
+        self.pq_m = _pq_subquantizers(pca_dim or dim, _pq_subquantizers(dim, pq_m))
         # slot s lives in shard s % len(shards); shards are scanned in parallel, one thread each
         self.shards: list[faiss.Index] = [self._empty() for _ in range(shards)]
         self.pool = pool if shards > 1 else None
@@ -301,7 +303,8 @@ class _Shortlist:
         return len(self.slot_of)
 
     def _empty(self) -> faiss.Index:
-        return faiss.index_factory(self.dim, f"IVF{self.nlist},PQ{self.pq_m}x4fs", faiss.METRIC_INNER_PRODUCT)
+        pca = f"PCAR{self.pca_dim}," if self.pca_dim else ""
+        return faiss.index_factory(self.dim, f"{pca}IVF{self.nlist},PQ{self.pq_m}x4fs", faiss.METRIC_INNER_PRODUCT)
 
     def train(self, vectors: FloatArray, seed: int = 0, size: int = 0) -> None:
         """Train the coarse cells and PQ codebooks on a sample of ``vectors`` (one OpenMP thread for PQ:
@@ -313,11 +316,16 @@ class _Shortlist:
             pick = np.sort(np.random.default_rng(seed).choice(vectors.shape[0], sample, replace=False))
             vectors = vectors[pick]
         vectors = np.ascontiguousarray(vectors)
+        space = vectors  # the sample in the codes' space
+        if self.pca_dim:  # FAISS's own train would skip a trained transform; the cells need its output
+            pca = faiss.downcast_VectorTransform(cast(Any, faiss.downcast_index(self.shards[0])).chain.at(0))
+            pca.train(vectors)
+            space = pca.apply(vectors)
         if self.nlist > 1:  # the cells on the caller's threads (big k-means); FAISS then skips them
             ivf = faiss.extract_index_ivf(self.shards[0])
-            kmeans = faiss.Clustering(self.dim, self.nlist, ivf.cp)  # spherical for inner product
+            kmeans = faiss.Clustering(ivf.d, self.nlist, ivf.cp)  # spherical for inner product
             kmeans.seed = seed
-            kmeans.train(vectors, ivf.quantizer)
+            kmeans.train(space, ivf.quantizer)
         with _omp_threads(1):
             self.shards[0].train(vectors)
         trained = faiss.serialize_index(self.shards[0])  # same codebooks in every shard
@@ -415,7 +423,7 @@ class _Shortlist:
         code_bytes = (self.pq_m + 1) // 2 + 8  # 4-bit codes + the id FAISS keeps per vector
         # dict of Python ints: ~100 B per entry (two int objects, entry, hash slots)
         return (len(self) * code_bytes + self.slot_ids.nbytes + self.store.nbytes + self.scales.nbytes
-                + sys.getsizeof(self.slot_of) + 64 * len(self))
+                + sys.getsizeof(self.slot_of) + 64 * len(self) + 4 * self.dim * self.pca_dim * len(self.shards))
 
 
 _Backend = _Exact | _Shortlist
@@ -437,7 +445,10 @@ class IndexSettings:
     structure (1: every PQ code is scanned; more: IVF k-means cells, of which
     ``nprobe`` nearest are scanned per query). ``pq_m``: 4-bit PQ
     sub-quantizers per vector (0: dim / 8; half a byte each, scan cost
-    grows with them).
+    grows with them). ``pca_dim``: the PQ codes are made of the vectors'
+    first ``pca_dim`` principal components, randomly rotated (FAISS
+    ``PCAR``; 0: half the dimensions, None: of the vectors as they are);
+    re-scoring always uses the whole vector.
     """
 
     kind: Kind = "auto"
@@ -449,6 +460,7 @@ class IndexSettings:
     nlist: int = 1
     nprobe: int = 1
     pq_m: int = 0
+    pca_dim: int | None = 0
 
     def __post_init__(self) -> None:
         if self.kind not in ("auto", "exact", "approx"):
@@ -460,6 +472,17 @@ class IndexSettings:
         if self.nlist < 1 or self.nprobe < 1 or self.pq_m < 0:
             raise ValueError(f"nlist and nprobe must be ≥ 1 and pq_m ≥ 0, got {self.nlist}, {self.nprobe}, "
                              f"{self.pq_m}")
+        if self.pca_dim is not None and self.pca_dim < 0:
+            raise ValueError(f"pca_dim must be ≥ 0 or None, got {self.pca_dim}")
+
+    def resolved_pca_dim(self, dim: int) -> int:
+        """The dimensions the PQ codes of ``dim``-d vectors are made in; 0: no transform."""
+        if self.pca_dim is None:
+            return 0
+        wanted = self.pca_dim or max(1, dim // 2)
+        if wanted > dim:
+            raise ValueError(f"pca_dim {wanted} is more than the vectors' {dim} dimensions")
+        return wanted
 
     @property
     def resolved_shards(self) -> int:
@@ -622,9 +645,7 @@ class FaissIndex:
     def _build_with(self, ids: IdArray, vectors: FloatArray) -> _Backend:
         backend: _Backend
         if self._wants_approx(ids.size):
-            shards = self.settings.resolved_shards
-            backend = _Shortlist(self._dim, self.settings.shortlist, shards, self._shard_pool(shards),
-                                 self.settings.nlist, self.settings.nprobe, self.settings.pq_m)
+            backend = self._new_shortlist()
             backend.train(vectors)
             backend.reserve(max(self._reserved, ids.size))
         else:
@@ -632,6 +653,11 @@ class FaissIndex:
         if ids.size:
             backend.add(ids, vectors)
         return backend
+
+    def _new_shortlist(self) -> _Shortlist:
+        shards, settings = self.settings.resolved_shards, self.settings
+        return _Shortlist(self._dim, settings.shortlist, shards, self._shard_pool(shards), settings.nlist,
+                          settings.nprobe, settings.pq_m, settings.resolved_pca_dim(self._dim))
 
     def _shard_pool(self, shards: int) -> ThreadPoolExecutor | None:
         if shards < 2:
@@ -655,9 +681,7 @@ class FaissIndex:
         as float32 at once (20 GB at 10M), only a training sample and one add batch."""
         started = time.perf_counter()
         live = old.live_slots()
-        shards = self.settings.resolved_shards
-        new = _Shortlist(self._dim, self.settings.shortlist, shards, self._shard_pool(shards),
-                         self.settings.nlist, self.settings.nprobe, self.settings.pq_m)
+        new = self._new_shortlist()
         with _omp_threads(self._build_threads):
             sample_size = max(TRAIN_SAMPLE, TRAIN_PER_CELL * new.nlist)
             sample = live if live.size <= sample_size else np.sort(
@@ -686,14 +710,14 @@ class FaissIndex:
                 "dim": self._dim, "count": len(backend), "mode": backend.mode,
                 "kind": self.settings.kind, "auto_threshold": self.settings.auto_threshold,
                 "shortlist": self.settings.shortlist, "faiss_version": faiss.__version__,
-                "nlist": self.settings.nlist, "nprobe": self.settings.nprobe,
+                "nlist": self.settings.nlist, "nprobe": self.settings.nprobe, "pca_dim": self.settings.pca_dim,
             }
             if isinstance(backend, _Exact):
                 sections.append(("faiss", lambda out: _write_faiss(backend.index, out)))
             else:
                 used = backend.used
                 header.update(trained_size=backend.trained_size, pq_m=backend.pq_m, used=used,
-                              shards=len(backend.shards))
+                              shards=len(backend.shards), pca_out=backend.pca_dim)
                 for number, shard in enumerate(backend.shards):
                     sections.append((f"faiss{number}", _faiss_section(shard)))
                 sections.append(("slot_ids", lambda out: out.write(backend.slot_ids[:used].data)))
@@ -851,7 +875,8 @@ def load_index(path: str | Path, dim: int, **overrides: Any) -> FaissIndex:
         try:
             settings = IndexSettings(kind=header["kind"], auto_threshold=int(header["auto_threshold"]),
                                      shortlist=int(header["shortlist"]), nlist=int(header.get("nlist", 1)),
-                                     nprobe=int(header.get("nprobe", 1)), pq_m=int(header.get("pq_m", 0)))
+                                     nprobe=int(header.get("nprobe", 1)), pq_m=int(header.get("pq_m", 0)),
+                                     pca_dim=_optional_int(header.get("pca_dim", 0)))
             settings = IndexSettings(**{**settings.__dict__, **overrides})
             count = int(header["count"])
             used = int(header.get("used", 0))
@@ -894,6 +919,7 @@ def _shortlist_from(path: Path, parts: dict[str, Any], header: dict[str, Any], i
                     dim: int, count: int) -> _Shortlist:
     try:
         n_shards, trained_size, pq_m = int(header["shards"]), int(header["trained_size"]), int(header["pq_m"])
+        pca_out = int(header.get("pca_out", 0))  # files before the transform have none
         shards = [parts[f"faiss{number}"] for number in range(n_shards)]
         slot_ids, store, scales = parts["slot_ids"], parts["store"], parts["scales"]
     except (KeyError, TypeError, ValueError) as exc:
@@ -908,6 +934,9 @@ def _shortlist_from(path: Path, parts: dict[str, Any], header: dict[str, Any], i
                                           f"got {type(shard).__name__}")
         if shard.d != dim:
             raise IndexCorruptError(path, f"FAISS index is {shard.d}-d, {dim}-d expected")
+        if (ivf.d if pca_out else 0) != pca_out or isinstance(faiss.downcast_index(shard),
+                                                               faiss.IndexPreTransform) != bool(pca_out):
+            raise IndexCorruptError(path, f"PQ codes in {ivf.d} dimensions, the header says {pca_out or dim}")
         stored_m = int(cast(Any, faiss.downcast_index(ivf)).pq.M)
         if stored_m != pq_m:
             raise IndexCorruptError(path, f"PQ of {stored_m} sub-quantizers, the header says {pq_m}")
@@ -915,7 +944,7 @@ def _shortlist_from(path: Path, parts: dict[str, Any], header: dict[str, Any], i
         raise IndexCorruptError(path, f"the FAISS shards hold {sum(s.ntotal for s in shards)} codes, "
                                       f"the slot table {slot_ids.size}")
     backend = _Shortlist(dim, index.settings.shortlist, n_shards, index._shard_pool(n_shards),
-                         index.settings.nlist, index.settings.nprobe, pq_m)
+                         index.settings.nlist, index.settings.nprobe, pq_m, pca_out)
     if backend.pq_m != pq_m:
         raise IndexCorruptError(path, "PQ layout differs from this facetrail's")
     live = np.flatnonzero(slot_ids >= 0)
@@ -929,6 +958,10 @@ def _shortlist_from(path: Path, parts: dict[str, Any], header: dict[str, Any], i
     backend.slot_of = dict(zip(slot_ids[live].tolist(), live.tolist(), strict=True))
     backend._refresh_selector()
     return backend
+
+
+def _optional_int(value: Any) -> int | None:
+    return None if value is None else int(value)
 
 
 def _check_shape(path: Path, raw: faiss.Index, dim: int, count: int) -> None:

@@ -19,6 +19,7 @@ from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
+import cv2
 import pytest
 import sqlalchemy as sa
 from sqlalchemy import func, select
@@ -190,6 +191,96 @@ def test_a_resumed_camera_ends_the_event_a_dead_run_left_open_and_reads_on_from_
     assert events[0].ended_at is not None and as_utc(events[0].ended_at) == as_utc(seen)  # ended when last seen
     assert ends_after == ends_before + 1  # its end announced once more (the first one was lost with the run)
     second.gallery.close()
+
+
+def test_the_embedding_batcher_answers_each_caller_its_own_rows_in_order(video_engine: FaceEngine) -> None:
+    """Several callers' real face crops through one batcher: each gets exactly its rows, batches never overfill."""
+    import asyncio
+
+    import numpy as np
+
+    from facetrail.cluster.batching import MicroBatcher
+    from facetrail.vision.embedder import ArcFaceEmbedder
+
+    faces = video_engine.analyze(cv2.imread(str(sample_image("players.jpg"))))
+    assert faces.aligned is not None and len(faces) >= 6
+    crops = faces.aligned.crops
+    embedder = video_engine.embedder
+    assert isinstance(embedder, ArcFaceEmbedder)
+    alone = embedder.embed_crops(crops)
+    # callers asking for 1, 3, 2, 1 ... faces (a crop may be asked for twice: by two groups)
+    asks = [[0], [1, 2, 3], [4, 5], [0], [5, 4, 3, 2]]
+
+    async def ask(batcher: MicroBatcher) -> list[np.ndarray]:
+        return list(await asyncio.gather(*(batcher.run(crops[rows]) for rows in asks)))
+
+    total = sum(map(len, asks))
+    # max_batch exactly every face asked for: one batch, closed by being full (the long wait never elapses)
+    one = MicroBatcher(embedder.embed_crops, max_batch=total, max_wait_s=60.0)
+    answers = asyncio.run(ask(one))
+    assert (one.stats.batches, one.stats.requests, one.stats.rows, one.stats.largest) == (1, len(asks), total, total)
+    # at most 4 faces a batch: the callers are split over batches, none is split, none waits for a timeout
+    small = MicroBatcher(embedder.embed_crops, max_batch=4, max_wait_s=60.0)
+    split = asyncio.run(ask(small))
+    assert small.stats.batches >= 3 and small.stats.largest <= 4 and small.stats.rows == total
+    for rows, shared, batched in zip(asks, answers, split, strict=True):
+        for got in (shared, batched):
+            assert got.shape == (len(rows), alone.shape[1]) and got.dtype == np.float32
+            assert np.all(np.sum(got * alone[rows], axis=1) > 0.9999)  # its own faces, in its order
+
+    def broken(_: np.ndarray) -> np.ndarray:
+        raise RuntimeError("the network failed")
+
+    async def fail_then_work() -> np.ndarray:
+        failing = MicroBatcher(broken, max_batch=2, max_wait_s=0.0)
+        results = await asyncio.gather(failing.run(crops[:1]), failing.run(crops[1:2]), return_exceptions=True)
+        assert all(isinstance(r, RuntimeError) for r in results)  # every caller of the batch hears of it
+        failing.function = embedder.embed_crops
+        return await failing.run(crops[2:3])  # and the batcher goes on
+
+    assert float(np.sum(asyncio.run(fail_then_work())[0] * alone[2])) > 0.9999
+
+
+def test_the_analyzer_embeds_through_the_given_embedder(video_engine: FaceEngine) -> None:
+    """The pipeline's seam: the same crops through a given embedder give the engine's own vectors."""
+    import numpy as np
+
+    from facetrail.pipeline.analyzer import FrameAnalyzer
+    from facetrail.vision.embedder import ArcFaceEmbedder
+    from facetrail.vision.lowlight import LowLightConfig
+
+    class Counting:
+        def __init__(self, inner: ArcFaceEmbedder, model_id: str) -> None:
+            self.inner, self.model_id, self.crops = inner, model_id, 0
+
+        def embed_crops(self, crops: np.ndarray) -> np.ndarray:
+            self.crops += len(crops)
+            return self.inner.embed_crops(crops)
+
+    assert isinstance(video_engine.embedder, ArcFaceEmbedder)
+    image = cv2.imread(str(sample_image("players.jpg")))
+    (frame,) = FrameAnalyzer(video_engine).analyse([image], [LowLightConfig()])
+    requests = [(frame, i) for i in range(len(frame)) if frame.shot(i).usable]
+    assert len(requests) >= 4
+    counting = Counting(video_engine.embedder, video_engine.recogniser.model_id)
+    through = FrameAnalyzer(video_engine, embedder=counting).embed(requests)
+    assert counting.crops == len(requests)
+    assert np.array_equal(through, FrameAnalyzer(video_engine).embed(requests))  # the very same input
+    with pytest.raises(ValueError, match="would not compare"):
+        FrameAnalyzer(video_engine, embedder=Counting(video_engine.embedder, "another-model"))
+
+
+def test_an_embedding_pool_needs_the_arcface_recogniser() -> None:
+    text = ("purpose: cluster\ndatabase:\n  url: postgresql+psycopg://u@db/facetrail\n"
+            "cameras:\n  door:\n    inputs:\n      - path: door.mp4\n"
+            "cluster:\n  ray:\n    address: head:6379\n  embedding:\n    actors: 2\n")
+    config = parse_config(text, "site.yml")
+    assert config.cluster is not None
+    pool = config.cluster.embedding
+    assert (pool.actors, pool.max_batch, pool.max_wait_ms, pool.gpus_per_actor) == (2, 32, 5.0, None)
+    assert parse_config(text.replace("actors: 2", "actors: 0") + "recogniser: dlib\n", "site.yml").cluster
+    with pytest.raises(ConfigError, match="arcface"):
+        parse_config(text + "recogniser: dlib\n", "site.yml")
 
 
 # -- on a cluster --------------------------------------------------------------------------------------------

@@ -11,15 +11,18 @@ import importlib.util
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
+import threading
 from collections import Counter
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
 import cv2
+import numpy as np
 import pytest
 import sqlalchemy as sa
 from sqlalchemy import func, select
@@ -197,8 +200,6 @@ def test_the_embedding_batcher_answers_each_caller_its_own_rows_in_order(video_e
     """Several callers' real face crops through one batcher: each gets exactly its rows, batches never overfill."""
     import asyncio
 
-    import numpy as np
-
     from facetrail.cluster.batching import MicroBatcher
     from facetrail.vision.embedder import ArcFaceEmbedder
 
@@ -243,8 +244,6 @@ def test_the_embedding_batcher_answers_each_caller_its_own_rows_in_order(video_e
 
 def test_the_analyzer_embeds_through_the_given_embedder(video_engine: FaceEngine) -> None:
     """The pipeline's seam: the same crops through a given embedder give the engine's own vectors."""
-    import numpy as np
-
     from facetrail.pipeline.analyzer import FrameAnalyzer
     from facetrail.vision.embedder import ArcFaceEmbedder
     from facetrail.vision.lowlight import LowLightConfig
@@ -334,6 +333,181 @@ def placements(db: Database) -> dict[str, CameraPlacement]:
         for row in rows.values():
             session.expunge(row)
         return rows
+
+
+def pool_site(tmp_path: Path, name: str, url: str, address: str, clips: dict[str, Path], *, actors: int,
+              realtime: bool) -> Path:
+    """A cluster site with ``actors`` embedding actors (0: each group embeds its own faces); no delivery."""
+    lines = [f"purpose: embedding pool test\ndata_dir: {tmp_path / name}\ndatabase:\n  url: {url}\n",
+             f"cluster:\n  ray:\n    address: {address}\n  resources: {{cameras: 1}}\n  poll_s: 0.5\n",
+             f"  embedding:\n    actors: {actors}\n    cpus_per_actor: 0.5\n", "cameras:\n"]
+    for camera, clip in clips.items():
+        lines.append(f"  {camera}:\n    inputs:\n      - path: {clip}\n        realtime: {str(realtime).lower()}\n"
+                     "    detect:\n      fps: 5\n")
+    path = tmp_path / f"{name}.yml"
+    path.write_text("".join(lines))
+    return path
+
+
+def stored_sightings(data_dir: Path, url: str, engine: FaceEngine) -> list[tuple[str, str | None, np.ndarray]]:
+    """(camera, identity's name, best shot's embedding) of every sighting, per camera in the order first seen."""
+    from facetrail.gallery.gallery import Gallery, GallerySettings
+    from facetrail.store.models import Identity, Sighting
+    from facetrail.store.sealed import open_from
+
+    gallery = Gallery(GallerySettings(data_dir, url), engine=engine)  # its keys open the sealed embeddings
+    try:
+        with gallery.db.session() as session:
+            rows = session.execute(select(Sighting.id, Sighting.camera, Identity.display_name, Sighting.embedding)
+                                   .join(Identity, Identity.id == Sighting.identity_id, isouter=True)
+                                   .order_by(Sighting.camera, Sighting.first_seen)).all()
+            plain = [open_from(gallery.keys, session, "sightings", "embedding", id_, blob)
+                     for id_, _, _, blob in rows]
+    finally:
+        gallery.close()
+    assert rows and all(blob is not None for blob in plain)
+    return [(camera, name, np.frombuffer(blob or b"", np.float32)) for (_, camera, name, _), blob in zip(
+        rows, plain, strict=True)]
+
+
+def watchlist_events(url: str) -> Counter[tuple[str, str | None]]:
+    from facetrail.store.models import Identity
+
+    db = Database(url, migrate=False)
+    with db.session() as session:
+        rows = session.execute(select(Event.camera, Identity.display_name)
+                               .join(Identity, Identity.id == Event.identity_id, isouter=True)
+                               .where(Event.kind == "watchlist_hit", Event.ended_at.is_not(None))).all()
+    db.dispose()
+    return Counter((camera, name) for camera, name in rows)
+
+
+def test_a_pool_of_embedding_actors_names_the_same_people_with_the_same_embeddings(
+        tmp_path: Path, cluster: object, postgres: str, clips: dict[str, Path], video_engine: FaceEngine) -> None:
+    """The same two clips (read as fast as analysed: the same frames) with groups embedding themselves, then with
+    two embedding actors: the same events, the same sightings, their embeddings equal to float rounding."""
+    from dbs import throwaway_postgres
+    from facetrail.cluster.local import LocalCluster
+
+    assert isinstance(cluster, LocalCluster)
+    with throwaway_postgres() as pooled_url:
+        outputs = {}
+        for name, url, actors in (("local", postgres, 0), ("pool", pooled_url, 2)):
+            enrol(tmp_path / name, video_engine, "Yao Ming", sample_image("yaoming.jpg"), watchlist="vip",
+                  db_url=url)
+            done = facetrail("run", pool_site(tmp_path, name, url, cluster.address, clips, actors=actors,
+                                              realtime=False), timeout=RUN_WAIT_S)
+            assert done.returncode == 0, done.stderr[-3000:]
+            outputs[name] = done.stdout
+        assert "embedding pool" not in outputs["local"]
+        assert "embedding pool: 2 actor(s) embedded" in outputs["pool"]
+        summary = {name: next(line for line in out.splitlines() if line.startswith("analysed "))
+                   for name, out in outputs.items()}
+        assert summary["pool"] == summary["local"]  # the same frames, faces, embeddings, tracks, events
+
+        events = watchlist_events(pooled_url)
+        assert events == watchlist_events(postgres) == {("gate", "Yao Ming"): 2, ("hall", "Yao Ming"): 2}
+        local = stored_sightings(tmp_path / "local", postgres, video_engine)
+        pooled = stored_sightings(tmp_path / "pool", pooled_url, video_engine)
+    assert [(camera, name) for camera, name, _ in pooled] == [(camera, name) for camera, name, _ in local]
+    for (_, _, mine), (_, _, theirs) in zip(pooled, local, strict=True):
+        assert float(mine @ theirs) > 0.9999  # the same crops; only the batch around them differs
+
+
+def test_killed_embedding_actors_lose_no_face(tmp_path: Path, cluster: object, postgres: str,
+                                            clips: dict[str, Path], video_engine: FaceEngine) -> None:
+    """Every embedding actor SIGKILLed while the cameras play: Ray restarts them, the groups resend what they lost,
+    and both walks past both cameras are still named."""
+    from facetrail.cluster.local import LocalCluster
+
+    assert isinstance(cluster, LocalCluster)
+    enrol(tmp_path / "data", video_engine, "Yao Ming", sample_image("yaoming.jpg"), watchlist="vip", db_url=postgres)
+    config = pool_site(tmp_path, "data", postgres, cluster.address, clips, actors=2, realtime=True)
+    db = Database(postgres)
+
+    def embedding_actors() -> set[int]:
+        return {pid for node in cluster.nodes for pid in cluster._pids(node)
+                if _cmdline_of(pid).startswith("ray::EmbeddingActor")}
+
+    log = (tmp_path / "run.log").open("w")
+    run = subprocess.Popen([sys.executable, "-m", "facetrail.cli.main", "run", str(config)], stdout=log,
+                           stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+    try:
+        def first_event_open() -> bool:
+            assert run.poll() is None, (tmp_path / "run.log").read_text()[-3000:]
+            with db.session() as session:
+                return session.scalar(select(func.count()).select_from(Event).where(Event.ended_at.is_(None))) > 0
+
+        wait_until(first_event_open, "a first event, Yao Ming in view", timeout=RUN_WAIT_S)
+        killed = embedding_actors()
+        assert len(killed) == 2
+        for pid in killed:
+            os.kill(pid, signal.SIGKILL)
+        wait_until(lambda: len(embedding_actors() - killed) == 2, "the embedding actors to restart",
+                   timeout=RUN_WAIT_S)
+        assert run.wait(timeout=RUN_WAIT_S) == 0, (tmp_path / "run.log").read_text()[-3000:]
+    finally:
+        if run.poll() is None:
+            run.kill()
+            run.wait()
+        log.close()
+    db.dispose()
+    assert watchlist_events(postgres) == {("gate", "Yao Ming"): 2, ("hall", "Yao Ming"): 2}  # no walk lost
+    assert "embedding pool: 2 actor(s)" in (tmp_path / "run.log").read_text()
+
+
+def test_a_request_whose_embedding_actor_dies_is_answered_by_another(cluster: object,
+                                                                      video_engine: FaceEngine) -> None:
+    """A request held in an actor's batch (it waits for company) when the actor is killed: the pool client sends
+    it again, and its caller gets its own rows."""
+    import ray
+
+    from facetrail.cluster.embedding import EmbeddingActor, EmbeddingPool, pool_engine
+    from facetrail.cluster.local import LocalCluster
+    from facetrail.config.cluster import EmbeddingPool as PoolSettings
+    from facetrail.vision.embedder import ArcFaceEmbedder
+    from facetrail.vision.engine import EngineConfig
+
+    assert isinstance(cluster, LocalCluster) and isinstance(video_engine.embedder, ArcFaceEmbedder)
+    crops = video_engine.analyze(cv2.imread(str(sample_image("players.jpg")))).aligned
+    assert crops is not None
+    alone = video_engine.embedder.embed_crops(crops.crops[:3])
+    ray.init(address=cluster.address, namespace="pool-test", logging_level="WARNING", log_to_driver=False)
+    try:
+        # as start_actors makes them, but a batch waits 8 s for more faces (more than the settings allow): long
+        # enough to find the request held and kill its actor
+        engine = pool_engine(EngineConfig(), PoolSettings(actors=2, cpus_per_actor=0.5))
+        remote = ray.remote(EmbeddingActor).options(max_restarts=-1, max_task_retries=0, num_cpus=0.5)
+        handles = [remote.remote(engine, 64, 8.0) for _ in range(2)]
+        model_ids = ray.get([handle.ready.remote() for handle in handles], timeout=RUN_WAIT_S)
+        pool = EmbeddingPool(handles, video_engine.recogniser.model_id)
+        assert model_ids == [pool.model_id] * 2
+        answer: list[np.ndarray] = []
+        caller = threading.Thread(target=lambda: answer.append(pool.embed_crops(crops.crops[:3])))
+        caller.start()
+        holding: list[int] = []
+
+        def held() -> bool:
+            holding[:] = [i for i, stats in enumerate(ray.get([h.stats.remote() for h in handles])) if stats.waiting]
+            return bool(holding)
+
+        wait_until(held, "the request to reach an embedding actor", timeout=RUN_WAIT_S)
+        ray.kill(handles[holding[0]], no_restart=False)
+        caller.join(RUN_WAIT_S)
+        assert not caller.is_alive() and pool.resent >= 1
+        (vectors,) = answer
+        assert vectors.shape == alone.shape and np.all(np.sum(vectors * alone, axis=1) > 0.9999)
+        for handle in handles:
+            ray.kill(handle, no_restart=True)
+    finally:
+        ray.shutdown()
+
+
+def _cmdline_of(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace").replace("\0", " ").strip()
+    except OSError:
+        return ""
 
 
 def test_a_killed_worker_s_cameras_resume_elsewhere_and_every_event_arrives_once(

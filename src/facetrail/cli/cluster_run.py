@@ -79,7 +79,8 @@ def run_on_cluster(config: FacetrailConfig, settings: ClusterSettings, *, actor:
         requests = sum(actor.batches.requests for actor in stats.embedding)
         out.print(f"embedding pool: {len(stats.embedding)} actor(s) embedded {faces} face(s) of {requests} "
                   f"request(s) in {batches} batch(es), {faces / max(1, batches):.2f} faces a batch, largest "
-                  f"{max(actor.batches.largest for actor in stats.embedding)} (since each actor's last start)")
+                  f"{max(actor.batches.largest for actor in stats.embedding)} (since each actor's last start); "
+                  f"{sum(group.resent for group in stats.groups)} request(s) sent again after an actor failed")
     return 0
 
 

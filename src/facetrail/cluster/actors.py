@@ -40,6 +40,7 @@ class GroupStatus:
     done: bool
     error: str | None = None
     resumed: dict[str, float] = field(default_factory=dict)  # camera -> media time it resumed after
+    resent: int = 0  # embedding requests sent again after their actor failed them (since the group's start)
 
 
 class CameraGroup:
@@ -82,7 +83,8 @@ class CameraGroup:
     def status(self) -> GroupStatus:
         """The group's cameras, node, counts; ``done`` once its pipeline stopped."""
         return GroupStatus(self.cameras, self.node, self.pipeline.status(), self.pipeline.stats,
-                           not self._thread.is_alive(), self._error, self.resumed)
+                           not self._thread.is_alive(), self._error, self.resumed,
+                           self.embedding.resent if self.embedding is not None else 0)
 
     def abandon(self) -> None:
         """End this process now, as a crash would: what is stored stays, open events stay open for the next run.

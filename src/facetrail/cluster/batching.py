@@ -57,6 +57,8 @@ class MicroBatcher:
         self._queue: asyncio.Queue[_Request] | None = None
         self._worker: asyncio.Task[None] | None = None
         self._carried: _Request | None = None  # arrived too late for the batch before: first of the next
+        self.waiting = 0  # requests taken and not yet answered
+
 
     async def run(self, rows: npt.NDArray[np.uint8]) -> npt.NDArray[np.float32]:
         """The outputs of ``rows`` (row i for input i), computed in a batch shared with other callers."""
@@ -65,8 +67,12 @@ class MicroBatcher:
             self._queue = asyncio.Queue()
             self._worker = loop.create_task(self._serve(self._queue))
         request = _Request(rows, loop.create_future())
-        await self._queue.put(request)
-        return await request.answer
+        self.waiting += 1
+        try:
+            await self._queue.put(request)
+            return await request.answer
+        finally:
+            self.waiting -= 1
 
     async def _serve(self, queue: asyncio.Queue[_Request]) -> None:
         while True:

@@ -50,6 +50,7 @@ class ActorStats:
 
     node: str
     batches: BatchStats
+    waiting: int = 0  # requests taken and not yet answered
 
 
 class EmbeddingActor:
@@ -73,8 +74,8 @@ class EmbeddingActor:
         return self.model_id
 
     async def stats(self) -> ActorStats:
-        """Where the actor runs and its batches since it (re)started."""
-        return ActorStats(self.node, self._batcher.stats)
+        """Where the actor runs, its batches since it (re)started, the requests it holds now."""
+        return ActorStats(self.node, self._batcher.stats, self._batcher.waiting)
 
 
 def pool_engine(engine: EngineConfig, settings: PoolSettings) -> EngineConfig:

@@ -618,6 +618,22 @@ def test_cameras_no_node_can_run_fail_the_run_with_the_reason(tmp_path: Path, cl
     assert "Traceback" not in done.stderr
 
 
+def test_embedding_actors_no_node_can_run_fail_the_run_with_the_reason(tmp_path: Path, cluster: object,
+                                                                       postgres: str, clips: dict[str, Path]) -> None:
+    from facetrail.cluster.local import LocalCluster
+
+    assert isinstance(cluster, LocalCluster)
+    config = tmp_path / "site.yml"
+    config.write_text(f"purpose: cluster test\ndata_dir: {tmp_path / 'data'}\ndatabase:\n  url: {postgres}\n"
+                      f"cluster:\n  ray:\n    address: {cluster.address}\n  start_timeout_s: 5\n"
+                      f"  embedding:\n    actors: 1\n    resources: {{gpu_room: 1}}\n"
+                      f"cameras:\n  gate:\n    inputs:\n      - path: {clips['gate']}\n")
+    done = facetrail("run", config, timeout=RUN_WAIT_S)
+    assert done.returncode == 1
+    assert "1 embedding actor(s) not started after 5 s" in done.stderr and "gpu_room" in done.stderr
+    assert "Traceback" not in done.stderr
+
+
 def test_when_the_head_dies_the_run_stops_cleanly_and_the_next_run_resumes(
         tmp_path: Path, postgres: str, video_engine: FaceEngine, broker: Mosquitto) -> None:
     problem = _ray_problem()

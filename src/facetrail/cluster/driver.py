@@ -105,9 +105,10 @@ class ClusterRun:
         self.delivery = Delivery(config, self.db, EventOutlet(cfg.channels(config)), cameras)
         self.groups: list[_Group] = []
         self.pool: list[Any] = []  # the embedding actors' handles (cluster.embedding.actors)
-        self._pool_ready: list[Any] = []  # their ready() calls not yet answered
+        self._pool_ready: dict[Any, Any] = {}  # their ready() calls not yet answered -> the actor asked
         self.stats = ClusterStats()
         self.lost = False  # the head stopped answering
+        self.pool_failed = False  # the embedding actors could not start
         self._probe: threading.Thread | None = None
         self._head_seen = self._started = time.monotonic()
 
@@ -128,7 +129,7 @@ class ClusterRun:
         if pool.actors:  # first, so that it is placed before the groups and loading while they start
             self.pool = start_actors(cfg.engine_config(self.config), pool,
                                      gpus if pool.gpus_per_actor is None else pool.gpus_per_actor)
-            self._pool_ready = [actor.ready.remote() for actor in self.pool]
+            self._pool_ready = {actor.ready.remote(): actor for actor in self.pool}
         remote = ray.remote(CameraGroup).options(
             max_restarts=-1, max_task_retries=0, num_cpus=self.settings.cpus_per_group, num_gpus=gpus,
             resources=dict(self.settings.resources) or None, scheduling_strategy="SPREAD")
@@ -202,6 +203,16 @@ class ClusterRun:
         Once the head is lost the groups are abandoned instead (they end as a crash would, leaving their
         checkpoints and open events for the next run) and Ray is left alone: every call needing the head hangs.
         """
+        if self.pool_failed:
+            # every group waits on the pool (its first face never embedded, so nothing of it was stored): a clean
+            # stop would wait for that; end them and the pool at once
+            for handle in [group.handle for group in self.groups] + self.pool:
+                with contextlib.suppress(RayError):
+                    ray.kill(handle, no_restart=True)
+            self.delivery.stop()
+            ray.shutdown()
+            self.db.dispose()
+            return
         if self.lost:
             for group in self.groups:
                 group.handle.abandon.remote()  # reaches the worker directly: no head needed
@@ -254,17 +265,25 @@ class ClusterRun:
 
     def _check_pool(self) -> None:
         """Raise PoolNotStarted when an embedding actor failed to start, or is not up after start_timeout_s."""
+        try:
+            self._check_pool_started()
+        except PoolNotStarted:
+            self.pool_failed = True
+            raise
+
+    def _check_pool_started(self) -> None:
         if not self._pool_ready:
             return
-        ready, self._pool_ready = ray.wait(self._pool_ready, num_returns=len(self._pool_ready), timeout=0)
+        ready, _ = ray.wait(list(self._pool_ready), num_returns=len(self._pool_ready), timeout=0)
         for ref in ready:
+            actor = self._pool_ready.pop(ref)
             try:
                 model_id = ray.get(ref)
             except RayActorError as error:
                 if error.actor_init_failed:
                     raise PoolNotStarted("an embedding actor failed to start: "
                                          f"{str(error).strip().splitlines()[-1][:500]}") from None
-                self._pool_ready.append(ref)  # it died before answering: asked again once restarted
+                self._pool_ready[actor.ready.remote()] = actor  # it died before answering: ask it once restarted
                 continue
             expected = RECOGNISERS[self.config.recogniser].model_id
             if model_id != expected:

@@ -13,7 +13,6 @@ import threading
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
 
 from facetrail.cluster.checkpoints import Checkpoints, open_watchlist_events
 from facetrail.cluster.embedding import EmbeddingPool
@@ -47,8 +46,8 @@ class CameraGroup:
     """Runs one group's cameras until they end or the driver stops it."""
 
     def __init__(self, config: FacetrailConfig, cameras: list[str], run_id: str, origin: datetime,
-                 until_done: bool, actor: str, embedding: Sequence[Any] = ()) -> None:
-        """``embedding``: the handles of the pool's embedding actors; empty: the group embeds its own faces."""
+                 until_done: bool, actor: str, embedding: Sequence[str] = ()) -> None:
+        """``embedding``: the names of the pool's embedding actors; empty: the group embeds its own faces."""
         self.cameras = cameras
         self.node = node_label()
         assert config.database.url is not None  # the schema refuses a cluster without PostgreSQL

@@ -27,7 +27,7 @@ import ray
 from ray.exceptions import GetTimeoutError, RayActorError, RayError
 
 from facetrail.cluster.actors import CameraGroup, GroupStatus
-from facetrail.cluster.embedding import ActorStats, start_actors
+from facetrail.cluster.embedding import ActorStats, actor_names, start_actors
 from facetrail.cluster.groups import camera_groups
 from facetrail.config.cluster import ClusterSettings
 from facetrail.config.schema import FacetrailConfig, cluster_database_problem
@@ -127,15 +127,17 @@ class ClusterRun:
         gpus = share if self.settings.gpus_per_group is None else self.settings.gpus_per_group
         self._started = self._head_seen = time.monotonic()
         if pool.actors:  # first, so that it is placed before the groups and loading while they start
+            names = actor_names(self.run_id, pool)
             self.pool = start_actors(cfg.engine_config(self.config), pool,
-                                     gpus if pool.gpus_per_actor is None else pool.gpus_per_actor)
+                                     gpus if pool.gpus_per_actor is None else pool.gpus_per_actor, names)
             self._pool_ready = {actor.ready.remote(): actor for actor in self.pool}
         remote = ray.remote(CameraGroup).options(
             max_restarts=-1, max_task_retries=0, num_cpus=self.settings.cpus_per_group, num_gpus=gpus,
             resources=dict(self.settings.resources) or None, scheduling_strategy="SPREAD")
         origin = datetime.now(UTC)
         for cameras in groups:
-            handle = remote.remote(self.config, cameras, self.run_id, origin, until_done, self.actor, self.pool)
+            handle = remote.remote(self.config, cameras, self.run_id, origin, until_done, self.actor,
+                                   actor_names(self.run_id, pool) if pool.actors else [])
             self.groups.append(_Group(cameras, handle))
 
     def poll(self) -> bool:

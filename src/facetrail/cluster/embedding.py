@@ -84,14 +84,35 @@ def pool_engine(engine: EngineConfig, settings: PoolSettings) -> EngineConfig:
                         threads=max(1, round(settings.cpus_per_actor)))
 
 
-def start_actors(engine: EngineConfig, settings: PoolSettings, gpus: float) -> list[Any]:
-    """Create ``settings.actors`` embedding actors, spread over the nodes with the resources they ask for."""
-    remote = ray.remote(EmbeddingActor).options(
-        max_restarts=-1, max_task_retries=0, num_cpus=settings.cpus_per_actor, num_gpus=gpus,
-        resources=dict(settings.resources) or None, scheduling_strategy="SPREAD")
+def actor_names(run_id: str, settings: PoolSettings) -> list[str]:
+    """The names of a run's embedding actors (in the driver's Ray namespace)."""
+    return [f"facetrail-embedding-{run_id}-{k}" for k in range(settings.actors)]
+
+
+def start_actors(engine: EngineConfig, settings: PoolSettings, gpus: float, names: Sequence[str]) -> list[Any]:
+    """Create one embedding actor per name, spread over the nodes with the resources they ask for.
+
+    Named, so that a group finds them by name: a group is given the names, not the handles, and a restarted
+    group's constructor arguments are plain strings (Ray warns that arguments held by reference may be lost
+    for a restart).
+    """
     actor_engine = pool_engine(engine, settings)
-    return [remote.remote(actor_engine, settings.max_batch, settings.max_wait_ms / 1000.0)
-            for _ in range(settings.actors)]
+    return [ray.remote(EmbeddingActor).options(
+        name=name, max_restarts=-1, max_task_retries=0, num_cpus=settings.cpus_per_actor, num_gpus=gpus,
+        resources=dict(settings.resources) or None, scheduling_strategy="SPREAD",
+    ).remote(actor_engine, settings.max_batch, settings.max_wait_ms / 1000.0) for name in names]
+
+
+def lookup(name: str, timeout: float = 60.0) -> Any:
+    """The handle of the embedding actor called ``name`` (ValueError when it is not there within ``timeout``)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            return ray.get_actor(name)
+        except ValueError:  # created by the driver a moment ago: not registered with the head yet
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.2)
 
 
 class EmbeddingPool:
@@ -101,10 +122,11 @@ class EmbeddingPool:
     one that fails because its actor died or does not answer is sent again, as the module says.
     """
 
-    def __init__(self, handles: Sequence[Any], model_id: str) -> None:
-        if not handles:
+    def __init__(self, actors: Sequence[Any], model_id: str) -> None:
+        """``actors``: the actors' handles, or their names (looked up in this job's namespace)."""
+        if not actors:
             raise ValueError("an embedding pool needs at least one actor")
-        self.handles = list(handles)
+        self.handles = [lookup(actor) if isinstance(actor, str) else actor for actor in actors]
         self._model_id = model_id
         self._lock = threading.Lock()
         self._in_flight = [0] * len(self.handles)

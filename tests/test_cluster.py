@@ -269,6 +269,22 @@ def test_the_analyzer_embeds_through_the_given_embedder(video_engine: FaceEngine
         FrameAnalyzer(video_engine, embedder=Counting(video_engine.embedder, "another-model"))
 
 
+def test_a_pipeline_s_cameras_and_doors_embed_through_its_embedder(tmp_path: Path, video_engine: FaceEngine) -> None:
+    from facetrail.pipeline.runner import Pipeline
+    from facetrail.vision.embedder import ArcFaceEmbedder
+    from pipeline_kit import config_for
+
+    assert isinstance(video_engine.embedder, ArcFaceEmbedder)
+    config = config_for(tmp_path / "data", {"gate": tmp_path / "gate.mp4"},
+                        "mqtt:\n  enabled: false\ndoors:\n  front:\n    camera: gate\n    allow: [residents]\n")
+    pipeline = Pipeline(config, engine=video_engine, deliver=False, embedder=video_engine.embedder)
+    try:
+        assert pipeline.analyzer.embedder is video_engine.embedder  # the tracks' shots
+        assert pipeline.doors.analyzer is pipeline.analyzer  # the doors' faces
+    finally:
+        pipeline.gallery.close()
+
+
 def test_an_embedding_pool_needs_the_arcface_recogniser() -> None:
     text = ("purpose: cluster\ndatabase:\n  url: postgresql+psycopg://u@db/facetrail\n"
             "cameras:\n  door:\n    inputs:\n      - path: door.mp4\n"

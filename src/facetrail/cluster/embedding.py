@@ -35,7 +35,7 @@ from facetrail.vision.engine import EngineConfig, make_embedder
 
 log = logging.getLogger(__name__)
 CALL_TIMEOUT_S = 30.0  # one request unanswered this long (its node silent, not yet declared dead): send it again
-RETRY_FOR_S = 180.0  # a request is resent for this long; then the group's step fails (and is retried per camera)
+RETRY_FOR_S = 180.0  # a request is resent for this long; then it fails, and with it the group's pipeline
 RETRY_PAUSE_S = 0.5  # between two rounds of every actor failing (they are restarting)
 AVOID_FAILED_S = 2.0  # an actor that just failed a request gets no new one for this long, while others live
 

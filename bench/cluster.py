@@ -7,8 +7,12 @@ as fast as they are analysed), against the same PostgreSQL server:
 * cluster: the same configuration with a ``cluster:`` section, on a Ray cluster of three nodes started on this
   machine (a head without camera resources, two workers), one camera group per camera.
 
-Runs alternate (single, cluster, single, ...), ``--repeat`` times each; wall time is from launch to exit (the
-cluster's includes placing the actors and loading one engine per group, as the single process loads its one),
+* pool (with ``--embedding-actors N``): the cluster with a pool of N embedding actors
+  (``cluster.embedding.actors``) that every group sends its faces to, batched across groups.
+
+Runs alternate (single, cluster[, pool], single, ...), ``--repeat`` times each; wall time is from launch to exit (the
+cluster's includes placing the actors and loading one engine per group, as the single process loads its one;
+the pool's also starting its actors, each loading the recogniser),
 CPU time is every process's: the run's own and its children's, plus every process of the Ray cluster (sampled
 from /proc while the run goes on: the actors end with it). ``overhead_pct`` compares the medians of wall time.
 
@@ -16,7 +20,8 @@ Then ``resume_s``: the cameras play in real time on the cluster, the worker runn
 killed (SIGKILL, every process of that node), and the time until that camera's checkpoint moves again on the
 other worker is measured (the head's health checks: 1 s period, 3 misses; Ray's defaults take about 15 s more).
 
-    PYTHONPATH=src python bench/cluster.py [--cameras 2] [--seconds 30] [--repeat 2] [--json out.json]
+    PYTHONPATH=src python bench/cluster.py [--cameras 2] [--seconds 30] [--repeat 2] [--embedding-actors 2]
+        [--no-resume] [--json out.json]
 
 Needs Ray (pip install 'facetrail[cluster]'), PostgreSQL (FACETRAIL_BENCH_PG, default the local server's
 ``test`` database) and the shipped models. Prints the machine, the settings and the ratio.
@@ -106,13 +111,15 @@ def enrol(data_dir: Path, url: str, engine: FaceEngine) -> None:
 
 
 def write_config(path: Path, data_dir: Path, url: str, clips: list[Path], *, address: str | None,
-                 realtime: bool = False, motion_gate: bool = False) -> Path:
+                 realtime: bool = False, motion_gate: bool = False, embedding_actors: int = 0) -> Path:
     lines = [f"purpose: cluster benchmark\ndata_dir: {data_dir}\ndatabase:\n  url: {url}\ncameras:\n"]
     for k, clip in enumerate(clips):
         lines.append(f"  cam{k}:\n    inputs:\n      - path: {clip}\n        realtime: {str(realtime).lower()}\n"
                      f"    detect:\n      fps: 5\n    motion:\n      enabled: {str(motion_gate).lower()}\n")
     if address is not None:
         lines.append(f"cluster:\n  ray:\n    address: {address}\n  resources: {{cameras: 1}}\n  poll_s: 0.5\n")
+        if embedding_actors:
+            lines.append(f"  embedding:\n    actors: {embedding_actors}\n")
     path.write_text("".join(lines))
     return path
 
@@ -161,8 +168,8 @@ class ClusterCpu:
         return sum(cpu - self._start.get(pid, 0.0) for pid, cpu in self._latest.items())
 
 
-def timed_run(config: Path, env: dict[str, str], cluster: LocalCluster | None) -> tuple[float, float]:
-    """Wall and CPU seconds of one ``facetrail run`` to its end."""
+def timed_run(config: Path, env: dict[str, str], cluster: LocalCluster | None) -> tuple[float, float, str]:
+    """Wall and CPU seconds of one ``facetrail run`` to its end, and what it printed."""
     before_children = os.times()
     with contextlib.ExitStack() as stack:
         meter = stack.enter_context(ClusterCpu(cluster)) if cluster is not None else None
@@ -175,7 +182,12 @@ def timed_run(config: Path, env: dict[str, str], cluster: LocalCluster | None) -
     after_children = os.times()
     cpu = (after_children.children_user - before_children.children_user
            + after_children.children_system - before_children.children_system)
-    return wall, cpu + (meter.seconds if meter is not None else 0.0)
+    return wall, cpu + (meter.seconds if meter is not None else 0.0), done.stdout
+
+
+def pool_line(stdout: str) -> str:
+    """The run's ``embedding pool: ...`` line (how it batched), or empty."""
+    return next((line for line in stdout.splitlines() if line.startswith("embedding pool:")), "")
 
 
 def measure_resume(cluster: LocalCluster, workers: list[Node], config: Path, db: Database,
@@ -218,7 +230,10 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=2)
     parser.add_argument("--motion-gate", choices=("on", "off"), default="off",
                         help="off (default): every sampled frame is analysed, so the work, not the start, is timed")
-    parser.add_argument("--json", type=Path, default=None, help="write overhead_pct and resume_s here")
+    parser.add_argument("--embedding-actors", type=int, default=0,
+                        help="also run the cluster with a pool of this many embedding actors (0: no pool runs)")
+    parser.add_argument("--no-resume", action="store_true", help="skip the resume-after-a-node-died measure")
+    parser.add_argument("--json", type=Path, default=None, help="write overhead_pct, resume_s, the pool's figures")
     args = parser.parse_args()
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in (str(SRC), os.environ.get("PYTHONPATH", ""))
                                                          if p)}
@@ -226,60 +241,78 @@ def main() -> None:
     work = Path(tempfile.mkdtemp(prefix="ft-bench-", dir="/tmp"))
     clips = make_clips(work, engine, args.cameras, args.seconds)
     cluster = LocalCluster(work / "ray", env={"PYTHONPATH": env["PYTHONPATH"]})
-    single_runs: list[tuple[float, float]] = []
-    cluster_runs: list[tuple[float, float]] = []
+    contenders = ["single", "cluster"] + (["pool"] if args.embedding_actors else [])
+    runs: dict[str, list[tuple[float, float]]] = {name: [] for name in contenders}
+    batching: list[str] = []
+    resume_s: float | None = None
     machine_start = machine_busy_s()
     started = time.perf_counter()
     try:
-        cluster.start_head(num_cpus=1)
+        cluster.start_head(num_cpus=1 + args.embedding_actors)  # the pool's actors ask for a CPU each
         workers = [cluster.add_worker(f"w{k}", num_cpus=max(1, args.cameras), resources={"cameras": args.cameras})
                    for k in range(2)]
         for k in range(args.repeat):
-            for contender in ("single", "cluster"):
+            for contender in contenders:
                 with throwaway_database() as url:
                     data = work / f"data-{contender}-{k}"
                     enrol(data, url, engine)
-                    address = cluster.address if contender == "cluster" else None
+                    address = None if contender == "single" else cluster.address
                     config = write_config(work / f"{contender}-{k}.yml", data, url, clips, address=address,
-                                          motion_gate=args.motion_gate == "on")
-                    wall, cpu = timed_run(config, env, cluster if contender == "cluster" else None)
-                (single_runs if contender == "single" else cluster_runs).append((wall, cpu))
+                                          motion_gate=args.motion_gate == "on",
+                                          embedding_actors=args.embedding_actors if contender == "pool" else 0)
+                    wall, cpu, stdout = timed_run(config, env, None if contender == "single" else cluster)
+                runs[contender].append((wall, cpu))
+                if contender == "pool":
+                    batching.append(pool_line(stdout))
                 print(f"{contender:7s} run {k + 1}: {wall:6.1f} s wall, {cpu:6.1f} s CPU", flush=True)
-        with throwaway_database() as url:
-            data = work / "data-resume"
-            enrol(data, url, engine)
-            config = write_config(work / "resume.yml", data, url, clips, address=cluster.address, realtime=True)
-            db = Database(url)
-            try:
-                resume_s = measure_resume(cluster, workers, config, db, env)
-            finally:
-                db.dispose()
-        print(f"resume after a worker was killed: {resume_s:.1f} s", flush=True)
+        if not args.no_resume:
+            with throwaway_database() as url:
+                data = work / "data-resume"
+                enrol(data, url, engine)
+                config = write_config(work / "resume.yml", data, url, clips, address=cluster.address, realtime=True)
+                db = Database(url)
+                try:
+                    resume_s = measure_resume(cluster, workers, config, db, env)
+                finally:
+                    db.dispose()
+            print(f"resume after a worker was killed: {resume_s:.1f} s", flush=True)
     finally:
         cluster.stop()
         shutil.rmtree(work, ignore_errors=True)
-    single_wall = statistics.median(w for w, _ in single_runs)
-    cluster_wall = statistics.median(w for w, _ in cluster_runs)
-    overhead_pct = 100.0 * (cluster_wall - single_wall) / single_wall
-    measured = sum(c for _, c in single_runs + cluster_runs)
+    wall = {name: statistics.median(w for w, _ in done) for name, done in runs.items()}
+    cpu = {name: statistics.median(c for _, c in done) for name, done in runs.items()}
+    overhead_pct = 100.0 * (wall["cluster"] - wall["single"]) / wall["single"]
+    measured = sum(c for done in runs.values() for _, c in done)
     others = machine_busy_s() - machine_start - measured - (os.times().user + os.times().system)
     background = max(0.0, others) / ((time.perf_counter() - started) * (os.cpu_count() or 1))
     print(f"machine: {platform.node()}, {os.cpu_count()} CPUs, {platform.processor() or platform.machine()}; "
           f"busy with other work: about {background:.0%} of the CPUs")
     print(f"settings: {args.cameras} cameras, {args.seconds:g} s clips sampled at 5 fps, motion gate "
           f"{args.motion_gate}, {args.repeat} runs each; "
-          "cluster: head (1 CPU, no cameras) + 2 workers, one group per camera")
-    print(f"single process: median {single_wall:.1f} s wall, "
-          f"{statistics.median(c for _, c in single_runs):.1f} s CPU")
-    print(f"cluster:        median {cluster_wall:.1f} s wall, "
-          f"{statistics.median(c for _, c in cluster_runs):.1f} s CPU")
-    print(f"cluster / single wall time: {cluster_wall / single_wall:.2f} (overhead {overhead_pct:+.0f}%, goal "
-          f"within 15%); resume after a node died: {resume_s:.1f} s (deadline 30 s)")
+          "cluster: head (1 CPU, no cameras) + 2 workers, one group per camera"
+          + (f"; pool: {args.embedding_actors} embedding actor(s)" if args.embedding_actors else ""))
+    labels = {"single": "single process", "cluster": "cluster", "pool": "cluster + pool"}
+    for name in contenders:
+        print(f"{labels[name] + ':':16s}median {wall[name]:.1f} s wall, {cpu[name]:.1f} s CPU")
+    resumed = f"{resume_s:.1f} s (deadline 30 s)" if resume_s is not None else "not measured"
+    print(f"cluster / single wall time: {wall['cluster'] / wall['single']:.2f} (overhead {overhead_pct:+.0f}%, goal "
+          f"within 15%); resume after a node died: {resumed}")
+    figures: dict[str, object] = {
+        "overhead_pct": round(overhead_pct, 1), "resume_s": None if resume_s is None else round(resume_s, 2),
+        "single_wall_s": runs["single"], "cluster_wall_s": runs["cluster"], "cameras": args.cameras,
+        "clip_s": args.seconds, "motion_gate": args.motion_gate}
+    if args.embedding_actors:
+        pool_pct = 100.0 * (wall["pool"] - wall["cluster"]) / wall["cluster"]
+        pool_cpu_pct = 100.0 * (cpu["pool"] - cpu["cluster"]) / cpu["cluster"]
+        print(f"pool / cluster: wall {wall['pool'] / wall['cluster']:.2f} ({pool_pct:+.0f}%), CPU "
+              f"{cpu['pool'] / cpu['cluster']:.2f} ({pool_cpu_pct:+.0f}%)")
+        for line in batching:
+            print(f"  {line}")
+        figures.update({"embedding_actors": args.embedding_actors, "pool_wall_s": runs["pool"],
+                        "pool_vs_cluster_wall_pct": round(pool_pct, 1),
+                        "pool_vs_cluster_cpu_pct": round(pool_cpu_pct, 1), "pool_batching": batching})
     if args.json is not None:
-        args.json.write_text(json.dumps({"overhead_pct": round(overhead_pct, 1), "resume_s": round(resume_s, 2),
-                                         "single_wall_s": single_runs, "cluster_wall_s": cluster_runs,
-                                         "cameras": args.cameras, "clip_s": args.seconds,
-                                         "motion_gate": args.motion_gate}, indent=2))
+        args.json.write_text(json.dumps(figures, indent=2))
 
 
 if __name__ == "__main__":

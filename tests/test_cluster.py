@@ -11,14 +11,18 @@ import importlib.util
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
+import threading
 from collections import Counter
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
+import cv2
+import numpy as np
 import pytest
 import sqlalchemy as sa
 from sqlalchemy import func, select
@@ -192,6 +196,108 @@ def test_a_resumed_camera_ends_the_event_a_dead_run_left_open_and_reads_on_from_
     second.gallery.close()
 
 
+def test_the_embedding_batcher_answers_each_caller_its_own_rows_in_order(video_engine: FaceEngine) -> None:
+    """Several callers' real face crops through one batcher: each gets exactly its rows, batches never overfill."""
+    import asyncio
+
+    from facetrail.cluster.batching import MicroBatcher
+    from facetrail.vision.embedder import ArcFaceEmbedder
+
+    faces = video_engine.analyze(cv2.imread(str(sample_image("players.jpg"))))
+    assert faces.aligned is not None and len(faces) >= 6
+    crops = faces.aligned.crops
+    embedder = video_engine.embedder
+    assert isinstance(embedder, ArcFaceEmbedder)
+    alone = embedder.embed_crops(crops)
+    # callers asking for 1, 3, 2, 1 ... faces (a crop may be asked for twice: by two groups)
+    asks = [[0], [1, 2, 3], [4, 5], [0], [5, 4, 3, 2]]
+
+    async def ask(batcher: MicroBatcher) -> list[np.ndarray]:
+        return list(await asyncio.gather(*(batcher.run(crops[rows]) for rows in asks)))
+
+    total = sum(map(len, asks))
+    # max_batch exactly every face asked for: one batch, closed by being full (the long wait never elapses)
+    one = MicroBatcher(embedder.embed_crops, max_batch=total, max_wait_s=60.0)
+    answers = asyncio.run(ask(one))
+    assert (one.stats.batches, one.stats.requests, one.stats.rows, one.stats.largest) == (1, len(asks), total, total)
+    # at most 4 faces a batch: the callers are split over batches, none is split, none waits for a timeout
+    small = MicroBatcher(embedder.embed_crops, max_batch=4, max_wait_s=60.0)
+    split = asyncio.run(ask(small))
+    assert small.stats.batches >= 3 and small.stats.largest <= 4 and small.stats.rows == total
+    for rows, shared, batched in zip(asks, answers, split, strict=True):
+        for got in (shared, batched):
+            assert got.shape == (len(rows), alone.shape[1]) and got.dtype == np.float32
+            assert np.all(np.sum(got * alone[rows], axis=1) > 0.9999)  # its own faces, in its order
+
+    def broken(_: np.ndarray) -> np.ndarray:
+        raise RuntimeError("the network failed")
+
+    async def fail_then_work() -> np.ndarray:
+        failing = MicroBatcher(broken, max_batch=2, max_wait_s=0.0)
+        results = await asyncio.gather(failing.run(crops[:1]), failing.run(crops[1:2]), return_exceptions=True)
+        assert all(isinstance(r, RuntimeError) for r in results)  # every caller of the batch hears of it
+        failing.function = embedder.embed_crops
+        return await failing.run(crops[2:3])  # and the batcher goes on
+
+    assert float(np.sum(asyncio.run(fail_then_work())[0] * alone[2])) > 0.9999
+
+
+def test_the_analyzer_embeds_through_the_given_embedder(video_engine: FaceEngine) -> None:
+    """The pipeline's seam: the same crops through a given embedder give the engine's own vectors."""
+    from facetrail.pipeline.analyzer import FrameAnalyzer
+    from facetrail.vision.embedder import ArcFaceEmbedder
+    from facetrail.vision.lowlight import LowLightConfig
+
+    class Counting:
+        def __init__(self, inner: ArcFaceEmbedder, model_id: str) -> None:
+            self.inner, self.model_id, self.crops = inner, model_id, 0
+
+        def embed_crops(self, crops: np.ndarray) -> np.ndarray:
+            self.crops += len(crops)
+            return self.inner.embed_crops(crops)
+
+    assert isinstance(video_engine.embedder, ArcFaceEmbedder)
+    image = cv2.imread(str(sample_image("players.jpg")))
+    (frame,) = FrameAnalyzer(video_engine).analyse([image], [LowLightConfig()])
+    requests = [(frame, i) for i in range(len(frame)) if frame.shot(i).usable]
+    assert len(requests) >= 4
+    counting = Counting(video_engine.embedder, video_engine.recogniser.model_id)
+    through = FrameAnalyzer(video_engine, embedder=counting).embed(requests)
+    assert counting.crops == len(requests)
+    assert np.array_equal(through, FrameAnalyzer(video_engine).embed(requests))  # the very same input
+    with pytest.raises(ValueError, match="would not compare"):
+        FrameAnalyzer(video_engine, embedder=Counting(video_engine.embedder, "another-model"))
+
+
+def test_a_pipeline_s_cameras_and_doors_embed_through_its_embedder(tmp_path: Path, video_engine: FaceEngine) -> None:
+    from facetrail.pipeline.runner import Pipeline
+    from facetrail.vision.embedder import ArcFaceEmbedder
+    from pipeline_kit import config_for
+
+    assert isinstance(video_engine.embedder, ArcFaceEmbedder)
+    config = config_for(tmp_path / "data", {"gate": tmp_path / "gate.mp4"},
+                        "mqtt:\n  enabled: false\ndoors:\n  front:\n    camera: gate\n    allow: [residents]\n")
+    pipeline = Pipeline(config, engine=video_engine, deliver=False, embedder=video_engine.embedder)
+    try:
+        assert pipeline.analyzer.embedder is video_engine.embedder  # the tracks' shots
+        assert pipeline.doors.analyzer is pipeline.analyzer  # the doors' faces
+    finally:
+        pipeline.gallery.close()
+
+
+def test_an_embedding_pool_needs_the_arcface_recogniser() -> None:
+    text = ("purpose: cluster\ndatabase:\n  url: postgresql+psycopg://u@db/facetrail\n"
+            "cameras:\n  door:\n    inputs:\n      - path: door.mp4\n"
+            "cluster:\n  ray:\n    address: head:6379\n  embedding:\n    actors: 2\n")
+    config = parse_config(text, "site.yml")
+    assert config.cluster is not None
+    pool = config.cluster.embedding
+    assert (pool.actors, pool.max_batch, pool.max_wait_ms, pool.gpus_per_actor) == (2, 32, 5.0, None)
+    assert parse_config(text.replace("actors: 2", "actors: 0") + "recogniser: dlib\n", "site.yml").cluster
+    with pytest.raises(ConfigError, match="arcface"):
+        parse_config(text + "recogniser: dlib\n", "site.yml")
+
+
 # -- on a cluster --------------------------------------------------------------------------------------------
 
 
@@ -243,6 +349,181 @@ def placements(db: Database) -> dict[str, CameraPlacement]:
         for row in rows.values():
             session.expunge(row)
         return rows
+
+
+def pool_site(tmp_path: Path, name: str, url: str, address: str, clips: dict[str, Path], *, actors: int,
+              realtime: bool) -> Path:
+    """A cluster site with ``actors`` embedding actors (0: each group embeds its own faces); no delivery."""
+    lines = [f"purpose: embedding pool test\ndata_dir: {tmp_path / name}\ndatabase:\n  url: {url}\n",
+             f"cluster:\n  ray:\n    address: {address}\n  resources: {{cameras: 1}}\n  poll_s: 0.5\n",
+             f"  embedding:\n    actors: {actors}\n    cpus_per_actor: 0.5\n", "cameras:\n"]
+    for camera, clip in clips.items():
+        lines.append(f"  {camera}:\n    inputs:\n      - path: {clip}\n        realtime: {str(realtime).lower()}\n"
+                     "    detect:\n      fps: 5\n")
+    path = tmp_path / f"{name}.yml"
+    path.write_text("".join(lines))
+    return path
+
+
+def stored_sightings(data_dir: Path, url: str, engine: FaceEngine) -> list[tuple[str, str | None, np.ndarray]]:
+    """(camera, identity's name, best shot's embedding) of every sighting, per camera in the order first seen."""
+    from facetrail.gallery.gallery import Gallery, GallerySettings
+    from facetrail.store.models import Identity, Sighting
+    from facetrail.store.sealed import open_from
+
+    gallery = Gallery(GallerySettings(data_dir, url), engine=engine)  # its keys open the sealed embeddings
+    try:
+        with gallery.db.session() as session:
+            rows = session.execute(select(Sighting.id, Sighting.camera, Identity.display_name, Sighting.embedding)
+                                   .join(Identity, Identity.id == Sighting.identity_id, isouter=True)
+                                   .order_by(Sighting.camera, Sighting.first_seen)).all()
+            plain = [open_from(gallery.keys, session, "sightings", "embedding", id_, blob)
+                     for id_, _, _, blob in rows]
+    finally:
+        gallery.close()
+    assert rows and all(blob is not None for blob in plain)
+    return [(camera, name, np.frombuffer(blob or b"", np.float32)) for (_, camera, name, _), blob in zip(
+        rows, plain, strict=True)]
+
+
+def watchlist_events(url: str) -> Counter[tuple[str, str | None]]:
+    from facetrail.store.models import Identity
+
+    db = Database(url, migrate=False)
+    with db.session() as session:
+        rows = session.execute(select(Event.camera, Identity.display_name)
+                               .join(Identity, Identity.id == Event.identity_id, isouter=True)
+                               .where(Event.kind == "watchlist_hit", Event.ended_at.is_not(None))).all()
+    db.dispose()
+    return Counter((camera, name) for camera, name in rows)
+
+
+def test_a_pool_of_embedding_actors_names_the_same_people_with_the_same_embeddings(
+        tmp_path: Path, cluster: object, postgres: str, clips: dict[str, Path], video_engine: FaceEngine) -> None:
+    """The same two clips (read as fast as analysed: the same frames) with groups embedding themselves, then with
+    two embedding actors: the same events, the same sightings, their embeddings equal to float rounding."""
+    from dbs import throwaway_postgres
+    from facetrail.cluster.local import LocalCluster
+
+    assert isinstance(cluster, LocalCluster)
+    with throwaway_postgres() as pooled_url:
+        outputs = {}
+        for name, url, actors in (("local", postgres, 0), ("pool", pooled_url, 2)):
+            enrol(tmp_path / name, video_engine, "Yao Ming", sample_image("yaoming.jpg"), watchlist="vip",
+                  db_url=url)
+            done = facetrail("run", pool_site(tmp_path, name, url, cluster.address, clips, actors=actors,
+                                              realtime=False), timeout=RUN_WAIT_S)
+            assert done.returncode == 0, done.stderr[-3000:]
+            outputs[name] = done.stdout
+        assert "embedding pool" not in outputs["local"]
+        assert "embedding pool: 2 actor(s) embedded" in outputs["pool"]
+        summary = {name: next(line for line in out.splitlines() if line.startswith("analysed "))
+                   for name, out in outputs.items()}
+        assert summary["pool"] == summary["local"]  # the same frames, faces, embeddings, tracks, events
+
+        events = watchlist_events(pooled_url)
+        assert events == watchlist_events(postgres) == {("gate", "Yao Ming"): 2, ("hall", "Yao Ming"): 2}
+        local = stored_sightings(tmp_path / "local", postgres, video_engine)
+        pooled = stored_sightings(tmp_path / "pool", pooled_url, video_engine)
+    assert [(camera, name) for camera, name, _ in pooled] == [(camera, name) for camera, name, _ in local]
+    for (_, _, mine), (_, _, theirs) in zip(pooled, local, strict=True):
+        assert float(mine @ theirs) > 0.9999  # the same crops; only the batch around them differs
+
+
+def test_killed_embedding_actors_lose_no_face(tmp_path: Path, cluster: object, postgres: str,
+                                            clips: dict[str, Path], video_engine: FaceEngine) -> None:
+    """Every embedding actor SIGKILLed while the cameras play: Ray restarts them, the groups resend what they lost,
+    and both walks past both cameras are still named."""
+    from facetrail.cluster.local import LocalCluster
+
+    assert isinstance(cluster, LocalCluster)
+    enrol(tmp_path / "data", video_engine, "Yao Ming", sample_image("yaoming.jpg"), watchlist="vip", db_url=postgres)
+    config = pool_site(tmp_path, "data", postgres, cluster.address, clips, actors=2, realtime=True)
+    db = Database(postgres)
+
+    def embedding_actors() -> set[int]:
+        return {pid for node in cluster.nodes for pid in cluster._pids(node)
+                if _cmdline_of(pid).startswith("ray::EmbeddingActor")}
+
+    log = (tmp_path / "run.log").open("w")
+    run = subprocess.Popen([sys.executable, "-m", "facetrail.cli.main", "run", str(config)], stdout=log,
+                           stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+    try:
+        def first_event_open() -> bool:
+            assert run.poll() is None, (tmp_path / "run.log").read_text()[-3000:]
+            with db.session() as session:
+                return session.scalar(select(func.count()).select_from(Event).where(Event.ended_at.is_(None))) > 0
+
+        wait_until(first_event_open, "a first event, Yao Ming in view", timeout=RUN_WAIT_S)
+        killed = embedding_actors()
+        assert len(killed) == 2
+        for pid in killed:
+            os.kill(pid, signal.SIGKILL)
+        wait_until(lambda: len(embedding_actors() - killed) == 2, "the embedding actors to restart",
+                   timeout=RUN_WAIT_S)
+        assert run.wait(timeout=RUN_WAIT_S) == 0, (tmp_path / "run.log").read_text()[-3000:]
+    finally:
+        if run.poll() is None:
+            run.kill()
+            run.wait()
+        log.close()
+    db.dispose()
+    assert watchlist_events(postgres) == {("gate", "Yao Ming"): 2, ("hall", "Yao Ming"): 2}  # no walk lost
+    assert "embedding pool: 2 actor(s)" in (tmp_path / "run.log").read_text()
+
+
+def test_a_request_whose_embedding_actor_dies_is_answered_by_another(cluster: object,
+                                                                      video_engine: FaceEngine) -> None:
+    """A request held in an actor's batch (it waits for company) when the actor is killed: the pool client sends
+    it again, and its caller gets its own rows."""
+    import ray
+
+    from facetrail.cluster.embedding import EmbeddingActor, EmbeddingPool, pool_engine
+    from facetrail.cluster.local import LocalCluster
+    from facetrail.config.cluster import EmbeddingPool as PoolSettings
+    from facetrail.vision.embedder import ArcFaceEmbedder
+    from facetrail.vision.engine import EngineConfig
+
+    assert isinstance(cluster, LocalCluster) and isinstance(video_engine.embedder, ArcFaceEmbedder)
+    crops = video_engine.analyze(cv2.imread(str(sample_image("players.jpg")))).aligned
+    assert crops is not None
+    alone = video_engine.embedder.embed_crops(crops.crops[:3])
+    ray.init(address=cluster.address, namespace="pool-test", logging_level="WARNING", log_to_driver=False)
+    try:
+        # as start_actors makes them, but a batch waits 8 s for more faces (more than the settings allow): long
+        # enough to find the request held and kill its actor
+        engine = pool_engine(EngineConfig(), PoolSettings(actors=2, cpus_per_actor=0.5))
+        remote = ray.remote(EmbeddingActor).options(max_restarts=-1, max_task_retries=0, num_cpus=0.5)
+        handles = [remote.remote(engine, 64, 8.0) for _ in range(2)]
+        model_ids = ray.get([handle.ready.remote() for handle in handles], timeout=RUN_WAIT_S)
+        pool = EmbeddingPool(handles, video_engine.recogniser.model_id)
+        assert model_ids == [pool.model_id] * 2
+        answer: list[np.ndarray] = []
+        caller = threading.Thread(target=lambda: answer.append(pool.embed_crops(crops.crops[:3])))
+        caller.start()
+        holding: list[int] = []
+
+        def held() -> bool:
+            holding[:] = [i for i, stats in enumerate(ray.get([h.stats.remote() for h in handles])) if stats.waiting]
+            return bool(holding)
+
+        wait_until(held, "the request to reach an embedding actor", timeout=RUN_WAIT_S)
+        ray.kill(handles[holding[0]], no_restart=False)
+        caller.join(RUN_WAIT_S)
+        assert not caller.is_alive() and pool.resent >= 1
+        (vectors,) = answer
+        assert vectors.shape == alone.shape and np.all(np.sum(vectors * alone, axis=1) > 0.9999)
+        for handle in handles:
+            ray.kill(handle, no_restart=True)
+    finally:
+        ray.shutdown()
+
+
+def _cmdline_of(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace").replace("\0", " ").strip()
+    except OSError:
+        return ""
 
 
 def test_a_killed_worker_s_cameras_resume_elsewhere_and_every_event_arrives_once(
@@ -350,6 +631,22 @@ def test_cameras_no_node_can_run_fail_the_run_with_the_reason(tmp_path: Path, cl
     done = facetrail("run", config, timeout=RUN_WAIT_S)
     assert done.returncode == 1
     assert "gate: not started after 5 s" in done.stderr and "gpu_room" in done.stderr
+    assert "Traceback" not in done.stderr
+
+
+def test_embedding_actors_no_node_can_run_fail_the_run_with_the_reason(tmp_path: Path, cluster: object,
+                                                                       postgres: str, clips: dict[str, Path]) -> None:
+    from facetrail.cluster.local import LocalCluster
+
+    assert isinstance(cluster, LocalCluster)
+    config = tmp_path / "site.yml"
+    config.write_text(f"purpose: cluster test\ndata_dir: {tmp_path / 'data'}\ndatabase:\n  url: {postgres}\n"
+                      f"cluster:\n  ray:\n    address: {cluster.address}\n  start_timeout_s: 5\n"
+                      f"  embedding:\n    actors: 1\n    resources: {{gpu_room: 1}}\n"
+                      f"cameras:\n  gate:\n    inputs:\n      - path: {clips['gate']}\n")
+    done = facetrail("run", config, timeout=RUN_WAIT_S)
+    assert done.returncode == 1
+    assert "1 embedding actor(s) not started after 5 s" in done.stderr and "gpu_room" in done.stderr
     assert "Traceback" not in done.stderr
 
 

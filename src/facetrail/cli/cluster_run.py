@@ -23,7 +23,7 @@ def run_on_cluster(config: FacetrailConfig, settings: ClusterSettings, *, actor:
     try:
         from ray.exceptions import RayError
 
-        from facetrail.cluster.driver import ClusterLost, ClusterRun
+        from facetrail.cluster.driver import ClusterLost, ClusterRun, PoolNotStarted
     except ImportError as error:
         raise CommandError(f"a cluster run needs Ray ({error}): pip install 'facetrail[cluster]'") from None
     stop = threading.Event()
@@ -53,6 +53,8 @@ def run_on_cluster(config: FacetrailConfig, settings: ClusterSettings, *, actor:
     except ClusterLost as error:
         raise CommandError(f"the cluster run stopped: {error}; stored sightings and events are kept, and "
                            "running it again resumes each camera from its checkpoint") from None
+    except PoolNotStarted as error:
+        raise CommandError(f"the cluster run stopped: {error}; stored sightings and events are kept") from None
     except (RayError, ConnectionError) as error:
         log.debug("the cluster run stopped", exc_info=True)
         raise CommandError(f"the cluster run stopped: {type(error).__name__}: {error} (run with -vv for "
@@ -71,6 +73,14 @@ def run_on_cluster(config: FacetrailConfig, settings: ClusterSettings, *, actor:
     out.print(f"analysed {totals.frames} frame(s), {totals.faces} face(s), embedded {totals.embedded}; "
               f"{totals.tracks} track(s), {totals.named_tracks} named; {totals.events} event(s) "
               f"(counts since each group's last start)")
+    if stats.embedding:
+        faces = sum(actor.batches.rows for actor in stats.embedding)
+        batches = sum(actor.batches.batches for actor in stats.embedding)
+        requests = sum(actor.batches.requests for actor in stats.embedding)
+        out.print(f"embedding pool: {len(stats.embedding)} actor(s) embedded {faces} face(s) of {requests} "
+                  f"request(s) in {batches} batch(es), {faces / max(1, batches):.2f} faces a batch, largest "
+                  f"{max(actor.batches.largest for actor in stats.embedding)} (since each actor's last start); "
+                  f"{sum(group.resent for group in stats.groups)} request(s) sent again after an actor failed")
     return 0
 
 

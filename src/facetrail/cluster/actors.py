@@ -1,7 +1,8 @@
 """A camera group: one actor on some node of the cluster running the pipeline for its cameras.
 
 Ray restarts the actor (``max_restarts=-1``) on another node when its node dies, and a restart is a fresh
-``__init__``: it records the move, reads each camera's checkpoint and resumes from there.
+``__init__``: it records the move, reads each camera's checkpoint and resumes from there. With a pool of
+embedding actors (``cluster.embedding.actors``) the group's pipeline embeds its faces through the pool.
 """
 
 from __future__ import annotations
@@ -9,18 +10,20 @@ from __future__ import annotations
 import logging
 import os
 import threading
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 
-import ray
-
 from facetrail.cluster.checkpoints import Checkpoints, open_watchlist_events
+from facetrail.cluster.embedding import EmbeddingPool
 from facetrail.cluster.groups import group_config
+from facetrail.cluster.nodes import node_label
 from facetrail.config.schema import FacetrailConfig
 from facetrail.pipeline.runner import Pipeline, PipelineStats
 from facetrail.store.db import Database
 from facetrail.store.placements import place
 from facetrail.video.camera import CameraStatus
+from facetrail.vision.registry import RECOGNISERS
 
 log = logging.getLogger(__name__)
 
@@ -36,20 +39,15 @@ class GroupStatus:
     done: bool
     error: str | None = None
     resumed: dict[str, float] = field(default_factory=dict)  # camera -> media time it resumed after
-
-
-def node_label() -> str:
-    """This node as operators see it: its IP address and the start of its Ray node id."""
-    context = ray.get_runtime_context()
-    address = ray.util.get_node_ip_address()  # type: ignore[no-untyped-call]
-    return f"{address}/{context.get_node_id()[:8]}"
+    resent: int = 0  # embedding requests sent again after their actor failed them (since the group's start)
 
 
 class CameraGroup:
     """Runs one group's cameras until they end or the driver stops it."""
 
     def __init__(self, config: FacetrailConfig, cameras: list[str], run_id: str, origin: datetime,
-                 until_done: bool, actor: str) -> None:
+                 until_done: bool, actor: str, embedding: Sequence[str] = ()) -> None:
+        """``embedding``: the names of the pool's embedding actors; empty: the group embeds its own faces."""
         self.cameras = cameras
         self.node = node_label()
         assert config.database.url is not None  # the schema refuses a cluster without PostgreSQL
@@ -63,8 +61,9 @@ class CameraGroup:
         log.info("group %s on %s: resuming %s", cameras, self.node, self.resumed or "from the start")
         self._error: str | None = None
         self._stop = threading.Event()
+        self.embedding = EmbeddingPool(embedding, RECOGNISERS[config.recogniser].model_id) if embedding else None
         self.pipeline = Pipeline(group_config(config, cameras), start_time=clock, actor=actor,
-                                 positions=self.resumed, deliver=False)
+                                 positions=self.resumed, deliver=False, embedder=self.embedding)
         checkpoints = Checkpoints(self.pipeline.gallery.db, [r.camera for r in self.pipeline.cameras],
                                   {name: self.resumed.get(name, 0.0) for name in cameras})
         self.pipeline.consumers.append(checkpoints)
@@ -83,7 +82,8 @@ class CameraGroup:
     def status(self) -> GroupStatus:
         """The group's cameras, node, counts; ``done`` once its pipeline stopped."""
         return GroupStatus(self.cameras, self.node, self.pipeline.status(), self.pipeline.stats,
-                           not self._thread.is_alive(), self._error, self.resumed)
+                           not self._thread.is_alive(), self._error, self.resumed,
+                           self.embedding.resent if self.embedding is not None else 0)
 
     def abandon(self) -> None:
         """End this process now, as a crash would: what is stored stays, open events stay open for the next run.

@@ -1,6 +1,8 @@
 """The driver of a cluster run: places the camera groups, watches them, delivers, and stops cleanly.
 
 ``facetrail run`` becomes this when the configuration has a ``cluster:`` section (or ``--ray`` is given).
+With ``cluster.embedding.actors`` the driver first starts a pool of embedding actors that every group embeds
+through (:mod:`facetrail.cluster.embedding`), and kills it once the groups stopped.
 Each group is an actor that Ray restarts elsewhere when its node dies (``max_restarts=-1``); the driver only
 notices (a group it cannot reach), reports the move once the group answers from its new node, and warns when
 that takes longer than ``restart_deadline_s``. When the head itself dies the driver cannot reach the cluster:
@@ -10,6 +12,7 @@ camera's checkpoint.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import socket
 import threading
@@ -24,6 +27,7 @@ import ray
 from ray.exceptions import GetTimeoutError, RayActorError, RayError
 
 from facetrail.cluster.actors import CameraGroup, GroupStatus
+from facetrail.cluster.embedding import ActorStats, actor_names, start_actors
 from facetrail.cluster.groups import camera_groups
 from facetrail.config.cluster import ClusterSettings
 from facetrail.config.schema import FacetrailConfig, cluster_database_problem
@@ -34,6 +38,7 @@ from facetrail.pipeline.runner import PipelineStats
 from facetrail.store.db import Database
 from facetrail.store.models import CameraPlacement
 from facetrail.store.placements import placements
+from facetrail.vision.registry import RECOGNISERS
 
 log = logging.getLogger(__name__)
 CALL_TIMEOUT_S = 10.0  # one status call; a group that does not answer is counted away, not waited for
@@ -61,6 +66,10 @@ class ClusterLost(RuntimeError):
     """The driver lost the cluster (its head died or is unreachable)."""
 
 
+class PoolNotStarted(RuntimeError):
+    """The pool of embedding actors could not start (no node has what they ask for, or their model failed)."""
+
+
 @dataclass
 class _Group:
     cameras: list[str]
@@ -77,6 +86,7 @@ class ClusterStats:
 
     totals: PipelineStats = field(default_factory=PipelineStats)
     groups: list[GroupStatus] = field(default_factory=list)
+    embedding: list[ActorStats] = field(default_factory=list)  # each embedding actor's, read when the run stops
 
 
 class ClusterRun:
@@ -94,8 +104,11 @@ class ClusterRun:
         cameras = [name for name, camera in config.cameras.items() if camera.enabled]
         self.delivery = Delivery(config, self.db, EventOutlet(cfg.channels(config)), cameras)
         self.groups: list[_Group] = []
+        self.pool: list[Any] = []  # the embedding actors' handles (cluster.embedding.actors)
+        self._pool_ready: dict[Any, Any] = {}  # their ready() calls not yet answered -> the actor asked
         self.stats = ClusterStats()
         self.lost = False  # the head stopped answering
+        self.pool_failed = False  # the embedding actors could not start
         self._probe: threading.Thread | None = None
         self._head_seen = self._started = time.monotonic()
 
@@ -108,21 +121,32 @@ class ClusterRun:
         self.delivery.start()
         resources = ray.cluster_resources()  # type: ignore[no-untyped-call]
         groups = camera_groups(self.config, self.settings.cameras_per_group)
-        gpus = self.settings.gpus_per_group
-        if gpus is None:
-            gpus = min(1.0, resources.get("GPU", 0.0) / max(1, len(groups)))
+        pool = self.settings.embedding
+        # without a setting, the groups and the embedding actors share the cluster's GPUs equally
+        share = min(1.0, resources.get("GPU", 0.0) / max(1, len(groups) + pool.actors))
+        gpus = share if self.settings.gpus_per_group is None else self.settings.gpus_per_group
+        self._started = self._head_seen = time.monotonic()
+        if pool.actors:  # first, so that it is placed before the groups and loading while they start
+            names = actor_names(self.run_id, pool)
+            self.pool = start_actors(cfg.engine_config(self.config), pool,
+                                     gpus if pool.gpus_per_actor is None else pool.gpus_per_actor, names)
+            self._pool_ready = {actor.ready.remote(): actor for actor in self.pool}
         remote = ray.remote(CameraGroup).options(
             max_restarts=-1, max_task_retries=0, num_cpus=self.settings.cpus_per_group, num_gpus=gpus,
             resources=dict(self.settings.resources) or None, scheduling_strategy="SPREAD")
         origin = datetime.now(UTC)
-        self._started = self._head_seen = time.monotonic()
         for cameras in groups:
-            handle = remote.remote(self.config, cameras, self.run_id, origin, until_done, self.actor)
+            handle = remote.remote(self.config, cameras, self.run_id, origin, until_done, self.actor,
+                                   actor_names(self.run_id, pool) if pool.actors else [])
             self.groups.append(_Group(cameras, handle))
 
     def poll(self) -> bool:
-        """Ask every group for its status (at most ``CALL_TIMEOUT_S``); True once every group is done."""
+        """Ask every group for its status (at most ``CALL_TIMEOUT_S``); True once every group is done.
+
+        PoolNotStarted when the embedding actors cannot start: every group would wait on them.
+        """
         self._ask_head_aside()
+        self._check_pool()
         asking = [group for group in self.groups if group.failed is None]
         calls = [group.handle.status.remote() for group in asking]
         ready, _ = ray.wait(calls, num_returns=len(calls), timeout=CALL_TIMEOUT_S)  # all at once, one wait
@@ -181,6 +205,16 @@ class ClusterRun:
         Once the head is lost the groups are abandoned instead (they end as a crash would, leaving their
         checkpoints and open events for the next run) and Ray is left alone: every call needing the head hangs.
         """
+        if self.pool_failed:
+            # every group waits on the pool (its first face never embedded, so nothing of it was stored): a clean
+            # stop would wait for that; end them and the pool at once
+            for handle in [group.handle for group in self.groups] + self.pool:
+                with contextlib.suppress(RayError):
+                    ray.kill(handle, no_restart=True)
+            self.delivery.stop()
+            ray.shutdown()
+            self.db.dispose()
+            return
         if self.lost:
             for group in self.groups:
                 group.handle.abandon.remote()  # reaches the worker directly: no head needed
@@ -200,6 +234,9 @@ class ClusterRun:
                         log.warning("a camera group did not stop cleanly: %s", error)
             for group in self.groups:
                 ray.kill(group.handle, no_restart=True)
+            self._pool_stats()
+            for actor in self.pool:  # after the groups: a group stopping embeds its last shots
+                ray.kill(actor, no_restart=True)
         except RayError as error:
             log.warning("the cluster did not answer while stopping: %s", error)
         finally:
@@ -227,6 +264,50 @@ class ClusterRun:
         return self.stats
 
     # -- internals -----------------------------------------------------------------------------------------
+
+    def _check_pool(self) -> None:
+        """Raise PoolNotStarted when an embedding actor failed to start, or is not up after start_timeout_s."""
+        try:
+            self._check_pool_started()
+        except PoolNotStarted:
+            self.pool_failed = True
+            raise
+
+    def _check_pool_started(self) -> None:
+        if not self._pool_ready:
+            return
+        ready, _ = ray.wait(list(self._pool_ready), num_returns=len(self._pool_ready), timeout=0)
+        for ref in ready:
+            actor = self._pool_ready.pop(ref)
+            try:
+                model_id = ray.get(ref)
+            except RayActorError as error:
+                if error.actor_init_failed:
+                    raise PoolNotStarted("an embedding actor failed to start: "
+                                         f"{str(error).strip().splitlines()[-1][:500]}") from None
+                self._pool_ready[actor.ready.remote()] = actor  # it died before answering: ask it once restarted
+                continue
+            expected = RECOGNISERS[self.config.recogniser].model_id
+            if model_id != expected:
+                raise PoolNotStarted(f"an embedding actor runs {model_id}, not the groups' {expected}")
+        pool = self.settings.embedding
+        if self._pool_ready and time.monotonic() - self._started > self.settings.start_timeout_s:
+            raise PoolNotStarted(f"{len(self._pool_ready)} embedding actor(s) not started after "
+                                 f"{self.settings.start_timeout_s:g} s: does a node have "
+                                 f"{pool.cpus_per_actor:g} CPU(s) and the resources "
+                                 f"{dict(pool.resources) or '{}'} free?")
+
+    def _pool_stats(self) -> None:
+        """Read each embedding actor's batches into ``stats.embedding`` (those that answer in time)."""
+        if not self.pool:
+            return
+        calls = [actor.stats.remote() for actor in self.pool]
+        ready, _ = ray.wait(calls, num_returns=len(calls), timeout=CALL_TIMEOUT_S)
+        answers: list[ActorStats] = []
+        for call in ready:
+            with contextlib.suppress(RayError):
+                answers.append(ray.get(call))
+        self.stats.embedding = answers
 
     def _fail(self, group: _Group, reason: str) -> None:
         if group.failed is None:
@@ -271,4 +352,4 @@ class ClusterRun:
             totals.named_tracks += stats.named_tracks
             totals.events += stats.events
             totals.per_camera_frames.update(stats.per_camera_frames)
-        self.stats = ClusterStats(totals, statuses)
+        self.stats = ClusterStats(totals, statuses, self.stats.embedding)

@@ -18,6 +18,36 @@ class RayConnection:
 
 
 @dataclass(frozen=True, config=_SETTINGS)
+class EmbeddingPool:
+    """Actors that embed the faces of every camera group, in batches across groups."""
+
+    actors: int = Field(
+        default=0, ge=0, le=256, title="Actors",
+        description="Embedding actors in the pool. 0: each camera group embeds its own faces (one batch per "
+                    "step). More: groups send their aligned faces to the pool, which batches the faces of "
+                    "several groups into one network run (pays on GPU nodes and with many groups; on a few CPU "
+                    "cores it adds a process and a hop per face). Needs the arcface recogniser.")
+    cpus_per_actor: float = Field(default=1.0, gt=0, le=256, title="CPUs per actor",
+                                  description="CPUs each embedding actor asks the cluster for (Ray's num_cpus); "
+                                              "its network runs on as many threads.")
+    gpus_per_actor: float | None = Field(
+        default=None, ge=0, le=16, title="GPUs per actor",
+        description="GPUs each embedding actor asks for. Empty: as the groups (gpus_per_group if set, else "
+                    "none on a cluster without GPUs, else an equal share of the cluster's GPUs, at most one).")
+    resources: dict[str, float] = Field(
+        default_factory=dict, title="Resources",
+        description="Custom Ray resources each embedding actor asks for, e.g. {embedding: 1} to keep the pool "
+                    "on the nodes started with that resource. Empty: any node with the CPUs and GPUs.")
+    max_batch: int = Field(default=32, ge=1, le=1024, title="Largest batch",
+                           description="Faces an actor embeds in one network run, at most (requests are never "
+                                       "split: one larger than this runs alone).")
+    max_wait_ms: float = Field(
+        default=5.0, ge=0, le=1000, title="Batch wait",
+        description="Milliseconds an actor waits after a request for others to join its batch (until "
+                    "max_batch faces): a longer wait fills batches, and every face waits that much longer.")
+
+
+@dataclass(frozen=True, config=_SETTINGS)
 class ClusterSettings:
     """Running the cameras on a Ray cluster (needs a PostgreSQL database every node reaches)."""
 
@@ -47,3 +77,6 @@ class ClusterSettings:
                     "gives up: no node has the CPUs, GPUs or resources it asks for.")
     poll_s: float = Field(default=1.0, gt=0, le=60, title="Status poll",
                           description="Seconds between two status polls of every group.")
+    embedding: EmbeddingPool = Field(default_factory=EmbeddingPool, title="Embedding",
+                                     description="A pool of embedding actors shared by the camera groups. "
+                                                 "Empty (actors: 0): each group embeds its own faces.")

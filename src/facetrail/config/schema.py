@@ -300,6 +300,10 @@ class FacetrailConfig(_Strict):
             problem = cluster_database_problem(database.url)
             if problem:
                 raise ValueError(problem)
+        if cluster is not None and cluster.embedding.actors and info.data.get("recogniser", "arcface") != "arcface":
+            # the pool embeds aligned 112x112 crops; dlib places its own chips on the whole frame
+            raise ValueError("cluster.embedding.actors needs the arcface recogniser (dlib embeds whole frames, "
+                             "not aligned crops): set actors: 0 or recogniser: arcface")
         return cluster
 
     @model_validator(mode="after")

@@ -4,7 +4,9 @@ The pipeline detects every frame it analyses, but aligns and scores only the
 faces of confirmed tracks large enough to recognise (a crowd of tiny faces
 costs one detector pass and nothing more), and embeds only the shots a track
 asks for. Each step is the face engine's own (``FaceEngine.detect_frames``,
-``align_faces_of``, ``FaceEngine.embed_faces``): one path from image to embedding.
+``align_faces_of``, ``FaceEngine.embed_faces``): one path from image to embedding. An analyzer given a
+:class:`~facetrail.vision.embedder.CropEmbedder` (a cluster's pool of embedding actors) embeds the same
+aligned crops through it instead of the engine's recogniser.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import cv2
 import numpy as np
 
 from facetrail.vision.align import AlignedFaces
+from facetrail.vision.embedder import CropEmbedder
 from facetrail.vision.engine import FaceEngine, align_faces_of
 from facetrail.vision.image import BGRImage
 from facetrail.vision.lowlight import LowLightConfig
@@ -81,11 +84,19 @@ class AnalysedFrame:
 
 
 class FrameAnalyzer:
-    """Runs the engine's detector, aligner and embedder on batches of frames."""
+    """Runs the engine's detector, aligner and embedder on batches of frames.
 
-    def __init__(self, engine: FaceEngine, *, max_alignment_residual: float | None = None) -> None:
+    ``embedder``: embeds the aligned crops instead of the engine's recogniser (same model, ValueError if not).
+    """
+
+    def __init__(self, engine: FaceEngine, *, max_alignment_residual: float | None = None,
+                 embedder: CropEmbedder | None = None) -> None:
         self.engine = engine
         self.max_residual = max_alignment_residual or engine.config.max_alignment_residual
+        if embedder is not None and embedder.model_id != engine.recogniser.model_id:
+            raise ValueError(f"the embedder's model {embedder.model_id} is not the engine's "
+                             f"({engine.recogniser.model_id}): their vectors would not compare")
+        self.embedder = embedder
 
     def analyse(self, images: Sequence[BGRImage], low_light: Sequence[LowLightConfig]) -> list[AnalysedFrame]:
         """Detect the faces of several frames (one detector batch), each with its camera's low-light setting.
@@ -101,6 +112,10 @@ class FrameAnalyzer:
         """Unit embeddings (n, d) of the requested faces (frame, face index), in one shared batch."""
         if not requests:
             return np.zeros((0, int(self.engine.recogniser.embedding_size or 0)), np.float32)
+        if self.embedder is not None:
+            # the very crops the engine's ArcFace would take (FaceShot.aligned holds this one crop)
+            crops = np.stack([frame.shot(i).crop for frame, i in requests]).astype(np.uint8, copy=False)
+            return np.asarray(self.embedder.embed_crops(crops), np.float32)
         embeddings = self.engine.embed_faces([(frame.image, frame.one(i), frame.shot(i).aligned)
                                               for frame, i in requests])
         return np.concatenate([e.vectors for e in embeddings]).astype(np.float32)

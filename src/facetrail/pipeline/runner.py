@@ -63,6 +63,7 @@ from facetrail.video.camera import Camera
 from facetrail.video.camera import CameraStatus as ReaderStatus
 from facetrail.video.frames import Frame
 from facetrail.video.record_stream import RecordStatus, RecordStream
+from facetrail.vision.embedder import CropEmbedder
 from facetrail.vision.engine import FaceEngine
 from facetrail.vision.lowlight import LowLightConfig
 
@@ -107,7 +108,7 @@ class Pipeline:
                  start_time: datetime | None = None, actor: str = "pipeline",
                  consumers: Sequence[Consumer] = (), clock: Clock | None = None,
                  frames_per_step: int | None = None, positions: Mapping[str, float] | None = None,
-                 deliver: bool = True) -> None:
+                 deliver: bool = True, embedder: CropEmbedder | None = None) -> None:
         """Open the gallery and cameras of ``config``; nothing runs until ``start`` (or ``run``).
 
         ``consumers``: more stages after the tracker, after the built-in ones (sightings and events, doors,
@@ -116,6 +117,8 @@ class Pipeline:
         ``FRAMES_PER_STEP`` on the CPU, every camera's on an accelerator. ``positions``: file cameras start
         after these media times (a camera resumed from its checkpoint). ``deliver``: False leaves the outbox to
         another process (the cluster's driver): no MQTT connection, no dispatcher, no Home Assistant bridge.
+        ``embedder``: embeds every face (cameras, doors, high-resolution shots) instead of the engine's
+        recogniser, e.g. a cluster's pool of embedding actors; it must be the same model.
         """
         keep_large_buffers_out_of_the_heap()  # each camera's frames are freed on its own thread (see heap.py)
         cfg.use_pipeline_threads()
@@ -127,7 +130,7 @@ class Pipeline:
         self.gallery = Gallery(GallerySettings(config.data_dir, config.database.url, config.recogniser, config.index),
                                engine=self.engine)
         calibrated = self.engine.threshold
-        self.analyzer = FrameAnalyzer(self.engine)
+        self.analyzer = FrameAnalyzer(self.engine, embedder=embedder)
         self.matcher = GalleryMatcher(self.gallery, default_threshold=calibrated)
         self.recorder = self._recorder(config, calibrated)
         self.cameras: list[_CameraRuntime] = []

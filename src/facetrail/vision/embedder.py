@@ -42,6 +42,23 @@ class Embedder(Protocol):
         ...
 
 
+class CropEmbedder(Protocol):
+    """Embeds faces already aligned to 112x112 crops: the seam a pipeline may embed through instead of its engine.
+
+    ``ArcFaceEmbedder`` is one; a cluster's pool of embedding actors is another. Implementations used by a
+    pipeline must be safe to call from several threads.
+    """
+
+    @property
+    def model_id(self) -> str:
+        """Id of the model the vectors come from (it must be the pipeline's own recogniser's)."""
+        ...
+
+    def embed_crops(self, crops: npt.NDArray[np.uint8]) -> FloatArray:
+        """Unit-length float32 embeddings (n, d) of aligned BGR crops (n, 112, 112, 3), row i for crop i."""
+        ...
+
+
 def l2_normalise(vectors: FloatArray) -> FloatArray:
     """Rows scaled to unit length (zero rows stay zero)."""
     norms = np.linalg.norm(vectors, axis=1, keepdims=True)

@@ -164,7 +164,7 @@ class FaceEngine:
         self.detector = ScrfdDetector(input_size=config.detector_input,
                                       score_threshold=config.score_threshold, fit_canvas=config.fit_canvas,
                                       providers=config.providers, threads=config.threads)
-        self.embedder: Embedder = _make_embedder(config)
+        self.embedder: Embedder = make_embedder(config)
 
     @property
     def video_input(self) -> tuple[int, int] | int:
@@ -391,7 +391,8 @@ def _unrotate(points: FloatArray, degrees: int, width: int, height: int) -> Floa
     return np.stack([width - 1 - y, x], axis=-1)
 
 
-def _make_embedder(config: EngineConfig) -> Embedder:
+def make_embedder(config: EngineConfig) -> Embedder:
+    """The recogniser ``config`` names, loaded alone (no detector): what ``FaceEngine.embedder`` is."""
     if config.recogniser == "dlib":
         from facetrail.vision.dlib_backend import DlibEmbedder
 

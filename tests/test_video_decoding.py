@@ -22,7 +22,13 @@ from facetrail.config.loader import parse_config
 from facetrail.synth.scenes import synthetic_background
 from facetrail.synth.writer import write_clip
 from facetrail.video import Camera, CameraSettings, DetectSettings, MotionSettings, VideoInput, open_source
-from facetrail.video.decoding import HWACCEL_TYPES, DecodePolicy
+from facetrail.video.decoding import (
+    FILE_DECODE_THREADS,
+    HWACCEL_TYPES,
+    STREAM_DECODE_THREADS,
+    DecodePolicy,
+    configure_decoder,
+)
 from facetrail.video.sources import AVSource
 
 RATE = 25
@@ -211,6 +217,18 @@ def test_decoder_threads_give_the_same_pictures(synth_clip: Path, threads: int) 
     plain, _ = sample(synth_clip, 5, decode_threads=1)
     threaded, source = sample(synth_clip, 5, decode_threads=threads)
     assert threaded == plain and source.frames_decoded + source.frames_skipped == 75
+
+
+def test_files_decode_on_every_core_and_streams_on_one_by_default(synth_clip: Path) -> None:
+    assert (FILE_DECODE_THREADS, STREAM_DECODE_THREADS) == (0, 1)  # 0: FFmpeg's one per core
+    for live, threads in ((False, FILE_DECODE_THREADS), (True, STREAM_DECODE_THREADS), (True, 2)):
+        settings = VideoInput(str(synth_clip)) if threads != 2 else VideoInput(str(synth_clip), decode_threads=2)
+        with av.open(str(synth_clip)) as container:
+            context = container.streams.video[0].codec_context
+            configure_decoder(container.streams.video[0], settings, live=live)
+            assert context.thread_count == threads, (live, threads)
+            if threads != 1:
+                assert str(context.thread_type).upper().endswith("SLICE" if live else "FRAME"), context.thread_type
 
 
 def test_skip_loop_filter_changes_the_pictures_only_when_asked(street: Path) -> None:

@@ -27,7 +27,7 @@ from pydantic import ConfigDict, Field, field_validator, model_validator
 from pydantic.dataclasses import dataclass
 
 from facetrail.video.backoff import Pacer
-from facetrail.video.decoding import DEFAULT_DECODE_THREADS, HWACCEL_TYPES
+from facetrail.video.decoding import HWACCEL_TYPES
 from facetrail.video.errors import SourceError, StreamEndedError, mask_credentials
 from facetrail.video.frames import Frame
 from facetrail.video.motion import MotionGate, MotionSettings
@@ -65,9 +65,11 @@ class VideoInput:
         description="auto: when the camera is analysed below its frame rate, the decoder skips frames that no "
                     "other frame refers to, and decodes key frames only when they come at least as often as frames "
                     "are analysed; off: decode every frame.")
-    decode_threads: int = Field(default=DEFAULT_DECODE_THREADS, ge=0, le=64, title="Decoder threads",
-                                description="Codec threads per decoder; 0: one per core. More than one: frame threads "
-                                            "for files, slice threads for streams (each costs memory).")
+    decode_threads: int | None = Field(
+        default=None, ge=0, le=64, title="Decoder threads",
+        description="Codec threads per decoder; 0: one per core. More than one: frame threads for files, slice "
+                    "threads for streams (each costs memory). Empty: one per core for files (a file is read as "
+                    "fast as it is analysed), one for streams (many cameras share the cores).")
     skip_loop_filter: bool = Field(
         default=False, title="Skip the loop filter",
         description="Skip H.264/HEVC deblocking: less decoding CPU, at the cost of blocking artefacts that build "

@@ -28,12 +28,12 @@ from ray.exceptions import GetTimeoutError, RayActorError, RayError
 
 from facetrail.cluster.actors import CameraGroup, GroupStatus
 from facetrail.cluster.embedding import ActorStats, actor_names, start_actors
-from facetrail.cluster.groups import camera_groups
 from facetrail.config.cluster import ClusterSettings
 from facetrail.config.schema import FacetrailConfig, cluster_database_problem
 from facetrail.events.outlet import EventOutlet
 from facetrail.pipeline import settings as cfg
 from facetrail.pipeline.delivery import Delivery
+from facetrail.pipeline.groups import camera_groups
 from facetrail.pipeline.runner import PipelineStats
 from facetrail.store.db import Database
 from facetrail.store.models import CameraPlacement

@@ -34,7 +34,7 @@ from facetrail.events.outlet import EventOutlet
 from facetrail.pipeline import settings as cfg
 from facetrail.pipeline.delivery import Delivery
 from facetrail.pipeline.groups import camera_groups
-from facetrail.pipeline.runner import PipelineStats
+from facetrail.pipeline.runner import PipelineStats, summed
 from facetrail.store.db import Database
 from facetrail.store.models import CameraPlacement
 from facetrail.store.placements import placements
@@ -341,15 +341,5 @@ class ClusterRun:
         self._head_seen = time.monotonic()
 
     def _total(self) -> None:
-        totals = PipelineStats()
         statuses = [group.status for group in self.groups if group.status is not None]
-        for status in statuses:
-            stats = status.stats
-            totals.frames += stats.frames
-            totals.faces += stats.faces
-            totals.embedded += stats.embedded
-            totals.tracks += stats.tracks
-            totals.named_tracks += stats.named_tracks
-            totals.events += stats.events
-            totals.per_camera_frames.update(stats.per_camera_frames)
-        self.stats = ClusterStats(totals, statuses, self.stats.embedding)
+        self.stats = ClusterStats(summed(status.stats for status in statuses), statuses, self.stats.embedding)

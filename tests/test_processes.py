@@ -219,11 +219,11 @@ def test_a_killed_live_worker_starts_again_and_sigterm_ends_every_event(
         output = log.read_text()
         assert output.count("their worker process died (killed by signal 9); starting it again") == 1, output
         with db.session() as session:
-            hall = list(session.scalars(select(Event).where(Event.camera == "hall")))
-            after = list(session.scalars(select(Event).where(Event.camera == "gate", Event.id > before)))
-        assert hall and all(event.ended_at is not None for event in hall)  # stopped cleanly: nothing left open
-        assert after and all(event.ended_at is not None for event in after)
-        heard_once(heard, {event.uid for event in hall + after})
+            events = list(session.scalars(select(Event)))
+        assert {event.camera for event in events} == {"gate", "hall"}
+        # stopped cleanly, and the event the killed worker left open was taken over or ended: nothing left open
+        assert all(event.ended_at is not None for event in events)
+        heard_once(heard, {event.uid for event in events if event.kind == "watchlist_hit"})
     db.dispose()
     receiver.stop()
 

@@ -8,8 +8,9 @@ mid-write breaks only its own pipe; a shared queue's lock could be left held). T
 :class:`~facetrail.pipeline.delivery.Delivery` that drains every worker's outbox, so each event is delivered once.
 
 A worker that dies does not stop the others. Its live cameras are started again in a fresh worker (with
-back-off); its file cameras are not (reading the file again from the start would raise its events twice):
-they are reported failed and the run fails once the others are done.
+back-off), taking over the watchlist events it left open (:mod:`facetrail.pipeline.orphans`); its file
+cameras are not (reading the file again from the start would raise its events twice): they are reported
+failed and the run fails once the others are done.
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ from facetrail.events.outlet import EventOutlet
 from facetrail.pipeline import settings as cfg
 from facetrail.pipeline.delivery import Delivery
 from facetrail.pipeline.groups import camera_groups, group_config
+from facetrail.pipeline.orphans import LiveOrphans, open_watchlist_events
 from facetrail.pipeline.runner import Pipeline, PipelineStats, summed
 from facetrail.store.audit_anchor import AuditAnchor
 from facetrail.store.audit_anchor import attach as attach_audit_anchor
@@ -67,13 +69,19 @@ def live_cameras(config: FacetrailConfig, cameras: list[str]) -> list[str]:
 
 
 def work(config: FacetrailConfig, cameras: list[str], actor: str, until_done: bool, log_level: int,
-         stop: ProcessEvent, reports: Connection) -> None:
-    """A worker process: run the pipeline of ``cameras`` until done or ``stop``, reporting every second."""
+         stop: ProcessEvent, reports: Connection, restarted: bool = False) -> None:
+    """A worker process: run the pipeline of ``cameras`` until done or ``stop``, reporting every second.
+
+    ``restarted``: its cameras' last worker died; the watchlist events it left open are taken over.
+    """
     logging.basicConfig(level=log_level, format=f"%(levelname)s %(name)s [{','.join(cameras)}]: %(message)s")
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the whole process group: the parent stops us
     signal.signal(signal.SIGTERM, lambda _signum, _frame: stop.set())
     try:
         pipeline = Pipeline(group_config(config, cameras), actor=actor, deliver=False)
+        if restarted:
+            pipeline.recorder.resume(open_watchlist_events(pipeline.gallery.db, cameras))
+            pipeline.consumers.append(LiveOrphans(pipeline.recorder.end_orphans))
     except Exception as error:  # a start that fails would fail again: reported as done, not restarted
         log.exception("the pipeline of %s did not start", cameras)
         reports.send(WorkerReport([], [], PipelineStats(), done=True, error=f"{type(error).__name__}: {error}"))
@@ -241,7 +249,7 @@ class ProcessRun:
         process = self._context.Process(
             target=work, name=f"facetrail-{'-'.join(worker.cameras)}"[:60], daemon=True,
             args=(self.config, worker.cameras, self.actor, self._until_done, logging.getLogger().level, self._stop,
-                  send))
+                  send, worker.restarts > 0))
         process.start()
         send.close()  # the worker's end: closed here, so its death reads as the pipe's end
         worker.process, worker.reports, worker.report, worker.started_at = process, receive, None, time.monotonic()

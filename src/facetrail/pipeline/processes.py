@@ -60,6 +60,7 @@ class WorkerReport:
     stats: PipelineStats
     done: bool = False
     error: str | None = None
+    sent_at: float = field(default_factory=time.monotonic)  # the machine's monotonic clock, shared by processes
 
 
 def live_cameras(config: FacetrailConfig, cameras: list[str]) -> list[str]:

@@ -10,7 +10,7 @@ mid-write breaks only its own pipe; a shared queue's lock could be left held). T
 A worker that dies does not stop the others. Its live cameras are started again in a fresh worker (with
 back-off), taking over the watchlist events it left open (:mod:`facetrail.pipeline.orphans`); its file
 cameras are not (reading the file again from the start would raise its events twice): they are reported
-failed and the run fails once the others are done.
+failed, the events their worker left open are ended when the run stops, and the run fails.
 """
 
 from __future__ import annotations
@@ -141,7 +141,8 @@ class ProcessRun:
         config.data_dir.mkdir(parents=True, exist_ok=True)
         self.db = Database(config.database.url or sqlite_url(config.data_dir))
         attach_audit_anchor(self.db.engine, AuditAnchor.for_data_dir(config.data_dir))
-        self.delivery = Delivery(config, self.db, EventOutlet(cfg.channels(config)), cameras)
+        self.outlet = EventOutlet(cfg.channels(config))
+        self.delivery = Delivery(config, self.db, self.outlet, cameras)
         self._context = multiprocessing.get_context("spawn")  # no fork: the parent's threads and sessions stay
         self._stop = self._context.Event()
         self._until_done = True
@@ -225,6 +226,7 @@ class ProcessRun:
                 worker.process.join(5)
             self._read(worker)
             self._close(worker)
+        self._end_left_open()
         self.delivery.stop()
         self.db.dispose()
 
@@ -244,6 +246,18 @@ class ProcessRun:
         return self.stats
 
     # -- internals -----------------------------------------------------------------------------------------
+
+    def _end_left_open(self) -> None:
+        """End the watchlist events the dead workers of failed cameras left open (nobody takes them over)."""
+        failed = sorted({camera for worker in self.workers for camera in worker.failed})
+        if not failed:
+            return
+        views = open_watchlist_events(self.db, failed)
+        with self.db.session() as session:
+            for view in views:
+                self.outlet.end_left_open(session, view)
+        if views:
+            log.info("ended %d event(s) left open by the dead workers of %s", len(views), failed)
 
     def _spawn(self, worker: _Worker) -> None:
         receive, send = self._context.Pipe(duplex=False)

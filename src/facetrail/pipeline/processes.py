@@ -77,6 +77,7 @@ def work(config: FacetrailConfig, cameras: list[str], actor: str, until_done: bo
     """
     logging.basicConfig(level=log_level, format=f"%(levelname)s %(name)s [{','.join(cameras)}]: %(message)s")
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the whole process group: the parent stops us
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})  # blocked while starting (see _spawn)
     signal.signal(signal.SIGTERM, lambda _signum, _frame: stop.set())
     try:
         pipeline = Pipeline(group_config(config, cameras), actor=actor, deliver=False)
@@ -98,14 +99,20 @@ def work(config: FacetrailConfig, cameras: list[str], actor: str, until_done: bo
 
     thread = threading.Thread(target=run, name="pipeline", daemon=True)
     thread.start()
-    with contextlib.suppress(BrokenPipeError, OSError):  # the parent is gone: nobody to report to
-        done = False
-        while not done:
-            thread.join(REPORT_EVERY_S)
-            done = not thread.is_alive()
+    done = False
+    while not done:
+        thread.join(REPORT_EVERY_S)
+        done = not thread.is_alive()
+        try:
             reports.send(WorkerReport(pipeline.status(), pipeline.record_status(), pipeline.stats,
                                       done=done, error=failure[0] if failure else None))
-    reports.close()
+        except OSError:  # the parent is gone (killed): stop cleanly, its tracks ended and events stored
+            log.warning("the parent process is gone; stopping %s", cameras)
+            stop.set()
+            thread.join(STOP_TIMEOUT_S)
+            break
+    with contextlib.suppress(OSError):
+        reports.close()
 
 
 @dataclass
@@ -265,7 +272,13 @@ class ProcessRun:
             target=work, name=f"facetrail-{'-'.join(worker.cameras)}"[:60], daemon=True,
             args=(self.config, worker.cameras, self.actor, self._until_done, logging.getLogger().level, self._stop,
                   send, worker.restarts > 0))
-        process.start()
+        # Ctrl-C reaches the whole process group; the worker's interpreter must not take it while it starts
+        # (before it can ignore it): started with SIGINT blocked, it never sees one. The parent tells it to stop.
+        blocked = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+        try:
+            process.start()
+        finally:
+            signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
         send.close()  # the worker's end: closed here, so its death reads as the pipe's end
         worker.process, worker.reports, worker.report, worker.started_at = process, receive, None, time.monotonic()
         self.notify(f"processes: cameras {', '.join(worker.cameras)} in worker process {process.pid}")

@@ -241,6 +241,10 @@ def test_processes_are_validated() -> None:
                "processes: 2\n")
     with pytest.raises(ConfigError, match="not with cluster"):
         parse_config(base + cluster, "x.yml")
+    lite = "index:\n  backend: milvus\n  milvus:\n    uri: milvus.db\n"
+    assert parse_config(base + lite, "x.yml").worker_processes() == 1
+    with pytest.raises(ConfigError, match="Milvus Lite serves one process"):
+        parse_config(base + lite + "processes: 2\n", "x.yml")
 
 
 def test_the_cli_refuses_processes_with_a_cluster(tmp_path: Path) -> None:

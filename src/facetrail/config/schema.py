@@ -316,6 +316,9 @@ class FacetrailConfig(_Strict):
     def _processes_without_cluster(self) -> FacetrailConfig:
         if self.cluster is not None and self.processes != 1:
             raise ValueError("processes: not with cluster: (there each camera group already is a process)")
+        if self.processes != 1 and self.index.backend == "milvus" and self.index.milvus.is_lite:
+            raise ValueError("processes: Milvus Lite serves one process at a time; use a Milvus server "
+                             "(index.milvus.uri: http://...) or processes: 1")
         return self
 
     def worker_processes(self, cpus: int | None = None) -> int:

@@ -46,6 +46,7 @@ from facetrail.video.sources import is_stream
 
 log = logging.getLogger(__name__)
 REPORT_EVERY_S = 1.0
+STOP_POLL_S = 0.2  # how often a worker looks at the parent's stop event
 STOP_TIMEOUT_S = 120.0  # a worker closing its tracks and storing its last events
 RESTART_DELAYS_S = (1.0, 2.0, 5.0, 10.0, 30.0)  # back-off between restarts of a worker that keeps dying
 STEADY_S = 60.0  # a worker that ran this long before dying starts again at the shortest delay
@@ -78,7 +79,8 @@ def work(config: FacetrailConfig, cameras: list[str], actor: str, until_done: bo
     logging.basicConfig(level=log_level, format=f"%(levelname)s %(name)s [{','.join(cameras)}]: %(message)s")
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the whole process group: the parent stops us
     signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})  # blocked while starting (see _spawn)
-    signal.signal(signal.SIGTERM, lambda _signum, _frame: stop.set())
+    mine = threading.Event()  # this worker's stop: the parent's, or a SIGTERM sent to this worker alone
+    signal.signal(signal.SIGTERM, lambda _signum, _frame: mine.set())
     try:
         pipeline = Pipeline(group_config(config, cameras), actor=actor, deliver=False)
         if restarted:
@@ -92,23 +94,28 @@ def work(config: FacetrailConfig, cameras: list[str], actor: str, until_done: bo
 
     def run() -> None:
         try:
-            pipeline.run(stop, until_done=until_done)  # type: ignore[arg-type]  # a process Event waits alike
+            pipeline.run(mine, until_done=until_done)
         except Exception as error:  # reported to the parent; this process's log has the details
             log.exception("the pipeline of %s stopped", cameras)
             failure.append(f"{type(error).__name__}: {error}")
 
     thread = threading.Thread(target=run, name="pipeline", daemon=True)
     thread.start()
-    done = False
+    done, last = False, 0.0
     while not done:
-        thread.join(REPORT_EVERY_S)
+        thread.join(STOP_POLL_S)
+        if stop.is_set():
+            mine.set()
         done = not thread.is_alive()
+        if not done and time.monotonic() - last < REPORT_EVERY_S:
+            continue
+        last = time.monotonic()
         try:
             reports.send(WorkerReport(pipeline.status(), pipeline.record_status(), pipeline.stats,
                                       done=done, error=failure[0] if failure else None))
         except OSError:  # the parent is gone (killed): stop cleanly, its tracks ended and events stored
             log.warning("the parent process is gone; stopping %s", cameras)
-            stop.set()
+            mine.set()
             thread.join(STOP_TIMEOUT_S)
             break
     with contextlib.suppress(OSError):

@@ -247,7 +247,7 @@ def test_processes_are_validated() -> None:
         parse_config(base + lite + "processes: 2\n", "x.yml")
 
 
-def test_the_cli_refuses_processes_with_a_cluster(tmp_path: Path) -> None:
+def test_the_cli_refuses_processes_with_a_cluster_or_milvus_lite(tmp_path: Path) -> None:
     config = tmp_path / "site.yml"
     config.write_text("purpose: test\ndatabase:\n  url: postgresql+psycopg://u@127.0.0.1:9/db\ncameras:\n"
                       "  a:\n    inputs:\n      - path: a.mp4\n")
@@ -261,3 +261,12 @@ def test_the_cli_refuses_processes_with_a_cluster(tmp_path: Path) -> None:
     bad = subprocess.run([sys.executable, "-m", "facetrail.cli.main", "run", str(config), "--processes", "0"],
                          capture_output=True, text=True, timeout=120, stdin=subprocess.DEVNULL)
     assert bad.returncode == 2 and "a number of processes (1 or more) or auto" in bad.stderr
+    lite = tmp_path / "lite.yml"
+    lite.write_text("purpose: test\nindex:\n  backend: milvus\n  milvus:\n    uri: milvus.db\ncameras:\n"
+                    "  a:\n    inputs:\n      - path: a.mp4\n  b:\n    inputs:\n      - path: b.mp4\n")
+    refused = subprocess.run([sys.executable, "-m", "facetrail.cli.main", "run", str(lite), "--processes", "2"],
+                             capture_output=True, text=True, timeout=120, stdin=subprocess.DEVNULL)
+    assert refused.returncode == 1
+    assert refused.stderr.strip().splitlines() == [
+        f"error: {lite}: --processes Milvus Lite serves one process at a time; use a Milvus server "
+        "(index.milvus.uri: http://...) or processes: 1"]

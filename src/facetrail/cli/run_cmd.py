@@ -75,6 +75,9 @@ def run(args: argparse.Namespace) -> int:
         return run_on_cluster(config, cluster, actor=actor_of(args), forever=args.forever)
     if args.processes is not None:
         config = config.model_copy(update={"processes": args.processes})
+        problem = config.processes_problem()
+        if problem:
+            raise CommandError(f"{args.config}: {problem.replace('processes:', '--processes', 1)}")
     processes = config.worker_processes()
     pipeline: Running
     if processes > 1:

@@ -313,13 +313,22 @@ class FacetrailConfig(_Strict):
         return cluster
 
     @model_validator(mode="after")
-    def _processes_without_cluster(self) -> FacetrailConfig:
-        if self.cluster is not None and self.processes != 1:
-            raise ValueError("processes: not with cluster: (there each camera group already is a process)")
-        if self.processes != 1 and self.index.backend == "milvus" and self.index.milvus.is_lite:
-            raise ValueError("processes: Milvus Lite serves one process at a time; use a Milvus server "
-                             "(index.milvus.uri: http://...) or processes: 1")
+    def _processes_allowed(self) -> FacetrailConfig:
+        problem = self.processes_problem()
+        if problem:
+            raise ValueError(problem)
         return self
+
+    def processes_problem(self) -> str | None:
+        """Why ``processes`` cannot be more than 1 with this configuration (None: it can, or it is 1)."""
+        if self.processes == 1:
+            return None
+        if self.cluster is not None:
+            return "processes: not with cluster: (there each camera group already is a process)"
+        if self.index.backend == "milvus" and self.index.milvus.is_lite:
+            return ("processes: Milvus Lite serves one process at a time; use a Milvus server "
+                    "(index.milvus.uri: http://...) or processes: 1")
+        return None
 
     def worker_processes(self, cpus: int | None = None) -> int:
         """How many worker processes ``processes`` means here: ``auto`` is one per CPU, at most one per camera."""

@@ -61,6 +61,7 @@ from facetrail.gallery.sync import load_vectors, template_ids
 from facetrail.gallery.watchlists import add_member, create_watchlist
 from facetrail.pipeline.batch import FrameBatch
 from facetrail.pipeline.consumers import Consumer
+from facetrail.pipeline.processes import ProcessRun, WorkerReport
 from facetrail.pipeline.runner import Pipeline
 from facetrail.pipeline.settings import engine_config
 from facetrail.store.models import FaceTemplate, Identity
@@ -468,8 +469,72 @@ def measure_cameras(urls: list[str], store: Path, engine: FaceEngine, warmup_s: 
                     others)
 
 
+def process_stat(pid: int) -> tuple[float, float]:
+    """(CPU seconds, user + system, RSS MB) of process ``pid``; zeros once it is gone."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0, 0.0
+    return (int(fields[11]) + int(fields[12])) / _ticks(), int(fields[21]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+
+
+def measure_processes(urls: list[str], store: Path, processes: int, warmup_s: float, seconds: float) -> Capacity:
+    """As :func:`measure_cameras`, the cameras split over ``processes`` worker processes (pipeline/processes.py).
+
+    Rates come from the workers' own reports (counts and the time each was sent), CPU and RSS from /proc of
+    each worker; the stage split is not measured (it would need hooks inside the workers): total CPU only.
+    """
+    cameras = "".join(camera_yaml(f"cam{i}", url, False) for i, url in enumerate(urls))
+    config = parse_config(f"purpose: benchmark\ndata_dir: {store}\ncameras:\n{cameras}")
+    run = ProcessRun(config, processes, actor="bench", notify=lambda _line: None)
+    stop = threading.Event()
+    worker = threading.Thread(target=run.run, kwargs={"stop": stop, "until_done": False}, name="bench-processes")
+    worker.start()
+
+    def reports() -> list[WorkerReport]:
+        return [w.report for w in run.workers if w.report is not None]
+
+    def sample() -> tuple[dict[str, tuple[int, int, float]], float, float]:
+        """camera -> (analysed, dropped, sent_at); the workers' CPU seconds and RSS MB."""
+        counts = {s.name: (s.frames_analysed, s.frames_dropped, r.sent_at) for r in reports() for s in r.statuses}
+        stats = [process_stat(w.process.pid) for w in run.workers if w.process is not None and w.process.pid]
+        return counts, sum(cpu for cpu, _ in stats), sum(rss for _, rss in stats)
+
+    try:
+        deadline = time.monotonic() + 60.0  # each worker loads its own engine first
+        connected = False
+        while time.monotonic() < deadline:
+            counts = sample()[0]
+            if len(counts) == len(urls) and all(analysed > 0 for analysed, _, _ in counts.values()):
+                connected = True
+                break
+            time.sleep(0.2)
+        time.sleep(warmup_s)
+        meter_others = CpuMeter()
+        meter_others.start()
+        before, wall_before = sample(), time.perf_counter()
+        time.sleep(seconds)
+        after, wall_after = sample(), time.perf_counter()
+        others = meter_others.background_share()
+    finally:
+        stop.set()
+        worker.join()
+    wall = wall_after - wall_before
+    rates = [(after[0][n][0] - before[0][n][0]) / max(1e-3, after[0][n][2] - before[0][n][2])
+             for n in after[0] if n in before[0]] or [0.0]
+    dropped = sum(after[0][n][1] - before[0][n][1] for n in after[0] if n in before[0]) / wall
+    total = after[1] - before[1]
+    if others is not None:  # the meter counts the workers as other processes
+        others = max(0.0, others - total / (wall * (os.cpu_count() or 1)))
+    nan = float("nan")
+    per_camera = {"decode": nan, "detection": nan, "recognition": nan, "rest": nan,
+                  "total": 1000 * total / wall / len(urls)}
+    return Capacity(len(urls), min(rates), statistics.fmean(rates), dropped, total / wall, per_camera, after[2],
+                    connected and len(rates) == len(urls), others)
+
+
 def capacity(label: str, urls: list[str], template: Path, folder: Path, engine: FaceEngine, counts: list[int],
-             warmup_s: float, seconds: float) -> tuple[list[Capacity], float]:
+             warmup_s: float, seconds: float, processes: int = 1) -> tuple[list[Capacity], float]:
     """Counts in order until the first that fails; the RSS before the first count too."""
     results = []
     baseline = rss_mb()
@@ -478,13 +543,19 @@ def capacity(label: str, urls: list[str], template: Path, folder: Path, engine: 
             break
         store = folder / f"capacity-{label}-{count}"
         shutil.copytree(template, store)
-        result = measure_cameras(urls[:count], store, engine, warmup_s, seconds)
+        if processes > 1:
+            result = measure_processes(urls[:count], store, processes, warmup_s, seconds)
+        else:
+            result = measure_cameras(urls[:count], store, engine, warmup_s, seconds)
         results.append(result)
         split = result.per_camera_ms
+        rss = " (workers summed)" if processes > 1 else ""
+        stages = (f" (decode {split['decode']:.0f}, detection {split['detection']:.0f}, recognition "
+                  f"{split['recognition']:.0f}, rest {split['rest']:.0f})" if processes == 1 else
+                  f" in {processes} worker processes")
         print(f"  {count:2d} camera(s): slowest {result.slowest_fps:.2f} fps, mean {result.mean_fps:.2f}, "
               f"dropped {result.dropped_per_s:.1f}/s; CPU {result.cpu_cores:.2f} cores = per camera "
-              f"{split['total']:.0f} ms/s (decode {split['decode']:.0f}, detection {split['detection']:.0f}, "
-              f"recognition {split['recognition']:.0f}, rest {split['rest']:.0f}); RSS {result.rss_mb:.0f} MB; "
+              f"{split['total']:.0f} ms/s{stages}; RSS {result.rss_mb:.0f} MB{rss}; "
               f"other processes {_share(result.others_share)} of the machine"
               f"{'' if result.connected else ' (not every camera delivered a frame within 20 s)'}"
               f"{'' if result.keeps_up else '  <- falls behind'}", flush=True)
@@ -606,6 +677,9 @@ def main() -> None:
                         help="about 1.5 minutes: 1 loop, 1 repeat, 5 s per count, counts 1,2,4,8 and 1,2,3,4,6, "
                              "no latency")
     parser.add_argument("--json", type=Path, help="write every figure here")
+    parser.add_argument("--processes", type=int, default=1,
+                        help="capacity: split each count's cameras over N worker processes (facetrail run "
+                             "--processes); 1: the one-process pipeline, with its CPU split by stage")
     args = parser.parse_args()
     if args.quick:
         args.loops, args.repeats, args.capacity_seconds, args.warmup = 1, 1, 5.0, 2.0
@@ -624,6 +698,7 @@ def main() -> None:
         "settings": {"analysis_fps": ANALYSIS_FPS, "loops": args.loops, "repeats": args.repeats,
                      "warmup_s": args.warmup, "capacity_seconds": args.capacity_seconds,
                      "keep_up_share": KEEP_UP, "threshold": engine.threshold},
+        "processes": args.processes,
         "date": datetime.now(UTC).isoformat(timespec="seconds")}
     print("facetrail video pipeline benchmark (real video: street.mp4)")
     print(f"machine   : {cpu_model()}, {os.cpu_count()} logical CPUs, Python {platform.python_version()}, "
@@ -688,7 +763,7 @@ def main() -> None:
                 with LiveStreams([path], max(counts[label])) as streams:
                     print(f"  {label}:", flush=True)
                     results, baseline = capacity(label, streams.urls[0], template, folder, engine, counts[label],
-                                                 args.warmup, args.capacity_seconds)
+                                                 args.warmup, args.capacity_seconds, args.processes)
                 sustained = max((r.cameras for r in results if r.keeps_up), default=0)
                 grown = [r for r in results if r.cameras > 1]
                 first = results[0] if results else None

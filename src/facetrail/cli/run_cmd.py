@@ -10,6 +10,7 @@ import threading
 import time
 from pathlib import Path
 from types import FrameType
+from typing import Literal, Protocol
 
 from rich.live import Live
 from rich.table import Table
@@ -18,6 +19,7 @@ from facetrail.cli.common import CommandError, actor_of, err, out, stdout_is_tty
 from facetrail.config.cluster import ClusterSettings, RayConnection
 from facetrail.config.loader import load_config
 from facetrail.config.schema import cluster_database_problem
+from facetrail.pipeline.processes import ProcessRun
 from facetrail.pipeline.runner import Pipeline, PipelineStats
 from facetrail.video.camera import CameraStatus
 from facetrail.video.record_stream import RecordStatus
@@ -39,7 +41,19 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser.add_argument("--ray", metavar="ADDRESS", default=None,
                         help="run the cameras on the Ray cluster whose head is at HOST:PORT (as a cluster: "
                              "section with ray.address would; needs a PostgreSQL database)")
+    parser.add_argument("--processes", metavar="N|auto", type=processes_arg, default=None,
+                        help="split the cameras over N worker processes on this machine (auto: one per CPU); "
+                             "overrides the configuration's processes:")
     parser.set_defaults(run=run)
+
+
+def processes_arg(value: str) -> int | Literal["auto"]:
+    """``auto`` or a positive number."""
+    if value == "auto":
+        return "auto"
+    if not value.isdigit() or int(value) < 1:
+        raise argparse.ArgumentTypeError(f"{value!r}: a number of processes (1 or more) or auto")
+    return int(value)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -49,6 +63,9 @@ def run(args: argparse.Namespace) -> int:
     if args.ray is not None:
         address = RayConnection(address=args.ray)
         cluster = dataclasses.replace(cluster, ray=address) if cluster else ClusterSettings(ray=address)
+    if cluster is not None and (args.processes is not None or config.processes != 1):
+        raise CommandError(f"{args.config}: --processes / processes: cannot be used with a cluster (its camera "
+                           "groups already are processes)")
     if cluster is not None:
         problem = cluster_database_problem(config.database.url)
         if problem:
@@ -56,7 +73,20 @@ def run(args: argparse.Namespace) -> int:
         from facetrail.cli.cluster_run import run_on_cluster  # imports Ray: only for a cluster run
 
         return run_on_cluster(config, cluster, actor=actor_of(args), forever=args.forever)
-    pipeline = Pipeline(config, actor=actor_of(args))
+    if args.processes is not None:
+        config = config.model_copy(update={"processes": args.processes})
+        problem = config.processes_problem()
+        if problem:
+            raise CommandError(f"{args.config}: {problem.replace('processes:', '--processes', 1)}")
+    processes = config.worker_processes()
+    pipeline: Running
+    if processes > 1:
+        pipeline = ProcessRun(config, processes, actor=actor_of(args),
+                              notify=lambda line: err.print(line, markup=False))
+        err.print(f"running {sum(len(w.cameras) for w in pipeline.workers)} camera(s) in {len(pipeline.workers)} "
+                  "worker processes", markup=False)
+    else:
+        pipeline = Pipeline(config, actor=actor_of(args))
     stop = threading.Event()
     _stop_on_signals(stop)
     failure: list[BaseException] = []
@@ -98,7 +128,28 @@ def run(args: argparse.Namespace) -> int:
         out.print(record_line(record), markup=False)
     out.print(f"analysed {stats.frames} frame(s), {stats.faces} face(s), embedded {stats.embedded}; "
               f"{stats.tracks} track(s), {stats.named_tracks} named; {stats.events} event(s)")
+    failures = pipeline.failures if isinstance(pipeline, ProcessRun) else {}
+    if failures:
+        reasons = "; ".join(f"{camera}: {reason}" for camera, reason in sorted(failures.items()))
+        raise CommandError(f"cameras failed: {reasons}; the other cameras ran to the end, stored sightings and "
+                           "events are kept")
     return 0
+
+
+class Running(Protocol):
+    """What the status display reads: a one-process pipeline or a run's worker processes."""
+
+    @property
+    def stats(self) -> PipelineStats: ...
+
+    @property
+    def delivery_elsewhere(self) -> str | None: ...
+
+    def status(self) -> list[CameraStatus]: ...
+
+    def record_status(self) -> list[RecordStatus]: ...
+
+    def run(self, stop: threading.Event | None = None, *, until_done: bool = True) -> PipelineStats: ...
 
 
 class DeliveryNotice:
@@ -107,7 +158,7 @@ class DeliveryNotice:
     def __init__(self) -> None:
         self._elsewhere = False
 
-    def check(self, pipeline: Pipeline) -> None:
+    def check(self, pipeline: Running) -> None:
         holder = pipeline.delivery_elsewhere
         if holder is not None and not self._elsewhere:
             err.print(f"delivery: another facetrail run on this database delivers the events ({holder}); this run "

@@ -9,27 +9,14 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 
-from sqlalchemy import select
-
-from facetrail.events.messages import EventView
-from facetrail.events.outlet import view_of
 from facetrail.pipeline.batch import FrameBatch
 from facetrail.pipeline.consumers import Consumer
+from facetrail.pipeline.orphans import ADOPT_WITHIN_S
 from facetrail.store.db import Database
-from facetrail.store.models import Event
 from facetrail.store.placements import checkpoint
 from facetrail.video.camera import Camera
 
 QUIET_EVERY_S = 1.0  # checkpoint interval while nobody is in view
-ADOPT_WITHIN_S = 10.0  # media seconds after a resume during which a track may take over a left-open event
-
-
-def open_watchlist_events(db: Database, cameras: Sequence[str]) -> list[EventView]:
-    """The watchlist events of ``cameras`` that no run closed (the run that raised them stopped mid-track)."""
-    with db.session() as session:
-        rows = session.scalars(select(Event).where(Event.camera.in_(list(cameras)), Event.kind == "watchlist_hit",
-                                                   Event.ended_at.is_(None)))
-        return [view_of(session, row) for row in rows]
 
 
 class Checkpoints(Consumer):

@@ -28,13 +28,13 @@ from ray.exceptions import GetTimeoutError, RayActorError, RayError
 
 from facetrail.cluster.actors import CameraGroup, GroupStatus
 from facetrail.cluster.embedding import ActorStats, actor_names, start_actors
-from facetrail.cluster.groups import camera_groups
 from facetrail.config.cluster import ClusterSettings
 from facetrail.config.schema import FacetrailConfig, cluster_database_problem
 from facetrail.events.outlet import EventOutlet
 from facetrail.pipeline import settings as cfg
 from facetrail.pipeline.delivery import Delivery
-from facetrail.pipeline.runner import PipelineStats
+from facetrail.pipeline.groups import camera_groups
+from facetrail.pipeline.runner import PipelineStats, summed
 from facetrail.store.db import Database
 from facetrail.store.models import CameraPlacement
 from facetrail.store.placements import placements
@@ -341,15 +341,5 @@ class ClusterRun:
         self._head_seen = time.monotonic()
 
     def _total(self) -> None:
-        totals = PipelineStats()
         statuses = [group.status for group in self.groups if group.status is not None]
-        for status in statuses:
-            stats = status.stats
-            totals.frames += stats.frames
-            totals.faces += stats.faces
-            totals.embedded += stats.embedded
-            totals.tracks += stats.tracks
-            totals.named_tracks += stats.named_tracks
-            totals.events += stats.events
-            totals.per_camera_frames.update(stats.per_camera_frames)
-        self.stats = ClusterStats(totals, statuses, self.stats.embedding)
+        self.stats = ClusterStats(summed(status.stats for status in statuses), statuses, self.stats.embedding)

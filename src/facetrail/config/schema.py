@@ -9,6 +9,7 @@ Unknown keys are errors, never silently ignored.
 from __future__ import annotations
 
 import dataclasses
+import os
 import re
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Literal, get_args
@@ -17,6 +18,7 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    PositiveInt,
     ValidationError,
     ValidationInfo,
     create_model,
@@ -249,6 +251,10 @@ class FacetrailConfig(_Strict):
     cluster: ClusterConfig | None = Field(None, title="Cluster",
                                           description="Run the cameras on a Ray cluster (pip install "
                                                       "'facetrail[cluster]'). Empty: one process, no Ray.")
+    processes: PositiveInt | Literal["auto"] = Field(
+        1, title="Processes",
+        description="Worker processes the cameras are split over on this machine (one Python process uses "
+                    "about 1.5 cores); auto: one per CPU, at most one per enabled camera. Not with cluster:.")
 
     @field_validator("purpose")
     @classmethod
@@ -305,6 +311,31 @@ class FacetrailConfig(_Strict):
             raise ValueError("cluster.embedding.actors needs the arcface recogniser (dlib embeds whole frames, "
                              "not aligned crops): set actors: 0 or recogniser: arcface")
         return cluster
+
+    @model_validator(mode="after")
+    def _processes_allowed(self) -> FacetrailConfig:
+        problem = self.processes_problem()
+        if problem:
+            raise ValueError(problem)
+        return self
+
+    def processes_problem(self) -> str | None:
+        """Why ``processes`` cannot be more than 1 with this configuration (None: it can, or it is 1)."""
+        if self.processes == 1:
+            return None
+        if self.cluster is not None:
+            return "processes: not with cluster: (there each camera group already is a process)"
+        if self.index.backend == "milvus" and self.index.milvus.is_lite:
+            return ("processes: Milvus Lite serves one process at a time; use a Milvus server "
+                    "(index.milvus.uri: http://...) or processes: 1")
+        return None
+
+    def worker_processes(self, cpus: int | None = None) -> int:
+        """How many worker processes ``processes`` means here: ``auto`` is one per CPU, at most one per camera."""
+        cameras = sum(1 for camera in self.cameras.values() if camera.enabled)
+        if self.processes == "auto":
+            return max(1, min(cpus or os.cpu_count() or 1, cameras))
+        return max(1, min(self.processes, cameras))
 
     @model_validator(mode="after")
     def _unique_webhooks(self) -> FacetrailConfig:

@@ -41,7 +41,16 @@ from facetrail.events.messages import (
     webhook_event,
 )
 from facetrail.events.outbox import enqueue
-from facetrail.store.models import CameraState, Event, EventReview, Identity, Visitor, Watchlist, as_utc
+from facetrail.store.models import (
+    CameraState,
+    Event,
+    EventReview,
+    Identity,
+    Sighting,
+    Visitor,
+    Watchlist,
+    as_utc,
+)
 
 if TYPE_CHECKING:
     from facetrail.config.schema import FacetrailConfig
@@ -120,6 +129,14 @@ class EventOutlet:
         if row is not None:
             row.ended_at = at
         self._announce(session, "end", view, before=before)
+
+    def end_left_open(self, session: Session, view: EventView) -> None:
+        """End an event a dead process left open, when its sighting was last seen (else when it started)."""
+        seen = session.scalar(select(Sighting.last_seen).where(Sighting.id == view.sighting_id)) \
+            if view.sighting_id is not None else None
+        at = as_utc(seen) if seen is not None else view.start_time
+        view.frame_time = at
+        self.end(session, view, at=at)
 
     def door_forced(self, session: Session, *, door: str, camera: str, at: datetime) -> Event:
         """A door opened without a command: an event for review, the door camera's latest frame as evidence."""

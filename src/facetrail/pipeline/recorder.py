@@ -118,12 +118,7 @@ class Recorder:
             return 0
         with self.db.session() as session:
             for key in due:
-                view = self._orphans.pop(key)
-                seen = session.scalar(select(Sighting.last_seen).where(Sighting.id == view.sighting_id)) \
-                    if view.sighting_id is not None else None
-                at = as_utc(seen) if seen is not None else view.start_time
-                view.frame_time = at
-                self.outlet.end(session, view, at=at)
+                self.outlet.end_left_open(session, self._orphans.pop(key))
         return len(due)
 
     def decided(self, record: TrackRecord, *, status: str, identity_id: int | None, identity_name: str | None,

@@ -29,7 +29,7 @@ import queue
 import threading
 import time
 import uuid
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from functools import partial
@@ -89,6 +89,21 @@ class PipelineStats:
     named_tracks: int = 0
     events: int = 0
     per_camera_frames: dict[str, int] = field(default_factory=dict)
+
+
+def summed(parts: Iterable[PipelineStats]) -> PipelineStats:
+    """The totals of several pipelines (a cluster's groups, a run's worker processes)."""
+    total = PipelineStats()
+    for stats in parts:
+        total.frames += stats.frames
+        total.faces += stats.faces
+        total.embedded += stats.embedded
+        total.tracks += stats.tracks
+        total.named_tracks += stats.named_tracks
+        total.events += stats.events
+        for camera, frames in stats.per_camera_frames.items():
+            total.per_camera_frames[camera] = total.per_camera_frames.get(camera, 0) + frames
+    return total
 
 
 @dataclass

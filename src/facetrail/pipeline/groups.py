@@ -1,4 +1,5 @@
-"""Cutting a configuration into camera groups, and the configuration each group runs."""
+"""Cutting a configuration into camera groups, and the configuration each group runs (a cluster's actors, a
+run's worker processes)."""
 
 from __future__ import annotations
 

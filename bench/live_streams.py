@@ -139,12 +139,21 @@ def serve_port(listener: socket.socket, packets: Packets, stop: threading.Event)
         try:
             with av.open(_SocketWriter(connection), "w", format="mpegts") as output:
                 _mux_loops(packets, output, None, pace=True)
-        except (BrokenPipeError, ConnectionResetError):  # the client went away: wait for the next one
-            pass
-        except Exception:  # anything else is the server's fault: say so (the client sees only a closed stream)
-            traceback.print_exc(file=sys.stderr)
+        except Exception as error:
+            if not _client_went_away(error):  # the server's own fault: say so (the client sees a closed stream)
+                traceback.print_exc(file=sys.stderr)
         finally:
             connection.close()
+
+
+def _client_went_away(error: BaseException | None) -> bool:
+    """True when ``error`` is, or was raised while handling, a broken pipe or a reset (PyAV wraps what its
+    write callback raised in its own error)."""
+    while error is not None:
+        if isinstance(error, (BrokenPipeError, ConnectionResetError)):
+            return True
+        error = error.__cause__ or error.__context__
+    return False
 
 
 def _serve_forever(files: list[Path], copies: int) -> None:

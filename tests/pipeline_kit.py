@@ -16,8 +16,9 @@ from facetrail.synth.scenes import Appearance, composite_scene
 from facetrail.synth.writer import write_clip
 from facetrail.vision.engine import FaceEngine
 from facetrail.vision.image import BGRImage
+from facetrail.vision.samples import sample_image
 
-__all__ = ["config_for", "enrol", "head_and_shoulders", "make_clip", "run", "walk_in"]
+__all__ = ["config_for", "enrol", "head_and_shoulders", "make_clip", "run", "two_cameras_of_yao", "walk_in"]
 
 FPS = 10.0
 
@@ -33,6 +34,14 @@ def make_clip(path: Path, appearances: Sequence[Appearance], duration_s: float, 
     write_clip(path, composite_scene(appearances, duration_s=duration_s, fps=FPS, noise=2.0, darken=darken,
                                      seed=seed), fps=FPS)
     return path
+
+
+def two_cameras_of_yao(folder: Path, engine: FaceEngine) -> dict[str, Path]:
+    """Clips of two cameras, gate and hall; Yao Ming walks past each twice (two watchlist hits per camera)."""
+    yao = head_and_shoulders(engine, sample_image("yaoming.jpg"))
+    return {name: make_clip(folder / f"{name}.mp4", [walk_in(yao, 0.5, 4.5, x), walk_in(yao, 9.0, 13.0, x)],
+                            15.0, seed=seed)
+            for seed, (name, x) in enumerate((("gate", 0.3), ("hall", 0.6)))}
 
 
 def config_for(data_dir: Path, cameras: dict[str, Path | str], extra: str = "") -> FacetrailConfig:

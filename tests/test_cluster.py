@@ -34,7 +34,7 @@ from facetrail.store.models import CameraPlacement, Event, OutboxMessage, as_utc
 from facetrail.vision.engine import FaceEngine
 from facetrail.vision.samples import sample_image
 from mqtt_kit import Listener
-from pipeline_kit import enrol, head_and_shoulders, make_clip, walk_in
+from pipeline_kit import enrol, head_and_shoulders, make_clip, two_cameras_of_yao, walk_in
 from services import SECRET_A, Mosquitto, Receiver, free_port, wait_until
 
 SRC = Path(__file__).resolve().parents[1] / "src"
@@ -325,10 +325,7 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[object]:
 @pytest.fixture
 def clips(tmp_path: Path, video_engine: FaceEngine) -> dict[str, Path]:
     """Two cameras; Yao Ming walks past each twice (two watchlist hits per camera)."""
-    yao = head_and_shoulders(video_engine, sample_image("yaoming.jpg"))
-    return {name: make_clip(tmp_path / f"{name}.mp4", [walk_in(yao, 0.5, 4.5, x), walk_in(yao, 9.0, 13.0, x)],
-                            15.0, seed=seed)
-            for seed, (name, x) in enumerate((("gate", 0.3), ("hall", 0.6)))}
+    return two_cameras_of_yao(tmp_path, video_engine)
 
 
 def site(tmp_path: Path, url: str, address: str, clips: dict[str, Path], broker: int, webhook: int) -> Path:

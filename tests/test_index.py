@@ -332,11 +332,17 @@ def test_codes_are_made_of_half_the_principal_components_and_older_files_still_l
     assert float(np.mean(older.search(queries, 10).ids[:, 0] == truth)) >= 0.95
 
     index.save(path)
+    _rewrite_header(path, {"pca_dim": DIM * 2})  # settings that cannot fit these vectors
+    with pytest.raises(IndexCorruptError, match="pca_dim"):
+        load_index(path, DIM)
+    index.save(path)
     _rewrite_header(path, {"pca_out": 0})  # a header that does not describe its codes
     with pytest.raises(IndexCorruptError, match="dimensions"):
         load_index(path, DIM)
     with pytest.raises(ValueError, match="pca_dim"):
         FaissIndex(DIM, pca_dim=-1)
+    with pytest.raises(ValueError, match="pca_dim"):
+        FaissIndex(DIM, pca_dim=DIM + 1)  # refused when made, not when the gallery first grows past exact mode
 
 
 def test_cell_settings_are_validated() -> None:

@@ -24,7 +24,7 @@ from facetrail.store.models import Event, Identity, OutboxMessage, Sighting
 from facetrail.vision.engine import FaceEngine
 from facetrail.vision.samples import sample_image
 from mqtt_kit import Listener
-from pipeline_kit import enrol, head_and_shoulders, make_clip, walk_in
+from pipeline_kit import enrol, two_cameras_of_yao
 from services import SECRET_A, Mosquitto, Receiver, free_port, wait_until
 
 RUN_WAIT_S = 600.0  # two engines loading on a busy 2-core machine: generous, never a timing assertion
@@ -34,10 +34,7 @@ WORKER = re.compile(r"processes: cameras ([\w, -]+) in worker process (\d+)")
 @pytest.fixture
 def clips(tmp_path: Path, video_engine: FaceEngine) -> dict[str, Path]:
     """Two cameras; Yao Ming walks past each twice (two watchlist hits per camera)."""
-    yao = head_and_shoulders(video_engine, sample_image("yaoming.jpg"))
-    return {name: make_clip(tmp_path / f"{name}.mp4", [walk_in(yao, 0.5, 4.5, x), walk_in(yao, 9.0, 13.0, x)],
-                            15.0, seed=seed)
-            for seed, (name, x) in enumerate((("gate", 0.3), ("hall", 0.6)))}
+    return two_cameras_of_yao(tmp_path, video_engine)
 
 
 def site(folder: Path, clips: dict[str, Path], broker: int, webhook: int, *, realtime: bool = False,

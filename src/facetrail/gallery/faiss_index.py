@@ -519,6 +519,7 @@ class FaissIndex:
             raise ValueError(f"dim must be ≥ 1, got {dim}")
         base = settings or IndexSettings()
         self.settings = IndexSettings(**{**base.__dict__, **overrides}) if overrides else base
+        self.settings.resolved_pca_dim(dim)  # a pca_dim past the vectors' dimensions fails here, not at a later add
         self._dim = dim
         self._lock = _ReadWriteLock()
         self._pool: ThreadPoolExecutor | None = None  # scans shards 2..n; made on first need
@@ -912,7 +913,10 @@ def load_index(path: str | Path, dim: int, **overrides: Any) -> FaissIndex:
                 parts[name] = _read_array(path, file, nbytes, *arrays[name])
             else:
                 raise IndexCorruptError(path, f"unknown section {name!r}")
-    index = FaissIndex(dim, settings)
+    try:
+        index = FaissIndex(dim, settings)
+    except ValueError as exc:  # settings that do not fit these vectors (a pca_dim past their dimensions)
+        raise IndexCorruptError(path, f"bad settings in header ({exc})") from None
     if header["mode"] == "exact":
         if "faiss" not in parts:
             raise IndexCorruptError(path, "no FAISS section")

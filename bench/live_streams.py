@@ -48,7 +48,10 @@ def read_packets(path: Path) -> Packets:
     """Every packet of the first video stream of ``path``, timestamps shifted so the first dts is 0."""
     with av.open(str(path)) as container:
         stream = container.streams.video[0]
-        assert stream.time_base is not None
+        # read while the container is open: PyAV's stream fields are not valid after it closes (the time base
+        # then came back None or from freed memory, pacing a stream at a crawl)
+        time_base = stream.time_base
+        assert time_base is not None
         raw = [(bytes(p), p.pts, p.dts, p.is_keyframe, p.duration) for p in container.demux(stream)
                if p.size and p.dts is not None and p.pts is not None]
     if not raw:
@@ -57,7 +60,7 @@ def read_packets(path: Path) -> Packets:
     step = raw[-1][4] or (raw[-1][2] - raw[-2][2] if len(raw) > 1 else 1)
     period = raw[-1][2] - first + step
     items = tuple((data, pts - first, dts - first, key) for data, pts, dts, key, _ in raw)
-    return Packets(path, stream.time_base, period, items)
+    return Packets(path, time_base, period, items)
 
 
 def _mux_loops(packets: Packets, output: av.container.OutputContainer, loops: int | None,

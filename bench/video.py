@@ -571,13 +571,14 @@ def _share(share: float | None) -> str:
 def cpu_budget(results: list[Capacity]) -> float | None:
     """Cameras the machine's cores would carry at this process's measured CPU per analysed frame.
 
-    From the largest count that was measured (shared costs spread over the most cameras); an estimate for a
-    machine nobody else uses, beside the measured count, which other processes' load lowers.
+    From the largest count that kept up (shared costs spread over the most cameras; a count that fell behind
+    spends CPU on frames it then drops), else the largest measured; an estimate for a machine nobody else uses,
+    beside the measured count, which other processes' load lowers.
     """
     usable = [r for r in results if r.mean_fps > 0]
     if not usable:
         return None
-    largest = max(usable, key=lambda r: r.cameras)
+    largest = max([r for r in usable if r.keeps_up] or usable, key=lambda r: r.cameras)
     return (os.cpu_count() or 1) * 1000 / (largest.cpu_ms_per_frame * ANALYSIS_FPS)
 
 

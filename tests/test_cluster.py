@@ -157,7 +157,7 @@ def test_placements_record_moves_and_keep_the_checkpoint_for_the_next_run(postgr
 def test_a_resumed_camera_ends_the_event_a_dead_run_left_open_and_reads_on_from_its_checkpoint(
         tmp_path: Path, video_engine: FaceEngine) -> None:
     """Without Ray: what a restarted group does, on one process (the resume position and the left-open event)."""
-    from facetrail.cluster.checkpoints import Checkpoints
+    from facetrail.pipeline.checkpoints import Checkpoints
     from facetrail.pipeline.orphans import open_watchlist_events
     from facetrail.pipeline.runner import Pipeline
     from facetrail.store.models import Sighting

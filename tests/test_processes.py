@@ -12,6 +12,7 @@ import signal
 import subprocess
 import sys
 from collections import Counter
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -19,8 +20,10 @@ from sqlalchemy import func, select
 
 from facetrail.config.errors import ConfigError
 from facetrail.config.loader import parse_config
+from facetrail.pipeline.processes import FILE_RESTARTS
 from facetrail.store.db import Database, sqlite_url
-from facetrail.store.models import Event, Identity, OutboxMessage, Sighting
+from facetrail.store.models import CameraPlacement, Event, Identity, OutboxMessage, Sighting
+from facetrail.store.placements import checkpoint, place, start_afresh
 from facetrail.vision.engine import FaceEngine
 from facetrail.vision.samples import sample_image
 from mqtt_kit import Listener
@@ -143,7 +146,7 @@ def test_two_processes_store_and_deliver_what_one_does(tmp_path: Path, clips: di
         receiver.stop()
 
 
-def test_a_killed_worker_s_file_cameras_fail_in_one_line_and_the_others_finish(
+def test_a_killed_file_worker_resumes_from_its_checkpoint_and_announces_nothing_twice(
         tmp_path: Path, clips: dict[str, Path], video_engine: FaceEngine, broker: Mosquitto) -> None:
     enrol(tmp_path / "data", video_engine, "Yao Ming", sample_image("yaoming.jpg"), watchlist="vip")
     webhook = free_port()
@@ -160,23 +163,66 @@ def test_a_killed_worker_s_file_cameras_fail_in_one_line_and_the_others_finish(
                                                .where(Event.camera == "gate")))
 
             wait_until(gate_sighted, "gate's first event", timeout=RUN_WAIT_S)
+            with db.session() as session:
+                placed = session.get(CameraPlacement, "gate")
+                assert placed is not None and placed.position_s is not None  # its checkpoint, written as it reads
             os.kill(workers(log)["gate"], signal.SIGKILL)
+            assert run.wait(timeout=RUN_WAIT_S) == 0, log.read_text()[-3000:]
+        finally:
+            if run.poll() is None:
+                run.kill()
+                run.wait()
+        with db.session() as session:
+            placed = session.get(CameraPlacement, "gate")
+            assert placed is not None and placed.position_s is None and placed.moved_from  # read to its end
+        db.dispose()
+        output = log.read_text()
+        assert "camera hall: finished" in output and "camera gate: finished" in output
+        assert output.count("their worker process died (killed by signal 9); starting it again in 1 s "
+                            "(files from their checkpoints: gate)") == 1, output
+        assert "error: cameras failed" not in output
+        ended, _, still_open, events = stored(tmp_path / "data")
+        # Yao Ming's two walks on each camera, each announced once: the walk the killed worker was following
+        # was continued (or ended) by its successor, not raised again
+        assert ended == {("gate", "Yao Ming"): 2, ("hall", "Yao Ming"): 2}
+        assert still_open == 0
+        heard_once(heard, events)
+        delivered = [m for m in receiver.delivered("/hook") if m in set(hooks_of(tmp_path / "data"))]
+        assert delivered == hooks_of(tmp_path / "data")  # every webhook once, in order
+    receiver.stop()
+
+
+def test_a_file_camera_whose_worker_keeps_dying_fails_in_one_line_and_the_others_finish(
+        tmp_path: Path, clips: dict[str, Path], video_engine: FaceEngine, broker: Mosquitto) -> None:
+    enrol(tmp_path / "data", video_engine, "Yao Ming", sample_image("yaoming.jpg"), watchlist="vip")
+    webhook = free_port()
+    receiver = Receiver(webhook, {"/hook": SECRET_A}).start()
+    config = site(tmp_path, clips, broker.port, webhook, realtime=True)
+    with Listener(broker.port, "facetrail/events") as heard:
+        run, log = start(config, "--processes", "2")
+        try:
+            killed: set[int] = set()
+            for _ in range(FILE_RESTARTS + 1):  # each life of gate's worker killed as soon as it is there
+                wait_until(lambda: (workers(log).get("gate") or 0) not in killed | {0},
+                           "gate's next worker process", timeout=RUN_WAIT_S)
+                pid = workers(log)["gate"]
+                os.kill(pid, signal.SIGKILL)
+                killed.add(pid)
             assert run.wait(timeout=RUN_WAIT_S) == 1, log.read_text()[-3000:]
         finally:
             if run.poll() is None:
                 run.kill()
                 run.wait()
-        db.dispose()
         output = log.read_text()
         assert "camera hall: finished" in output
         failed = [line for line in output.splitlines() if line.startswith("error: cameras failed")]
-        assert len(failed) == 1 and "gate: its worker process died (killed by signal 9)" in failed[0], output
+        assert len(failed) == 1, output
+        assert f"gate: its worker process died (killed by signal 9), {FILE_RESTARTS + 1} time(s)" in failed[0]
         assert "hall:" not in failed[0]
-        assert "starting it again" not in output  # a file is not read again from the start
+        assert output.count("starting it again") == FILE_RESTARTS
         ended, _, still_open, events = stored(tmp_path / "data")
         assert ended[("hall", "Yao Ming")] == 2  # the survivor's two walks
-        assert ended[("gate", "Yao Ming")] >= 1  # what the dead worker had raised: ended when the run stopped
-        assert still_open == 0
+        assert still_open == 0  # whatever gate's workers raised was ended when the run stopped
         heard_once(heard, events)
     receiver.stop()
 
@@ -223,6 +269,31 @@ def test_a_killed_live_worker_starts_again_and_sigterm_ends_every_event(
         heard_once(heard, {event.uid for event in events if event.kind == "watchlist_hit"})
     db.dispose()
     receiver.stop()
+
+
+def test_a_new_run_starts_its_files_afresh_and_only_its_own_dead_workers_resume(tmp_path: Path) -> None:
+    db = Database(sqlite_url(tmp_path))
+    origin = datetime(2026, 1, 1, 12, 0, tzinfo=UTC)
+    try:
+        with db.session() as session:  # an earlier run (a cluster's, or a worker's) stopped half-way
+            place(session, ["gate"], run_id="run-1", node="process 10", origin=origin)
+            checkpoint(session, "gate", 12.4)
+        later = datetime(2026, 1, 2, 12, 0, tzinfo=UTC)
+        with db.session() as session:  # a new processes run: the file is read from the start
+            start_afresh(session, ["gate"], run_id="run-2", node="process 20", origin=later)
+        with db.session() as session:
+            row = session.get(CameraPlacement, "gate")
+            assert row is not None and (row.position_s, row.run_id, row.node, row.moved_from) == \
+                (None, "run-2", "process 20", None)
+            checkpoint(session, "gate", 3.2)
+        with db.session() as session:  # its worker died: the next one resumes this run's checkpoint
+            again = place(session, ["gate"], run_id="run-2", node="process 30", origin=datetime.now(UTC))
+        assert again["gate"].position_s == 3.2 and again["gate"].clock_origin == later
+        with db.session() as session:
+            row = session.get(CameraPlacement, "gate")
+            assert row is not None and (row.node, row.moved_from) == ("process 30", "process 20")
+    finally:
+        db.dispose()
 
 
 def test_processes_are_validated() -> None:

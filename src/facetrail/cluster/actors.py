@@ -14,10 +14,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from facetrail.cluster.checkpoints import Checkpoints
 from facetrail.cluster.embedding import EmbeddingPool
 from facetrail.cluster.nodes import node_label
 from facetrail.config.schema import FacetrailConfig
+from facetrail.pipeline.checkpoints import Checkpoints
 from facetrail.pipeline.groups import group_config
 from facetrail.pipeline.orphans import open_watchlist_events
 from facetrail.pipeline.runner import Pipeline, PipelineStats

@@ -3,7 +3,7 @@
 A camera group started again (a cluster's actor on another node, a run's worker process after a crash) hands
 these to :meth:`Recorder.resume`: the first track of the same person continues such an event rather than
 announcing it again, and the events nobody takes over are ended a little later (:class:`LiveOrphans` for live
-cameras, by the clock; the cluster's checkpoints for files, by media time).
+cameras, by the clock; :mod:`facetrail.pipeline.checkpoints` for files, by media time).
 """
 
 from __future__ import annotations

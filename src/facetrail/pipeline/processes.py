@@ -7,10 +7,12 @@ cameras' status and its counts to the parent about once a second over a pipe of 
 mid-write breaks only its own pipe; a shared queue's lock could be left held). The parent owns the one
 :class:`~facetrail.pipeline.delivery.Delivery` that drains every worker's outbox, so each event is delivered once.
 
-A worker that dies does not stop the others. Its live cameras are started again in a fresh worker (with
-back-off), taking over the watchlist events it left open (:mod:`facetrail.pipeline.orphans`); its file
-cameras are not (reading the file again from the start would raise its events twice): they are reported
-failed, the events their worker left open are ended when the run stops, and the run fails.
+A worker that dies does not stop the others. Its cameras are started again in a fresh worker (with
+back-off), taking over the watchlist events it left open (:mod:`facetrail.pipeline.orphans`): live cameras
+where the stream is now, file cameras from their checkpoints (:mod:`facetrail.pipeline.checkpoints`: the media
+time up to which their sightings and events are stored), so nothing is announced twice. A file camera whose
+worker died ``FILE_RESTARTS`` times (a file that crashes its decoder would crash it again) is reported failed,
+the events its worker left open are ended when the run stops, and the run fails.
 """
 
 from __future__ import annotations
@@ -20,11 +22,14 @@ import dataclasses
 import logging
 import multiprocessing
 import multiprocessing.connection
+import os
 import signal
 import threading
 import time
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from multiprocessing.connection import Connection
 from multiprocessing.context import SpawnProcess
 from multiprocessing.synchronize import Event as ProcessEvent
@@ -33,6 +38,7 @@ from typing import Any
 from facetrail.config.schema import FacetrailConfig
 from facetrail.events.outlet import EventOutlet
 from facetrail.pipeline import settings as cfg
+from facetrail.pipeline.checkpoints import Checkpoints
 from facetrail.pipeline.delivery import Delivery
 from facetrail.pipeline.groups import camera_groups, group_config
 from facetrail.pipeline.orphans import LiveOrphans, open_watchlist_events
@@ -40,6 +46,7 @@ from facetrail.pipeline.runner import Pipeline, PipelineStats, summed
 from facetrail.store.audit_anchor import AuditAnchor
 from facetrail.store.audit_anchor import attach as attach_audit_anchor
 from facetrail.store.db import Database, sqlite_url
+from facetrail.store.placements import place, start_afresh
 from facetrail.video.camera import CameraStatus
 from facetrail.video.record_stream import RecordStatus
 from facetrail.video.sources import is_stream
@@ -50,6 +57,7 @@ STOP_POLL_S = 0.2  # how often a worker looks at the parent's stop event
 STOP_TIMEOUT_S = 120.0  # a worker closing its tracks and storing its last events
 RESTART_DELAYS_S = (1.0, 2.0, 5.0, 10.0, 30.0)  # back-off between restarts of a worker that keeps dying
 STEADY_S = 60.0  # a worker that ran this long before dying starts again at the shortest delay
+FILE_RESTARTS = 3  # a file camera is resumed after this many deaths of its worker, not after one more
 
 
 @dataclass
@@ -70,22 +78,28 @@ def live_cameras(config: FacetrailConfig, cameras: list[str]) -> list[str]:
             if is_stream(config.cameras[name].detect_input.path) or config.cameras[name].detect_input.loop]
 
 
-def work(config: FacetrailConfig, cameras: list[str], actor: str, until_done: bool, log_level: int,
-         stop: ProcessEvent, reports: Connection, restarted: bool = False) -> None:
-    """A worker process: run the pipeline of ``cameras`` until done or ``stop``, reporting every second.
+@dataclass(frozen=True)
+class WorkerStart:
+    """What a worker is started with besides its cameras."""
 
-    ``restarted``: its cameras' last worker died; the watchlist events it left open are taken over.
-    """
-    logging.basicConfig(level=log_level, format=f"%(levelname)s %(name)s [{','.join(cameras)}]: %(message)s")
+    run_id: str  # the run's: a restarted worker resumes the checkpoints its predecessor wrote in this run
+    origin: datetime  # the wall time media time 0 of every file stands for (one clock for the whole run)
+    actor: str
+    until_done: bool
+    log_level: int
+    restarted: bool = False  # its cameras' last worker died: resume, take over the events it left open
+
+
+def work(config: FacetrailConfig, cameras: list[str], start: WorkerStart, stop: ProcessEvent,
+         reports: Connection) -> None:
+    """A worker process: run the pipeline of ``cameras`` until done or ``stop``, reporting every second."""
+    logging.basicConfig(level=start.log_level, format=f"%(levelname)s %(name)s [{','.join(cameras)}]: %(message)s")
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the whole process group: the parent stops us
     signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})  # blocked while starting (see _spawn)
     mine = threading.Event()  # this worker's stop: the parent's, or a SIGTERM sent to this worker alone
     signal.signal(signal.SIGTERM, lambda _signum, _frame: mine.set())
     try:
-        pipeline = Pipeline(group_config(config, cameras), actor=actor, deliver=False)
-        if restarted:
-            pipeline.recorder.resume(open_watchlist_events(pipeline.gallery.db, cameras))
-            pipeline.consumers.append(LiveOrphans(pipeline.recorder.end_orphans))
+        pipeline = _worker_pipeline(config, cameras, start)
     except Exception as error:  # a start that fails would fail again: reported as done, not restarted
         log.exception("the pipeline of %s did not start", cameras)
         reports.send(WorkerReport([], [], PipelineStats(), done=True, error=f"{type(error).__name__}: {error}"))
@@ -94,7 +108,7 @@ def work(config: FacetrailConfig, cameras: list[str], actor: str, until_done: bo
 
     def run() -> None:
         try:
-            pipeline.run(mine, until_done=until_done)
+            pipeline.run(mine, until_done=start.until_done)
         except Exception as error:  # reported to the parent; this process's log has the details
             log.exception("the pipeline of %s stopped", cameras)
             failure.append(f"{type(error).__name__}: {error}")
@@ -122,6 +136,39 @@ def work(config: FacetrailConfig, cameras: list[str], actor: str, until_done: bo
         reports.close()
 
 
+def _worker_pipeline(config: FacetrailConfig, cameras: list[str], start: WorkerStart) -> Pipeline:
+    """The worker's pipeline: file cameras from their checkpoints when restarted, each file's position kept."""
+    live = live_cameras(config, cameras)
+    files = [name for name in cameras if name not in live]
+    db = Database(config.database.url or sqlite_url(config.data_dir))
+    try:
+        with db.session() as session:
+            node = f"process {os.getpid()}"
+            if start.restarted:
+                points = place(session, files, run_id=start.run_id, node=node, origin=start.origin)
+            else:
+                start_afresh(session, files, run_id=start.run_id, node=node, origin=start.origin)
+                points = {}
+    finally:
+        db.dispose()
+    resumed = {name: point.position_s for name, point in points.items() if point.position_s is not None}
+    if resumed:
+        log.info("resuming %s", ", ".join(f"{name} after {position:.2f} s" for name, position in resumed.items()))
+    pipeline = Pipeline(group_config(config, cameras), actor=start.actor, deliver=False, start_time=start.origin,
+                        positions=resumed)
+    checkpoints = Checkpoints(pipeline.gallery.db, [r.camera for r in pipeline.cameras
+                                                    if r.camera.settings.name in files],
+                              {name: resumed.get(name, 0.0) for name in files})
+    pipeline.consumers.append(checkpoints)
+    if start.restarted:
+        recorder = pipeline.recorder
+        recorder.resume(open_watchlist_events(pipeline.gallery.db, cameras))
+        checkpoints.end_orphans = recorder.end_orphans  # files: by media time after their checkpoint
+        if live:
+            pipeline.consumers.append(LiveOrphans(lambda: recorder.end_orphans(live)))  # live: by the clock
+    return pipeline
+
+
 @dataclass
 class _Worker:
     cameras: list[str]
@@ -132,6 +179,7 @@ class _Worker:
     started_at: float = 0.0
     carried: list[PipelineStats] = field(default_factory=list)  # counts of its earlier lives
     restarts: int = 0
+    deaths: int = 0  # in the whole run (restarts is reset after a steady life)
     restart_at: float | None = None  # monotonic: when a dead worker starts again
     failed: dict[str, str] = field(default_factory=dict)  # camera -> why it stopped for good
 
@@ -157,6 +205,8 @@ class ProcessRun:
         attach_audit_anchor(self.db.engine, AuditAnchor.for_data_dir(config.data_dir))
         self.outlet = EventOutlet(cfg.channels(config))
         self.delivery = Delivery(config, self.db, self.outlet, cameras)
+        self.run_id = uuid.uuid4().hex[:12]
+        self.origin = datetime.now(UTC)
         self._context = multiprocessing.get_context("spawn")  # no fork: the parent's threads and sessions stay
         self._stop = self._context.Event()
         self._until_done = True
@@ -275,10 +325,11 @@ class ProcessRun:
 
     def _spawn(self, worker: _Worker) -> None:
         receive, send = self._context.Pipe(duplex=False)
+        start = WorkerStart(self.run_id, self.origin, self.actor, self._until_done, logging.getLogger().level,
+                            restarted=worker.deaths > 0)
         process = self._context.Process(
             target=work, name=f"facetrail-{'-'.join(worker.cameras)}"[:60], daemon=True,
-            args=(self.config, worker.cameras, self.actor, self._until_done, logging.getLogger().level, self._stop,
-                  send, worker.restarts > 0))
+            args=(self.config, worker.cameras, start, self._stop, send))
         # Ctrl-C reaches the whole process group; the worker's interpreter must not take it while it starts
         # (before it can ignore it): started with SIGINT blocked, it never sees one. The parent tells it to stop.
         blocked = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
@@ -315,19 +366,26 @@ class ProcessRun:
         if worker.report is not None:
             worker.carried.append(worker.report.stats)
             worker.report = None
-        live = [] if self._stop.is_set() else live_cameras(self.config, worker.cameras)
-        lost = [name for name in worker.cameras if name not in live]
+        worker.deaths += 1
+        live = live_cameras(self.config, worker.cameras)
+        finished = {name for name, status in worker.shown.items() if status.state == "finished"}
+        files = [name for name in worker.cameras if name not in live and name not in finished]
+        again = [] if self._stop.is_set() else [*live, *(files if worker.deaths <= FILE_RESTARTS else [])]
+        lost = [name for name in [*live, *files] if name not in again]
         if lost:
-            reason = f"its worker process died ({how}); not read again (its events would be raised twice)"
+            reason = (f"its worker process died ({how}), {worker.deaths} time(s); not started again"
+                      + ("" if self._stop.is_set() else " (a file that keeps crashing its reader would again)"))
             worker.failed.update(dict.fromkeys(lost, reason))
-            self.notify(f"processes: cameras {', '.join(lost)} failed: their worker process died ({how}); "
-                        "files are not read again from the start (their events would be raised twice)")
-        if not live:
+            self.notify(f"processes: cameras {', '.join(lost)} failed: their worker process died ({how}), "
+                        f"{worker.deaths} time(s); not started again")
+        if not again:
             return
         if now - worker.started_at >= STEADY_S:
             worker.restarts = 0
         delay = RESTART_DELAYS_S[min(worker.restarts, len(RESTART_DELAYS_S) - 1)]
         worker.restarts += 1
-        worker.cameras, worker.restart_at = live, now + delay
-        self.notify(f"processes: cameras {', '.join(live)}: their worker process died ({how}); starting it "
-                    f"again in {delay:g} s")
+        worker.cameras, worker.restart_at = again, now + delay
+        resumed = [name for name in again if name in files]
+        self.notify(f"processes: cameras {', '.join(again)}: their worker process died ({how}); starting it "
+                    f"again in {delay:g} s" + (f" (files from their checkpoints: {', '.join(resumed)})"
+                                               if resumed else ""))

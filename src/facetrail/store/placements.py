@@ -1,4 +1,5 @@
-"""Where a cluster runs each camera, its moves, and its checkpoint (how far its file was read and stored)."""
+"""Where a cluster (or a run's worker process) runs each camera, its moves, and its checkpoint (how far its file was
+read and stored)."""
 
 from __future__ import annotations
 
@@ -43,6 +44,23 @@ def place(session: Session, cameras: Iterable[str], *, run_id: str, node: str,
         row.run_id, row.node, row.updated_at = run_id, node, now
         points[camera] = ResumePoint(row.position_s, as_utc(row.clock_origin) if row.clock_origin else origin)
     return points
+
+
+def start_afresh(session: Session, cameras: Iterable[str], *, run_id: str, node: str, origin: datetime) -> None:
+    """Record that ``node`` runs ``cameras`` from the start of their files, on the clock ``origin``.
+
+    For a run that does not resume an earlier one (``facetrail run --processes``: only its own workers that
+    died resume, through :func:`place` with the same ``run_id``).
+    """
+    now = utcnow()
+    for camera in cameras:
+        row = session.get(CameraPlacement, camera, with_for_update=True)
+        if row is None:
+            row = CameraPlacement(camera=camera)
+            session.add(row)
+        row.run_id, row.node, row.clock_origin, row.position_s = run_id, node, origin, None
+        row.moved_from = row.moved_at = None
+        row.updated_at = now
 
 
 def checkpoint(session: Session, camera: str, position_s: float | None) -> None:

@@ -1,5 +1,8 @@
 """Each camera's checkpoint: how far its file was read with everything it raised stored, and what it left open.
 
+Used by the cluster's camera groups and by ``--processes`` workers, so that a file camera whose process died
+is read on from where its work was stored, not from the start.
+
 The checkpoint is written after the frame's sightings and events (the consumers run in order, the sightings
 first), so a camera resumed from it never re-reads a frame whose events are stored; the tracks it was
 following are continued by :meth:`Recorder.resume` rather than announced again.
@@ -25,8 +28,11 @@ class Checkpoints(Consumer):
     name = "checkpoints"
 
     def __init__(self, db: Database, cameras: Sequence[Camera], resumed_at: dict[str, float]) -> None:
+        """``cameras``: those whose position is kept (others' frames are ignored); ``resumed_at``: camera -> media
+        time it resumed after."""
         self.db = db
         self.cameras = cameras
+        self._names = {camera.settings.name for camera in cameras}
         self.resumed_at = dict(resumed_at)  # camera -> media time it resumed after
         self.end_orphans: Callable[[list[str]], int] | None = None  # set to the recorder's, once it exists
         self._written: dict[str, float] = {}  # camera -> media time of its last checkpoint
@@ -36,6 +42,8 @@ class Checkpoints(Consumer):
         # Every frame while someone is in view (and the frame they left), else once a second: replaying a second
         # of empty frames after a crash stores nothing, and a write per frame costs a commit per frame.
         camera = batch.camera
+        if camera not in self._names:
+            return
         if len(batch) or self._in_view.get(camera) or batch.pts - self._written.get(camera, -1e9) >= QUIET_EVERY_S:
             with self.db.session() as session:
                 checkpoint(session, camera, batch.pts)

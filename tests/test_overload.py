@@ -21,11 +21,12 @@ from sqlalchemy import select
 
 from api_kit import make_keys, serving
 from facetrail.api.app import PREFIX, ApiSettings, create_app
+from facetrail.cli.overload import OverloadNotice
 from facetrail.config.loader import parse_config
 from facetrail.gallery.gallery import Gallery, GallerySettings
 from facetrail.pipeline.runner import Pipeline
 from facetrail.store.models import CameraState
-from facetrail.video.camera import Camera, CameraSettings, DetectSettings, VideoInput
+from facetrail.video.camera import Camera, CameraSettings, CameraStatus, DetectSettings, VideoInput
 from facetrail.video.motion import MotionSettings
 from facetrail.vision.engine import FaceEngine
 from facetrail.vision.samples import sample_image
@@ -160,3 +161,26 @@ def test_a_live_camera_keeps_only_its_newest_frame_and_reports_the_rate_it_drops
     assert frames[0] is not None and frames[0].index == 2 * CLIP_FPS - 1 and frames[1] is None
     assert status.dropped_fps > 0 and status.overloaded and status.target_fps == CLIP_FPS
     assert status.analysed_fps == 0 and camera.status().frames_analysed == 1
+
+
+def _status(name: str, dropped_fps: float) -> CameraStatus:
+    return CameraStatus(name=name, state="connected", last_frame_at=None, error=None, attempts=0,
+                        next_retry_at=None, frames_decoded=100, frames_analysed=50, frames_skipped_motion=0,
+                        analysed_fps=4.0, target_fps=5.0, dropped_fps=dropped_fps)
+
+
+def test_a_run_that_stays_overloaded_says_once_what_to_do() -> None:
+    calm, behind = [_status("gate", 0.0), _status("hall", 0.0)], [_status("gate", 2.5), _status("hall", 0.5)]
+    notice = OverloadNotice(processes=1, cpus=2)
+    assert notice.check(behind, now=0.0) is None
+    assert notice.check(calm, now=5.0) is None  # it caught up: a burst, not an overload
+    assert notice.check(behind, now=6.0) is None
+    assert notice.check(behind, now=15.0) is None  # 9 s in a row
+    line = notice.check(behind, now=16.0)
+    assert line is not None and line.startswith("overloaded: cameras gate, hall drop 3.0 frame(s)/s in all")
+    assert "run with --processes auto" in line
+    assert notice.check(behind, now=60.0) is None  # said once
+    every_core = OverloadNotice(processes=2, cpus=2)
+    every_core.check(behind, now=0.0)
+    line = every_core.check(behind, now=10.0)
+    assert line is not None and "--processes" not in line and "detect.fps" in line and "roles: [record]" in line

@@ -16,6 +16,7 @@ from rich.live import Live
 from rich.table import Table
 
 from facetrail.cli.common import CommandError, actor_of, err, out, stdout_is_tty
+from facetrail.cli.overload import OverloadNotice
 from facetrail.config.cluster import ClusterSettings, RayConnection
 from facetrail.config.loader import load_config
 from facetrail.config.schema import cluster_database_problem
@@ -100,18 +101,26 @@ def run(args: argparse.Namespace) -> int:
 
     worker = threading.Thread(target=work, name="pipeline", daemon=True)
     worker.start()
-    notice = DeliveryNotice()
+    notice, overload = DeliveryNotice(), OverloadNotice(processes)
+
+    def check_overload() -> None:
+        line = overload.check(pipeline.status())
+        if line is not None:
+            err.print(line, markup=False)
+
     if stdout_is_tty():
         with Live(status_table(pipeline.status(), pipeline.stats), console=out, refresh_per_second=2) as live:
             while worker.is_alive():
                 worker.join(0.5)
                 notice.check(pipeline)
+                check_overload()
                 live.update(status_table(pipeline.status(), pipeline.stats))
     else:
         last = time.monotonic()
         while worker.is_alive():
             worker.join(0.5)
             notice.check(pipeline)
+            check_overload()
             if time.monotonic() - last >= STATUS_EVERY_S:
                 last = time.monotonic()
                 for status in pipeline.status():

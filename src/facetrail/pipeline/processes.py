@@ -10,9 +10,9 @@ mid-write breaks only its own pipe; a shared queue's lock could be left held). T
 A worker that dies does not stop the others. Its cameras are started again in a fresh worker (with
 back-off), taking over the watchlist events it left open (:mod:`facetrail.pipeline.orphans`): live cameras
 where the stream is now, file cameras from their checkpoints (:mod:`facetrail.pipeline.checkpoints`: the media
-time up to which their sightings and events are stored), so nothing is announced twice. A file camera whose
-worker died ``FILE_RESTARTS`` times (a file that crashes its decoder would crash it again) is reported failed,
-the events its worker left open are ended when the run stops, and the run fails.
+time up to which their sightings and events are stored), so nothing is announced twice. A file camera is
+resumed ``FILE_RESTARTS`` times at most (a file that crashes its reader would crash it again): after that it
+is reported failed, the events its worker left open are ended when the run stops, and the run fails.
 """
 
 from __future__ import annotations
@@ -46,7 +46,7 @@ from facetrail.pipeline.runner import Pipeline, PipelineStats, summed
 from facetrail.store.audit_anchor import AuditAnchor
 from facetrail.store.audit_anchor import attach as attach_audit_anchor
 from facetrail.store.db import Database, sqlite_url
-from facetrail.store.placements import place, start_afresh
+from facetrail.store.placements import ResumePoint, place, start_afresh
 from facetrail.video.camera import CameraStatus
 from facetrail.video.record_stream import RecordStatus
 from facetrail.video.sources import is_stream
@@ -140,17 +140,18 @@ def _worker_pipeline(config: FacetrailConfig, cameras: list[str], start: WorkerS
     """The worker's pipeline: file cameras from their checkpoints when restarted, each file's position kept."""
     live = live_cameras(config, cameras)
     files = [name for name in cameras if name not in live]
-    db = Database(config.database.url or sqlite_url(config.data_dir))
-    try:
-        with db.session() as session:
-            node = f"process {os.getpid()}"
-            if start.restarted:
-                points = place(session, files, run_id=start.run_id, node=node, origin=start.origin)
-            else:
-                start_afresh(session, files, run_id=start.run_id, node=node, origin=start.origin)
-                points = {}
-    finally:
-        db.dispose()
+    points: dict[str, ResumePoint] = {}
+    if files:
+        db = Database(config.database.url or sqlite_url(config.data_dir))
+        try:
+            with db.session() as session:
+                node = f"process {os.getpid()}"
+                if start.restarted:
+                    points = place(session, files, run_id=start.run_id, node=node, origin=start.origin)
+                else:
+                    start_afresh(session, files, run_id=start.run_id, node=node, origin=start.origin)
+        finally:
+            db.dispose()
     resumed = {name: point.position_s for name, point in points.items() if point.position_s is not None}
     if resumed:
         log.info("resuming %s", ", ".join(f"{name} after {position:.2f} s" for name, position in resumed.items()))
@@ -373,8 +374,9 @@ class ProcessRun:
         again = [] if self._stop.is_set() else [*live, *(files if worker.deaths <= FILE_RESTARTS else [])]
         lost = [name for name in [*live, *files] if name not in again]
         if lost:
-            reason = (f"its worker process died ({how}), {worker.deaths} time(s); not started again"
-                      + ("" if self._stop.is_set() else " (a file that keeps crashing its reader would again)"))
+            reason = (f"its worker process died ({how}), {worker.deaths} time(s); not started again "
+                      + ("as the run was stopping" if self._stop.is_set()
+                         else f"(a file camera is resumed {FILE_RESTARTS} times at most)"))
             worker.failed.update(dict.fromkeys(lost, reason))
             self.notify(f"processes: cameras {', '.join(lost)} failed: their worker process died ({how}), "
                         f"{worker.deaths} time(s); not started again")

@@ -12,6 +12,8 @@ import signal
 import subprocess
 import sys
 from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -62,6 +64,31 @@ def start(config: Path, *args: str) -> tuple[subprocess.Popen[bytes], Path]:
         run = subprocess.Popen([sys.executable, "-m", "facetrail.cli.main", "run", str(config), *args],
                                stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
     return run, log
+
+
+@contextmanager
+def started(config: Path, *args: str) -> Iterator[tuple[subprocess.Popen[bytes], Path]]:
+    """The run of ``config`` and its log (:func:`start`), killed on the way out if it is still running."""
+    run, log = start(config, *args)
+    try:
+        yield run, log
+    finally:
+        if run.poll() is None:
+            run.kill()
+            run.wait()
+
+
+@contextmanager
+def watched_site(folder: Path, clips: dict[str, Path], engine: FaceEngine, broker: Mosquitto, *,
+                 loop: bool = False) -> Iterator[tuple[Path, Receiver]]:
+    """Yao Ming on the "vip" watchlist, a webhook receiver, and the site of ``clips`` read in real time."""
+    enrol(folder / "data", engine, "Yao Ming", sample_image("yaoming.jpg"), watchlist="vip")
+    webhook = free_port()
+    receiver = Receiver(webhook, {"/hook": SECRET_A}).start()
+    try:
+        yield site(folder, clips, broker.port, webhook, realtime=True, loop=loop), receiver
+    finally:
+        receiver.stop()
 
 
 def workers(log: Path) -> dict[str, int]:
@@ -148,13 +175,9 @@ def test_two_processes_store_and_deliver_what_one_does(tmp_path: Path, clips: di
 
 def test_a_killed_file_worker_resumes_from_its_checkpoint_and_announces_nothing_twice(
         tmp_path: Path, clips: dict[str, Path], video_engine: FaceEngine, broker: Mosquitto) -> None:
-    enrol(tmp_path / "data", video_engine, "Yao Ming", sample_image("yaoming.jpg"), watchlist="vip")
-    webhook = free_port()
-    receiver = Receiver(webhook, {"/hook": SECRET_A}).start()
-    config = site(tmp_path, clips, broker.port, webhook, realtime=True)
-    db = Database(sqlite_url(tmp_path / "data"), migrate=False)
-    with Listener(broker.port, "facetrail/events") as heard:
-        run, log = start(config, "--processes", "2")
+    with watched_site(tmp_path, clips, video_engine, broker) as (config, receiver), \
+            Listener(broker.port, "facetrail/events") as heard, started(config, "--processes", "2") as (run, log):
+        db = Database(sqlite_url(tmp_path / "data"), migrate=False)
         try:
             def gate_sighted() -> bool:
                 assert run.poll() is None, log.read_text()[-3000:]
@@ -168,14 +191,11 @@ def test_a_killed_file_worker_resumes_from_its_checkpoint_and_announces_nothing_
                 assert placed is not None and placed.position_s is not None  # its checkpoint, written as it reads
             os.kill(workers(log)["gate"], signal.SIGKILL)
             assert run.wait(timeout=RUN_WAIT_S) == 0, log.read_text()[-3000:]
+            with db.session() as session:
+                placed = session.get(CameraPlacement, "gate")
+                assert placed is not None and placed.position_s is None and placed.moved_from  # read to its end
         finally:
-            if run.poll() is None:
-                run.kill()
-                run.wait()
-        with db.session() as session:
-            placed = session.get(CameraPlacement, "gate")
-            assert placed is not None and placed.position_s is None and placed.moved_from  # read to its end
-        db.dispose()
+            db.dispose()
         output = log.read_text()
         assert "camera hall: finished" in output and "camera gate: finished" in output
         assert output.count("their worker process died (killed by signal 9); starting it again in 1 s "
@@ -189,30 +209,20 @@ def test_a_killed_file_worker_resumes_from_its_checkpoint_and_announces_nothing_
         heard_once(heard, events)
         delivered = [m for m in receiver.delivered("/hook") if m in set(hooks_of(tmp_path / "data"))]
         assert delivered == hooks_of(tmp_path / "data")  # every webhook once, in order
-    receiver.stop()
 
 
 def test_a_file_camera_whose_worker_keeps_dying_fails_in_one_line_and_the_others_finish(
         tmp_path: Path, clips: dict[str, Path], video_engine: FaceEngine, broker: Mosquitto) -> None:
-    enrol(tmp_path / "data", video_engine, "Yao Ming", sample_image("yaoming.jpg"), watchlist="vip")
-    webhook = free_port()
-    receiver = Receiver(webhook, {"/hook": SECRET_A}).start()
-    config = site(tmp_path, clips, broker.port, webhook, realtime=True)
-    with Listener(broker.port, "facetrail/events") as heard:
-        run, log = start(config, "--processes", "2")
-        try:
-            killed: set[int] = set()
-            for _ in range(FILE_RESTARTS + 1):  # each life of gate's worker killed as soon as it is there
-                wait_until(lambda: (workers(log).get("gate") or 0) not in killed | {0},
-                           "gate's next worker process", timeout=RUN_WAIT_S)
-                pid = workers(log)["gate"]
-                os.kill(pid, signal.SIGKILL)
-                killed.add(pid)
-            assert run.wait(timeout=RUN_WAIT_S) == 1, log.read_text()[-3000:]
-        finally:
-            if run.poll() is None:
-                run.kill()
-                run.wait()
+    with watched_site(tmp_path, clips, video_engine, broker) as (config, _), \
+            Listener(broker.port, "facetrail/events") as heard, started(config, "--processes", "2") as (run, log):
+        killed: set[int] = set()
+        for _ in range(FILE_RESTARTS + 1):  # each life of gate's worker killed as soon as it is there
+            wait_until(lambda: (workers(log).get("gate") or 0) not in killed | {0},
+                       "gate's next worker process", timeout=RUN_WAIT_S)
+            pid = workers(log)["gate"]
+            os.kill(pid, signal.SIGKILL)
+            killed.add(pid)
+        assert run.wait(timeout=RUN_WAIT_S) == 1, log.read_text()[-3000:]
         output = log.read_text()
         assert "camera hall: finished" in output
         failed = [line for line in output.splitlines() if line.startswith("error: cameras failed")]
@@ -224,29 +234,25 @@ def test_a_file_camera_whose_worker_keeps_dying_fails_in_one_line_and_the_others
         assert ended[("hall", "Yao Ming")] == 2  # the survivor's two walks
         assert still_open == 0  # whatever gate's workers raised was ended when the run stopped
         heard_once(heard, events)
-    receiver.stop()
 
 
 def test_a_killed_live_worker_starts_again_and_sigterm_ends_every_event(
         tmp_path: Path, clips: dict[str, Path], video_engine: FaceEngine, broker: Mosquitto) -> None:
     # Files read in a loop stand for live cameras: they never end, and reading them again duplicates nothing.
-    enrol(tmp_path / "data", video_engine, "Yao Ming", sample_image("yaoming.jpg"), watchlist="vip")
-    webhook = free_port()
-    receiver = Receiver(webhook, {"/hook": SECRET_A}).start()
-    config = site(tmp_path, clips, broker.port, webhook, realtime=True, loop=True)
-    db = Database(sqlite_url(tmp_path / "data"), migrate=False)
+    with watched_site(tmp_path, clips, video_engine, broker, loop=True) as (config, _), \
+            Listener(broker.port, "facetrail/events") as heard, started(config, "--processes", "2") as (run, log):
+        db = Database(sqlite_url(tmp_path / "data"), migrate=False)
 
-    def count(camera: str) -> int:
-        with db.session() as session:
-            return int(session.scalar(select(func.count()).select_from(Event).where(Event.camera == camera)) or 0)
+        def count(camera: str) -> int:
+            with db.session() as session:
+                return int(session.scalar(select(func.count()).select_from(Event)
+                                          .where(Event.camera == camera)) or 0)
 
-    with Listener(broker.port, "facetrail/events") as heard:
-        run, log = start(config, "--processes", "2")
+        def both_sighted() -> bool:
+            assert run.poll() is None, log.read_text()[-3000:]
+            return count("gate") > 0 and count("hall") > 0
+
         try:
-            def both_sighted() -> bool:
-                assert run.poll() is None, log.read_text()[-3000:]
-                return count("gate") > 0 and count("hall") > 0
-
             wait_until(both_sighted, "an event on each camera", timeout=RUN_WAIT_S)
             first = workers(log)["gate"]
             os.kill(first, signal.SIGKILL)
@@ -255,20 +261,16 @@ def test_a_killed_live_worker_starts_again_and_sigterm_ends_every_event(
             wait_until(lambda: count("gate") > before, "a new event on gate after the restart", timeout=RUN_WAIT_S)
             run.send_signal(signal.SIGTERM)
             assert run.wait(timeout=RUN_WAIT_S) == 0, log.read_text()[-3000:]
+            with db.session() as session:
+                events = list(session.scalars(select(Event)))
         finally:
-            if run.poll() is None:
-                run.kill()
-                run.wait()
+            db.dispose()
         output = log.read_text()
         assert output.count("their worker process died (killed by signal 9); starting it again") == 1, output
-        with db.session() as session:
-            events = list(session.scalars(select(Event)))
         assert {event.camera for event in events} == {"gate", "hall"}
         # stopped cleanly, and the event the killed worker left open was taken over or ended: nothing left open
         assert all(event.ended_at is not None for event in events)
         heard_once(heard, {event.uid for event in events if event.kind == "watchlist_hit"})
-    db.dispose()
-    receiver.stop()
 
 
 def test_a_new_run_starts_its_files_afresh_and_only_its_own_dead_workers_resume(tmp_path: Path) -> None:

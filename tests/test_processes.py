@@ -114,7 +114,8 @@ def stored(data: Path) -> tuple[Counter[tuple[str, str | None]], Counter[tuple[s
             assert waiting == 0  # every message delivered
     finally:
         db.dispose()
-    ended = Counter((camera, name) for camera, name, end, _ in events if end is not None)
+    ended: Counter[tuple[str, str | None]] = Counter((camera, name) for camera, name, end, _ in events
+                                                     if end is not None)
     return (ended, Counter((camera, name) for camera, name in sightings),
             sum(1 for *_, end, _ in events if end is None), {uid for *_, uid in events})
 

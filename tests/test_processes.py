@@ -25,7 +25,7 @@ from facetrail.config.loader import parse_config
 from facetrail.pipeline.processes import FILE_RESTARTS
 from facetrail.store.db import Database, sqlite_url
 from facetrail.store.models import CameraPlacement, Event, Identity, OutboxMessage, Sighting
-from facetrail.store.placements import checkpoint, place, start_afresh
+from facetrail.store.placements import checkpoint, place, resume_run, start_afresh
 from facetrail.vision.engine import FaceEngine
 from facetrail.vision.samples import sample_image
 from mqtt_kit import Listener
@@ -290,11 +290,20 @@ def test_a_new_run_starts_its_files_afresh_and_only_its_own_dead_workers_resume(
                 (None, "run-2", "process 20", None)
             checkpoint(session, "gate", 3.2)
         with db.session() as session:  # its worker died: the next one resumes this run's checkpoint
-            again = place(session, ["gate"], run_id="run-2", node="process 30", origin=datetime.now(UTC))
+            again = resume_run(session, ["gate"], run_id="run-2", node="process 30", origin=datetime.now(UTC))
         assert again["gate"].position_s == 3.2 and again["gate"].clock_origin == later
         with db.session() as session:
             row = session.get(CameraPlacement, "gate")
             assert row is not None and (row.node, row.moved_from) == ("process 30", "process 20")
+        with db.session() as session:  # another run's worker died before it placed its file: not run-2's point
+            place(session, ["hall"], run_id="run-1", node="process 10", origin=origin)
+            checkpoint(session, "hall", 7.5)
+        with db.session() as session:
+            fresh = resume_run(session, ["hall"], run_id="run-3", node="process 40", origin=later)
+        assert fresh["hall"].position_s is None and fresh["hall"].clock_origin == later
+        with db.session() as session:
+            row = session.get(CameraPlacement, "hall")
+            assert row is not None and (row.run_id, row.position_s, row.moved_from) == ("run-3", None, None)
     finally:
         db.dispose()
 

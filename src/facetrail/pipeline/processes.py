@@ -46,7 +46,7 @@ from facetrail.pipeline.runner import Pipeline, PipelineStats, summed
 from facetrail.store.audit_anchor import AuditAnchor
 from facetrail.store.audit_anchor import attach as attach_audit_anchor
 from facetrail.store.db import Database, sqlite_url
-from facetrail.store.placements import ResumePoint, place, start_afresh
+from facetrail.store.placements import ResumePoint, resume_run, start_afresh
 from facetrail.video.camera import CameraStatus
 from facetrail.video.record_stream import RecordStatus
 from facetrail.video.sources import is_stream
@@ -147,7 +147,7 @@ def _worker_pipeline(config: FacetrailConfig, cameras: list[str], start: WorkerS
             with db.session() as session:
                 node = f"process {os.getpid()}"
                 if start.restarted:
-                    points = place(session, files, run_id=start.run_id, node=node, origin=start.origin)
+                    points = resume_run(session, files, run_id=start.run_id, node=node, origin=start.origin)
                 else:
                     start_afresh(session, files, run_id=start.run_id, node=node, origin=start.origin)
         finally:

@@ -63,6 +63,22 @@ def start_afresh(session: Session, cameras: Iterable[str], *, run_id: str, node:
         row.updated_at = now
 
 
+def resume_run(session: Session, cameras: Iterable[str], *, run_id: str, node: str,
+               origin: datetime) -> dict[str, ResumePoint]:
+    """Where ``cameras`` pick up in run ``run_id`` once the process that ran them died, now run by ``node``.
+
+    This run's checkpoint (recorded as a move from the dead process), or the start of the file for a camera
+    this run never placed (its process died before it could): never an earlier run's checkpoint.
+    """
+    cameras = list(cameras)
+    ours = [camera for camera in cameras
+            if (row := session.get(CameraPlacement, camera, with_for_update=True)) is not None and row.run_id == run_id]
+    start_afresh(session, [camera for camera in cameras if camera not in ours], run_id=run_id, node=node,
+                 origin=origin)
+    points = place(session, ours, run_id=run_id, node=node, origin=origin)
+    return {camera: points.get(camera, ResumePoint(None, origin)) for camera in cameras}
+
+
 def checkpoint(session: Session, camera: str, position_s: float | None) -> None:
     """The camera's work up to media time ``position_s`` is stored (None: its file was read to the end)."""
     row = session.get(CameraPlacement, camera)

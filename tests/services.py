@@ -1,4 +1,5 @@
-"""Real peers for tests: private Mosquitto brokers, an MQTT subscriber, a Standard Webhooks receiver."""
+"""Real peers for tests: private Mosquitto brokers, an MQTT subscriber, a Standard Webhooks receiver, the CLI's
+`facetrail run` in a subprocess."""
 
 from __future__ import annotations
 
@@ -7,9 +8,10 @@ import getpass
 import shutil
 import socket
 import subprocess
+import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -25,6 +27,21 @@ MOSQUITTO = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
 WAIT_S = 30.0
 SECRET_A = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
 SECRET_B = "whsec_C2FVsBQIhrscChlQIMV+b5sSYspob7oD"
+
+@contextlib.contextmanager
+def facetrail_run(config: Path, *args: str, log: Path) -> Iterator[subprocess.Popen[bytes]]:
+    """``facetrail run CONFIG ARGS`` in a subprocess, its output in ``log``; killed on the way out if a failed
+    assertion left it running."""
+    with log.open("w") as out:
+        run = subprocess.Popen([sys.executable, "-m", "facetrail.cli.main", "run", str(config), *args],
+                               stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+    try:
+        yield run
+    finally:
+        if run.poll() is None:
+            run.kill()
+            run.wait()
+
 
 def wait_until(condition: Callable[[], bool], what: str, timeout: float = WAIT_S) -> None:
     """Poll ``condition`` until it holds; fail with ``what`` after a generous timeout."""

@@ -21,8 +21,8 @@ import pytest
 from sqlalchemy import func, select
 
 from facetrail.config.errors import ConfigError
-from facetrail.config.loader import parse_config
-from facetrail.pipeline.processes import FILE_RESTARTS
+from facetrail.config.loader import load_config, parse_config
+from facetrail.pipeline.processes import FILE_RESTARTS, ProcessRun
 from facetrail.store.db import Database, sqlite_url
 from facetrail.store.models import CameraPlacement, Event, Identity, OutboxMessage, Sighting
 from facetrail.store.placements import checkpoint, place, resume_run, start_afresh
@@ -30,7 +30,7 @@ from facetrail.vision.engine import FaceEngine
 from facetrail.vision.samples import sample_image
 from mqtt_kit import Listener
 from pipeline_kit import enrol, two_cameras_of_yao
-from services import SECRET_A, Mosquitto, Receiver, free_port, wait_until
+from services import SECRET_A, Mosquitto, Receiver, facetrail_run, free_port, wait_until
 
 RUN_WAIT_S = 600.0  # two engines loading on a busy 2-core machine: generous, never a timing assertion
 WORKER = re.compile(r"processes: cameras ([\w, -]+) in worker process (\d+)")
@@ -58,24 +58,12 @@ def site(folder: Path, clips: dict[str, Path], broker: int, webhook: int, *, rea
     return path
 
 
-def start(config: Path, *args: str) -> tuple[subprocess.Popen[bytes], Path]:
-    log = config.with_name("run.log")
-    with log.open("w") as out:
-        run = subprocess.Popen([sys.executable, "-m", "facetrail.cli.main", "run", str(config), *args],
-                               stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
-    return run, log
-
-
 @contextmanager
 def started(config: Path, *args: str) -> Iterator[tuple[subprocess.Popen[bytes], Path]]:
-    """The run of ``config`` and its log (:func:`start`), killed on the way out if it is still running."""
-    run, log = start(config, *args)
-    try:
+    """The run of ``config`` and its log (run.log beside it), killed on the way out if it is still running."""
+    log = config.with_name("run.log")
+    with facetrail_run(config, *args, log=log) as run:
         yield run, log
-    finally:
-        if run.poll() is None:
-            run.kill()
-            run.wait()
 
 
 @contextmanager
@@ -154,8 +142,8 @@ def test_two_processes_store_and_deliver_what_one_does(tmp_path: Path, clips: di
             folder = tmp_path / f"p{processes}"
             enrol(folder / "data", video_engine, "Yao Ming", sample_image("yaoming.jpg"), watchlist="vip")
             config = site(folder, clips, broker.port, webhook)
-            with Listener(broker.port, "facetrail/events") as heard:
-                run, log = start(config, "--processes", processes)
+            with Listener(broker.port, "facetrail/events") as heard, \
+                    started(config, "--processes", processes) as (run, log):
                 assert run.wait(timeout=RUN_WAIT_S) == 0, log.read_text()[-3000:]
                 ended, sightings, still_open, events = stored(folder / "data")
                 heard_once(heard, events)
@@ -235,6 +223,41 @@ def test_a_file_camera_whose_worker_keeps_dying_fails_in_one_line_and_the_others
         assert ended[("hall", "Yao Ming")] == 2  # the survivor's two walks
         assert still_open == 0  # whatever gate's workers raised was ended when the run stopped
         heard_once(heard, events)
+
+
+def test_a_worker_that_died_as_the_run_stopped_leaves_no_event_open(
+        tmp_path: Path, clips: dict[str, Path], video_engine: FaceEngine, broker: Mosquitto) -> None:
+    with watched_site(tmp_path, clips, video_engine, broker) as (config, _):
+        run = ProcessRun(load_config(config), 2, actor="tester", notify=lambda _line: None)
+        db = Database(sqlite_url(tmp_path / "data"), migrate=False)
+        run.start()
+        try:
+            def gate_event_open() -> bool:
+                run.poll(0.1)
+                with db.session() as session:
+                    return bool(session.scalar(select(func.count()).select_from(Event).where(
+                        Event.camera == "gate", Event.ended_at.is_(None))))
+
+            wait_until(gate_event_open, "gate's first event", timeout=RUN_WAIT_S)
+            (gate,) = [worker for worker in run.workers if worker.cameras == ["gate"]]
+            assert gate.process is not None and gate.process.pid is not None
+            os.kill(gate.process.pid, signal.SIGKILL)
+
+            def death_noticed() -> bool:
+                run.poll(0.1)
+                return gate.restart_at is not None  # waiting its back-off to start again
+
+            wait_until(death_noticed, "the parent to notice gate's worker died", timeout=RUN_WAIT_S)
+        finally:
+            run.stop()  # within the back-off: gate's worker is never started again
+        try:
+            with db.session() as session:
+                left_open = session.scalar(select(func.count()).select_from(Event).where(Event.ended_at.is_(None)))
+        finally:
+            db.dispose()
+        assert left_open == 0  # the event the dead worker was following was ended by the parent
+        assert "the run stopped before it started again" in run.failures["gate"]
+        assert "hall" not in run.failures  # stopped mid-file by the stop, as asked
 
 
 def test_a_killed_live_worker_starts_again_and_sigterm_ends_every_event(

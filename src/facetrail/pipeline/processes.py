@@ -291,7 +291,8 @@ class ProcessRun:
                 worker.process.join(5)
             self._read(worker)
             self._close(worker)
-        self._end_left_open()
+        orphaned = self._never_restarted()
+        self._end_left_open(orphaned)
         self.delivery.stop()
         self.db.dispose()
 
@@ -312,9 +313,28 @@ class ProcessRun:
 
     # -- internals -----------------------------------------------------------------------------------------
 
-    def _end_left_open(self) -> None:
-        """End the watchlist events the dead workers of failed cameras left open (nobody takes them over)."""
-        failed = sorted({camera for worker in self.workers for camera in worker.failed})
+    def _never_restarted(self) -> list[str]:
+        """The cameras of workers that died and were waiting to start again when the run stopped.
+
+        Nobody will take over what their worker left open; a file of theirs was not read to its end (failed).
+        """
+        cameras: list[str] = []
+        for worker in self.workers:
+            if worker.restart_at is None:
+                continue
+            worker.restart_at = None
+            live = live_cameras(self.config, worker.cameras)
+            worker.failed.update(dict.fromkeys(
+                [name for name in worker.cameras if name not in live],
+                f"its worker process died ({worker.deaths} time(s)) and the run stopped before it started again; "
+                "the file was not read to its end"))
+            cameras.extend(worker.cameras)
+        return cameras
+
+    def _end_left_open(self, also: list[str]) -> None:
+        """End the watchlist events left open by the dead workers of failed cameras and of ``also`` (nobody takes
+        them over)."""
+        failed = sorted({camera for worker in self.workers for camera in worker.failed} | set(also))
         if not failed:
             return
         views = open_watchlist_events(self.db, failed)

@@ -35,7 +35,7 @@ from facetrail.vision.engine import FaceEngine
 from facetrail.vision.samples import sample_image
 from mqtt_kit import Listener
 from pipeline_kit import enrol, head_and_shoulders, make_clip, two_cameras_of_yao, walk_in
-from services import SECRET_A, Mosquitto, Receiver, free_port, wait_until
+from services import SECRET_A, Mosquitto, Receiver, facetrail_run, free_port, wait_until
 
 SRC = Path(__file__).resolve().parents[1] / "src"
 RUN_WAIT_S = 600.0  # a busy 2-core machine, three nodes and two engines: generous, never a timing assertion
@@ -443,10 +443,7 @@ def test_killed_embedding_actors_lose_no_face(tmp_path: Path, cluster: object, p
         return {pid for node in cluster.nodes for pid in cluster._pids(node)
                 if _cmdline_of(pid).startswith("ray::EmbeddingActor")}
 
-    log = (tmp_path / "run.log").open("w")
-    run = subprocess.Popen([sys.executable, "-m", "facetrail.cli.main", "run", str(config)], stdout=log,
-                           stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
-    try:
+    with facetrail_run(config, log=tmp_path / "run.log") as run:
         def first_event_open() -> bool:
             assert run.poll() is None, (tmp_path / "run.log").read_text()[-3000:]
             with db.session() as session:
@@ -460,11 +457,6 @@ def test_killed_embedding_actors_lose_no_face(tmp_path: Path, cluster: object, p
         wait_until(lambda: len(embedding_actors() - killed) == 2, "the embedding actors to restart",
                    timeout=RUN_WAIT_S)
         assert run.wait(timeout=RUN_WAIT_S) == 0, (tmp_path / "run.log").read_text()[-3000:]
-    finally:
-        if run.poll() is None:
-            run.kill()
-            run.wait()
-        log.close()
     db.dispose()
     assert watchlist_events(postgres) == {("gate", "Yao Ming"): 2, ("hall", "Yao Ming"): 2}  # no walk lost
     assert "embedding pool: 2 actor(s)" in (tmp_path / "run.log").read_text()
@@ -535,11 +527,8 @@ def test_a_killed_worker_s_cameras_resume_elsewhere_and_every_event_arrives_once
     receiver = Receiver(webhook, {"/hook": SECRET_A}).start()
     config = site(tmp_path, postgres, cluster.address, clips, broker.port, webhook)
     db = Database(postgres)
-    log = (tmp_path / "run.log").open("w")
     with Listener(broker.port, "facetrail/events") as heard:
-        run = subprocess.Popen([sys.executable, "-m", "facetrail.cli.main", "run", str(config)], stdout=log,
-                               stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
-        try:
+        with facetrail_run(config, log=tmp_path / "run.log") as run:
             workers = {cluster.node_id(node)[:8]: node for node in cluster.nodes if node.name != "head"}
 
             def running_on_both() -> bool:
@@ -572,11 +561,6 @@ def test_a_killed_worker_s_cameras_resume_elsewhere_and_every_event_arrives_once
 
             wait_until(moved, "gate to resume on the other worker", timeout=RUN_WAIT_S)
             assert run.wait(timeout=RUN_WAIT_S) == 0, (tmp_path / "run.log").read_text()[-3000:]
-        finally:
-            if run.poll() is None:
-                run.kill()
-                run.wait()
-            log.close()
         after = placements(db)
         assert after["gate"].moved_from is not None and after["gate"].moved_from.endswith(victim)
         assert after["gate"].node.rsplit("/", 1)[1] == nodes["hall"]  # the survivor runs both now

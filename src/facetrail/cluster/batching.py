@@ -59,7 +59,6 @@ class MicroBatcher:
         self._carried: _Request | None = None  # arrived too late for the batch before: first of the next
         self.waiting = 0  # requests taken and not yet answered
 
-
     async def run(self, rows: npt.NDArray[np.uint8]) -> npt.NDArray[np.float32]:
         """The outputs of ``rows`` (row i for input i), computed in a batch shared with other callers."""
         loop = asyncio.get_running_loop()

@@ -371,5 +371,5 @@ def test_the_cli_refuses_processes_with_a_cluster_or_milvus_lite(tmp_path: Path)
                              capture_output=True, text=True, timeout=120, stdin=subprocess.DEVNULL)
     assert refused.returncode == 1
     assert refused.stderr.strip().splitlines() == [
-        f"error: {lite}: --processes Milvus Lite serves one process at a time; use a Milvus server "
+        f"error: {lite}: --processes: Milvus Lite serves one process at a time; use a Milvus server "
         "(index.milvus.uri: http://...) or processes: 1"]

@@ -78,7 +78,7 @@ def run(args: argparse.Namespace) -> int:
         config = config.model_copy(update={"processes": args.processes})
         problem = config.processes_problem()
         if problem:
-            raise CommandError(f"{args.config}: {problem.replace('processes:', '--processes', 1)}")
+            raise CommandError(f"{args.config}: {problem.replace('processes:', '--processes:', 1)}")
     processes = config.worker_processes()
     pipeline: Running
     if processes > 1:

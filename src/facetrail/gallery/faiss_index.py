@@ -291,6 +291,8 @@ class _Shortlist:
         self.nlist = max(1, nlist)
         self.nprobe = min(max(1, nprobe), self.nlist)
         self.pca_dim = pca_dim  # dimensions the codes are made in (PCA + random rotation); 0: no transform
+        # as many codes as the vectors would get untransformed (dim / 8 by default: the same bytes per template),
+        # a number that divides the dimensions the codes are made in
         self.pq_m = _pq_subquantizers(pca_dim or dim, _pq_subquantizers(dim, pq_m))
         # slot s lives in shard s % len(shards); shards are scanned in parallel, one thread each
         self.shards: list[faiss.Index] = [self._empty() for _ in range(shards)]

@@ -41,6 +41,7 @@ import av
 import numpy as np
 
 from facetrail.video import VideoInput, open_source
+from facetrail.video.decoding import file_decode_threads
 from facetrail.video.frames import RateSampler
 
 SHARED = Path(os.environ.get("FACETRAIL_SHARED_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
@@ -192,7 +193,8 @@ def rss_child(threads: int, thread_type: str, count: int) -> None:
 
 def rss_table(count: int) -> list[dict[str, object]]:
     rows = []
-    for threads, kind in ((1, "SLICE"), (2, "FRAME"), (2, "SLICE"), (0, "FRAME"), (0, "SLICE")):
+    for threads, kind in ((1, "SLICE"), (2, "FRAME"), (2, "SLICE"), (0, "FRAME"), (0, "SLICE"),
+                          (file_decode_threads(), "FRAME")):  # the last: a file camera's default
         out = subprocess.run([sys.executable, __file__, "--rss-child", str(threads), kind, str(count)],
                              check=True, capture_output=True, text=True).stdout
         rows.append({"threads": threads or "auto", "thread_type": kind, **json.loads(out.splitlines()[-1])})

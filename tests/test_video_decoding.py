@@ -7,6 +7,7 @@ camera gets the same pictures at the same rate (pts within one frame period) whi
 from __future__ import annotations
 
 import logging
+import os
 import time
 from fractions import Fraction
 from pathlib import Path
@@ -23,11 +24,11 @@ from facetrail.synth.scenes import synthetic_background
 from facetrail.synth.writer import write_clip
 from facetrail.video import Camera, CameraSettings, DetectSettings, MotionSettings, VideoInput, open_source
 from facetrail.video.decoding import (
-    FILE_DECODE_THREADS,
     HWACCEL_TYPES,
     STREAM_DECODE_THREADS,
     DecodePolicy,
     configure_decoder,
+    file_decode_threads,
 )
 from facetrail.video.sources import AVSource
 
@@ -122,6 +123,20 @@ def test_street_at_five_fps_decodes_half_the_frames_and_samples_the_same_moments
     assert policy == sorted(set(policy))
 
 
+def test_street_decodes_the_same_pictures_on_the_default_frame_threads_as_on_one(street: Path) -> None:
+    def pictures(**settings: object) -> list[tuple[float, np.ndarray]]:
+        source = open_source(str(street), fps=5, decode=VideoInput(str(street), **settings))  # type: ignore[arg-type]
+        try:
+            return list(source)
+        finally:
+            source.close()
+
+    one, default = pictures(decode_threads=1), pictures()  # frame threads with non-reference frames skipped
+    assert len(default) == len(one) == 21
+    for (t1, image1), (t2, image2) in zip(one, default, strict=True):
+        assert t1 == t2 and np.array_equal(image1, image2), t1
+
+
 def test_a_synth_clip_with_b_frames_skips_them_at_five_fps(synth_clip: Path) -> None:
     plain, plain_source = sample(synth_clip, 5, decode_skip="off")
     policy, source = sample(synth_clip, 5)
@@ -212,16 +227,17 @@ def test_pictures_decoded_with_the_policy_are_the_plain_decoders_pictures(tmp_pa
 # -- threads, loop filter, hardware decoding, bad settings ------------------------------------------------
 
 
-@pytest.mark.parametrize("threads", [0, 2])
-def test_decoder_threads_give_the_same_pictures(synth_clip: Path, threads: int) -> None:
+@pytest.mark.parametrize("threads", [0, 2, None])  # None: a file's default, twice FFmpeg's count
+def test_decoder_threads_give_the_same_pictures(synth_clip: Path, threads: int | None) -> None:
     plain, _ = sample(synth_clip, 5, decode_threads=1)
     threaded, source = sample(synth_clip, 5, decode_threads=threads)
     assert threaded == plain and source.frames_decoded + source.frames_skipped == 75
 
 
-def test_files_decode_on_every_core_and_streams_on_one_by_default(synth_clip: Path) -> None:
-    assert (FILE_DECODE_THREADS, STREAM_DECODE_THREADS) == (0, 1)  # 0: FFmpeg's one per core
-    for live, threads in ((False, FILE_DECODE_THREADS), (True, STREAM_DECODE_THREADS), (True, 2)):
+def test_files_decode_on_twice_ffmpegs_threads_and_streams_on_one_by_default(synth_clip: Path) -> None:
+    cores = len(os.sched_getaffinity(0))
+    assert file_decode_threads() == min(16, 2 * (cores + 1)) and STREAM_DECODE_THREADS == 1
+    for live, threads in ((False, file_decode_threads()), (True, STREAM_DECODE_THREADS), (True, 2)):
         settings = VideoInput(str(synth_clip)) if threads != 2 else VideoInput(str(synth_clip), decode_threads=2)
         with av.open(str(synth_clip)) as container:
             context = container.streams.video[0].codec_context

@@ -67,9 +67,10 @@ class VideoInput:
                     "are analysed; off: decode every frame.")
     decode_threads: int | None = Field(
         default=None, ge=0, le=64, title="Decoder threads",
-        description="Codec threads per decoder; 0: one per core. More than one: frame threads for files, slice "
-                    "threads for streams (each costs memory). Empty: one per core for files (a file is read as "
-                    "fast as it is analysed), one for streams (many cameras share the cores).")
+        description="Codec threads per decoder; 0: FFmpeg's choice (one per core plus one). More than one: frame "
+                    "threads for files, slice threads for streams (each costs memory). Empty: twice FFmpeg's choice "
+                    "for files (a file is read as fast as it is analysed), one for streams (many cameras share the "
+                    "cores).")
     skip_loop_filter: bool = Field(
         default=False, title="Skip the loop filter",
         description="Skip H.264/HEVC deblocking: less decoding CPU, at the cost of blocking artefacts that build "

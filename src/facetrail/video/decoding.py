@@ -27,6 +27,7 @@ with one warning when the device is not there.
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Mapping
 from typing import Literal, Protocol
 
@@ -36,7 +37,7 @@ import av.video
 from av.codec.hwaccel import HWAccel, HWDeviceType, hwdevices_available
 
 __all__ = [
-    "FILE_DECODE_THREADS",
+    "FILE_THREADS_FACTOR",
     "HWACCEL_TYPES",
     "STREAM_DECODE_THREADS",
     "DecodeOptions",
@@ -44,6 +45,7 @@ __all__ = [
     "SkipMode",
     "check_hwaccel",
     "configure_decoder",
+    "file_decode_threads",
     "open_container",
 ]
 
@@ -56,7 +58,14 @@ HWACCEL_TYPES = tuple(sorted(t.name for t in HWDeviceType if t.name != "none"))
 # Codec threads per decoder, by measurement (bench/decode.py): each camera already has its own reader thread,
 # and more threads cost memory (frame threads: a picture context each) without lowering the CPU per camera.
 STREAM_DECODE_THREADS = 1  # a live stream's decoder by default: cameras in parallel use the cores
-FILE_DECODE_THREADS = 0  # a file's: FFmpeg's frame threads, one per core (throughput; ~4% more CPU)
+# A file's decoder (read as fast as it is analysed) gets twice FFmpeg's own count of frame threads (one per
+# usable core plus one). A frame thread spends much of its turn waiting for its reference frame's rows, and a
+# packet skipped under skip_frame still takes a thread's turn, so FFmpeg's count left the decoder the pipeline's
+# slowest stage: 1080p street.mp4 through the pipeline on 2 cores, 12 interleaved runs, 45.3 frames/s with 3
+# threads, 46.2 with 4, 47.4 with 6, 47.0 with 8, the same CPU per frame; the 640x360 cut (nothing skipped) the
+# same with 3 or 6. The cost is memory: a 1080p decoder holds 52 MiB with 6 threads, 37 with 3 (bench/decode.py).
+FILE_THREADS_FACTOR = 2
+MAX_FILE_DECODE_THREADS = 16  # FFmpeg's own cap on an automatic count
 # Key-frame intervals looked at before decoding key frames only.
 KEY_INTERVALS_TO_LEARN = 2
 # A gap may exceed its limit by this share of a frame period (timestamp jitter) and still count as within it.
@@ -157,19 +166,28 @@ class DecodePolicy:
 def configure_decoder(stream: av.video.stream.VideoStream, options: DecodeOptions | None, *, live: bool) -> None:
     """Threads and codec options for ``stream``'s decoder, before its first packet.
 
-    Threads: ``decode_threads`` (0: FFmpeg's choice, one per core; None: one per core for files, one for
-    streams); more than one uses frame threads for files (throughput) and slice threads for live streams
-    (frame threads add a frame of latency per thread).
+    Threads: ``decode_threads`` (0: FFmpeg's choice, one per core plus one; None: ``file_decode_threads`` for
+    files, one for streams); more than one uses frame threads for files (throughput) and slice threads for live
+    streams (frame threads add a frame of latency per thread).
     """
     threads = options.decode_threads if options is not None else None
     if threads is None:
-        threads = STREAM_DECODE_THREADS if live else FILE_DECODE_THREADS
+        threads = STREAM_DECODE_THREADS if live else file_decode_threads()
     context = stream.codec_context
     context.thread_count = threads
     if threads != 1:
         context.thread_type = "SLICE" if live else "FRAME"
     if options is not None and options.skip_loop_filter:
         context.options = {**context.options, "skip_loop_filter": "all"}
+
+
+def file_decode_threads() -> int:
+    """A file decoder's frame threads by default: ``FILE_THREADS_FACTOR`` x (usable cores + 1), at most 16."""
+    try:
+        cores = len(os.sched_getaffinity(0))  # the cores this process may use (a container's CPU set)
+    except (AttributeError, OSError):
+        cores = os.cpu_count() or 1
+    return min(MAX_FILE_DECODE_THREADS, FILE_THREADS_FACTOR * (cores + 1))
 
 
 def open_container(path: str, *, label: str, options: Mapping[str, str], timeout: tuple[float, float] | None,

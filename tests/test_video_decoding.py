@@ -24,6 +24,7 @@ from facetrail.synth.scenes import synthetic_background
 from facetrail.synth.writer import write_clip
 from facetrail.video import Camera, CameraSettings, DetectSettings, MotionSettings, VideoInput, open_source
 from facetrail.video.decoding import (
+    HARDWARE_DECODE_THREADS,
     HWACCEL_TYPES,
     STREAM_DECODE_THREADS,
     DecodePolicy,
@@ -245,6 +246,16 @@ def test_files_decode_on_twice_ffmpegs_threads_and_streams_on_one_by_default(syn
             assert context.thread_count == threads, (live, threads)
             if threads != 1:
                 assert str(context.thread_type).upper().endswith("SLICE" if live else "FRAME"), context.thread_type
+
+
+def test_a_decoder_on_a_hardware_device_keeps_one_thread_unless_asked(synth_clip: Path) -> None:
+    # the device decodes; frame threads would only multiply its surfaces (NVDEC refuses more than 32)
+    for settings, threads in ((VideoInput(str(synth_clip)), HARDWARE_DECODE_THREADS),
+                              (VideoInput(str(synth_clip), decode_threads=4), 4)):
+        with av.open(str(synth_clip)) as container:
+            configure_decoder(container.streams.video[0], settings, live=False, hardware=True)
+            assert container.streams.video[0].codec_context.thread_count == threads
+    assert HARDWARE_DECODE_THREADS == 1
 
 
 def test_skip_loop_filter_changes_the_pictures_only_when_asked(street: Path) -> None:

@@ -70,7 +70,7 @@ class VideoInput:
         description="Codec threads per decoder; 0: FFmpeg's choice (one per core plus one). More than one: frame "
                     "threads for files, slice threads for streams (each costs memory). Empty: twice FFmpeg's choice "
                     "for files (a file is read as fast as it is analysed), one for streams (many cameras share the "
-                    "cores).")
+                    "cores) and where a hardware device decodes.")
     skip_loop_filter: bool = Field(
         default=False, title="Skip the loop filter",
         description="Skip H.264/HEVC deblocking: less decoding CPU, at the cost of blocking artefacts that build "

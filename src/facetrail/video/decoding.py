@@ -38,6 +38,7 @@ from av.codec.hwaccel import HWAccel, HWDeviceType, hwdevices_available
 
 __all__ = [
     "FILE_THREADS_FACTOR",
+    "HARDWARE_DECODE_THREADS",
     "HWACCEL_TYPES",
     "STREAM_DECODE_THREADS",
     "DecodeOptions",
@@ -65,6 +66,9 @@ STREAM_DECODE_THREADS = 1  # a live stream's decoder by default: cameras in para
 # threads, 46.2 with 4, 47.4 with 6, 47.0 with 8, the same CPU per frame; the 640x360 cut (nothing skipped) the
 # same with 3 or 6. The cost is memory: a 1080p decoder holds 52 MiB with 6 threads, 37 with 3 (bench/decode.py).
 FILE_THREADS_FACTOR = 2
+# A decoder on a hardware device (hwaccel): the device decodes, and each frame thread would only hold surfaces of
+# its own (NVDEC refuses more than 32 in all, which 16 frame threads on a big machine exceed).
+HARDWARE_DECODE_THREADS = 1
 MAX_FILE_DECODE_THREADS = 16  # FFmpeg's own cap on an automatic count
 # Key-frame intervals looked at before decoding key frames only.
 KEY_INTERVALS_TO_LEARN = 2
@@ -163,16 +167,18 @@ class DecodePolicy:
         self._last_frame = None
 
 
-def configure_decoder(stream: av.video.stream.VideoStream, options: DecodeOptions | None, *, live: bool) -> None:
+def configure_decoder(stream: av.video.stream.VideoStream, options: DecodeOptions | None, *, live: bool,
+                      hardware: bool = False) -> None:
     """Threads and codec options for ``stream``'s decoder, before its first packet.
 
     Threads: ``decode_threads`` (0: FFmpeg's choice, one per core plus one; None: ``file_decode_threads`` for
-    files, one for streams); more than one uses frame threads for files (throughput) and slice threads for live
-    streams (frame threads add a frame of latency per thread).
+    files, one for streams and for a decoder on a hardware device: ``hardware``); more than one uses frame
+    threads for files (throughput) and slice threads for live streams (frame threads add a frame of latency per
+    thread).
     """
     threads = options.decode_threads if options is not None else None
     if threads is None:
-        threads = STREAM_DECODE_THREADS if live else file_decode_threads()
+        threads = HARDWARE_DECODE_THREADS if hardware else STREAM_DECODE_THREADS if live else file_decode_threads()
     context = stream.codec_context
     context.thread_count = threads
     if threads != 1:

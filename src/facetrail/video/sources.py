@@ -158,7 +158,7 @@ class AVSource(_SourceBase):
         # The device type decoding runs on; None: the CPU.
         self.hwaccel = device if check_hwaccel(self._stream, label=self.label, hwaccel=device) else None
         try:
-            configure_decoder(self._stream, decode, live=live)
+            configure_decoder(self._stream, decode, live=live, hardware=self.hwaccel is not None)
         except (av.FFmpegError, ValueError) as error:
             self._container.close()
             raise SourceOpenError(self.label, f"bad decoder setting: {_reason(error)}") from None

@@ -235,17 +235,24 @@ def test_decoder_threads_give_the_same_pictures(synth_clip: Path, threads: int |
     assert threaded == plain and source.frames_decoded + source.frames_skipped == 75
 
 
-def test_files_decode_on_twice_ffmpegs_threads_and_streams_on_one_by_default(synth_clip: Path) -> None:
+def test_files_decode_on_twice_ffmpegs_threads_and_live_inputs_on_one_by_default(synth_clip: Path) -> None:
     cores = len(os.sched_getaffinity(0))
     assert file_decode_threads() == min(16, 2 * (cores + 1)) and STREAM_DECODE_THREADS == 1
-    for live, threads in ((False, file_decode_threads()), (True, STREAM_DECODE_THREADS), (True, 2)):
-        settings = VideoInput(str(synth_clip)) if threads != 2 else VideoInput(str(synth_clip), decode_threads=2)
-        with av.open(str(synth_clip)) as container:
+    path = str(synth_clip)
+    cases = [  # (stream?, the input's settings, threads, frame threads?)
+        (False, VideoInput(path), file_decode_threads(), True),  # a file read as fast as it is analysed
+        (False, VideoInput(path, realtime=True), STREAM_DECODE_THREADS, False),  # a file read in real time
+        (True, VideoInput(path), STREAM_DECODE_THREADS, False),
+        (True, VideoInput(path, decode_threads=2), 2, False),
+        (False, VideoInput(path, realtime=True, decode_threads=2), 2, False),  # live: slice threads, no latency
+    ]
+    for stream, settings, threads, frame_threads in cases:
+        with av.open(path) as container:
             context = container.streams.video[0].codec_context
-            configure_decoder(container.streams.video[0], settings, live=live)
-            assert context.thread_count == threads, (live, threads)
+            configure_decoder(container.streams.video[0], settings, live=stream)
+            assert context.thread_count == threads, settings
             if threads != 1:
-                assert str(context.thread_type).upper().endswith("SLICE" if live else "FRAME"), context.thread_type
+                assert str(context.thread_type).upper().endswith("FRAME" if frame_threads else "SLICE"), settings
 
 
 def test_a_decoder_on_a_hardware_device_keeps_one_thread_unless_asked(synth_clip: Path) -> None:

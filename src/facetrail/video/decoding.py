@@ -58,7 +58,8 @@ DecodeSkip = Literal["auto", "off"]
 HWACCEL_TYPES = tuple(sorted(t.name for t in HWDeviceType if t.name != "none"))
 # Codec threads per decoder, by measurement (bench/decode.py): each camera already has its own reader thread,
 # and more threads cost memory (frame threads: a picture context each) without lowering the CPU per camera.
-STREAM_DECODE_THREADS = 1  # a live stream's decoder by default: cameras in parallel use the cores
+# A live input's decoder by default (a stream, or a file read in real time): cameras in parallel use the cores.
+STREAM_DECODE_THREADS = 1
 # A file's decoder (read as fast as it is analysed) gets twice FFmpeg's own count of frame threads (one per
 # usable core plus one). A frame thread spends much of its turn waiting for its reference frame's rows, and a
 # packet skipped under skip_frame still takes a thread's turn, so FFmpeg's count left the decoder the pipeline's
@@ -92,6 +93,11 @@ class DecodeOptions(Protocol):
 
     @property
     def hwaccel(self) -> str | None: ...
+
+    @property
+    def live(self) -> bool:
+        """True when the input is read at its own pace: a stream, or a file read in real time."""
+        ...
 
 
 class DecodePolicy:
@@ -171,11 +177,13 @@ def configure_decoder(stream: av.video.stream.VideoStream, options: DecodeOption
                       hardware: bool = False) -> None:
     """Threads and codec options for ``stream``'s decoder, before its first packet.
 
-    Threads: ``decode_threads`` (0: FFmpeg's choice, one per core plus one; None: ``file_decode_threads`` for
-    files, one for streams and for a decoder on a hardware device: ``hardware``); more than one uses frame
-    threads for files (throughput) and slice threads for live streams (frame threads add a frame of latency per
-    thread).
+    ``live``: a stream; an input whose ``options`` say it is read in real time (a file with ``realtime``) counts
+    as one here too. Threads: ``decode_threads`` (0: FFmpeg's choice, one per core plus one; None:
+    ``file_decode_threads`` for files read as fast as they are analysed, one for live inputs and for a decoder on
+    a hardware device, ``hardware``); more than one uses frame threads for files read as fast as they are
+    analysed (throughput) and slice threads for live inputs (frame threads add a frame of latency per thread).
     """
+    live = live or (options is not None and options.live)
     threads = options.decode_threads if options is not None else None
     if threads is None:
         threads = HARDWARE_DECODE_THREADS if hardware else STREAM_DECODE_THREADS if live else file_decode_threads()

@@ -68,10 +68,10 @@ class VideoInput:
     decode_threads: int | None = Field(
         default=None, ge=0, le=64, title="Decoder threads",
         description="Codec threads per decoder; 0: FFmpeg's choice (one per core plus one). More than one: frame "
-                    "threads for files read as fast as they are analysed, slice threads for streams and real-time files "
-                    "(each costs memory). Empty: twice FFmpeg's choice for files read as fast as they are analysed, "
-                    "one for streams and real-time files (many cameras share the cores) and where a hardware "
-                    "device decodes.")
+                    "threads for files read as fast as they are analysed, slice threads for streams and real-time "
+                    "files (each costs memory). Empty: twice FFmpeg's choice for files read as fast as they are "
+                    "analysed, one for streams and real-time files (many cameras share the cores) and where a "
+                    "hardware device decodes.")
     skip_loop_filter: bool = Field(
         default=False, title="Skip the loop filter",
         description="Skip H.264/HEVC deblocking: less decoding CPU, at the cost of blocking artefacts that build "

@@ -56,21 +56,22 @@ SkipMode = Literal["DEFAULT", "NONREF", "NONKEY"]
 DecodeSkip = Literal["auto", "off"]
 # FFmpeg's device type names (av.codec.hwaccel.HWDeviceType); which of them work depends on the build and machine.
 HWACCEL_TYPES = tuple(sorted(t.name for t in HWDeviceType if t.name != "none"))
-# Codec threads per decoder, by measurement (bench/decode.py): each camera already has its own reader thread,
-# and more threads cost memory (frame threads: a picture context each) without lowering the CPU per camera.
-# A live input's decoder by default (a stream, or a file read in real time): cameras in parallel use the cores.
+# Codec threads per decoder by default, by measurement (bench/decode.py, bench/video.py).
+# A live input (a stream, or a file read in real time): each camera already has its own reader thread, cameras in
+# parallel use the cores, and more threads cost memory (frame threads: a picture context each) and latency
+# without lowering the CPU per camera.
 STREAM_DECODE_THREADS = 1
-# A file's decoder (read as fast as it is analysed) gets twice FFmpeg's own count of frame threads (one per
-# usable core plus one). A frame thread spends much of its turn waiting for its reference frame's rows, and a
-# packet skipped under skip_frame still takes a thread's turn, so FFmpeg's count left the decoder the pipeline's
-# slowest stage: 1080p street.mp4 through the pipeline on 2 cores, 12 interleaved runs, 45.3 frames/s with 3
-# threads, 46.2 with 4, 47.4 with 6, 47.0 with 8, the same CPU per frame; the 640x360 cut (nothing skipped) the
-# same with 3 or 6. The cost is memory: a 1080p decoder holds 52 MiB with 6 threads, 37 with 3 (bench/decode.py).
+# A file read as fast as it is analysed: twice FFmpeg's own count of frame threads (one per usable core plus
+# one), at most MAX_FILE_DECODE_THREADS. A frame thread spends much of its turn waiting for its reference frame's
+# rows, and a packet skipped under skip_frame still takes a thread's turn, so FFmpeg's count left the decoder the
+# pipeline's slowest stage: 1080p street.mp4 through the pipeline on 2 cores, 12 interleaved runs, 45.3 frames/s
+# with 3 threads, 46.2 with 4, 47.4 with 6, 47.0 with 8, the same CPU per frame; the 640x360 cut (nothing
+# skipped) the same with 3 or 6. The cost is memory: a 1080p decoder holds 52 MiB with 6 threads, 37 with 3.
 FILE_THREADS_FACTOR = 2
+MAX_FILE_DECODE_THREADS = 16  # FFmpeg's own cap on an automatic count
 # A decoder on a hardware device (hwaccel): the device decodes, and each frame thread would only hold surfaces of
 # its own (NVDEC refuses more than 32 in all, which 16 frame threads on a big machine exceed).
 HARDWARE_DECODE_THREADS = 1
-MAX_FILE_DECODE_THREADS = 16  # FFmpeg's own cap on an automatic count
 # Key-frame intervals looked at before decoding key frames only.
 KEY_INTERVALS_TO_LEARN = 2
 # A gap may exceed its limit by this share of a frame period (timestamp jitter) and still count as within it.

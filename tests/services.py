@@ -28,6 +28,7 @@ WAIT_S = 30.0
 SECRET_A = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
 SECRET_B = "whsec_C2FVsBQIhrscChlQIMV+b5sSYspob7oD"
 
+
 @contextlib.contextmanager
 def facetrail_run(config: Path, *args: str, log: Path) -> Iterator[subprocess.Popen[bytes]]:
     """``facetrail run CONFIG ARGS`` in a subprocess, its output in ``log``; killed on the way out if a failed

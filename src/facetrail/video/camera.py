@@ -6,7 +6,8 @@ so one broken camera never stops the others. Realtime sources never wait
 for the consumer: only the newest frame is kept (an older one waiting is
 dropped and counted), so what is analysed is fresh and a camera holds one
 decoded picture, not a backlog. Files that are not read in real time wait
-instead, so every sampled frame is analysed.
+instead, so every sampled frame is analysed; their reader yields the cores
+to the analysis (a lower priority, ``priority.py``).
 
 The status gives counts and rates per second over the last ``FPS_WINDOW_S``:
 analysed, dropped (the consumer did not keep up: the machine is overloaded)
@@ -31,6 +32,7 @@ from facetrail.video.decoding import HWACCEL_TYPES
 from facetrail.video.errors import SourceError, StreamEndedError, mask_credentials
 from facetrail.video.frames import Frame
 from facetrail.video.motion import MotionGate, MotionSettings
+from facetrail.video.priority import READ_AHEAD_NICE, lower_this_thread
 from facetrail.video.reader import ReaderState, ReaderThread, Stopped
 from facetrail.video.sources import FrameSource, SourceKind, is_stream, open_source, source_kind
 from facetrail.vision.image import BGRImage, small_grey
@@ -291,6 +293,8 @@ class Camera(ReaderThread):
     # -- reader thread ----------------------------------------------------------------------------------
 
     def _read(self) -> None:
+        if not self._live:
+            lower_this_thread(READ_AHEAD_NICE)  # it reads ahead of the analysis: see priority.py
         settings = self.settings
         source_input, detect = settings.input, settings.detect
         stream = settings.kind == "stream"

@@ -40,7 +40,7 @@ from facetrail.clock import Clock, SystemClock
 from facetrail.config.schema import FacetrailConfig
 from facetrail.gallery.gallery import Gallery, GallerySettings
 from facetrail.gallery.retention import apply_retention
-from facetrail.heap import keep_large_buffers_out_of_the_heap
+from facetrail.heap import TRIM_EVERY_S, give_memory_back, reuse_large_buffers
 from facetrail.pipeline import settings as cfg
 from facetrail.pipeline.analyzer import AnalysedFrame, FrameAnalyzer
 from facetrail.pipeline.batch import EndedTrack, FrameBatch
@@ -135,7 +135,7 @@ class Pipeline:
         ``embedder``: embeds every face (cameras, doors, high-resolution shots) instead of the engine's
         recogniser, e.g. a cluster's pool of embedding actors; it must be the same model.
         """
-        keep_large_buffers_out_of_the_heap()  # each camera's frames are freed on its own thread (see heap.py)
+        reuse_large_buffers()  # a freed frame's memory serves the next frame (see heap.py)
         cfg.use_pipeline_threads()
         self.clock: Clock = clock or SystemClock()
         self.config = config
@@ -194,6 +194,7 @@ class Pipeline:
         self.stats = PipelineStats()
         self._turn = 0
         self._last_purge = -float("inf")
+        self._last_trim = -float("inf")  # the first housekeeping hands back what loading the models freed
         self._last_refresh = self.clock.monotonic()
         self._started = False
         self._announced = 0
@@ -433,6 +434,9 @@ class Pipeline:
         if now - self._last_purge >= self.config.retention.purge_interval_s:
             self._last_purge = now
             self.health.guard(None, "retention", self.purge)
+        if now - self._last_trim >= TRIM_EVERY_S:
+            self._last_trim = now
+            give_memory_back()
 
     def _refresh_gallery(self) -> None:
         added, removed = self.gallery.refresh()

@@ -1,0 +1,101 @@
+"""Where the pipeline's frames get their memory: a freed frame's memory serves the next, and trims hand it back.
+
+Each policy is measured in a fresh interpreter (glibc's settings are the whole process's): real 1080p frames
+converted to BGR by PyAV as the camera reader does, counting the page faults of the converting thread and the
+process's resident memory. glibc on Linux only; elsewhere the functions do nothing.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from facetrail.clock import ManualClock
+from facetrail.heap import TRIM_EVERY_S
+from facetrail.pipeline import runner
+from facetrail.vision.engine import FaceEngine
+from pipeline_kit import config_for
+
+pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's heap is Linux's")
+
+CHILD = """
+import json, resource, sys
+import av, numpy as np
+from facetrail import heap
+
+getattr(heap, sys.argv[1])()
+picture = np.random.default_rng(0).integers(0, 256, (1080, 1920, 3), np.uint8)
+frame = av.VideoFrame.from_ndarray(picture, format="bgr24").reformat(format="yuv420p")
+
+def rss_mb():
+    for line in open("/proc/self/status"):
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+
+def faults():
+    return resource.getrusage(resource.RUSAGE_THREAD).ru_minflt
+
+frame.to_ndarray(format="bgr24")  # the first conversion maps its memory under either policy
+before = faults()
+for _ in range(20):
+    image = frame.to_ndarray(format="bgr24")
+    del image
+per_frame = (faults() - before) / 20
+held = [frame.to_ndarray(format="bgr24") for _ in range(10)]  # ten frames alive at once (62 MB), then freed
+del held
+freed = rss_mb()
+heap.give_memory_back()
+print(json.dumps({"faults_per_frame": per_frame, "rss_freed": freed, "rss_trimmed": rss_mb()}))
+"""
+
+FRAME_PAGES = 1920 * 1080 * 3 // 4096  # 1518 pages of 4 kB in a 1080p BGR frame
+THP = Path("/sys/kernel/mm/transparent_hugepage/enabled")
+
+
+def measure(policy: str) -> dict[str, float]:
+    done = subprocess.run([sys.executable, "-c", CHILD, policy], capture_output=True, text=True, timeout=120,
+                          check=False)
+    assert done.returncode == 0, done.stderr
+    figures: dict[str, float] = json.loads(done.stdout)
+    return figures
+
+
+def test_the_pipelines_policy_converts_frames_into_reused_memory_and_trimming_hands_it_back() -> None:
+    reused = measure("reuse_large_buffers")
+    assert reused["faults_per_frame"] < FRAME_PAGES / 100  # no fresh pages: the last frame's memory
+    assert reused["rss_freed"] - reused["rss_trimmed"] > 40  # the ten freed frames stayed until the trim
+
+
+def test_the_apis_policy_maps_every_frame_afresh_and_returns_it_at_once() -> None:
+    mapped = measure("keep_large_buffers_out_of_the_heap")
+    assert mapped["rss_freed"] - mapped["rss_trimmed"] < 20  # nothing large was kept to trim
+    if "[always]" not in THP.read_text() if THP.exists() else True:
+        # a fresh mapping per conversion: every page faults in again (the kernel's huge pages would need fewer)
+        assert mapped["faults_per_frame"] > FRAME_PAGES / 10
+
+
+def test_the_pipeline_trims_the_heap_every_interval(tmp_path: Path, video_engine: FaceEngine,
+                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    trims: list[float] = []
+    clock = ManualClock()
+    monkeypatch.setattr(runner, "give_memory_back", lambda: trims.append(clock.monotonic()))
+    config = config_for(tmp_path, {"gate": tmp_path / "not-there.mp4"})  # a camera that never delivers a frame
+    pipeline = runner.Pipeline(config, engine=video_engine, clock=clock, deliver=False)
+    pipeline.start()
+    try:
+        pipeline.step()
+        assert trims == [0.0]  # what loading the models freed goes back at once
+        clock.advance(TRIM_EVERY_S)
+        pipeline.step()
+        pipeline.step()
+        clock.advance(TRIM_EVERY_S / 2)
+        pipeline.step()
+        clock.advance(TRIM_EVERY_S / 2)
+        pipeline.step()
+    finally:
+        pipeline.stop()
+    assert trims == [0.0, TRIM_EVERY_S, 2 * TRIM_EVERY_S]

@@ -29,9 +29,13 @@ def task_ids() -> set[int]:
     return {int(t) for t in os.listdir("/proc/self/task")}
 
 
+def thread_name(thread: int) -> str:
+    return Path(f"/proc/self/task/{thread}/comm").read_text().strip()
+
+
 def reading_camera_threads(path: Path, **settings: object) -> tuple[int, list[int]]:
     """Start a camera on ``path`` and, once it delivered a frame, its reader thread's nice value and those of the
-    threads started meanwhile that are not Python's (FFmpeg's decoder threads)."""
+    threads FFmpeg started meanwhile (it names them "av:<codec>:...")."""
     before = task_ids()
     camera = Camera(CameraSettings("cam", VideoInput(str(path), **settings),  # type: ignore[arg-type]
                                    DetectSettings(fps=5), motion=MotionSettings(enabled=False)))
@@ -41,7 +45,7 @@ def reading_camera_threads(path: Path, **settings: object) -> tuple[int, list[in
         python = {t.native_id for t in threading.enumerate()}
         reader = next(t.native_id for t in threading.enumerate() if t.name == "camera-cam")
         assert reader is not None
-        started = sorted(task_ids() - before - python)
+        started = sorted(t for t in task_ids() - before - python if thread_name(t).startswith("av:"))
         return nice_of(reader), [nice_of(t) for t in started]
     finally:
         camera.stop()

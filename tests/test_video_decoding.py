@@ -290,6 +290,18 @@ def test_undecoded_frames_are_the_pictures_iteration_converts(synth_clip: Path) 
         assert np.array_equal(frame.to_ndarray(format="bgr24"), images[pts])
 
 
+def test_resized_pictures_are_pyavs_own_conversion_on_one_converter(synth_clip: Path) -> None:
+    # The source converts with one swscale context and one thread for its life: the same pixels as a frame's own.
+    images = list(open_source(str(synth_clip), fps=5, width=200, decode=VideoInput(str(synth_clip))))
+    with AVSource(str(synth_clip), live=False, fps=5, decode=VideoInput(str(synth_clip))) as source:
+        frames = list(source.frames())
+    assert [pts for pts, _ in frames] == [pts for pts, _ in images] and len(images) == 15
+    height = round(frames[0][1].height * 200 / frames[0][1].width)
+    for (_, frame), (_, image) in zip(frames, images, strict=True):
+        assert image.shape == (height, 200, 3)
+        assert np.array_equal(frame.to_ndarray(format="bgr24", width=200, height=height, interpolation="AREA"), image)
+
+
 @pytest.mark.parametrize("device", ["d3d11va", "cuda"])
 def test_hardware_decoding_falls_back_to_the_cpu_with_one_warning(synth_clip: Path, tmp_path: Path, device: str,
                                                                   caplog: pytest.LogCaptureFixture) -> None:

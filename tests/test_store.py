@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+import textwrap
+import time
 from datetime import timedelta
 
 import numpy as np
@@ -83,6 +87,26 @@ def test_migrations_create_the_schema_and_are_idempotent(db_url: str) -> None:
     db.migrate()  # a second run changes nothing
     tables = set(sa.inspect(db.engine).get_table_names())
     assert set(Base.metadata.tables) <= tables and "alembic_version" in tables
+
+
+OPEN_AT = textwrap.dedent("""
+    import sys, time
+    from facetrail.store.db import Database
+    url, start = sys.argv[1], float(sys.argv[2])
+    time.sleep(max(0.0, start - time.time()))  # every process opens the fresh database at the same moment
+    Database(url)
+    print("migrated", flush=True)
+""")
+
+
+def test_processes_opening_a_fresh_database_at_once_all_migrate_it(db_url: str) -> None:
+    start = time.time() + 3.0
+    children = [subprocess.Popen([sys.executable, "-c", OPEN_AT, db_url, str(start)], stdout=subprocess.PIPE,
+                                 stderr=subprocess.PIPE, text=True) for _ in range(4)]
+    results = [child.communicate(timeout=120) for child in children]
+    assert [out.strip() for out, _ in results] == ["migrated"] * 4, [err for _, err in results]
+    tables = set(sa.inspect(Database(db_url, migrate=False).engine).get_table_names())
+    assert set(Base.metadata.tables) <= tables
 
 
 def test_every_stored_column_was_reviewed_and_none_is_free_form(db_url: str) -> None:

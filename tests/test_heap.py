@@ -66,7 +66,7 @@ def measure(policy: str) -> dict[str, float]:
 
 def test_the_pipelines_policy_converts_frames_into_reused_memory_and_trimming_hands_it_back() -> None:
     reused = measure("reuse_large_buffers")
-    assert reused["faults_per_frame"] < FRAME_PAGES / 100  # no fresh pages: the last frame's memory
+    assert reused["faults_per_frame"] < FRAME_PAGES / 10  # hardly a fresh page: the last frame's memory
     assert reused["rss_freed"] - reused["rss_trimmed"] > 40  # the ten freed frames stayed until the trim
 
 
@@ -75,7 +75,7 @@ def test_the_apis_policy_maps_every_frame_afresh_and_returns_it_at_once() -> Non
     assert mapped["rss_freed"] - mapped["rss_trimmed"] < 20  # nothing large was kept to trim
     if "[always]" not in THP.read_text() if THP.exists() else True:
         # a fresh mapping per conversion: every page faults in again (the kernel's huge pages would need fewer)
-        assert mapped["faults_per_frame"] > FRAME_PAGES / 10
+        assert mapped["faults_per_frame"] > FRAME_PAGES / 5
 
 
 def test_the_pipeline_trims_the_heap_every_interval(tmp_path: Path, video_engine: FaceEngine,

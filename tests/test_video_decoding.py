@@ -292,7 +292,8 @@ def test_undecoded_frames_are_the_pictures_iteration_converts(synth_clip: Path) 
 
 def test_resized_pictures_are_pyavs_own_conversion_on_one_converter(synth_clip: Path) -> None:
     # The source converts with one swscale context and one thread for its life: the same pixels as a frame's own.
-    images = list(open_source(str(synth_clip), fps=5, width=200, decode=VideoInput(str(synth_clip))))
+    with AVSource(str(synth_clip), live=False, fps=5, width=200, decode=VideoInput(str(synth_clip))) as resizing:
+        images = list(resizing)
     with AVSource(str(synth_clip), live=False, fps=5, decode=VideoInput(str(synth_clip))) as source:
         frames = list(source.frames())
     assert [pts for pts, _ in frames] == [pts for pts, _ in images] and len(images) == 15

@@ -26,7 +26,7 @@ from facetrail.config.loader import parse_config
 from facetrail.gallery.gallery import Gallery, GallerySettings
 from facetrail.pipeline.runner import Pipeline
 from facetrail.store.models import CameraState
-from facetrail.video.camera import Camera, CameraSettings, CameraStatus, DetectSettings, VideoInput
+from facetrail.video.camera import LIVE_QUEUE, Camera, CameraSettings, CameraStatus, DetectSettings, VideoInput
 from facetrail.video.motion import MotionSettings
 from facetrail.vision.engine import FaceEngine
 from facetrail.vision.samples import sample_image
@@ -144,23 +144,26 @@ def test_every_live_camera_gets_its_share_a_recording_loses_nothing_and_a_hung_o
     gallery.db.dispose()
 
 
-def test_a_live_camera_keeps_only_its_newest_frame_and_reports_the_rate_it_drops(clips: dict[str, Path]) -> None:
+def test_a_live_camera_keeps_only_its_two_newest_frames_and_reports_the_rate_it_drops(
+        clips: dict[str, Path]) -> None:
     camera = Camera(CameraSettings("lobby", VideoInput(str(clips["recording"]), realtime=True),
                                    DetectSettings(fps=CLIP_FPS), motion=MotionSettings(enabled=False)))
     camera.start()
     try:
         wait_until(lambda: camera.status().state == "finished", "the clip to play to its end")
         status = camera.status()
-        frames = [camera.get(timeout=0), camera.get(timeout=0)]
+        frames = [camera.get(timeout=0) for _ in range(LIVE_QUEUE + 1)]
     finally:
         camera.stop()
 
-    # Nobody took a frame: each new one replaced the one waiting, so only the last is left, and what is
-    # analysed next is the newest picture, not a backlog.
-    assert status.frames_dropped == status.frames_decoded - 1 == 2 * CLIP_FPS - 1
-    assert frames[0] is not None and frames[0].index == 2 * CLIP_FPS - 1 and frames[1] is None
+    # Nobody took a frame: each new one pushed out the oldest waiting, so only the last two are left, oldest
+    # first (a frame that waited one period behind other cameras' is still analysed), never a backlog.
+    last = 2 * CLIP_FPS - 1
+    assert LIVE_QUEUE == 2
+    assert status.frames_dropped == status.frames_decoded - LIVE_QUEUE == 2 * CLIP_FPS - LIVE_QUEUE
+    assert [f.index if f else None for f in frames] == [last - 1, last, None]
     assert status.dropped_fps > 0 and status.overloaded and status.target_fps == CLIP_FPS
-    assert status.analysed_fps == 0 and camera.status().frames_analysed == 1
+    assert status.analysed_fps == 0 and camera.status().frames_analysed == LIVE_QUEUE
 
 
 def _status(name: str, dropped_fps: float) -> CameraStatus:

@@ -13,11 +13,11 @@ thread, the loop only takes what is ready, and every stage and consumer call
 is guarded per camera (:mod:`facetrail.pipeline.health`): an error is
 logged, counted in that camera's status and retried on the next frame.
 
-Overload is fair: a live camera keeps only its newest frame, and the loop
+Overload is fair: a live camera keeps only its two newest frames, and the loop
 takes frames in round-robin order, starting each step after the last camera
 served, so when the machine cannot keep up every camera gets the same share
-of analysed frames (the newest it has) and drops the rest, counted in its
-status as a rate.
+of analysed frames (at most one sampling period old) and drops the rest,
+counted in its status as a rate.
 """
 
 from __future__ import annotations

@@ -3,11 +3,13 @@
 A camera that cannot be opened or drops mid-stream is retried with
 exponential back-off and reported in its status; its thread never raises,
 so one broken camera never stops the others. Realtime sources never wait
-for the consumer: only the newest frame is kept (an older one waiting is
-dropped and counted), so what is analysed is fresh and a camera holds one
-decoded picture, not a backlog. Files that are not read in real time wait
-instead, so every sampled frame is analysed; their reader yields the cores
-to the analysis (a lower priority, ``priority.py``).
+for the consumer: only the two newest frames are kept (an older one waiting
+is dropped and counted), so what is analysed is at most one sampling period
+late and a camera holds two decoded pictures, not a backlog, while a frame
+that waits out a burst of other cameras' frames is not lost. Files that are
+not read in real time wait instead, so every sampled frame is analysed;
+their reader yields the cores to the analysis (a lower priority,
+``priority.py``).
 
 The status gives counts and rates per second over the last ``FPS_WINDOW_S``:
 analysed, dropped (the consumer did not keep up: the machine is overloaded)
@@ -41,7 +43,12 @@ log = logging.getLogger(__name__)
 
 CameraState = ReaderState
 FPS_WINDOW_S = 10.0
-LIVE_QUEUE = 1  # frames a live camera keeps for analysis: the newest only
+# Frames a live camera keeps for analysis: the newest two. Cameras' frames often arrive together (and people
+# appear in several at once), so the analysis serves them in bursts: with only the newest kept, a frame that
+# waited one sampling period behind the others was replaced and lost while the machine had CPU to spare
+# (measured in docs/architecture.md, "Graceful overload"). The cost: under lasting overload a frame is analysed
+# up to one period later, and a camera holds one more picture.
+LIVE_QUEUE = 2
 FILE_QUEUE = 2  # frames a file not read in real time decodes ahead while it waits
 
 # The settings below are also the configuration file's (config/schema.py uses them as its camera sections),
@@ -205,7 +212,7 @@ class Camera(ReaderThread):
 
     With a ``sink`` every frame is passed to it on the reader thread (keep it quick);
     without one, frames wait in a queue of ``queue_size`` for ``get()`` (default: the
-    newest one for live cameras, ``FILE_QUEUE`` for files that wait).
+    ``LIVE_QUEUE`` newest ones for live cameras, ``FILE_QUEUE`` for files that wait).
     """
 
     def __init__(self, settings: CameraSettings, sink: Callable[[Frame], None] | None = None,
@@ -400,7 +407,7 @@ class Camera(ReaderThread):
         with self._cond:
             if self._live:
                 while len(self._queue) >= self._queue_size:
-                    self._queue.popleft()  # freed here: a live camera never holds more than the newest frames
+                    self._queue.popleft()  # freed here: a live camera never holds more than its newest frames
                     self._dropped += 1
                     self._rates["dropped"].add(received)
             else:

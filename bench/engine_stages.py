@@ -6,8 +6,9 @@ network, quality), then the whole call, all round-robin with
 time.perf_counter. With ``--variants`` it also times the two networks under
 other onnxruntime session settings (thread spinning, thread count, a
 fixed-shape detector graph, one face per embedder call, the recogniser's
-PRelu nodes rewritten as layout-friendly ops) to show what each is worth on
-this machine. Each variant is timed alone: a spinning session looks as fast
+PRelu nodes rewritten as layout-friendly ops, then also its convolution on
+channel pairs as depthwise ones) to show what each is worth on this
+machine. Each variant is timed alone: a spinning session looks as fast
 or faster here, but inside the engine its spinning threads slow the network
 that runs next (on a 2-core EPYC, analyze took about 115 ms with both
 sessions spinning against 82 ms with neither), which is why facetrail turns
@@ -36,7 +37,7 @@ import onnxruntime as ort
 from facetrail.vision.align import ARCFACE_SIZE, align_faces
 from facetrail.vision.embedder import ArcFaceEmbedder, l2_normalise
 from facetrail.vision.engine import EngineConfig, FaceEngine
-from facetrail.vision.graph_rewrite import prelu_as_convs
+from facetrail.vision.graph_rewrite import prelu_as_convs, recogniser_for_x86
 from facetrail.vision.image import load_image
 from facetrail.vision.lowlight import LowLightConfig
 from facetrail.vision.quality import assess
@@ -121,7 +122,7 @@ def fixed_shape_model(path: Path, batch: int, height: int | None = None, width: 
     return serialised
 
 
-def prelu_rewrite_cosine(image_crops: npt.NDArray[np.float32], stock: ort.InferenceSession,
+def rewrite_cosine(image_crops: npt.NDArray[np.float32], stock: ort.InferenceSession,
                          rewritten: ort.InferenceSession) -> float:
     """Lowest cosine between the stock and the rewritten recogniser's embeddings."""
     outputs = [l2_normalise(s.run(None, {s.get_inputs()[0].name: image_crops})[0])
@@ -150,21 +151,22 @@ def variant_tasks(engine: FaceEngine, image: npt.NDArray[np.uint8]) -> dict[str,
             fixed_shape_model(SCRFD_500M.path(), 1, height, width), spinning=True),
     }
     emb_sessions = {
-        "no spinning (facetrail)": session(emb_path, spinning=False),
+        "stock graph, no spinning": session(emb_path, spinning=False),
         "spinning (ORT default)": session(emb_path, spinning=True),
         "1 thread": session(emb_path, spinning=False, threads=1),
         f"fixed batch {len(crops)}": session(fixed_shape_model(W600K_MBF.path(), len(crops)), spinning=False),
         "PRelu as NCHWc-friendly convs": session(prelu_as_convs(W600K_MBF.path()), spinning=False),
+        "+ pairs as depthwise (facetrail)": session(recogniser_for_x86(W600K_MBF.path()), spinning=False),
     }
-    cosine = prelu_rewrite_cosine(emb_blob, emb_sessions["no spinning (facetrail)"],
-                                  emb_sessions["PRelu as NCHWc-friendly convs"])
-    print(f"PRelu rewrite: lowest embedding cosine against the stock graph {cosine:.7f}")
+    for label in ("PRelu as NCHWc-friendly convs", "+ pairs as depthwise (facetrail)"):
+        cosine = rewrite_cosine(emb_blob, emb_sessions["stock graph, no spinning"], emb_sessions[label])
+        print(f"{label}: lowest embedding cosine against the stock graph {cosine:.7f}")
     tasks: dict[str, Task] = {}
     for label, det in det_sessions.items():
         tasks[f"detector network, {label}"] = _runner(det, det_blob)
     for label, emb in emb_sessions.items():
         tasks[f"embedder network batch {len(crops)}, {label}"] = _runner(emb, emb_blob)
-    for label in ("no spinning (facetrail)", "spinning (ORT default)"):
+    for label in ("stock graph, no spinning", "spinning (ORT default)"):
         tasks[f"embedder network 1 face x {len(crops)}, {label}"] = _one_by_one(emb_sessions[label], emb_blob)
     return tasks
 

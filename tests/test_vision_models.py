@@ -163,18 +163,33 @@ def test_quality_prefers_sharp_large_frontal_faces(engine: FaceEngine, yaoming: 
     assert set(sharp.parts) == {"size", "sharpness", "pose", "detector", "alignment"}
 
 
-def test_prelu_rewrite_gives_the_stock_embeddings(engine: FaceEngine, players: BGRImage) -> None:
+def test_the_recogniser_rewrites_give_the_stock_embeddings(engine: FaceEngine, players: BGRImage) -> None:
+    import onnx
     import onnxruntime as ort
 
     from facetrail.vision.align import align_faces
-    from facetrail.vision.graph_rewrite import prelu_as_convs
+    from facetrail.vision.graph_rewrite import prelu_as_convs, recogniser_for_x86
     from facetrail.vision.registry import W600K_MBF
 
     crops = align_faces(players, engine.detector.detect(players).landmarks).crops
     blob = cv2.dnn.blobFromImages(list(crops), 1.0 / 127.5, (112, 112), (127.5, 127.5, 127.5), swapRB=True)
+    rewritten = recogniser_for_x86(W600K_MBF.path())
     outputs = []
-    for source in (str(W600K_MBF.path()), prelu_as_convs(W600K_MBF.path())):
+    for source in (str(W600K_MBF.path()), prelu_as_convs(W600K_MBF.path()), rewritten):
         session = ort.InferenceSession(source, providers=["CPUExecutionProvider"])
         raw = session.run(None, {session.get_inputs()[0].name: blob})[0]
         outputs.append(raw / np.linalg.norm(raw, axis=1, keepdims=True))
-    assert np.min(np.sum(outputs[0] * outputs[1], axis=1)) > 0.99999
+    assert len(crops) > 10
+    for output in outputs[1:]:
+        assert np.min(np.sum(outputs[0] * output, axis=1)) > 0.99999
+
+    # What the rewrites removed: onnxruntime's slow paths (PRelu, a convolution on groups of two channels).
+    def slow_nodes(graph: onnx.GraphProto) -> list[str]:
+        weights = {init.name: init for init in graph.initializer}
+        paired = [n.name for n in graph.node if n.op_type == "Conv" and n.input[1] in weights
+                  and list(weights[n.input[1]].dims[1:2]) == [2]]
+        return [n.op_type for n in graph.node if n.op_type == "PRelu"] + paired
+
+    stock, used = onnx.load(str(W600K_MBF.path())).graph, onnx.load_from_string(rewritten).graph
+    assert slow_nodes(stock).count("PRelu") == 34 and len(slow_nodes(stock)) == 35
+    assert slow_nodes(used) == []

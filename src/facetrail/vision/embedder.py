@@ -15,7 +15,7 @@ import numpy as np
 import numpy.typing as npt
 
 from facetrail.vision.align import ARCFACE_SIZE, AlignedFaces, align_faces
-from facetrail.vision.graph_rewrite import cpu_rewrite_applies, prelu_as_convs
+from facetrail.vision.graph_rewrite import cpu_rewrite_applies, recogniser_for_x86
 from facetrail.vision.image import BGRImage
 from facetrail.vision.registry import W600K_MBF, ModelSpec
 from facetrail.vision.runtime import create_session, resolve_providers
@@ -78,7 +78,7 @@ class ArcFaceEmbedder:
         self.spec = spec
         self.max_batch = max_batch
         path = spec.path()
-        rewritten = prelu_as_convs(path) if cpu_rewrite_applies(resolve_providers(providers)) else None
+        rewritten = recogniser_for_x86(path) if cpu_rewrite_applies(resolve_providers(providers)) else None
         self._session = create_session(path, providers, threads, model_bytes=rewritten)
         self._input_name = self._session.get_inputs()[0].name
 

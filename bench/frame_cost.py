@@ -215,7 +215,7 @@ def decode(path: Path, size: tuple[int, int] | None) -> list[np.ndarray]:
     width, height = size if size else (None, None)
     source = open_source(str(path), fps=FPS, width=width, height=height)
     try:
-        return [image for _, image in source]
+        return [picture.image for picture in source]
     finally:
         source.close()
 

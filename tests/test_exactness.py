@@ -114,7 +114,7 @@ def test_the_video_pipelines_path_matches_insightface_on_a_street_frame(insightf
     """
     source = open_source(str(data_dir / "video" / "street.mp4"), fps=5)
     try:
-        frame = next(image for t, image in source if t >= 3.0)  # people close enough to be recognised
+        frame = next(picture.image for picture in source if picture.pts >= 3.0)  # people close enough to be recognised
     finally:
         source.close()
     analyzer = FrameAnalyzer(plain_engine)

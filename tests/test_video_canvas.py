@@ -108,7 +108,7 @@ def test_the_video_path_finds_nearly_the_faces_of_the_square(street: Path, engin
     """Frame by frame (street.mp4 at 5 fps), the fitted canvas finds the square's faces at the same places."""
     source = open_source(str(street), fps=5)
     try:
-        frames = [image for _, image in source]
+        frames = [picture.image for picture in source]
     finally:
         source.close()
     found = {label: FrameAnalyzer(engine).analyse(frames, [LowLightConfig()] * len(frames))
@@ -138,7 +138,7 @@ def test_the_detector_input_is_opencvs_blob_of_the_canvas_frame_after_frame(
     detector = engines["fit"].detector.with_input_size(640)
     source = open_source(str(street), fps=5.0, width=size[0] if size else None, height=size[1] if size else None)
     try:
-        frames = [image for _, image in source][:6]
+        frames = [picture.image for picture in source][:6]
     finally:
         source.close()
     frames.insert(3, cv2.resize(frames[0], (500, 700)))  # another canvas in between: other buffers, then back

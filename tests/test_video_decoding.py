@@ -31,7 +31,10 @@ from facetrail.video.decoding import (
     configure_decoder,
     file_decode_threads,
 )
-from facetrail.video.sources import AVSource
+from facetrail.video.frames import Frame
+from facetrail.video.sources import AVSource, Picture
+from facetrail.vision.image import GREY_WIDTH, small_grey
+from services import wait_until
 
 RATE = 25
 PERIOD = 1 / RATE
@@ -42,7 +45,7 @@ def sample(path: Path, fps: float | None, **settings: object) -> tuple[list[floa
     source = open_source(str(path), fps=fps, decode=VideoInput(str(path), **settings))  # type: ignore[arg-type]
     assert isinstance(source, AVSource)
     try:
-        return [pts for pts, _ in source], source
+        return [picture.pts for picture in source], source
     finally:
         source.close()
 
@@ -125,7 +128,7 @@ def test_street_at_five_fps_decodes_half_the_frames_and_samples_the_same_moments
 
 
 def test_street_decodes_the_same_pictures_on_the_default_frame_threads_as_on_one(street: Path) -> None:
-    def pictures(**settings: object) -> list[tuple[float, np.ndarray]]:
+    def pictures(**settings: object) -> list[Picture]:
         source = open_source(str(street), fps=5, decode=VideoInput(str(street), **settings))  # type: ignore[arg-type]
         try:
             return list(source)
@@ -134,7 +137,7 @@ def test_street_decodes_the_same_pictures_on_the_default_frame_threads_as_on_one
 
     one, default = pictures(decode_threads=1), pictures()  # frame threads with non-reference frames skipped
     assert len(default) == len(one) == 21
-    for (t1, image1), (t2, image2) in zip(one, default, strict=True):
+    for (t1, image1, _), (t2, image2, _) in zip(one, default, strict=True):
         assert t1 == t2 and np.array_equal(image1, image2), t1
 
 
@@ -218,10 +221,10 @@ def test_key_frames_becoming_rare_end_key_frame_only_decoding_at_the_next_key_fr
 
 def test_pictures_decoded_with_the_policy_are_the_plain_decoders_pictures(tmp_path: Path) -> None:
     clip = gop_clip(tmp_path / "gop5b.mp4", seconds=2.0, key_every=5, bframes=2)
-    plain = {round(t * RATE): image for t, image in open_source(str(clip), fps=None,
+    plain = {round(t * RATE): image for t, image, _ in open_source(str(clip), fps=None,
                                                                 decode=VideoInput(str(clip), decode_skip="off"))}
     for fps in (5.0, 10.0):
-        for t, image in open_source(str(clip), fps=fps, decode=VideoInput(str(clip))):
+        for t, image, _ in open_source(str(clip), fps=fps, decode=VideoInput(str(clip))):
             assert np.array_equal(image, plain[round(t * RATE)]), (fps, t)
 
 
@@ -269,7 +272,7 @@ def test_skip_loop_filter_changes_the_pictures_only_when_asked(street: Path) -> 
     def third_second(**settings: object) -> np.ndarray:
         source = open_source(str(street), fps=1, decode=VideoInput(str(street), **settings))  # type: ignore[arg-type]
         try:
-            return next(image for t, image in source if t >= 3.0)
+            return next(picture.image for picture in source if picture.pts >= 3.0)
         finally:
             source.close()
 
@@ -280,7 +283,7 @@ def test_skip_loop_filter_changes_the_pictures_only_when_asked(street: Path) -> 
 
 def test_undecoded_frames_are_the_pictures_iteration_converts(synth_clip: Path) -> None:
     # The record stream keeps frames as YUV: frames() must sample and skip exactly as iterating does.
-    images = {pts: image for pts, image in open_source(str(synth_clip), fps=5, decode=VideoInput(str(synth_clip)))}
+    images = {pts: image for pts, image, _ in open_source(str(synth_clip), fps=5, decode=VideoInput(str(synth_clip)))}
     with AVSource(str(synth_clip), live=False, fps=5, decode=VideoInput(str(synth_clip))) as source:
         frames = list(source.frames())
         assert source.frames_skipped > 0 and source.decode_mode == "NONREF"
@@ -296,11 +299,75 @@ def test_resized_pictures_are_pyavs_own_conversion_on_one_converter(synth_clip: 
         images = list(resizing)
     with AVSource(str(synth_clip), live=False, fps=5, decode=VideoInput(str(synth_clip))) as source:
         frames = list(source.frames())
-    assert [pts for pts, _ in frames] == [pts for pts, _ in images] and len(images) == 15
+    assert [pts for pts, _ in frames] == [picture.pts for picture in images] and len(images) == 15
     height = round(frames[0][1].height * 200 / frames[0][1].width)
-    for (_, frame), (_, image) in zip(frames, images, strict=True):
+    for (_, frame), (_, image, _) in zip(frames, images, strict=True):
         assert image.shape == (height, 200, 3)
         assert np.array_equal(frame.to_ndarray(format="bgr24", width=200, height=height, interpolation="AREA"), image)
+
+
+def _grey_gap(pictures: list[Picture]) -> float:
+    """Mean grey-level gap between each picture's grey copy (from its luma) and the one made from its BGR image."""
+    gaps = []
+    for picture in pictures:
+        made = small_grey(picture.image)
+        assert picture.grey is not None and picture.grey.shape == made.shape
+        gaps.append(float(np.abs(picture.grey.astype(np.int16) - made).mean()))
+    return max(gaps)
+
+
+@pytest.mark.parametrize("width", [None, 640])
+def test_a_videos_grey_copy_comes_from_its_luma_and_reads_as_the_bgr_made_one(street: Path,
+                                                                              width: int | None) -> None:
+    # street.mp4 is limited-range (16-235) H.264: its luma is stretched to 0-255 (unstretched it is 6-7 levels off).
+    with AVSource(str(street), live=False, fps=5, width=width) as source:
+        pictures = list(source)
+    assert len(pictures) == 21 and pictures[0].grey is not None and pictures[0].grey.shape[1] == GREY_WIDTH
+    assert _grey_gap(pictures) < 2.0
+
+
+def test_a_full_range_videos_luma_is_taken_as_it_is(street: Path, tmp_path: Path) -> None:
+    # Motion JPEG is full-range (yuvj420p): stretching its luma would put it 6-7 levels off.
+    clip = tmp_path / "street.mkv"
+    with av.open(str(street)) as container, av.open(str(clip), "w") as output:
+        stream = output.add_stream("mjpeg", rate=RATE)
+        stream.width, stream.height, stream.pix_fmt = 640, 360, "yuvj420p"
+        for index, frame in enumerate(container.decode(video=0)):
+            if index % 5 == 0:
+                output.mux(stream.encode(frame.reformat(width=640, height=360, format="yuvj420p")))
+        output.mux(stream.encode())
+    with AVSource(str(clip), live=False) as source:
+        pictures = list(source)
+    assert len(pictures) == 21 and {p.image.shape for p in pictures} == {(360, 640, 3)}
+    assert _grey_gap(pictures) < 2.0
+
+
+def _frames_of(path: Path) -> list[Frame]:
+    """Every frame a camera with no motion gate hands on, reading ``path`` to its end."""
+    frames: list[Frame] = []
+    camera = Camera(CameraSettings("cam", VideoInput(str(path)), DetectSettings(fps=5),
+                                   motion=MotionSettings(enabled=False)), sink=frames.append)
+    camera.start()
+    try:
+        wait_until(lambda: camera.status().state == "finished", "the input to be read to its end")
+    finally:
+        camera.stop()
+    return frames
+
+
+def test_a_camera_hands_on_the_sources_grey_copy_and_makes_one_for_images(tmp_path: Path, synth_clip: Path) -> None:
+    folder = tmp_path / "stills"
+    folder.mkdir()
+    with av.open(str(synth_clip)) as container:
+        for index, frame in enumerate(container.decode(video=0)):
+            if index < 3:
+                frame.to_image().save(folder / f"{index}.png")
+    video, stills = _frames_of(synth_clip), _frames_of(folder)
+    assert len(video) == 15 and len(stills) == 3
+    # A video's frames carry the copy made from their luma, with the gate off too; an image folder's frames make
+    # theirs from the picture when asked (Frame.grey).
+    assert all(frame.made_grey is not None for frame in video) and all(f.made_grey is None for f in stills)
+    assert all(frame.grey.shape == small_grey(frame.image).shape for frame in video + stills)
 
 
 @pytest.mark.parametrize("device", ["d3d11va", "cuda"])

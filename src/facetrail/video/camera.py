@@ -37,7 +37,7 @@ from facetrail.video.motion import MotionGate, MotionSettings
 from facetrail.video.priority import READ_AHEAD_NICE, lower_this_thread
 from facetrail.video.reader import ReaderState, ReaderThread, Stopped
 from facetrail.video.sources import FrameSource, SourceKind, is_stream, open_source, source_kind
-from facetrail.vision.image import BGRImage, small_grey
+from facetrail.vision.image import BGRImage, GreyImage, small_grey
 
 log = logging.getLogger(__name__)
 
@@ -334,14 +334,14 @@ class Camera(ReaderThread):
             delivered = 0
             try:
                 pacer = Pacer(self._stop)
-                for pts, image in source:
+                for pts, image, grey in source:
                     self._check_stop()
                     if self._live and not stream and not pacer.wait(offset + pts):
                         raise Stopped
                     last = (offset + pts, time.monotonic())
                     if not stream:
                         resume = pts
-                    self._take(image, offset + pts, gate, stream)
+                    self._take(image, grey, offset + pts, gate, stream)
                     delivered += 1
                 if stream:
                     raise StreamEndedError(self._label)
@@ -373,9 +373,13 @@ class Camera(ReaderThread):
             log.info("camera %s: finished reading %s", settings.name, self._label)
             return
 
-    def _take(self, image: BGRImage, pts: float, gate: MotionGate, stream: bool) -> None:
-        """Gate a sampled picture and pass it on as a Frame (with the grey copy the gate made, for camera motion)."""
-        grey = small_grey(image) if gate.settings.enabled else None
+    def _take(self, image: BGRImage, grey: GreyImage | None, pts: float, gate: MotionGate, stream: bool) -> None:
+        """Gate a sampled picture and pass it on as a Frame, with its small grey copy (for camera motion).
+
+        ``grey``: the copy the source made (from a video frame's luma); otherwise the gate makes one here.
+        """
+        if grey is None and gate.settings.enabled:
+            grey = small_grey(image)
         decision = gate.check(image, pts, grey)
         received = time.monotonic()
         now = datetime.now(UTC)

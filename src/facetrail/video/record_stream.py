@@ -39,6 +39,7 @@ from facetrail.video.backoff import Pacer
 from facetrail.video.camera import DEFAULT_TIMEOUT_S, CameraState, ReconnectSettings, VideoInput
 from facetrail.video.errors import SourceError, StreamEndedError, mask_credentials
 from facetrail.video.frames import Frame
+from facetrail.video.luma import plane_array
 from facetrail.video.reader import ReaderThread, Stopped
 from facetrail.video.sources import AVSource, open_video, source_kind
 from facetrail.vision.image import BGRImage
@@ -95,7 +96,7 @@ class RecordFrame:
         if right - left < 2 or bottom - top < 2:
             raise ValueError(f"empty region ({x1:.0f}, {y1:.0f}, {x2:.0f}, {y2:.0f}) of a {width}x{height} frame")
         if self.frame.format.name in _I420:
-            planes = [_plane(self.frame, k) for k in range(3)]
+            planes = [plane_array(self.frame, k) for k in range(3)]
             luma = planes[0][top:bottom, left:right]
             blue = planes[1][top // 2:bottom // 2, left // 2:right // 2]
             red = planes[2][top // 2:bottom // 2, left // 2:right // 2]
@@ -111,12 +112,6 @@ class RecordFrame:
     def nbytes(self) -> int:
         """Bytes of pixel data held."""
         return sum(plane.buffer_size for plane in self.frame.planes)
-
-
-def _plane(frame: av.VideoFrame, k: int) -> np.ndarray:
-    plane = frame.planes[k]
-    rows = np.frombuffer(memoryview(plane), np.uint8).reshape(-1, plane.line_size)
-    return np.asarray(rows[:plane.height, :plane.width])
 
 
 @plain_dataclass(frozen=True)

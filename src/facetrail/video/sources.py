@@ -17,7 +17,7 @@ import re
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from types import TracebackType
-from typing import Literal, Protocol, Self, cast
+from typing import Literal, NamedTuple, Protocol, Self, cast
 from urllib.parse import urlsplit
 
 import av
@@ -35,8 +35,9 @@ from facetrail.video.decoding import (
 )
 from facetrail.video.errors import SourceOpenError, SourceReadError, mask_credentials
 from facetrail.video.frames import RateSampler, output_size
+from facetrail.video.luma import small_luma
 from facetrail.vision.errors import ImageError
-from facetrail.vision.image import BGRImage, load_image
+from facetrail.vision.image import BGRImage, GreyImage, grey_size, load_image
 
 __all__ = [
     "IMAGE_SUFFIXES",
@@ -66,8 +67,16 @@ CONVERT_THREADS = 1
 _FALLBACK_PERIOD_S = 0.04
 
 
+class Picture(NamedTuple):
+    """One sampled picture of a source."""
+
+    pts: float  # media time, seconds from the start of the source
+    image: BGRImage
+    grey: GreyImage | None = None  # its small grey copy (``small_grey``'s size) where the source made one cheaply
+
+
 class FrameSource(Protocol):
-    """An opened input: iterate for ``(pts seconds, BGR image)``, then ``close()``."""
+    """An opened input: iterate for its sampled ``Picture``s, then ``close()``."""
 
     @property
     def kind(self) -> SourceKind:
@@ -84,7 +93,7 @@ class FrameSource(Protocol):
         """Pictures the decoder was told to skip (the decode policy); 0 where nothing is skipped."""
         ...
 
-    def __iter__(self) -> Iterator[tuple[float, BGRImage]]: ...
+    def __iter__(self) -> Iterator[Picture]: ...
 
     def close(self) -> None:
         """Release the input; safe to call twice."""
@@ -208,14 +217,14 @@ class AVSource(_SourceBase):
         except (av.FFmpegError, OSError) as error:
             log.debug("%s: cannot seek (%s); decoding from the start", self.label, _reason(error))
 
-    def __iter__(self) -> Iterator[tuple[float, BGRImage]]:
-        """The sampled pictures as ``(pts seconds, BGR image)``, resized to the asked size."""
+    def __iter__(self) -> Iterator[Picture]:
+        """The sampled pictures, resized to the asked size, each with its small grey copy made from its luma."""
         for pts, frame in self.frames():
             try:
                 image = self._convert(frame)
             except (av.FFmpegError, OSError) as error:
                 raise SourceReadError(self.label, _reason(error)) from None
-            yield pts, image
+            yield Picture(pts, image, small_luma(frame, grey_size(image.shape[1], image.shape[0])))
 
     def frames(self) -> Iterator[tuple[float, av.VideoFrame]]:
         """The sampled frames as the decoder gives them: ``(pts seconds, av.VideoFrame)``, not converted.
@@ -321,7 +330,7 @@ class ImageFolderSource(_SourceBase):
         """Always 0: every image is read."""
         return 0
 
-    def __iter__(self) -> Iterator[tuple[float, BGRImage]]:
+    def __iter__(self) -> Iterator[Picture]:
         for i, path in enumerate(self.files):
             pts = i * self.period  # by position, so a skipped image leaves a gap in time
             if self._after is not None and pts <= self._after:
@@ -335,7 +344,7 @@ class ImageFolderSource(_SourceBase):
             size = output_size(image.shape[1], image.shape[0], *self._size)
             if size is not None:
                 image = cast(BGRImage, cv2.resize(image, size, interpolation=cv2.INTER_AREA))
-            yield pts, image
+            yield Picture(pts, image)
 
 
 def open_source(path: str, *, input_args: Mapping[str, str] | None = None, timeout_s: float = 10.0,

@@ -307,7 +307,7 @@ def test_resized_pictures_are_pyavs_own_conversion_on_one_converter(synth_clip: 
 
 
 def _grey_gap(pictures: list[Picture]) -> float:
-    """Mean grey-level gap between each picture's grey copy (from its luma) and the one made from its BGR image."""
+    """The largest mean gap (grey levels) between a picture's grey copy (from its luma) and its BGR-made one."""
     gaps = []
     for picture in pictures:
         made = small_grey(picture.image)
@@ -327,7 +327,7 @@ def test_a_videos_grey_copy_comes_from_its_luma_and_reads_as_the_bgr_made_one(st
 
 
 def test_a_full_range_videos_luma_is_taken_as_it_is(street: Path, tmp_path: Path) -> None:
-    # Motion JPEG is full-range (yuvj420p): stretching its luma would put it 6-7 levels off.
+    # Motion JPEG is full-range (yuvj420p): stretching its luma would put it 7 levels off.
     clip = tmp_path / "street.mkv"
     with av.open(str(street)) as container, av.open(str(clip), "w") as output:
         stream = output.add_stream("mjpeg", rate=RATE)

@@ -123,7 +123,7 @@ def fixed_shape_model(path: Path, batch: int, height: int | None = None, width: 
 
 
 def rewrite_cosine(image_crops: npt.NDArray[np.float32], stock: ort.InferenceSession,
-                         rewritten: ort.InferenceSession) -> float:
+                   rewritten: ort.InferenceSession) -> float:
     """Lowest cosine between the stock and the rewritten recogniser's embeddings."""
     outputs = [l2_normalise(s.run(None, {s.get_inputs()[0].name: image_crops})[0])
                for s in (stock, rewritten)]

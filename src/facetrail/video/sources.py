@@ -218,7 +218,10 @@ class AVSource(_SourceBase):
             log.debug("%s: cannot seek (%s); decoding from the start", self.label, _reason(error))
 
     def __iter__(self) -> Iterator[Picture]:
-        """The sampled pictures, resized to the asked size, each with its small grey copy made from its luma."""
+        """The sampled pictures, resized to the asked size, with their small grey copies made from the luma.
+
+        ``Picture.grey`` is None where the frame has no 8-bit luma plane; the camera then makes it from the image.
+        """
         for pts, frame in self.frames():
             try:
                 image = self._convert(frame)

@@ -2,20 +2,24 @@
 
 from __future__ import annotations
 
+import sqlite3
 import subprocess
 import sys
 import textwrap
 import time
 from datetime import timedelta
+from pathlib import Path
 
 import numpy as np
 import pytest
 import sqlalchemy as sa
+from alembic.script import ScriptDirectory
 from sqlalchemy import func, select
 
 from facetrail.store import audit
 from facetrail.store.db import Database
 from facetrail.store.errors import DatabaseUnavailableError
+from facetrail.store.migrate import alembic_config
 from facetrail.store.models import (
     AuditEntry,
     Base,
@@ -107,6 +111,28 @@ def test_processes_opening_a_fresh_database_at_once_all_migrate_it(db_url: str) 
     assert [out.strip() for out, _ in results] == ["migrated"] * 4, [err for _, err in results]
     tables = set(sa.inspect(Database(db_url, migrate=False).engine).get_table_names())
     assert set(Base.metadata.tables) <= tables
+
+
+def test_a_fresh_sqlite_database_is_migrated_in_one_transaction(tmp_path: Path) -> None:
+    # Another process reading the revision between two steps would plan the same steps again (the race the test
+    # above provokes); here an outside connection looks each time the migrating one begins a transaction.
+    path = tmp_path / "facetrail.db"
+    db = Database(f"sqlite:///{path}", migrate=False)
+    seen: list[str | None] = []
+
+    def look_from_outside(_connection: sa.Connection) -> None:
+        with sqlite3.connect(path) as outside:
+            try:
+                seen.append(outside.execute("SELECT version_num FROM alembic_version").fetchone()[0])
+            except sqlite3.OperationalError:  # no such table: nothing committed yet
+                seen.append(None)
+
+    sa.event.listen(db.engine, "begin", look_from_outside)
+    db.migrate()
+    head = ScriptDirectory.from_config(alembic_config(db.engine)).get_current_head()
+    with sqlite3.connect(path) as outside:
+        assert outside.execute("SELECT version_num FROM alembic_version").fetchone()[0] == head
+    assert seen and set(seen) <= {None, head}, f"a part-migrated schema was visible: {seen}"
 
 
 def test_every_stored_column_was_reviewed_and_none_is_free_form(db_url: str) -> None:

@@ -7,21 +7,23 @@ from sqlalchemy import Engine, text
 
 from facetrail.store.models import Base
 
-# PostgreSQL: processes opening one database at once (a run and the API started together, --processes workers)
-# migrate one after the other, each under this transaction-level lock; the later ones find the schema at head.
-# Without it two could create the same table at once and one fail ("duplicate key value violates unique
-# constraint pg_type_typname_nsp_index"). SQLite's writers already queue (BEGIN IMMEDIATE).
+# Processes opening one database at once (a run and the API started together, --processes workers) migrate one
+# after the other: each reads the schema's revision and applies what is missing inside one transaction that holds
+# the write lock from the read to the commit, so the later ones find the schema at head. On PostgreSQL the lock is
+# this transaction-level advisory lock; on SQLite it is BEGIN IMMEDIATE (facetrail.store.db). Alembic would
+# otherwise commit after every SQLite migration (it treats SQLite's DDL as non-transactional), and a second
+# process could read the revision between two commits and create the same table again ("table ... already
+# exists"); on PostgreSQL two could create a table at once ("duplicate key ... pg_type_typname_nsp_index").
 MIGRATION_LOCK_KEY = 0x666163656D696772  # "facemigr"; the lease and the audit chain use keys of their own
 
 engine = context.config.attributes.get("engine")
 if not isinstance(engine, Engine):  # pragma: no cover - only reachable from the alembic CLI
     raise RuntimeError("run migrations through facetrail (Database(url).migrate()), not the alembic CLI")
 
-with engine.connect() as connection:
+with engine.connect() as connection, connection.begin():
+    if connection.dialect.name == "postgresql":
+        connection.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": MIGRATION_LOCK_KEY})
+    # configured inside the transaction: Alembic then runs every step in it and commits nothing itself
     context.configure(connection=connection, target_metadata=Base.metadata,
                       render_as_batch=connection.dialect.name == "sqlite")
-    with context.begin_transaction():
-        if connection.dialect.name == "postgresql":
-            connection.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": MIGRATION_LOCK_KEY})
-        context.run_migrations()
-    connection.commit()
+    context.run_migrations()

@@ -17,6 +17,11 @@ Three measurements, printed in one run with the machine and the settings:
 3. What skipping the loop filter does to faces: FaceEngine on the sampled
    frames of street.mp4 decoded plainly and with ``skip_loop_filter=all``:
    faces found, and the cosine of each matched face's embedding to the plain one.
+4. Which skip modes leave the pictures as they are: every frame each
+   ``skip_frame`` mode decodes, compared with the same frame decoded plainly,
+   on street.mp4 and on a 640x360 copy re-encoded by libx264 with its defaults
+   (B-frames that later P frames may refer to): frames that differ, and how
+   many FFmpeg flagged as corrupt.
 
 Run: ``.venv/bin/python bench/decode.py`` (``--quick`` for fewer repeats, ``--no-faces`` to skip part 3).
 """
@@ -239,6 +244,43 @@ def face_table(fps: float) -> dict[str, object]:
             "mean_abs_pixel_diff_first_last": (pixel_diff[0], pixel_diff[-1])}
 
 
+def pictures(path: Path, skip_frame: str) -> dict[int, tuple[np.ndarray, bool]]:
+    """Every frame decoded under ``skip_frame``: its grey picture and whether FFmpeg flagged it corrupt, by pts."""
+    out: dict[int, tuple[np.ndarray, bool]] = {}
+    with av.open(str(path)) as container:
+        stream = container.streams.video[0]
+        stream.codec_context.skip_frame = skip_frame
+        for frame in container.decode(stream):
+            out[int(frame.pts or 0)] = (frame.to_ndarray(format="gray"), bool(frame.is_corrupt))
+    return out
+
+
+def make_default_x264(source: Path, target: Path, size: tuple[int, int] = (640, 360)) -> Path:
+    """The clip scaled to ``size`` and re-encoded by libx264 with its defaults (preset medium, B-pyramid)."""
+    with av.open(str(source)) as src, av.open(str(target), "w") as out:
+        stream = out.add_stream("libx264", rate=25)
+        stream.width, stream.height, stream.pix_fmt = size[0], size[1], "yuv420p"
+        for frame in src.decode(video=0):
+            for packet in stream.encode(frame.reformat(width=size[0], height=size[1], format="yuv420p")):
+                out.mux(packet)
+        for packet in stream.encode():
+            out.mux(packet)
+    return target
+
+
+def fidelity_table(clips: dict[str, Path]) -> list[dict[str, object]]:
+    """Per clip and skip mode: frames decoded, how many differ from plain decoding, how many are flagged."""
+    rows: list[dict[str, object]] = []
+    for label, path in clips.items():
+        plain = pictures(path, "DEFAULT")
+        for mode in ("NONREF", "BIDIR"):
+            decoded = pictures(path, mode)
+            differing = sum(not np.array_equal(picture, plain[pts][0]) for pts, (picture, _) in decoded.items())
+            rows.append({"clip": label, "skip_frame": mode, "decoded": len(decoded), "of": len(plain),
+                         "differing": differing, "flagged_corrupt": sum(corrupt for _, corrupt in decoded.values())})
+    return rows
+
+
 def _iou(box: np.ndarray, boxes: np.ndarray) -> np.ndarray:
     x1, y1 = np.maximum(box[0], boxes[:, 0]), np.maximum(box[1], boxes[:, 1])
     x2, y2 = np.minimum(box[2], boxes[:, 2]), np.minimum(box[3], boxes[:, 3])
@@ -278,6 +320,8 @@ def main() -> None:
         cut = make_cut(STREET, Path(tmp) / "street_640x360.mp4")
         clips = {"1080p street.mp4": STREET, "640x360 (GOP 50, no B, 16.8s)": cut}
         rows = cost_table(clips, args.fps, repeats)
+        fidelity = fidelity_table({"1080p street.mp4": STREET, "640x360 libx264 defaults (B-pyramid)":
+                                   make_default_x264(STREET, Path(tmp) / "street_x264_defaults.mp4")})
     print("\nCPU and wall time per second of video, per camera (ratio to plain decoding):")
     print(f"{'clip':30} {'option':22} {'CPU ms/s':>9} {'ratio':>6} {'wall ms/s':>10} {'ratio':>6} "
           f"{'decoded':>8} {'sampled':>8}")
@@ -288,8 +332,12 @@ def main() -> None:
     print(f"\nRSS per opened 1080p decoder ({args.decoders} open, 25 frames decoded in each):")
     for m in memory:
         print(f"  threads {m['threads']!s:4} {m['thread_type']:5}: {m['per_decoder_mib']:.1f} MiB")
+    print("\nFrames each skip mode decodes that differ from the same frames decoded plainly:")
+    for f in fidelity:
+        print(f"  {f['clip']:38} {f['skip_frame']:7}: {f['decoded']} of {f['of']} decoded, {f['differing']} "
+              f"differ, {f['flagged_corrupt']} flagged corrupt")
     report: dict[str, object] = {"machine": machine(), "fps": args.fps, "repeats": repeats, "decode": rows,
-                                 "rss": memory}
+                                 "rss": memory, "fidelity": fidelity}
     if not args.no_faces:
         faces = face_table(args.fps)
         report["skip_loop_filter_faces"] = faces

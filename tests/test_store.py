@@ -7,6 +7,7 @@ import subprocess
 import sys
 import textwrap
 import time
+from contextlib import closing
 from datetime import timedelta
 from pathlib import Path
 
@@ -121,7 +122,7 @@ def test_a_fresh_sqlite_database_is_migrated_in_one_transaction(tmp_path: Path) 
     seen: list[str | None] = []
 
     def look_from_outside(_connection: sa.Connection) -> None:
-        with sqlite3.connect(path) as outside:
+        with closing(sqlite3.connect(path)) as outside:
             try:
                 seen.append(outside.execute("SELECT version_num FROM alembic_version").fetchone()[0])
             except sqlite3.OperationalError:  # no such table: nothing committed yet
@@ -130,7 +131,7 @@ def test_a_fresh_sqlite_database_is_migrated_in_one_transaction(tmp_path: Path) 
     sa.event.listen(db.engine, "begin", look_from_outside)
     db.migrate()
     head = ScriptDirectory.from_config(alembic_config(db.engine)).get_current_head()
-    with sqlite3.connect(path) as outside:
+    with closing(sqlite3.connect(path)) as outside:
         assert outside.execute("SELECT version_num FROM alembic_version").fetchone()[0] == head
     assert seen and set(seen) <= {None, head}, f"a part-migrated schema was visible: {seen}"
 

@@ -1,6 +1,6 @@
 """Decoding benchmark: each decode option against plain decoding, per camera, on real video.
 
-Three measurements, printed in one run with the machine and the settings:
+Four measurements, printed in one run with the machine and the settings:
 
 1. CPU per second of video per camera (process CPU time, all threads), wall
    time and frames decoded, for each option against plain decoding (one

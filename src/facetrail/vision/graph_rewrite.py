@@ -7,6 +7,7 @@ the session is built from the rewritten bytes.
 from __future__ import annotations
 
 import platform
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -23,21 +24,21 @@ def cpu_rewrite_applies(providers: list[str]) -> bool:
 
 def recogniser_for_x86(path: Path) -> bytes:
     """The model with both exact rewrites below: PRelu as convs, and convs on channel pairs as depthwise ones."""
-    import onnx
-
-    model = onnx.load(str(path))
-    _rewrite_prelu(model.graph)
-    _rewrite_paired_groups(model.graph)
-    serialised: bytes = model.SerializeToString()
-    return serialised
+    return _rewritten(path, _rewrite_prelu, _rewrite_paired_groups)
 
 
 def prelu_as_convs(path: Path) -> bytes:
     """The model with its PRelu nodes rewritten only (``_rewrite_prelu``); bench/engine_stages.py compares it."""
+    return _rewritten(path, _rewrite_prelu)
+
+
+def _rewritten(path: Path, *rewrites: Callable[[GraphProto], None]) -> bytes:
+    """The serialised model at ``path`` after each in-place graph rewrite, in order."""
     import onnx
 
     model = onnx.load(str(path))
-    _rewrite_prelu(model.graph)
+    for rewrite in rewrites:
+        rewrite(model.graph)
     serialised: bytes = model.SerializeToString()
     return serialised
 

@@ -395,6 +395,7 @@ class Capacity:
     rss_mb: float
     connected: bool
     others_share: float | None  # other processes' share of the machine's CPU while measuring
+    workers: int = 1  # processes the cameras ran in (their RSS summed)
 
     @property
     def cpu_ms_per_frame(self) -> float:
@@ -530,7 +531,7 @@ def measure_processes(urls: list[str], store: Path, processes: int, warmup_s: fl
     per_camera = {"decode": nan, "detection": nan, "recognition": nan, "rest": nan,
                   "total": 1000 * total / wall / len(urls)}
     return Capacity(len(urls), min(rates), statistics.fmean(rates), dropped, total / wall, per_camera, after[2],
-                    connected and len(rates) == len(urls), others)
+                    connected and len(rates) == len(urls), others, len(run.workers))
 
 
 def capacity(label: str, urls: list[str], template: Path, folder: Path, engine: FaceEngine, counts: list[int],
@@ -566,6 +567,22 @@ def capacity(label: str, urls: list[str], template: Path, folder: Path, engine: 
 
 def _share(share: float | None) -> str:
     return "?" if share is None else f"{100 * share:.0f}%"
+
+
+def rss_per_added_camera(results: list[Capacity]) -> float | None:
+    """MB of RSS per added camera: the least-squares slope over the counts run in as many processes as the last.
+
+    None with fewer than two such counts: one count's RSS says nothing per camera, and a count run in fewer
+    worker processes (one camera, two processes asked) would put a whole process's models in the slope. One 15 s
+    window per count is noisy (glibc keeps freed frames until the pipeline trims its heap every 10 s);
+    ``bench/camera_memory.py`` (a fresh process per count, medians) is the careful measurement.
+    """
+    if not results:
+        return None
+    same = [r for r in results if r.workers == results[-1].workers]
+    if len({r.cameras for r in same}) < 2:
+        return None
+    return statistics.linear_regression([r.cameras for r in same], [r.rss_mb for r in same]).slope
 
 
 def cpu_budget(results: list[Capacity]) -> float | None:
@@ -766,18 +783,17 @@ def main() -> None:
                     results, baseline = capacity(label, streams.urls[0], template, folder, engine, counts[label],
                                                  args.warmup, args.capacity_seconds, args.processes)
                 sustained = max((r.cameras for r in results if r.keeps_up), default=0)
-                grown = [r for r in results if r.cameras > 1]
-                first = results[0] if results else None
-                per_camera_mb = ((grown[-1].rss_mb - first.rss_mb) / (grown[-1].cameras - 1)
-                                 if grown and first else None)
+                per_camera_mb = rss_per_added_camera(results)
                 figures["capacity"][label] = {"counts": [{**asdict(r), "keeps_up": r.keeps_up} for r in results],
                                               "rss_before_mb": baseline, "rss_per_added_camera_mb": per_camera_mb}
                 figures[f"sustained_cameras_{label}"] = sustained
                 budget = cpu_budget(results)
                 figures["capacity"][label]["cpu_budget_cameras"] = budget
+                memory = ("not measured (it needs two camera counts run in as many processes)"
+                          if per_camera_mb is None else f"{per_camera_mb:.1f} MB")
                 print(f"  {label}: sustained {sustained} camera(s) (goal >= {GOAL_CAMERAS[label]}); RSS per added "
-                      f"camera {per_camera_mb if per_camera_mb is None else round(per_camera_mb, 1)} MB "
-                      f"(goal <= 30); CPU-budget estimate "
+                      f"camera {memory} (goal <= 30; bench/camera_memory.py measures it with care); CPU-budget "
+                      f"estimate "
                       f"{'?' if budget is None else f'{budget:.1f}'} camera(s) ({os.cpu_count()} cores / this "
                       f"process's CPU per camera at {ANALYSIS_FPS:g} fps, as if nothing else ran)", flush=True)
 

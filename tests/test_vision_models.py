@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 
 from facetrail.vision.detector import ScrfdDetector
-from facetrail.vision.embedder import ArcFaceEmbedder
+from facetrail.pipeline.settings import PIPELINE_ONNX_THREADS
+from facetrail.vision.embedder import CPU_BATCH_PER_THREAD, ArcFaceEmbedder
 from facetrail.vision.engine import EngineConfig, FaceEngine
 from facetrail.vision.errors import EmbeddingMismatchError
 from facetrail.vision.image import BGRImage, load_image
@@ -81,6 +82,21 @@ def test_batched_embedding_equals_one_at_a_time(engine: FaceEngine, players: BGR
     alone = np.concatenate([embedder.embed(players, faces.select([i])).vectors
                             for i in range(len(faces))])
     assert np.min(np.sum(together * alone, axis=1)) > 0.9999
+
+
+def test_the_recogniser_runs_a_few_faces_at_a_time_on_the_cpu(players: BGRImage) -> None:
+    """Runs of a few faces per thread bound onnxruntime's arena; the team's faces embed as in one long run."""
+    pipeline_like = ArcFaceEmbedder(providers="CPUExecutionProvider", threads=PIPELINE_ONNX_THREADS)
+    two_threads = ArcFaceEmbedder(providers="CPUExecutionProvider", threads=2)
+    assert pipeline_like.max_batch == CPU_BATCH_PER_THREAD * PIPELINE_ONNX_THREADS
+    assert two_threads.max_batch == 2 * CPU_BATCH_PER_THREAD
+    faces = ScrfdDetector().detect(players)
+    assert len(faces) > 4 * pipeline_like.max_batch  # several runs, the last one short
+    in_runs = pipeline_like.embed(players, faces).vectors
+    one_run = ArcFaceEmbedder(providers="CPUExecutionProvider", threads=PIPELINE_ONNX_THREADS,
+                              max_batch=len(faces)).embed(players, faces).vectors
+    assert in_runs.shape == one_run.shape
+    assert np.min(np.sum(in_runs * one_run, axis=1)) > 0.9999
 
 
 def test_embeddings_of_different_models_refuse_comparison() -> None:

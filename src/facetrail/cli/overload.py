@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import os
 import time
 from collections.abc import Sequence
 
+from facetrail.cores import usable_cores
 from facetrail.video.camera import CameraStatus
 
 OVERLOADED_FOR_S = 10.0  # cameras dropping frames this long in a row (a start-up burst is not an overload)
@@ -20,7 +20,7 @@ class OverloadNotice:
 
     def __init__(self, processes: int, cpus: int | None = None) -> None:
         self.processes = processes
-        self.cpus = cpus if cpus is not None else (os.cpu_count() or 1)
+        self.cpus = cpus if cpus is not None else usable_cores()
         self._since: float | None = None
         self._said = False
 

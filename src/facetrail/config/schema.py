@@ -9,7 +9,6 @@ Unknown keys are errors, never silently ignored.
 from __future__ import annotations
 
 import dataclasses
-import os
 import re
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Literal, get_args
@@ -30,6 +29,7 @@ from pydantic.fields import FieldInfo
 
 from facetrail.config.cluster import ClusterSettings
 from facetrail.config.doors import DoorConfig
+from facetrail.cores import usable_cores
 from facetrail.events.messages import PublicLinks
 from facetrail.events.mqtt import MqttSettings
 from facetrail.events.rules import EventRules
@@ -334,7 +334,7 @@ class FacetrailConfig(_Strict):
         """How many worker processes ``processes`` means here: ``auto`` is one per CPU, at most one per camera."""
         cameras = sum(1 for camera in self.cameras.values() if camera.enabled)
         if self.processes == "auto":
-            return max(1, min(cpus or os.cpu_count() or 1, cameras))
+            return max(1, min(cpus or usable_cores(), cameras))
         return max(1, min(self.processes, cameras))
 
     @model_validator(mode="after")

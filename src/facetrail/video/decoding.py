@@ -33,7 +33,6 @@ with one warning when the device is not there.
 from __future__ import annotations
 
 import logging
-import os
 from collections.abc import Mapping
 from typing import Literal, Protocol
 
@@ -41,6 +40,8 @@ import av
 import av.container
 import av.video
 from av.codec.hwaccel import HWAccel, HWDeviceType, hwdevices_available
+
+from facetrail.cores import usable_cores
 
 __all__ = [
     "FILE_THREADS_FACTOR",
@@ -204,11 +205,7 @@ def configure_decoder(stream: av.video.stream.VideoStream, options: DecodeOption
 
 def file_decode_threads() -> int:
     """A file decoder's frame threads by default: ``FILE_THREADS_FACTOR`` x (usable cores + 1), at most 16."""
-    try:
-        cores = len(os.sched_getaffinity(0))  # the cores this process may use (a container's CPU set)
-    except (AttributeError, OSError):
-        cores = os.cpu_count() or 1
-    return min(MAX_FILE_DECODE_THREADS, FILE_THREADS_FACTOR * (cores + 1))
+    return min(MAX_FILE_DECODE_THREADS, FILE_THREADS_FACTOR * (usable_cores() + 1))
 
 
 def open_container(path: str, *, label: str, options: Mapping[str, str], timeout: tuple[float, float] | None,

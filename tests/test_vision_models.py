@@ -8,8 +8,8 @@ import cv2
 import numpy as np
 import pytest
 
-from facetrail.vision.detector import ScrfdDetector
 from facetrail.pipeline.settings import PIPELINE_ONNX_THREADS
+from facetrail.vision.detector import ScrfdDetector
 from facetrail.vision.embedder import CPU_BATCH_PER_THREAD, ArcFaceEmbedder
 from facetrail.vision.engine import EngineConfig, FaceEngine
 from facetrail.vision.errors import EmbeddingMismatchError

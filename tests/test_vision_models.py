@@ -91,7 +91,7 @@ def test_the_recogniser_runs_a_few_faces_at_a_time_on_the_cpu(players: BGRImage)
     assert pipeline_like.max_batch == CPU_BATCH_PER_THREAD * PIPELINE_ONNX_THREADS
     assert two_threads.max_batch == 2 * CPU_BATCH_PER_THREAD
     faces = ScrfdDetector().detect(players)
-    assert len(faces) > 4 * pipeline_like.max_batch  # several runs, the last one short
+    assert len(faces) > 4 * pipeline_like.max_batch  # several runs
     in_runs = pipeline_like.embed(players, faces).vectors
     one_run = ArcFaceEmbedder(providers="CPUExecutionProvider", threads=PIPELINE_ONNX_THREADS,
                               max_batch=len(faces)).embed(players, faces).vectors

@@ -4,7 +4,10 @@ Each camera is ``street.mp4`` (or a 640x360 cut of it, ``live_streams.make_cut``
 served on loopback as a live MPEG-TS stream over TCP by ``bench/live_streams.py``
 (a separate process, so the server's memory is not counted): packets paced by
 their timestamps, looped with an offset, so the pipeline sees a real live
-stream and decodes every frame as it would from a camera.
+stream and decodes every frame as it would from a camera. Size ``record``
+is the Frigate-like 1080p camera: the 640x360 cut as its ``detect`` stream
+and street.mp4 as its ``record`` stream (``--record-decode``: the record
+input's ``decode_skip``, auto or off), both live.
 
 Every camera count runs in a fresh child process (``--child``), so one run's
 heap does not carry into the next. The child starts ``facetrail.pipeline``
@@ -58,14 +61,23 @@ def rss_mb() -> float:
     return float("nan")
 
 
-def child(urls: list[str], seconds: float, warmup: float, fps: float) -> dict[str, Any]:
-    """Run the pipeline on ``urls`` and report its memory and what it analysed."""
+def camera_yaml(name: str, urls: list[str], fps: float, record_decode: str) -> str:
+    """One camera's configuration: its detect stream, and its record stream when a second URL is given."""
+    inputs = f"      - path: {urls[0]}\n"
+    if len(urls) > 1:
+        inputs = (f"      - path: {urls[0]}\n        roles: [detect]\n"
+                  f"      - path: {urls[1]}\n        roles: [record]\n        decode_skip: {record_decode}\n")
+    return f"  {name}:\n    inputs:\n{inputs}    detect:\n      fps: {fps}\n"
+
+
+def child(urls: list[list[str]], seconds: float, warmup: float, fps: float,
+          record_decode: str = "auto") -> dict[str, Any]:
+    """Run the pipeline on cameras of ``urls`` (each: detect URL[, record URL]); report memory and analysis."""
     from facetrail.config.loader import parse_config
     from facetrail.pipeline.runner import Pipeline
 
     with tempfile.TemporaryDirectory() as store:
-        cameras = "".join(f"  cam{i}:\n    inputs:\n      - path: {url}\n    detect:\n      fps: {fps}\n"
-                          for i, url in enumerate(urls))
+        cameras = "".join(camera_yaml(f"cam{i}", camera, fps, record_decode) for i, camera in enumerate(urls))
         config = parse_config(f"purpose: benchmark\ndata_dir: {store}\ncameras:\n{cameras}")
         baseline = rss_mb()
         pipeline = Pipeline(config, actor="bench")
@@ -97,10 +109,10 @@ def child(urls: list[str], seconds: float, warmup: float, fps: float) -> dict[st
 # --------------------------------------------------------------------------- the parent
 
 
-def run_child(src: str, urls: list[str], args: argparse.Namespace) -> dict[str, Any]:
+def run_child(src: str, urls: list[list[str]], args: argparse.Namespace) -> dict[str, Any]:
     env = {**os.environ, "PYTHONPATH": os.path.abspath(src)}
     command = [sys.executable, __file__, "--child", json.dumps(urls), "--seconds", str(args.seconds),
-               "--warmup", str(args.warmup), "--fps", str(args.fps)]
+               "--warmup", str(args.warmup), "--fps", str(args.fps), "--record-decode", args.record_decode]
     done = subprocess.run(command, env=env, capture_output=True, text=True, check=False)
     if done.returncode != 0:
         raise SystemExit(f"child failed ({src}, {len(urls)} cameras):\n{done.stderr[-3000:]}")
@@ -119,7 +131,10 @@ def main() -> None:
     parser.add_argument("--src", action="append", help="a checkout's src folder to measure (repeatable; default: "
                                                        "this one's)")
     parser.add_argument("--cameras", default="2,3,4,6", help="camera counts (from 2: see above)")
-    parser.add_argument("--sizes", default="1080p,640x360", help="stream sizes: 1080p, 640x360")
+    parser.add_argument("--sizes", default="1080p,640x360", help="stream sizes: 1080p, 640x360, record (a 640x360 "
+                                                                 "detect stream and a 1080p record stream)")
+    parser.add_argument("--record-decode", choices=("auto", "off"), default="auto",
+                        help="size record: the record input's decode_skip")
     parser.add_argument("--seconds", type=float, default=8.0, help="RSS sampling time per run")
     parser.add_argument("--warmup", type=float, default=6.0, help="seconds before sampling starts")
     parser.add_argument("--fps", type=float, default=5.0, help="each camera's analysis rate")
@@ -127,7 +142,7 @@ def main() -> None:
     parser.add_argument("--child", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child is not None:
-        print(json.dumps(child(json.loads(args.child), args.seconds, args.warmup, args.fps)))
+        print(json.dumps(child(json.loads(args.child), args.seconds, args.warmup, args.fps, args.record_decode)))
         return
     if not STREET.exists():
         raise SystemExit(f"{STREET} is missing (set FACETRAIL_SHARED_DATA)")
@@ -139,16 +154,18 @@ def main() -> None:
           f"RSS sampled every 0.25 s for {args.seconds} s, median reported; sources {sources}")
     results: dict[str, Any] = {"goal_mb_per_camera": GOAL_MB_PER_CAMERA, "runs": []}
     with tempfile.TemporaryDirectory() as folder:
-        files = {"1080p": STREET}
-        if "640x360" in args.sizes:
-            files["640x360"] = make_cut(STREET, Path(folder) / "street-640x360.mp4", 640, 360)
+        cut = make_cut(STREET, Path(folder) / "street-640x360.mp4", 640, 360)
+        files = {"1080p": [STREET], "640x360": [cut], "record": [cut, STREET]}
         for size in args.sizes.split(","):
-            print(f"\n{size} live streams ({files[size].name} served as MPEG-TS over TCP on loopback)")
+            names = " + ".join(f.name for f in files[size])
+            print(f"\n{size} live streams ({names} served as MPEG-TS over TCP on loopback"
+                  f"{f'; record decode_skip {args.record_decode}' if size == 'record' else ''})")
             per_src: dict[str, list[tuple[int, float]]] = {src: [] for src in sources}
             for count in counts:
                 for src in sources:  # interleaved: every checkout at this count before the next count
-                    with LiveStreams([files[size]], count) as streams:
-                        found = run_child(src, streams.urls[0], args)
+                    with LiveStreams(files[size], count) as streams:
+                        cameras = [[streams.urls[f][k] for f in range(len(files[size]))] for k in range(count)]
+                        found = run_child(src, cameras, args)
                     per_src[src].append((count, found["rss_mb"]))
                     results["runs"].append({"size": size, "src": src, **found})
                     print(f"  {src}: {count} camera(s): RSS {found['rss_mb']} MB (peak {found['peak_mb']}, models "

@@ -10,7 +10,7 @@ import pytest
 
 from facetrail.pipeline.settings import PIPELINE_ONNX_THREADS
 from facetrail.vision.detector import ScrfdDetector
-from facetrail.vision.embedder import CPU_BATCH_PER_THREAD, ArcFaceEmbedder
+from facetrail.vision.embedder import CPU_BATCH_PER_THREAD, MAX_BATCH, ArcFaceEmbedder, default_run_length
 from facetrail.vision.engine import EngineConfig, FaceEngine
 from facetrail.vision.errors import EmbeddingMismatchError
 from facetrail.vision.image import BGRImage, load_image
@@ -87,9 +87,9 @@ def test_batched_embedding_equals_one_at_a_time(engine: FaceEngine, players: BGR
 def test_the_recogniser_runs_a_few_faces_at_a_time_on_the_cpu(players: BGRImage) -> None:
     """Runs of a few faces per thread bound onnxruntime's arena; the team's faces embed as in one long run."""
     pipeline_like = ArcFaceEmbedder(providers="CPUExecutionProvider", threads=PIPELINE_ONNX_THREADS)
-    two_threads = ArcFaceEmbedder(providers="CPUExecutionProvider", threads=2)
     assert pipeline_like.max_batch == CPU_BATCH_PER_THREAD * PIPELINE_ONNX_THREADS
-    assert two_threads.max_batch == 2 * CPU_BATCH_PER_THREAD
+    assert default_run_length(2, on_cpu=True) == 2 * CPU_BATCH_PER_THREAD
+    assert default_run_length(64, on_cpu=True) == default_run_length(1, on_cpu=False) == MAX_BATCH
     faces = ScrfdDetector().detect(players)
     assert len(faces) > 4 * pipeline_like.max_batch  # several runs
     in_runs = pipeline_like.embed(players, faces).vectors

@@ -74,15 +74,24 @@ def l2_normalise(vectors: FloatArray) -> FloatArray:
 # and 4, 10.3 of 8, 11.3 of 32 (the arena grew by 18, 43, 104 and 418 MB for runs of 2, 4, 8 and 32). Two threads:
 # 13.1 ms of CPU a face in runs of 8, 12.2 in runs of 32, for 104 against 418 MB.
 CPU_BATCH_PER_THREAD = 4
-# On a GPU (or another accelerator) longer runs keep the device busy; its memory is not the host's.
-ACCELERATOR_BATCH = 64
+# The longest run: an accelerator's (longer runs keep a GPU busy, and its memory is not the host's), and a bound on
+# the CPU's with many threads.
+MAX_BATCH = 64
+
+
+
+def default_run_length(threads: int, *, on_cpu: bool) -> int:
+    """Faces per network run: ``CPU_BATCH_PER_THREAD`` per onnxruntime thread on the CPU (``threads`` 0: one per
+    usable core), at most ``MAX_BATCH``; ``MAX_BATCH`` on an accelerator."""
+    if not on_cpu:
+        return MAX_BATCH
+    return min(MAX_BATCH, CPU_BATCH_PER_THREAD * (threads or usable_cores()))
 
 
 class ArcFaceEmbedder:
     """ArcFace-style ONNX recogniser on 112x112 aligned crops (default: w600k_mbf, 512-d).
 
-    ``max_batch`` caps how many faces go through the network at once; None: ``CPU_BATCH_PER_THREAD`` per
-    onnxruntime thread on the CPU (``threads`` 0: one per usable core), ``ACCELERATOR_BATCH`` on an accelerator.
+    ``max_batch`` caps how many faces go through the network at once (None: ``default_run_length``).
     Thread-safe.
     """
 
@@ -94,8 +103,7 @@ class ArcFaceEmbedder:
         self._session = create_session(path, providers, threads, model_bytes=rewritten)
         self._input_name = self._session.get_inputs()[0].name
         if max_batch is None:
-            on_cpu = self._session.get_providers()[0] == "CPUExecutionProvider"
-            max_batch = CPU_BATCH_PER_THREAD * (threads or usable_cores()) if on_cpu else ACCELERATOR_BATCH
+            max_batch = default_run_length(threads, on_cpu=self._session.get_providers()[0] == "CPUExecutionProvider")
         self.max_batch = max(1, max_batch)
 
     @property

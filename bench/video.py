@@ -793,8 +793,7 @@ def main() -> None:
                           if per_camera_mb is None else f"{per_camera_mb:.1f} MB")
                 print(f"  {label}: sustained {sustained} camera(s) (goal >= {GOAL_CAMERAS[label]}); RSS per added "
                       f"camera {memory} (goal <= 30; bench/camera_memory.py measures it with care); CPU-budget "
-                      f"estimate "
-                      f"{'?' if budget is None else f'{budget:.1f}'} camera(s) ({os.cpu_count()} cores / this "
+                      f"estimate {'?' if budget is None else f'{budget:.1f}'} camera(s) ({os.cpu_count()} cores / this "
                       f"process's CPU per camera at {ANALYSIS_FPS:g} fps, as if nothing else ran)", flush=True)
 
         if "latency" not in skip and args.latency_seconds > 0:

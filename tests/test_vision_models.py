@@ -90,9 +90,19 @@ def test_the_recogniser_runs_a_few_faces_at_a_time_on_the_cpu(players: BGRImage)
     assert pipeline_like.max_batch == CPU_BATCH_PER_THREAD * PIPELINE_ONNX_THREADS
     assert default_run_length(2, on_cpu=True) == 2 * CPU_BATCH_PER_THREAD
     assert default_run_length(64, on_cpu=True) == default_run_length(1, on_cpu=False) == MAX_BATCH
+    network = pipeline_like._session  # every run the network is given, recorded
+    runs: list[int] = []
+
+    class Recording:
+        def run(self, outputs: None, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
+            runs.append(next(iter(feeds.values())).shape[0])
+            return list(network.run(outputs, feeds))
+
+    pipeline_like._session = Recording()
     faces = ScrfdDetector().detect(players)
     assert len(faces) > 4 * pipeline_like.max_batch  # several runs
     in_runs = pipeline_like.embed(players, faces).vectors
+    assert sum(runs) == len(faces) and max(runs) == pipeline_like.max_batch
     one_run = ArcFaceEmbedder(providers="CPUExecutionProvider", threads=PIPELINE_ONNX_THREADS,
                               max_batch=len(faces)).embed(players, faces).vectors
     assert in_runs.shape == one_run.shape

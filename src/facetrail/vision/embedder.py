@@ -79,7 +79,6 @@ CPU_BATCH_PER_THREAD = 4
 MAX_BATCH = 64
 
 
-
 def default_run_length(threads: int, *, on_cpu: bool) -> int:
     """Faces per network run: ``CPU_BATCH_PER_THREAD`` per onnxruntime thread on the CPU (``threads`` 0: one per
     usable core), at most ``MAX_BATCH``; ``MAX_BATCH`` on an accelerator."""

@@ -61,6 +61,7 @@ from facetrail.track.camera_motion import CameraMotion
 from facetrail.track.tracker import FaceTracker
 from facetrail.video.frames import Frame
 from facetrail.video.motion import MotionGate
+from facetrail.video.picture import FramePicture
 from facetrail.video.sources import open_source
 from facetrail.vision import detector as detector_module
 from facetrail.vision.image import BGRImage, GreyImage, small_grey
@@ -125,8 +126,9 @@ def one_frame(contender: Contender, pipeline: Pipeline, gate: MotionGate, tracki
     pts = index / FPS
     clock = _Clock(contender)
     grey = small_grey(image) if contender.shared_grey else None
-    decision = gate.check(image, pts, grey)
-    frame = Frame("bench", image, index, pts, START + timedelta(seconds=pts), time.monotonic(),
+    picture = FramePicture(image)
+    decision = gate.check(picture, pts, grey)
+    frame = Frame("bench", picture, index, pts, START + timedelta(seconds=pts), time.monotonic(),
                   motion=decision == "motion", made_grey=grey)
     clock.mark("grey copy + gate")
     contender.passed += decision != "skip"

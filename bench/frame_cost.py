@@ -66,6 +66,7 @@ from facetrail.synth.writer import write_clip
 from facetrail.track.camera_motion import CameraMotion
 from facetrail.track.tracker import FaceTracker
 from facetrail.video.frames import Frame
+from facetrail.video.picture import FramePicture
 from facetrail.video.sources import open_source
 from facetrail.vision import detector as detector_module
 from facetrail.vision import upright as upright_module
@@ -222,7 +223,7 @@ def decode(path: Path, size: tuple[int, int] | None) -> list[np.ndarray]:
 
 def as_frames(images: list[np.ndarray]) -> list[Frame]:
     start = datetime(2026, 1, 1, tzinfo=UTC)
-    return [Frame("bench", image, i, i / FPS, start + timedelta(seconds=i / FPS), time.monotonic())
+    return [Frame("bench", FramePicture(image), i, i / FPS, start + timedelta(seconds=i / FPS), time.monotonic())
             for i, image in enumerate(images)]
 
 

@@ -58,6 +58,7 @@ def one_way(way: str, path: str, ring: int) -> dict[str, Any]:
 
     from facetrail.video.camera import VideoInput
     from facetrail.video.frames import Frame
+    from facetrail.video.picture import FramePicture
     from facetrail.video.record_stream import RecordStream, RecordStreamSettings
     from facetrail.video.sources import AVSource
 
@@ -78,9 +79,9 @@ def one_way(way: str, path: str, ring: int) -> dict[str, Any]:
         source = VideoInput(path=path, decode_skip=way.split()[1])  # type: ignore[arg-type]
         record = RecordStream("bench", source, RecordStreamSettings(ring_frames=ring), fps=FPS)
         record.start()
-        image = np.zeros((2, 2, 3), np.uint8)
+        picture = FramePicture(np.zeros((2, 2, 3), np.uint8))
         for k in range(int(duration * FPS) + 1):
-            record.nearest(Frame("bench", image, k, k / FPS, datetime.now(UTC), 0.0))
+            record.nearest(Frame("bench", picture, k, k / FPS, datetime.now(UTC), 0.0))
         status = record.status()
         record.stop()
         decoded, ring_bytes = status.frames_decoded, status.ring_bytes

@@ -27,7 +27,7 @@ import json, resource, sys
 import av, numpy as np
 from av.video.reformatter import VideoReformatter
 from facetrail import heap
-from facetrail.video.sources import CONVERT_THREADS
+from facetrail.video.picture import CONVERT_THREADS
 
 getattr(heap, sys.argv[1])()
 picture = np.random.default_rng(0).integers(0, 256, (1080, 1920, 3), np.uint8)

@@ -31,6 +31,7 @@ from facetrail.synth.scenes import Appearance, composite_scene
 from facetrail.synth.writer import write_clip
 from facetrail.track.bestshot import BestShots, BestShotSettings, Shot
 from facetrail.video.frames import Frame
+from facetrail.video.picture import FramePicture
 from facetrail.video.record_stream import RecordStream, RecordStreamSettings
 from facetrail.vision.engine import FaceEngine
 from pipeline_kit import enrol, face_width, head_and_shoulders
@@ -113,9 +114,9 @@ def test_an_unknown_role_is_refused_with_the_known_ones() -> None:
 # -- the record stream's reader ----------------------------------------------------------------------------
 
 
-def detect_frame(pts: float, index: int = 0) -> Frame:
-    """A detect-stream frame of a file at media time ``pts`` (only its time matters to the record stream)."""
-    return Frame("door", np.zeros((2, 2, 3), np.uint8), index, pts, datetime.now(UTC), 0.0)
+def detect_frame(pts: float, index: int = 0, captured: datetime | None = None, camera: str = "door") -> Frame:
+    """A detect-stream frame at media time ``pts`` (only its times matter to the record stream)."""
+    return Frame(camera, FramePicture(np.zeros((2, 2, 3), np.uint8)), index, pts, captured or datetime.now(UTC), 0.0)
 
 
 @pytest.mark.parametrize("decode_skip, decoded, moves", [
@@ -170,13 +171,13 @@ def test_a_live_record_stream_is_stamped_on_arrival_and_matched_to_the_detect_fr
         while record.status().frames_kept < 4 and time.monotonic() < deadline:
             time.sleep(0.05)
         now = datetime.now(UTC)
-        kept = record.nearest(Frame("street", np.zeros((2, 2, 3), np.uint8), 0, 0.0, now, 0.0))
+        kept = record.nearest(detect_frame(0.0, 0, now, "street"))
         assert kept is not None and abs(kept.t - now.timestamp()) <= RecordStreamSettings().max_gap_s
         assert 0.5 <= kept.pts <= 3.0  # read at the file's own pace, not as fast as it decodes
         status = record.status()
         assert status.state == "connected" and status.ring_bytes <= 3 * 1920 * 1080 * 3 // 2
         long_ago = datetime.fromtimestamp(now.timestamp() - 5, UTC)
-        assert record.nearest(Frame("street", np.zeros((2, 2, 3), np.uint8), 1, 0.0, long_ago, 0.0)) is None
+        assert record.nearest(detect_frame(0.0, 1, long_ago, "street")) is None
     finally:
         record.stop()
 
@@ -236,7 +237,7 @@ def test_a_live_record_stream_that_drops_is_shown_retrying_and_reconnected(tmp_p
         assert back.state == "connected" and back.error is None and back.attempts == 0, back
         assert record.error is None
         assert back.size == (1920, 1080) and back.ring_bytes <= 3 * 1920 * 1080 * 3 // 2
-        kept = record.nearest(Frame("street", np.zeros((2, 2, 3), np.uint8), 0, 0.0, datetime.now(UTC), 0.0))
+        kept = record.nearest(detect_frame(0.0, 0, camera="street"))
         assert kept is not None and kept.t >= now.timestamp()  # stamped on arrival, after the reconnect
     finally:
         record.stop()

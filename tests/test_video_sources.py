@@ -21,6 +21,7 @@ from facetrail.video import (
     CameraStatus,
     DetectSettings,
     Frame,
+    FramePicture,
     MotionGate,
     MotionSettings,
     RateSampler,
@@ -236,8 +237,8 @@ def test_the_gate_measures_the_same_change_from_the_shared_grey_copy(data_dir: P
         for pts, image, _ in source:
             grey = small_grey(image)
             assert grey.shape[1] == 320
-            own.check(image, pts)
-            shared.check(image, pts, grey)
+            own.check(FramePicture(image), pts)
+            shared.check(FramePicture(image), pts, grey)
             changed.append((own.last_changed, shared.last_changed))
     finally:
         source.close()

@@ -23,6 +23,7 @@ from facetrail.video.errors import (
 )
 from facetrail.video.frames import Frame, RateSampler, output_size
 from facetrail.video.motion import MotionDecision, MotionGate, MotionSettings
+from facetrail.video.picture import FramePicture
 from facetrail.video.sources import FrameSource, SourceKind, is_stream, open_source, source_kind, stream_options
 
 __all__ = [
@@ -32,6 +33,7 @@ __all__ = [
     "CameraStatus",
     "DetectSettings",
     "Frame",
+    "FramePicture",
     "FrameSource",
     "MotionDecision",
     "MotionGate",

@@ -34,10 +34,11 @@ from facetrail.video.decoding import HWACCEL_TYPES
 from facetrail.video.errors import SourceError, StreamEndedError, mask_credentials
 from facetrail.video.frames import Frame
 from facetrail.video.motion import MotionGate, MotionSettings
+from facetrail.video.picture import FramePicture
 from facetrail.video.priority import READ_AHEAD_NICE, lower_this_thread
 from facetrail.video.reader import ReaderState, ReaderThread, Stopped
 from facetrail.video.sources import FrameSource, SourceKind, is_stream, open_source, source_kind
-from facetrail.vision.image import BGRImage, GreyImage, small_grey
+from facetrail.vision.image import GreyImage, small_grey
 
 log = logging.getLogger(__name__)
 
@@ -335,14 +336,14 @@ class Camera(ReaderThread):
             delivered = 0
             try:
                 pacer = Pacer(self._stop)
-                for pts, image, grey in source:
+                for pts, picture, grey in source.samples():
                     self._check_stop()
                     if self._live and not stream and not pacer.wait(offset + pts):
                         raise Stopped
                     last = (offset + pts, time.monotonic())
                     if not stream:
                         resume = pts
-                    self._take(image, grey, offset + pts, gate, stream)
+                    self._take(picture, grey, offset + pts, gate, stream)
                     delivered += 1
                 if stream:
                     raise StreamEndedError(self._label)
@@ -374,14 +375,16 @@ class Camera(ReaderThread):
             log.info("camera %s: finished reading %s", settings.name, self._label)
             return
 
-    def _take(self, image: BGRImage, grey: GreyImage | None, pts: float, gate: MotionGate, stream: bool) -> None:
+    def _take(self, picture: FramePicture, grey: GreyImage | None, pts: float, gate: MotionGate,
+              stream: bool) -> None:
         """Gate a sampled picture and pass it on as a Frame, with its small grey copy (for camera motion).
 
-        ``grey``: the copy the source made (from a video frame's luma); otherwise the gate makes one here.
+        ``grey``: the copy the source made (from a video frame's luma); otherwise the gate makes one here. The
+        picture stays as decoded: whoever takes the frame converts it (``Frame.image``), not this thread.
         """
         if grey is None and gate.settings.enabled:
-            grey = small_grey(image)
-        decision = gate.check(image, pts, grey)
+            grey = small_grey(picture.bgr())
+        decision = gate.check(picture, pts, grey)
         received = time.monotonic()
         now = datetime.now(UTC)
         with self._cond:
@@ -398,7 +401,7 @@ class Camera(ReaderThread):
         # A live source (a stream, or a file read in real time) is stamped when the frame arrives, as a
         # camera would be; a file read as fast as possible replays on the clock of its start time.
         captured = now if stream or self._live else self._start_time + timedelta(seconds=pts)
-        frame = Frame(self.settings.name, image, index, pts, captured, received, motion=decision == "motion",
+        frame = Frame(self.settings.name, picture, index, pts, captured, received, motion=decision == "motion",
                       made_grey=grey)
         if self._sink is not None:
             try:

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from functools import cached_property
 
+from facetrail.video.picture import FramePicture
 from facetrail.vision.image import BGRImage, GreyImage, small_grey
 
 # Slack for pts that land a hair below a slot boundary through float rounding (e.g. 0.6 * 5 = 2.9999999999999996).
@@ -25,13 +26,18 @@ class Frame:
     """One picture of one camera, delivered for analysis."""
 
     camera: str
-    image: BGRImage  # BGR uint8, HxWx3
+    picture: FramePicture  # its pixels: converted to BGR when the analysis first asks (``image``)
     index: int  # running number of frames this camera delivered for analysis
     pts: float  # media time in seconds from the start of the source
     captured_at: datetime  # UTC: arrival time for live sources (streams, files in real time), else start + pts
     received_monotonic: float  # time.monotonic() when decoded
     motion: bool = True  # False when the motion gate let it through only as a heartbeat
     made_grey: GreyImage | None = field(default=None, repr=False)  # the reader's small grey copy, when it made one
+
+    @property
+    def image(self) -> BGRImage:
+        """The picture as BGR uint8, HxWx3 (converted from the decoded frame on first use)."""
+        return self.picture.bgr()
 
     @cached_property
     def grey(self) -> GreyImage:

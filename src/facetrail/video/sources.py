@@ -1,13 +1,14 @@
 """Opening a camera's input: a video file or stream (PyAV / FFmpeg) or a folder of images.
 
-A source yields ``(pts seconds, BGR image)`` for the pictures due at the
-analysis rate (``RateSampler``); ``AVSource.frames`` yields the same
-pictures undecoded-to-BGR (``av.VideoFrame``) for a reader that keeps them
-as YUV (the record stream). A video source decodes what its
-``DecodePolicy`` (decoding.py) asks for: sampled below the frame rate, the
-decoder skips frames nothing refers to, or decodes key frames only when they
-come often enough. It converts to BGR, and resizes (FFmpeg's swscale), only
-the pictures it keeps.
+A source yields ``(pts seconds, BGR image, small grey copy)`` for the
+pictures due at the analysis rate (``RateSampler``); ``samples()`` yields
+the same pictures as ``FramePicture``s, converted to BGR (and resized, by
+FFmpeg's swscale) only when the analysis first asks, on its own thread
+(picture.py says why); ``AVSource.frames`` yields the decoder's frames
+(``av.VideoFrame``) for a reader that keeps them as YUV (the record
+stream). A video source decodes what its ``DecodePolicy`` (decoding.py)
+asks for: sampled below the frame rate, the decoder skips frames nothing
+refers to, or decodes key frames only when they come often enough.
 """
 
 from __future__ import annotations
@@ -23,7 +24,6 @@ from urllib.parse import urlsplit
 import av
 import av.video
 import cv2
-from av.video.reformatter import VideoReformatter
 
 from facetrail.video.decoding import (
     DecodeOptions,
@@ -36,6 +36,7 @@ from facetrail.video.decoding import (
 from facetrail.video.errors import SourceOpenError, SourceReadError, mask_credentials
 from facetrail.video.frames import RateSampler, output_size
 from facetrail.video.luma import small_luma
+from facetrail.video.picture import FramePicture
 from facetrail.vision.errors import ImageError
 from facetrail.vision.image import BGRImage, GreyImage, grey_size, load_image
 
@@ -45,6 +46,8 @@ __all__ = [
     "AVSource",
     "FrameSource",
     "ImageFolderSource",
+    "Picture",
+    "Sample",
     "SourceKind",
     "is_stream",
     "mask_credentials",
@@ -61,17 +64,22 @@ STREAM_SCHEMES = frozenset({"rtsp", "rtsps", "http", "https", "rtmp", "rtmps", "
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"})
 # Reading gives up after this many packets in a row that the decoder rejects.
 MAX_BAD_PACKETS = 50
-# swscale threads per conversion: one, as the pipeline keeps the cores busy with threads of its own (PyAV's default,
-# one per core, took 1.08 ms of CPU to convert a 1080p frame to BGR against 0.65 with one thread).
-CONVERT_THREADS = 1
 _FALLBACK_PERIOD_S = 0.04
 
 
 class Picture(NamedTuple):
-    """One sampled picture of a source."""
+    """One sampled picture of a source, as BGR."""
 
     pts: float  # media time, seconds from the start of the source
     image: BGRImage
+    grey: GreyImage | None = None  # its small grey copy (``small_grey``'s size) where the source made one cheaply
+
+
+class Sample(NamedTuple):
+    """One sampled picture of a source, converted to BGR on first use (``FramePicture.bgr``)."""
+
+    pts: float  # media time, seconds from the start of the source
+    picture: FramePicture
     grey: GreyImage | None = None  # its small grey copy (``small_grey``'s size) where the source made one cheaply
 
 
@@ -93,7 +101,13 @@ class FrameSource(Protocol):
         """Pictures the decoder was told to skip (the decode policy); 0 where nothing is skipped."""
         ...
 
-    def __iter__(self) -> Iterator[Picture]: ...
+    def __iter__(self) -> Iterator[Picture]:
+        """The sampled pictures as BGR."""
+        ...
+
+    def samples(self) -> Iterator[Sample]:
+        """The sampled pictures, each converted to BGR when first asked for (on the asking thread)."""
+        ...
 
     def close(self) -> None:
         """Release the input; safe to call twice."""
@@ -130,8 +144,23 @@ def stream_options(path: str, timeout_s: float, input_args: Mapping[str, str] | 
 
 
 class _SourceBase:
+    label: str
+
     def __enter__(self) -> Self:
         return self
+
+    def __iter__(self) -> Iterator[Picture]:
+        """The sampled pictures as BGR (raises SourceReadError where one cannot be converted)."""
+        for pts, picture, grey in self.samples():
+            try:
+                image = picture.bgr()
+            except (av.FFmpegError, OSError) as error:
+                raise SourceReadError(self.label, _reason(error)) from None
+            yield Picture(pts, image, grey)
+
+    def samples(self) -> Iterator[Sample]:
+        """The sampled pictures, converted to BGR on first use."""
+        raise NotImplementedError
 
     def __exit__(self, kind: type[BaseException] | None, error: BaseException | None, tb: TracebackType | None) -> None:
         self.close()
@@ -178,8 +207,6 @@ class AVSource(_SourceBase):
         rate = self._stream.average_rate or self._stream.guessed_rate
         self._policy = DecodePolicy(fps, float(rate) if rate else None,
                                     enabled=decode is None or decode.decode_skip == "auto")
-        # One converter for the source's life (a frame's own makes a new swscale context, and threads, per frame).
-        self._reformatter = VideoReformatter()
         self._base: float | None = None
         if not live and self._stream.start_time is not None and self._stream.time_base is not None:
             self._base = float(self._stream.start_time * self._stream.time_base)
@@ -217,17 +244,15 @@ class AVSource(_SourceBase):
         except (av.FFmpegError, OSError) as error:
             log.debug("%s: cannot seek (%s); decoding from the start", self.label, _reason(error))
 
-    def __iter__(self) -> Iterator[Picture]:
-        """The sampled pictures, resized to the asked size, with their small grey copies made from the luma.
+    def samples(self) -> Iterator[Sample]:
+        """The sampled pictures, to be resized to the asked size, with their small grey copies made from the luma.
 
-        ``Picture.grey`` is None where the frame has no 8-bit luma plane; the camera then makes it from the image.
+        Each holds the decoder's frame until converted. ``Sample.grey`` is None where the frame has no 8-bit luma
+        plane; the camera then makes it from the BGR picture.
         """
         for pts, frame in self.frames():
-            try:
-                image = self._convert(frame)
-            except (av.FFmpegError, OSError) as error:
-                raise SourceReadError(self.label, _reason(error)) from None
-            yield Picture(pts, image, small_luma(frame, grey_size(image.shape[1], image.shape[0])))
+            picture = FramePicture.decoded(frame, output_size(frame.width, frame.height, *self._size))
+            yield Sample(pts, picture, small_luma(frame, grey_size(*picture.size)))
 
     def frames(self) -> Iterator[tuple[float, av.VideoFrame]]:
         """The sampled frames as the decoder gives them: ``(pts seconds, av.VideoFrame)``, not converted.
@@ -287,13 +312,6 @@ class AVSource(_SourceBase):
         rate = self._stream.average_rate or self._stream.guessed_rate
         return float(1 / rate) if rate else _FALLBACK_PERIOD_S
 
-    def _convert(self, frame: av.VideoFrame) -> BGRImage:
-        size = output_size(frame.width, frame.height, *self._size)
-        width, height = size if size is not None else (None, None)
-        converted = self._reformatter.reformat(frame, width, height, "bgr24", interpolation="AREA",
-                                               threads=CONVERT_THREADS)
-        return cast(BGRImage, converted.to_ndarray())
-
     def close(self) -> None:
         """Close the container."""
         self._container.close()
@@ -305,6 +323,7 @@ class ImageFolderSource(_SourceBase):
     def __init__(self, folder: Path, *, fps: float | None = None, width: int | None = None,
                  height: int | None = None, start_after: float | None = None) -> None:
         self.folder = folder
+        self.label = str(folder)
         self.period = 1.0 / fps if fps else 1.0
         self._size = (width, height)
         self._after = start_after
@@ -333,7 +352,8 @@ class ImageFolderSource(_SourceBase):
         """Always 0: every image is read."""
         return 0
 
-    def __iter__(self) -> Iterator[Picture]:
+    def samples(self) -> Iterator[Sample]:
+        """The images, resized to the asked size."""
         for i, path in enumerate(self.files):
             pts = i * self.period  # by position, so a skipped image leaves a gap in time
             if self._after is not None and pts <= self._after:
@@ -347,7 +367,7 @@ class ImageFolderSource(_SourceBase):
             size = output_size(image.shape[1], image.shape[0], *self._size)
             if size is not None:
                 image = cast(BGRImage, cv2.resize(image, size, interpolation=cv2.INTER_AREA))
-            yield Picture(pts, image)
+            yield Sample(pts, FramePicture(image))
 
 
 def open_source(path: str, *, input_args: Mapping[str, str] | None = None, timeout_s: float = 10.0,

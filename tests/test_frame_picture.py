@@ -1,0 +1,75 @@
+"""A camera's frames stay as decoded until the analysis asks for BGR, which then is what the source gives.
+
+Real video: ``street.mp4`` (1080p H.264) through a real ``Camera`` reader thread.
+"""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from facetrail.video import Camera, CameraSettings, DetectSettings, Frame, FramePicture, VideoInput, open_source
+from facetrail.video.motion import MotionSettings
+
+FRAMES = 4
+
+
+def first_frames(street: Path, detect: DetectSettings) -> list[Frame]:
+    """The first FRAMES frames a camera on ``street`` hands over, taken from its queue before anything converts."""
+    camera = Camera(CameraSettings("street", VideoInput(str(street)), detect, motion=MotionSettings(enabled=False)))
+    camera.start()
+    frames: list[Frame] = []
+    try:
+        while len(frames) < FRAMES:
+            frame = camera.get(timeout=30)
+            assert frame is not None, f"the camera ended after {len(frames)} frames: {camera.status().error}"
+            frames.append(frame)
+    finally:
+        camera.stop()
+    return frames
+
+
+@pytest.mark.parametrize("width", [None, 640], ids=["1080p", "resized to 640"])
+def test_the_camera_hands_over_decoded_frames_that_convert_to_the_sources_pictures(street_mp4: Path,
+                                                                                    width: int | None) -> None:
+    frames = first_frames(street_mp4, DetectSettings(fps=5, width=width))
+    size = (640, 360) if width else (1920, 1080)
+    # Handed over unconverted: the reader thread made no BGR picture, yet the size is known.
+    assert [(f.picture.converted, f.picture.size) for f in frames] == [(False, size)] * FRAMES
+    source = open_source(str(street_mp4), fps=5, width=width)
+    try:
+        expected = [picture for _, picture in zip(range(FRAMES), source, strict=False)]
+    finally:
+        source.close()
+    for frame, (pts, image, _) in zip(frames, expected, strict=True):
+        assert frame.pts == pytest.approx(pts)
+        converted = frame.image  # converted here, on the taker's thread
+        assert frame.picture.converted and converted.shape == (size[1], size[0], 3)
+        assert np.array_equal(converted, image)  # the same conversion (FFmpeg's swscale) as the reader's was
+        assert frame.image is converted  # once
+
+
+def test_threads_asking_at_once_share_one_conversion(street_mp4: Path) -> None:
+    picture = first_frames(street_mp4, DetectSettings(fps=5))[0].picture
+    start = threading.Barrier(4)
+    images: list[np.ndarray] = []
+
+    def convert() -> None:
+        start.wait()
+        images.append(picture.bgr())
+
+    threads = [threading.Thread(target=convert) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert len(images) == 4 and all(image is images[0] for image in images)
+
+
+def test_a_picture_made_from_an_image_is_that_image() -> None:
+    image = np.zeros((120, 160, 3), np.uint8)
+    picture = FramePicture(image)
+    assert picture.converted and picture.size == (160, 120) and picture.bgr() is image

@@ -1,9 +1,14 @@
 """Memory per camera: the pipeline's RSS with 2, 3, 4 and 6 live cameras, 1080p and 640x360, and MB per camera.
 
-Each camera is ``street.mp4`` (or a 640x360 cut of it, ``live_streams.make_cut``)
-served on loopback as a live MPEG-TS stream over TCP by ``bench/live_streams.py``
-(a separate process, so the server's memory is not counted): packets paced by
-their timestamps, looped with an offset, so the pipeline sees a real live
+Each camera is ``street.mp4`` (size ``1080p``), or a cut of it re-encoded the
+way IP cameras encode (``live_streams.make_cut``: no B-frames, one reference
+frame, a key frame every 2 s): ``1080p-ip`` and ``640x360``. A decoder's
+memory follows the stream's structure as well as its size: street.mp4 (High
+profile, a B-pyramid) makes the H.264 decoder keep several more pictures
+than a camera's stream does. Each is served on loopback as a live MPEG-TS
+stream over TCP by ``bench/live_streams.py`` (a separate process, so the
+server's memory is not counted): packets paced by their timestamps, looped
+with an offset, so the pipeline sees a real live
 stream and decodes every frame as it would from a camera. Size ``record``
 is the Frigate-like 1080p camera: the 640x360 cut as its ``detect`` stream
 and street.mp4 as its ``record`` stream (``--record-decode``: the record
@@ -131,16 +136,23 @@ def slope(points: list[tuple[int, float]]) -> float:
     return sum((x - mx) * (y - my) for x, y in zip(xs, ys, strict=True)) / sum((x - mx) ** 2 for x in xs)
 
 
+def per_run(points: list[tuple[int, float]], counts: int) -> list[str]:
+    """The slope of each repeat's own points (MB per camera), to show the spread between runs."""
+    return [f"{slope(points[k:k + counts]):.1f}" for k in range(0, len(points), counts)]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--src", action="append", help="a checkout's src folder to measure (repeatable; default: "
                                                        "this one's)")
     parser.add_argument("--cameras", default="2,3,4,6", help="camera counts (from 2: see above)")
-    parser.add_argument("--sizes", default="1080p,640x360", help="stream sizes: 1080p, 640x360, record (a 640x360 "
-                                                                 "detect stream and a 1080p record stream)")
+    parser.add_argument("--sizes", default="1080p,1080p-ip,640x360",
+                        help="stream sizes: 1080p (street.mp4 as it is), 1080p-ip (re-encoded as IP cameras send it), "
+                             "640x360, record (a 640x360 detect stream and a 1080p record stream)")
     parser.add_argument("--record-decode", choices=("auto", "off"), default="auto",
                         help="size record: the record input's decode_skip")
     parser.add_argument("--seconds", type=float, default=8.0, help="RSS sampling time per run")
+    parser.add_argument("--repeats", type=int, default=1, help="runs per source and count (the slope fits them all)")
     parser.add_argument("--warmup", type=float, default=WARMUP_S, help="seconds before sampling starts")
     parser.add_argument("--fps", type=float, default=5.0, help="each camera's analysis rate")
     parser.add_argument("--json", type=Path, help="write every figure here")
@@ -156,11 +168,14 @@ def main() -> None:
     print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, "
           f"Python {platform.python_version()}, PyAV {av.__version__} (FFmpeg {av.ffmpeg_version_info})")
     print(f"settings: cameras {counts}, detect fps {args.fps}, motion gate on, warm-up {args.warmup} s, "
-          f"RSS sampled every 0.25 s for {args.seconds} s, median reported; sources {sources}")
+          f"RSS sampled every 0.25 s for {args.seconds} s, median reported; {args.repeats} run(s) per count; "
+          f"sources {sources}")
     results: dict[str, Any] = {"goal_mb_per_camera": GOAL_MB_PER_CAMERA, "runs": []}
     with tempfile.TemporaryDirectory() as folder:
         files: dict[str, list[Path]] = {"1080p": [STREET]}
-        if "640x360" in args.sizes or "record" in args.sizes:  # the cut takes a few seconds to encode
+        if "1080p-ip" in args.sizes:  # the cuts take a few seconds to encode
+            files["1080p-ip"] = [make_cut(STREET, Path(folder) / "street-1080p-ip.mp4", 1920, 1080)]
+        if "640x360" in args.sizes or "record" in args.sizes:
             cut = make_cut(STREET, Path(folder) / "street-640x360.mp4", 640, 360)
             files.update({"640x360": [cut], "record": [cut, STREET]})
         for size in args.sizes.split(","):
@@ -168,7 +183,7 @@ def main() -> None:
             print(f"\n{size} live streams ({names} served as MPEG-TS over TCP on loopback"
                   f"{f'; record decode_skip {args.record_decode}' if size == 'record' else ''})")
             per_src: dict[str, list[tuple[int, float]]] = {src: [] for src in sources}
-            for count in counts:
+            for count in [c for _ in range(args.repeats) for c in counts]:
                 for src in sources:  # interleaved: every checkout at this count before the next count
                     with LiveStreams(files[size], count) as streams:
                         cameras = [[streams.urls[f][k] for f in range(len(files[size]))] for k in range(count)]
@@ -184,7 +199,9 @@ def main() -> None:
                     mb = slope(points)
                     results[f"mb_per_camera_{size}_{src}"] = round(mb, 1)
                     verdict = "within" if mb <= GOAL_MB_PER_CAMERA else "over"
-                    print(f"  {src}: {mb:.1f} MB per added camera ({verdict} the {GOAL_MB_PER_CAMERA:.0f} MB goal)")
+                    runs = "" if args.repeats == 1 else f"; each run alone: {', '.join(per_run(points, len(counts)))}"
+                    print(f"  {src}: {mb:.1f} MB per added camera ({verdict} the {GOAL_MB_PER_CAMERA:.0f} MB "
+                          f"goal{runs})")
     if args.json is not None:
         args.json.write_text(json.dumps(results, indent=1) + "\n")
 

@@ -380,7 +380,8 @@ class Camera(ReaderThread):
         """Gate a sampled picture and pass it on as a Frame, with its small grey copy (for camera motion).
 
         ``grey``: the copy the source made (from a video frame's luma); otherwise the gate makes one here. The
-        picture stays as decoded: whoever takes the frame converts it (``Frame.image``), not this thread.
+        picture stays as decoded: whoever takes the frame converts it (``Frame.image``), so a frame dropped from
+        a live camera's queue is never converted and no reader keeps converted frames (picture.py).
         """
         if grey is None and gate.settings.enabled:
             grey = small_grey(picture.bgr())

@@ -13,7 +13,8 @@ kept as YUV and converted on one shared thread, 28.5.
 
 So the reader hands over a ``FramePicture`` holding the decoded frame (the
 decoder's own buffer, no copy), and the first ``bgr()`` (the detection
-thread's, in the pipeline) converts it and lets the decoded frame go.
+thread's, in the pipeline) converts it and lets the decoded frame go; a
+frame dropped from a live camera's queue is never converted.
 Each converting thread keeps one FFmpeg swscale converter per kind of
 frame (format, size, output size), since making one costs more than a
 conversion (CONVERT_THREADS: one swscale thread each).

@@ -18,7 +18,10 @@ Each (way, N) runs in a fresh child process with the pipeline's heap policy
 for 6 s (median). MB per reader is the least-squares slope over N. The
 ways are interleaved per N. Machine and settings are printed.
 
-Run: ``PYTHONPATH=src .venv/bin/python bench/reader_memory.py [--readers 2,4,6] [--ways decode,bgr-kept]``
+``--ip`` reads street.mp4 re-encoded the way IP cameras encode (no B-frames,
+one reference frame; ``live_streams.make_cut``) instead of as it is.
+
+Run: ``PYTHONPATH=src .venv/bin/python bench/reader_memory.py [--ip] [--readers 2,4,6] [--ways decode,bgr-kept]``
 """
 
 from __future__ import annotations
@@ -31,13 +34,15 @@ import platform
 import statistics
 import subprocess
 import sys
+import tempfile
 import threading
 import time
+from pathlib import Path
 
 import av
 
 from camera_memory import STREET, rss_mb, slope
-from live_streams import LiveStreams
+from live_streams import LiveStreams, make_cut
 
 WAYS = ("decode", "yuv-kept", "bgr-dropped", "bgr-kept", "yuv-shared")
 FPS = 5.0
@@ -92,6 +97,8 @@ def child(urls: list[str], way: str) -> float:
         samples.append(rss_mb())
         time.sleep(0.25)
     stop.set()
+    for thread in threads:  # a reader still decoding as the interpreter exits takes the process down
+        thread.join(timeout=10)
     return statistics.median(samples)
 
 
@@ -99,6 +106,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--readers", default="2,4,6", help="reader counts")
     parser.add_argument("--ways", default=",".join(WAYS), help=f"ways to handle frames: {', '.join(WAYS)}")
+    parser.add_argument("--ip", action="store_true", help="street.mp4 re-encoded as IP cameras send it (no "
+                                                          "B-frames, one reference frame) instead of as it is")
     parser.add_argument("--child", nargs=2, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
@@ -106,16 +115,21 @@ def main() -> None:
         return
     if not STREET.exists():
         raise SystemExit(f"{STREET} is missing (set FACETRAIL_SHARED_DATA)")
-    counts = [int(c) for c in args.readers.split(",")]
-    ways = args.ways.split(",")
+    with tempfile.TemporaryDirectory() as folder:
+        stream = make_cut(STREET, Path(folder) / "street-1080p-ip.mp4", 1920, 1080) if args.ip else STREET
+        measure(stream, [int(c) for c in args.readers.split(",")], args.ways.split(","))
+
+
+def measure(stream: Path, counts: list[int], ways: list[str]) -> None:
+    """Every way at every reader count, interleaved; RSS per run and MB per reader."""
     print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, "
           f"Python {platform.python_version()}, PyAV {av.__version__} (FFmpeg {av.ffmpeg_version_info})")
-    print(f"settings: {STREET.name} as live 1080p streams, {FPS:g} sampled fps, readers {counts}, warm-up "
+    print(f"settings: {stream.name} as live 1080p streams, {FPS:g} sampled fps, readers {counts}, warm-up "
           f"{WARMUP_S:g} s, RSS median over {SAMPLE_S:g} s; a fresh process per way and count, ways interleaved")
     points: dict[str, list[tuple[int, float]]] = {way: [] for way in ways}
     for count in counts:
         for way in ways:
-            with LiveStreams([STREET], count) as streams:
+            with LiveStreams([stream], count) as streams:
                 command = [sys.executable, __file__, "--child", json.dumps(streams.urls[0]), way]
                 done = subprocess.run(command, capture_output=True, text=True, check=False, env=os.environ)
             if done.returncode != 0:

@@ -3,13 +3,13 @@
 A camera's reader thread decodes and samples; the frames it keeps wait for
 the analysis in the camera's queue. Converted to BGR there, on the reader
 thread, every camera paid for it in memory: the BGR frames waiting (6.2 MB
-each at 1080p against 3.1 as YUV) and, above all, the reader thread's own
-malloc arena, which kept the peak of the frames it had converted. Measured
-on street.mp4 served as live 1080p streams (2-core machine, RSS slope over
-2, 4 and 6 readers at 5 analysed fps): decoding alone 26.9 MB per camera;
-converting to BGR on each reader and dropping the frame at once 43.5; with
-the two newest frames kept, as a live camera keeps them, 51.1; the same two
-kept as YUV and converted on one shared thread, 28.5.
+each at 1080p against 3.1 as YUV) and the freed ones its thread's heap kept
+for the next. Measured on street.mp4 served as live 1080p streams
+(``bench/reader_memory.py``: 2-core machine, RSS slope over 2, 4 and 6
+readers at 5 sampled fps): decoding alone 27.2 MB per reader; converting
+to BGR on the reader and dropping the frame at once 33.1; keeping the two
+newest BGR frames, as a live camera's queue does, 49.4; keeping the two
+newest as YUV 30.1, and converted on one thread shared by all readers 27.8.
 
 So the reader hands over a ``FramePicture`` holding the decoded frame (the
 decoder's own buffer, no copy), and the first ``bgr()`` (the detection

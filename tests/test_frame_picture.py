@@ -6,13 +6,17 @@ Real video: ``street.mp4`` (1080p H.264) through a real ``Camera`` reader thread
 from __future__ import annotations
 
 import threading
+import time
 from pathlib import Path
 
+import av
 import numpy as np
 import pytest
 
 from facetrail.video import Camera, CameraSettings, DetectSettings, Frame, FramePicture, VideoInput, open_source
+from facetrail.video import picture as picture_module
 from facetrail.video.motion import MotionSettings
+from facetrail.video.picture import to_bgr
 
 FRAMES = 4
 
@@ -57,9 +61,17 @@ def test_a_live_camera_hands_over_decoded_frames_that_convert_to_the_sources_pic
         assert frame.image is converted  # once
 
 
-def test_threads_asking_at_once_share_one_conversion(street_mp4: Path) -> None:
+def test_threads_asking_at_once_share_one_conversion(street_mp4: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     picture = first_frames(street_mp4, DetectSettings(fps=5))[0].picture
     assert not picture.converted
+    conversions: list[int] = []
+
+    def slow_to_bgr(frame: av.VideoFrame, size: tuple[int, int] | None = None) -> np.ndarray:
+        conversions.append(threading.get_ident())
+        time.sleep(0.2)  # widens the race: every thread has asked before the first conversion ends
+        return to_bgr(frame, size)
+
+    monkeypatch.setattr(picture_module, "to_bgr", slow_to_bgr)
     start = threading.Barrier(4)
     images: list[np.ndarray] = []
 
@@ -72,6 +84,7 @@ def test_threads_asking_at_once_share_one_conversion(street_mp4: Path) -> None:
         thread.start()
     for thread in threads:
         thread.join()
+    assert len(conversions) == 1  # the others waited for it
     assert len(images) == 4 and all(image is images[0] for image in images)
 
 

@@ -6,6 +6,7 @@ import sqlite3
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 from contextlib import closing
 from datetime import timedelta
@@ -18,6 +19,7 @@ from alembic.script import ScriptDirectory
 from sqlalchemy import func, select
 
 from facetrail.store import audit
+from facetrail.store import db as db_module
 from facetrail.store.db import Database
 from facetrail.store.errors import DatabaseUnavailableError
 from facetrail.store.migrate import alembic_config
@@ -112,6 +114,42 @@ def test_processes_opening_a_fresh_database_at_once_all_migrate_it(db_url: str) 
     assert [out.strip() for out, _ in results] == ["migrated"] * 4, [err for _, err in results]
     tables = set(sa.inspect(Database(db_url, migrate=False).engine).get_table_names())
     assert set(Base.metadata.tables) <= tables
+
+
+def test_a_database_another_connection_is_writing_is_switched_to_wal_once_it_commits(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # The race above, made certain: switching a database that is not yet WAL while another connection holds its
+    # write lock is refused at once ("database is locked"), without the busy timeout (CI's four processes hit it
+    # once); the open tries again until the writer has committed, and loses nothing of what it wrote.
+    path = tmp_path / "facetrail.db"
+    refused = threading.Event()
+    monkeypatch.setattr(db_module, "_pause", lambda seconds: (refused.set(), time.sleep(seconds)))
+    opened: list[Database | Exception] = []
+
+    def open_it() -> None:
+        try:
+            opened.append(Database(f"sqlite:///{path}"))
+        except Exception as error:  # reported by the assertion below
+            opened.append(error)
+
+    with closing(sqlite3.connect(path, isolation_level=None)) as writer:
+        writer.execute("CREATE TABLE written_first (x)")  # a rollback-journal database with a writer in it
+        writer.execute("BEGIN IMMEDIATE")
+        writer.execute("INSERT INTO written_first VALUES (1)")
+        opener = threading.Thread(target=open_it)
+        opener.start()
+        while not refused.wait(0.05) and opener.is_alive():
+            pass
+        writer.execute("COMMIT")
+    opener.join(timeout=120)
+    db = opened[0]
+    assert isinstance(db, Database), opened
+    assert refused.is_set()  # the writer held its lock through at least one try
+    with db.engine.connect() as connection:
+        assert connection.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
+        assert connection.exec_driver_sql("SELECT x FROM written_first").scalar() == 1
+        assert "alembic_version" in sa.inspect(connection).get_table_names()
+    db.dispose()
 
 
 def test_a_fresh_sqlite_database_is_migrated_in_one_transaction(tmp_path: Path) -> None:

@@ -7,6 +7,9 @@ takes its own session from ``session()``.
 from __future__ import annotations
 
 import logging
+import random
+import sqlite3
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -25,6 +28,8 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 DB_FILENAME = "facetrail.db"
+BUSY_TIMEOUT_S = 30.0  # how long a SQLite connection waits for another one's lock before it reports it
+_pause = time.sleep  # between tries to switch a fresh database to WAL (a test watches it)
 
 
 def sqlite_url(data_dir: Path) -> str:
@@ -105,12 +110,27 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     # pysqlite's own transaction handling would defeat BEGIN IMMEDIATE; we issue BEGIN ourselves.
     dbapi_connection.isolation_level = None
     cursor = dbapi_connection.cursor()
-    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute(f"PRAGMA busy_timeout={int(BUSY_TIMEOUT_S * 1000)}")  # first: the switch to WAL may wait too
+    _switch_to_wal(cursor)
     cursor.execute("PRAGMA synchronous=NORMAL")
     cursor.execute("PRAGMA foreign_keys=ON")
-    cursor.execute("PRAGMA busy_timeout=30000")
     cursor.execute("PRAGMA secure_delete=ON")  # deleted rows (a destroyed data key) are zeroed in the file
     cursor.close()
+
+
+def _switch_to_wal(cursor: sqlite3.Cursor) -> None:
+    # Switching a fresh database (not yet WAL) takes its exclusive lock from a shared one. When processes open it at
+    # once, SQLite refuses at once ("database is locked") a connection whose wait could deadlock with another's,
+    # without its busy timeout; it holds no lock after the refusal, so trying again a moment later succeeds.
+    deadline = time.monotonic() + BUSY_TIMEOUT_S
+    while True:
+        try:
+            cursor.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as error:
+            if "locked" not in str(error) or time.monotonic() > deadline:
+                raise
+        _pause(random.uniform(0.005, 0.05))  # apart, so the processes refused together do not meet again
 
 
 __all__ = ["Database", "DatabaseUnavailableError", "SQLAlchemyError", "sqlite_url"]

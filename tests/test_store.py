@@ -116,11 +116,33 @@ def test_processes_opening_a_fresh_database_at_once_all_migrate_it(db_url: str) 
     assert set(Base.metadata.tables) <= tables
 
 
+def test_a_fresh_sqlite_database_is_migrated_in_one_transaction(tmp_path: Path) -> None:
+    # Another process reading the revision between two steps would plan the same steps again (the race the test
+    # above provokes); here an outside connection looks each time the migrating one begins a transaction.
+    path = tmp_path / "facetrail.db"
+    db = Database(f"sqlite:///{path}", migrate=False)
+    seen: list[str | None] = []
+
+    def look_from_outside(_connection: sa.Connection) -> None:
+        with closing(sqlite3.connect(path)) as outside:
+            try:
+                seen.append(outside.execute("SELECT version_num FROM alembic_version").fetchone()[0])
+            except sqlite3.OperationalError:  # no such table: nothing committed yet
+                seen.append(None)
+
+    sa.event.listen(db.engine, "begin", look_from_outside)
+    db.migrate()
+    head = ScriptDirectory.from_config(alembic_config(db.engine)).get_current_head()
+    with closing(sqlite3.connect(path)) as outside:
+        assert outside.execute("SELECT version_num FROM alembic_version").fetchone()[0] == head
+    assert seen and set(seen) <= {None, head}, f"a part-migrated schema was visible: {seen}"
+
+
 def test_a_database_another_connection_is_writing_is_switched_to_wal_once_it_commits(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    # The race above, made certain: switching a database that is not yet WAL while another connection holds its
-    # write lock is refused at once ("database is locked"), without the busy timeout (CI's four processes hit it
-    # once); the open tries again until the writer has committed, and loses nothing of what it wrote.
+    # The other race of the four processes above, made certain: switching a database that is not yet WAL while
+    # another connection holds its write lock is refused at once ("database is locked"), without the busy timeout
+    # (CI's four processes hit it once); the open tries again until the writer has committed, and loses nothing.
     path = tmp_path / "facetrail.db"
     refused = threading.Event()
     monkeypatch.setattr(db_module, "_pause", lambda seconds: (refused.set(), time.sleep(seconds)))
@@ -142,36 +164,14 @@ def test_a_database_another_connection_is_writing_is_switched_to_wal_once_it_com
             pass
         writer.execute("COMMIT")
     opener.join(timeout=120)
+    assert len(opened) == 1 and isinstance(opened[0], Database), opened
     db = opened[0]
-    assert isinstance(db, Database), opened
     assert refused.is_set()  # the writer held its lock through at least one try
     with db.engine.connect() as connection:
         assert connection.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
         assert connection.exec_driver_sql("SELECT x FROM written_first").scalar() == 1
         assert "alembic_version" in sa.inspect(connection).get_table_names()
     db.dispose()
-
-
-def test_a_fresh_sqlite_database_is_migrated_in_one_transaction(tmp_path: Path) -> None:
-    # Another process reading the revision between two steps would plan the same steps again (the race the test
-    # above provokes); here an outside connection looks each time the migrating one begins a transaction.
-    path = tmp_path / "facetrail.db"
-    db = Database(f"sqlite:///{path}", migrate=False)
-    seen: list[str | None] = []
-
-    def look_from_outside(_connection: sa.Connection) -> None:
-        with closing(sqlite3.connect(path)) as outside:
-            try:
-                seen.append(outside.execute("SELECT version_num FROM alembic_version").fetchone()[0])
-            except sqlite3.OperationalError:  # no such table: nothing committed yet
-                seen.append(None)
-
-    sa.event.listen(db.engine, "begin", look_from_outside)
-    db.migrate()
-    head = ScriptDirectory.from_config(alembic_config(db.engine)).get_current_head()
-    with closing(sqlite3.connect(path)) as outside:
-        assert outside.execute("SELECT version_num FROM alembic_version").fetchone()[0] == head
-    assert seen and set(seen) <= {None, head}, f"a part-migrated schema was visible: {seen}"
 
 
 def test_every_stored_column_was_reviewed_and_none_is_free_form(db_url: str) -> None:

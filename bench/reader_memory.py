@@ -42,11 +42,11 @@ from pathlib import Path
 import av
 
 from camera_memory import STREET, rss_mb, slope
+from facetrail.video.camera import LIVE_QUEUE as KEPT  # the frames a live camera's queue keeps
 from live_streams import LiveStreams, make_cut
 
 WAYS = ("decode", "yuv-kept", "bgr-dropped", "bgr-kept", "yuv-shared")
 FPS = 5.0
-KEPT = 2  # a live camera's queue (facetrail.video.camera.LIVE_QUEUE)
 SHARED_KEPT = 4  # BGR frames the shared converter keeps, as frames in flight in the pipeline would be
 WARMUP_S, SAMPLE_S = 10.0, 6.0
 
@@ -113,11 +113,14 @@ def main() -> None:
     if args.child:
         print(json.dumps(child(json.loads(args.child[0]), args.child[1])))
         return
+    ways = args.ways.split(",")
+    if unknown := sorted(set(ways) - set(WAYS)):
+        parser.error(f"unknown way(s) {', '.join(unknown)}: choose from {', '.join(WAYS)}")
     if not STREET.exists():
         raise SystemExit(f"{STREET} is missing (set FACETRAIL_SHARED_DATA)")
     with tempfile.TemporaryDirectory() as folder:
         stream = make_cut(STREET, Path(folder) / "street-1080p-ip.mp4", 1920, 1080) if args.ip else STREET
-        measure(stream, [int(c) for c in args.readers.split(",")], args.ways.split(","))
+        measure(stream, [int(c) for c in args.readers.split(",")], ways)
 
 
 def measure(stream: Path, counts: list[int], ways: list[str]) -> None:

@@ -23,6 +23,12 @@ those samples and the peak. Sampling earlier catches the start-up burst
 (the models' first, slow runs while every camera's queue fills), which the
 trim hands back: 1080p, 2 and 4 cameras, RSS fell by 28 and 58 MB at it and
 stayed there. MB per added camera is the least-squares slope of RSS over N.
+Beside RSS, each count reports what glibc's heap has handed out and not
+freed (``mallinfo2``: memory in use, as opposed to freed memory a heap
+keeps) and, once at the end, the analysed frames in flight (converted
+pictures alive: the detection and tracking stages' batches), with their
+slopes, so a figure can be told apart into decoders, frames in flight and
+the rest.
 The counts start at 2: going from one camera to two also pays once for what
 any second camera would (onnxruntime's arena for a detector batch of two
 frames, the first thread heaps), which is not a cost per camera.
@@ -38,6 +44,8 @@ Run: ``PYTHONPATH=src .venv/bin/python bench/camera_memory.py [--src /work/main/
 from __future__ import annotations
 
 import argparse
+import ctypes
+import gc
 import json
 import os
 import platform
@@ -71,6 +79,32 @@ def rss_mb() -> float:
     return float("nan")
 
 
+class _MallInfo2(ctypes.Structure):
+    _fields_ = [(name, ctypes.c_size_t) for name in ("arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks",
+                                                     "fsmblks", "uordblks", "fordblks", "keepcost")]
+
+
+def heap_in_use_mb() -> float:
+    """Bytes glibc's heap (every arena, and blocks it mapped on their own) has handed out and not freed, in MB.
+
+    NaN where the C library has no ``mallinfo2`` (not glibc, or glibc before 2.33).
+    """
+    try:
+        mallinfo2 = ctypes.CDLL("libc.so.6").mallinfo2
+    except (OSError, AttributeError):
+        return float("nan")
+    mallinfo2.restype = _MallInfo2
+    info = mallinfo2()
+    return float(info.uordblks + info.hblkhd) / 2**20
+
+
+def pictures_in_flight() -> int:
+    """Converted frame pictures alive now (the analysis stages' frames; a camera's waiting frames are not converted)."""
+    from facetrail.video.picture import FramePicture
+
+    return sum(1 for thing in gc.get_objects() if isinstance(thing, FramePicture) and thing.converted)
+
+
 def camera_yaml(name: str, urls: list[str], fps: float, record_decode: str) -> str:
     """One camera's configuration: its detect stream, and its record stream when a second URL is given."""
     inputs = f"      - path: {urls[0]}\n"
@@ -98,12 +132,14 @@ def child(urls: list[list[str]], seconds: float, warmup: float, fps: float,
         worker.start()
         time.sleep(warmup)
         before = {s.name: s for s in pipeline.status()}
-        samples = []
+        samples, in_use = [], []
         end = time.monotonic() + seconds
         while time.monotonic() < end:
             samples.append(rss_mb())
+            in_use.append(heap_in_use_mb())
             time.sleep(0.25)
         after = {s.name: s for s in pipeline.status()}
+        in_flight = pictures_in_flight()
         cpu, wall = time.process_time() - cpu0, time.perf_counter() - wall0
         stop.set()
         worker.join()
@@ -111,6 +147,7 @@ def child(urls: list[list[str]], seconds: float, warmup: float, fps: float,
     dropped = [(after[n].frames_dropped - before[n].frames_dropped) / seconds for n in after]
     decoded = [(after[n].frames_decoded - before[n].frames_decoded) / seconds for n in after]
     return {"cameras": len(urls), "rss_mb": round(statistics.median(samples), 1), "peak_mb": round(max(samples), 1),
+            "heap_in_use_mb": round(statistics.median(in_use), 1), "pictures_in_flight": in_flight,
             "start_mb": round(baseline, 1), "models_mb": round(loaded, 1),
             "analysed_fps": [round(a, 2) for a in analysed], "dropped_fps": [round(d, 2) for d in dropped],
             "decoded_fps": [round(d, 1) for d in decoded], "cpu_s": round(cpu, 1), "wall_s": round(wall, 1)}
@@ -182,26 +219,33 @@ def main() -> None:
             names = " + ".join(f.name for f in files[size])
             print(f"\n{size} live streams ({names} served as MPEG-TS over TCP on loopback"
                   f"{f'; record decode_skip {args.record_decode}' if size == 'record' else ''})")
-            per_src: dict[str, list[tuple[int, float]]] = {src: [] for src in sources}
+            runs: dict[str, list[dict[str, Any]]] = {src: [] for src in sources}
             for count in [c for _ in range(args.repeats) for c in counts]:
                 for src in sources:  # interleaved: every checkout at this count before the next count
                     with LiveStreams(files[size], count) as streams:
                         cameras = [[streams.urls[f][k] for f in range(len(files[size]))] for k in range(count)]
                         found = run_child(src, cameras, args)
-                    per_src[src].append((count, found["rss_mb"]))
+                    runs[src].append(found)
                     results["runs"].append({"size": size, "src": src, **found})
                     print(f"  {src}: {count} camera(s): RSS {found['rss_mb']} MB (peak {found['peak_mb']}, models "
-                          f"loaded {found['models_mb']}), analysed fps {found['analysed_fps']}, dropped/s "
-                          f"{found['dropped_fps']}, decoded/s {found['decoded_fps']}; CPU {found['cpu_s']} s "
+                          f"loaded {found['models_mb']}; heap in use {found['heap_in_use_mb']} MB, "
+                          f"{found['pictures_in_flight']} frames in flight), analysed fps {found['analysed_fps']}, "
+                          f"dropped/s {found['dropped_fps']}, decoded/s {found['decoded_fps']}; CPU {found['cpu_s']} s "
                           f"in {found['wall_s']} s wall")
-            for src, points in per_src.items():
-                if len(points) > 1:
+            for src, found_runs in runs.items():
+                if len(found_runs) > 1:
+                    points = [(run["cameras"], run["rss_mb"]) for run in found_runs]
                     mb = slope(points)
+                    in_use = slope([(run["cameras"], run["heap_in_use_mb"]) for run in found_runs])
+                    in_flight = slope([(run["cameras"], float(run["pictures_in_flight"])) for run in found_runs])
                     results[f"mb_per_camera_{size}_{src}"] = round(mb, 1)
+                    results[f"heap_in_use_mb_per_camera_{size}_{src}"] = round(in_use, 1)
+                    results[f"frames_in_flight_per_camera_{size}_{src}"] = round(in_flight, 2)
                     verdict = "within" if mb <= GOAL_MB_PER_CAMERA else "over"
-                    runs = "" if args.repeats == 1 else f"; each run alone: {', '.join(per_run(points, len(counts)))}"
+                    each = "" if args.repeats == 1 else f"; each run alone: {', '.join(per_run(points, len(counts)))}"
                     print(f"  {src}: {mb:.1f} MB per added camera ({verdict} the {GOAL_MB_PER_CAMERA:.0f} MB "
-                          f"goal{runs})")
+                          f"goal{each}); heap in use {in_use:.1f} MB and {in_flight:.2f} frames in flight per "
+                          f"added camera")
     if args.json is not None:
         args.json.write_text(json.dumps(results, indent=1) + "\n")
 

@@ -7,16 +7,21 @@ from __future__ import annotations
 
 import threading
 import time
+import weakref
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import av
 import numpy as np
 import pytest
 
 from facetrail.video import Camera, CameraSettings, DetectSettings, Frame, FramePicture, VideoInput, open_source
+from facetrail.video import camera as camera_module
 from facetrail.video import picture as picture_module
 from facetrail.video.motion import MotionSettings
 from facetrail.video.picture import to_bgr
+from facetrail.video.sources import AVSource
 
 FRAMES = 4
 
@@ -92,3 +97,69 @@ def test_a_picture_made_from_an_image_is_that_image() -> None:
     image = np.zeros((120, 160, 3), np.uint8)
     picture = FramePicture(image)
     assert picture.converted and picture.size == (160, 120) and picture.bgr() is image
+
+
+def test_a_source_waiting_for_its_next_frame_holds_no_picture_it_handed_over(street_mp4: Path,
+                                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    # Between two samples (a sampling period, while the next frames decode) the source must not keep the last
+    # picture: once the analysis has converted it, that would keep a BGR frame (6 MB at 1080p) alive per camera.
+    source = AVSource(str(street_mp4), live=True, fps=5)
+    real_frames = source.frames
+    converted: list[weakref.ref[np.ndarray]] = []
+    held_while_waiting: list[bool] = []
+
+    def frames_noting_what_is_held() -> Iterator[tuple[float, av.VideoFrame]]:
+        decoded = real_frames()
+        yield next(decoded)
+        held_while_waiting.append(converted[0]() is not None)  # the source is now waiting for this frame
+        yield next(decoded)
+
+    monkeypatch.setattr(source, "frames", frames_noting_what_is_held)
+    try:
+        samples = source.samples()
+        first = next(samples)
+        image = first.picture.bgr()
+        converted.append(weakref.ref(image))
+        del first, image
+        second = next(samples)
+        assert held_while_waiting == [False], "the source held the picture it handed over while it waited"
+        assert second.pts > 0
+    finally:
+        source.close()
+
+
+def test_a_camera_waiting_for_its_next_frame_holds_no_picture_it_handed_over(
+        street_mp4: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # The reader's own reference is the one that matters here: the source's next frame does not come (as a
+    # stream's does not until its time), and the reader waits for it, as a live camera does most of the time.
+    waiting, release = threading.Event(), threading.Event()
+    open_real = camera_module.open_source
+
+    def open_then_pause(*args: Any, **kwargs: Any) -> AVSource:
+        source = open_real(*args, **kwargs)
+        assert isinstance(source, AVSource)
+        real_frames = source.frames
+
+        def first_frame_then_wait() -> Iterator[tuple[float, av.VideoFrame]]:
+            yield next(real_frames())
+            waiting.set()
+            release.wait(60)
+
+        monkeypatch.setattr(source, "frames", first_frame_then_wait)
+        return source
+
+    monkeypatch.setattr(camera_module, "open_source", open_then_pause)
+    camera = Camera(CameraSettings("street", VideoInput(str(street_mp4), realtime=True), DetectSettings(fps=5),
+                                   motion=MotionSettings(enabled=False)))
+    camera.start()
+    try:
+        frame = camera.get(timeout=30)
+        assert frame is not None, camera.status().error
+        image = frame.image
+        converted = weakref.ref(image)
+        del frame, image
+        assert waiting.wait(30), "the reader never asked for its next frame"
+        assert converted() is None, "the camera's reader still holds the picture it handed over"
+    finally:
+        release.set()
+        camera.stop()

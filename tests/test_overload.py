@@ -8,9 +8,11 @@ speed; every assertion counts frames, none measures time.
 
 from __future__ import annotations
 
+import shutil
 import socket
 import threading
 import time
+import weakref
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -24,6 +26,8 @@ from facetrail.api.app import PREFIX, ApiSettings, create_app
 from facetrail.cli.overload import OverloadNotice
 from facetrail.config.loader import parse_config
 from facetrail.gallery.gallery import Gallery, GallerySettings
+from facetrail.pipeline.batch import FrameBatch
+from facetrail.pipeline.consumers import Consumer
 from facetrail.pipeline.runner import Pipeline
 from facetrail.store.models import CameraState
 from facetrail.video.camera import LIVE_QUEUE, Camera, CameraSettings, CameraStatus, DetectSettings, VideoInput
@@ -187,3 +191,39 @@ def test_a_run_that_stays_overloaded_says_once_what_to_do() -> None:
     every_core.check(behind, now=0.0)
     line = every_core.check(behind, now=10.0)
     assert line is not None and "--processes" not in line and "detect.fps" in line and "roles: [record]" in line
+
+
+class PictureWitness(Consumer):
+    """Notes each analysed frame's picture without holding it."""
+
+    name = "picture witness"
+
+    def __init__(self) -> None:
+        self.pictures: list[weakref.ref[Any]] = []
+
+    def on_frame(self, batch: FrameBatch) -> None:
+        self.pictures.append(weakref.ref(batch.frame.image))
+
+
+def test_once_a_frame_is_handed_on_no_stage_keeps_its_picture(tmp_path: Path, video_engine: FaceEngine) -> None:
+    """The pictures in the pipeline are its batches on their way, not a picture per camera: a stage that has
+    handed a frame on keeps nothing of it. The detection thread, waiting for frames that did not come, kept its
+    last batch (a camera's reader waiting for its next frame: tests/test_frame_picture.py)."""
+    folder = tmp_path / "entrance"
+    folder.mkdir()
+    shutil.copy(sample_image("yaoming.jpg"), folder / "visitor.jpg")  # one real face, one frame
+    config = parse_config(f"purpose: tests\ndata_dir: {tmp_path / 'data'}\ncameras:\n  entrance:\n    inputs:\n"
+                          f"      - path: {folder}\n    detect:\n      fps: 5\n")
+    pipeline = Pipeline(config, engine=video_engine, actor="tester")
+    witness = PictureWitness()
+    pipeline.consumers.append(witness)
+    stop = threading.Event()
+    runner = threading.Thread(target=pipeline.run, kwargs={"stop": stop, "until_done": False})
+    runner.start()
+    try:
+        wait_until(lambda: len(witness.pictures) == 1, "the frame to be analysed")
+        wait_until(lambda: witness.pictures[0]() is None, "every stage to let go of the analysed picture")
+        assert pipeline.stats.frames == 1 and pipeline.stats.faces >= 1  # it went all the way through
+    finally:
+        stop.set()
+        runner.join()

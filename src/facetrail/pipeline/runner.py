@@ -527,3 +527,6 @@ class DetectionAhead:
                     break
                 except queue.Full:
                     continue
+            # Tracking has the batch now: holding it while the next frames arrive and are detected would keep a
+            # batch of pictures alive that tracking has already let go.
+            del detected, frames

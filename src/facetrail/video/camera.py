@@ -345,6 +345,7 @@ class Camera(ReaderThread):
                         resume = pts
                     self._take(picture, grey, offset + pts, gate, stream)
                     delivered += 1
+                    del picture, grey  # not kept while the next frame decodes (see AVSource.samples)
                 if stream:
                     raise StreamEndedError(self._label)
             except SourceError as error:

@@ -253,6 +253,9 @@ class AVSource(_SourceBase):
         for pts, frame in self.frames():
             picture = FramePicture.decoded(frame, output_size(frame.width, frame.height, *self._size))
             yield Sample(pts, picture, small_luma(frame, grey_size(*picture.size)))
+            # Hold neither while the next frame decodes (a sampling period): once the analysis has converted
+            # the picture, this generator's reference would keep its BGR image alive, one per camera.
+            del frame, picture
 
     def frames(self) -> Iterator[tuple[float, av.VideoFrame]]:
         """The sampled frames as the decoder gives them: ``(pts seconds, av.VideoFrame)``, not converted.

@@ -27,8 +27,8 @@ Beside RSS, each count reports what glibc's heap has handed out and not
 freed (``mallinfo2``: memory in use, as opposed to freed memory a heap
 keeps) and, once at the end, the analysed frames in flight (converted
 pictures alive: the detection and tracking stages' batches), with their
-slopes, so a figure can be told apart into decoders, frames in flight and
-the rest.
+slopes, so a figure can be told apart into memory in use, frames on their
+way and freed memory the heap keeps resident.
 The counts start at 2: going from one camera to two also pays once for what
 any second camera would (onnxruntime's arena for a detector batch of two
 frames, the first thread heaps), which is not a cost per camera.
@@ -84,17 +84,26 @@ class _MallInfo2(ctypes.Structure):
                                                      "fsmblks", "uordblks", "fordblks", "keepcost")]
 
 
+def _find_mallinfo2() -> Any:
+    try:
+        found = ctypes.CDLL("libc.so.6").mallinfo2
+    except (OSError, AttributeError):
+        return None
+    found.restype = _MallInfo2
+    return found
+
+
+_MALLINFO2 = _find_mallinfo2()  # None: not glibc, or glibc before 2.33
+
+
 def heap_in_use_mb() -> float:
     """Bytes glibc's heap (every arena, and blocks it mapped on their own) has handed out and not freed, in MB.
 
-    NaN where the C library has no ``mallinfo2`` (not glibc, or glibc before 2.33).
+    NaN where the C library has no ``mallinfo2``.
     """
-    try:
-        mallinfo2 = ctypes.CDLL("libc.so.6").mallinfo2
-    except (OSError, AttributeError):
+    if _MALLINFO2 is None:
         return float("nan")
-    mallinfo2.restype = _MallInfo2
-    info = mallinfo2()
+    info = _MALLINFO2()
     return float(info.uordblks + info.hblkhd) / 2**20
 
 
